@@ -1,0 +1,99 @@
+# edgeproxy: one build for everything.
+#   make            build/edgeproxy
+#   make run        deps + local Redis + demo sandbox + proxy in the foreground
+#   make test       deps + build + unit tests + integration tests (ASan+UBSan binary)
+#   make bench      side-by-side benchmark against nginx and HAProxy
+#   make fuzz       libFuzzer harnesses, each for FUZZ_SECONDS
+
+CC      ?= cc
+LLHTTP_SRC := /usr/share/llhttp
+LLHTTP_INC := /usr/share/include/llhttp
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -D_GNU_SOURCE -pthread $(WARN) -Icommon -Iproxy -I$(LLHTTP_INC)
+LDLIBS  := -levent_core -levent_extra -levent_pthreads -levent_openssl -lssl -lcrypto -lhiredis -lcjson -lpthread
+
+COMMON_SRC := $(wildcard common/*.c)
+PROXY_SRC  := $(wildcard proxy/*.c)
+LLHTTP_C   := $(LLHTTP_SRC)/llhttp.c $(LLHTTP_SRC)/api.c $(LLHTTP_SRC)/http.c
+
+BUILD := build
+SAN   := $(BUILD)/san
+OBJ_COMMON := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
+OBJ_PROXY  := $(PROXY_SRC:%.c=$(BUILD)/obj/%.o)
+OBJ_LLHTTP := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
+SAN_FLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+SAN_OBJ    := $(COMMON_SRC:%.c=$(SAN)/obj/%.o) $(PROXY_SRC:%.c=$(SAN)/obj/%.o) \
+              $(SAN)/obj/llhttp/llhttp.o $(SAN)/obj/llhttp/api.o $(SAN)/obj/llhttp/http.o
+
+UNIT_SRC   := $(wildcard test/unit/test_*.c)
+UNIT_BIN   := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
+
+PYTHON ?= /usr/bin/python3
+
+.PHONY: all deps run test unit integration sanitize bench fuzz clean format
+
+all: $(BUILD)/edgeproxy
+
+$(BUILD)/edgeproxy: $(OBJ_COMMON) $(OBJ_PROXY) $(OBJ_LLHTTP)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/obj/%.o: %.c $(wildcard common/*.h proxy/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# llhttp is generated code: build it as shipped, without our warning set.
+$(BUILD)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -I$(LLHTTP_INC) -c -o $@ $<
+
+# The sanitizer build the integration tests run against.
+$(SAN)/edgeproxy: $(SAN_OBJ)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
+
+$(SAN)/obj/%.o: %.c $(wildcard common/*.h proxy/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -c -o $@ $<
+
+$(SAN)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g $(SAN_FLAGS) -I$(LLHTTP_INC) -c -o $@ $<
+
+sanitize: $(SAN)/edgeproxy
+
+# Unit tests: one binary per test/unit/test_<module>.c, linked with common/
+# (built with sanitizers too: the ugly inputs are the point).
+$(BUILD)/test/%: test/unit/%.c $(SAN_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $< $(filter $(SAN)/obj/common/%,$(SAN_OBJ)) $(SAN)/obj/llhttp/llhttp.o $(SAN)/obj/llhttp/api.o $(SAN)/obj/llhttp/http.o -lcmocka $(LDLIBS)
+
+deps:
+	@sh scripts/deps.sh
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+integration: $(BUILD)/edgeproxy $(SAN)/edgeproxy
+	EDGEPROXY_BIN=$(SAN)/edgeproxy $(PYTHON) -m pytest -q -p no:cacheprovider test/integration
+
+test: deps
+	$(MAKE) all
+	$(MAKE) unit
+	$(MAKE) integration
+
+run: deps all
+	@sh scripts/run-demo.sh
+
+bench: deps all
+	@bash bench/run.sh
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	@bash test/fuzz/run.sh $(FUZZ_SECONDS)
+
+format:
+	clang-format -i common/*.[ch] proxy/*.[ch] test/unit/*.c
+
+clean:
+	rm -rf $(BUILD)
