@@ -1,0 +1,710 @@
+"""Black-box harness for edgeproxy: free ports, a real redis-server with a
+tiny RESP client, the proxy process, and a raw-socket HTTP/1.1 client.
+
+Python 3 stdlib only. Everything binds to 127.0.0.1.
+"""
+
+import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOMAIN = "sandbox.test"
+
+# Sanitizer findings that must never appear in the proxy's stderr.
+SANITIZER_PATTERNS = (
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "runtime error:",
+)
+
+
+# --------------------------------------------------------------------------
+# Ports, ids, hosts
+
+
+def free_port():
+    """A port that was free a moment ago (bind to 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def new_sid(prefix="t"):
+    """A fresh sandbox id, [a-z0-9]+, unique per call."""
+    return prefix + uuid.uuid4().hex[:16]
+
+
+def sandbox_host(port, sid, domain=DOMAIN):
+    return "%d-%s.%s" % (port, sid, domain)
+
+
+def wait_until(pred, timeout=5.0, interval=0.01, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def edgeproxy_bin():
+    p = os.environ.get("EDGEPROXY_BIN") or str(REPO_ROOT / "build" / "edgeproxy")
+    p = Path(p)
+    if not p.is_absolute():
+        p = REPO_ROOT / p
+    return p
+
+
+# --------------------------------------------------------------------------
+# RESP client and redis-server
+
+
+class RedisError(Exception):
+    pass
+
+
+class Resp:
+    """A tiny RESP2 client over one socket: enough for SET/GET/DEL/PUBLISH,
+    INFO, PUBSUB. Not thread-safe; make one per thread."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=5.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.f = self.sock.makefile("rb")
+
+    def close(self):
+        try:
+            self.f.close()
+        finally:
+            self.sock.close()
+
+    @staticmethod
+    def encode(args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            if isinstance(a, str):
+                a = a.encode()
+            elif isinstance(a, int):
+                a = str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        return b"".join(out)
+
+    def _read(self):
+        line = self.f.readline()
+        if not line.endswith(b"\r\n"):
+            raise RedisError("connection closed")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self.f.read(n + 2)
+            return data[:-2]
+        if kind == b"*":
+            n = int(rest)
+            if n < 0:
+                return None
+            return [self._read() for _ in range(n)]
+        raise RedisError("bad reply %r" % line)
+
+    def cmd(self, *args):
+        self.sock.sendall(self.encode(args))
+        return self._read()
+
+    def set(self, key, value):
+        return self.cmd("SET", key, value)
+
+    def get(self, key):
+        return self.cmd("GET", key)
+
+    def delete(self, *keys):
+        return self.cmd("DEL", *keys)
+
+    def publish(self, channel, msg):
+        return self.cmd("PUBLISH", channel, msg)
+
+    def info(self, section):
+        text = self.cmd("INFO", section).decode()
+        out = {}
+        for line in text.splitlines():
+            if ":" in line and not line.startswith("#"):
+                k, v = line.split(":", 1)
+                out[k] = v
+        return out
+
+    def command_calls(self, name):
+        """calls=N of cmdstat_<name> from INFO commandstats (0 if absent)."""
+        v = self.info("commandstats").get("cmdstat_" + name.lower())
+        if not v:
+            return 0
+        for part in v.split(","):
+            k, _, n = part.partition("=")
+            if k == "calls":
+                return int(n)
+        return 0
+
+    def numsub(self, channel):
+        r = self.cmd("PUBSUB", "NUMSUB", channel)
+        return int(r[1])
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1:<port>, foreground, no persistence.
+    Stopped by pid."""
+
+    def __init__(self, workdir, port=None, exe="/usr/bin/redis-server"):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.exe = exe
+        self.proc = None
+        self._client = None
+
+    def start(self, timeout=10.0):
+        log = open(self.workdir / ("redis-%d.log" % self.port), "ab")
+        self.proc = subprocess.Popen(
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--daemonize", "no",
+             "--dir", str(self.workdir), "--protected-mode", "no"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("redis-server exited with %s" % self.proc.returncode)
+            try:
+                c = Resp(self.port, timeout=1.0)
+                if c.cmd("PING") == "PONG":
+                    c.close()
+                    break
+                c.close()
+            except (OSError, RedisError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("redis-server did not answer PING")
+            time.sleep(0.02)
+        return self
+
+    @property
+    def client(self):
+        """A shared client for the test thread."""
+        if self._client is None:
+            self._client = Resp(self.port)
+        return self._client
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def stop(self):
+        if self._client is not None:
+            try:
+                self._client.close()
+            except OSError:
+                pass
+            self._client = None
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.proc = None
+
+    # Sandbox records -------------------------------------------------------
+
+    def set_record(self, sid, record=None, prefix="sandbox:", **fields):
+        """Writes the routing record for sid: a dict (JSON-encoded), a raw
+        str/bytes (for broken records), or keyword fields."""
+        if record is None:
+            record = fields
+        if isinstance(record, dict):
+            record = json.dumps(record)
+        return self.client.set(prefix + sid, record)
+
+    def delete_record(self, sid, prefix="sandbox:"):
+        return self.client.delete(prefix + sid)
+
+    def invalidate(self, sid, prefix="sandbox:"):
+        """PUBLISH <prefix>invalidate <sid>; returns the receiver count."""
+        return self.client.publish(prefix + "invalidate", sid)
+
+
+def public_record(port=None, address="127.0.0.1", **extra):
+    r = {"address": address, "allowPublicTraffic": True}
+    r.update(extra)
+    return r
+
+
+def private_record(token, address="127.0.0.1", **extra):
+    r = {"address": address, "allowPublicTraffic": False, "trafficAccessToken": token}
+    r.update(extra)
+    return r
+
+
+# --------------------------------------------------------------------------
+# Config
+
+
+DELETE = object()  # an override value that removes the key
+
+
+def base_config(listen_port, admin_port, redis_url):
+    return {
+        "workers": 2,
+        "domains": [DOMAIN],
+        "listeners": [{"address": "127.0.0.1:%d" % listen_port}],
+        "admin": {"address": "127.0.0.1:%d" % admin_port},
+        "redis": {"url": redis_url, "key_prefix": "sandbox:", "timeout_ms": 1000},
+        "cache": {"ttl_ms": 1000, "negative_ttl_ms": 250, "stale_grace_ms": 30000},
+        "policy": {"token_exempt_ports": [49983], "trusted_proxies": []},
+        "client": {"header_timeout_ms": 10000, "keepalive_timeout_ms": 75000,
+                   "body_timeout_ms": 60000, "max_head_bytes": 16384,
+                   "max_headers": 100, "max_request_line": 8192,
+                   "websocket_idle_timeout_ms": 3600000},
+        "upstream": {"connect_timeout_ms": 5000, "connect_retries": 3,
+                     "retry_backoff_ms": 100, "response_timeout_ms": 0,
+                     "idle_timeout_ms": 60000, "pool_idle_timeout_ms": 30000,
+                     "pool_max_idle": 64},
+        "drain": {"delay_ms": 0, "timeout_ms": 30000},
+        "access_log": {"path": None},
+        "log": {"level": "info"},
+    }
+
+
+def merge(base, overrides):
+    """Deep-merges overrides into a copy of base. Dicts merge key by key;
+    anything else replaces; DELETE removes the key."""
+    out = copy.deepcopy(base)
+    for k, v in (overrides or {}).items():
+        if v is DELETE:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+# --------------------------------------------------------------------------
+# The proxy process
+
+ACTIVE_PROXIES = []  # for failure reports (conftest prints their stderr)
+
+
+class ProxyError(AssertionError):
+    pass
+
+
+class Proxy:
+    """build/edgeproxy --config <tmpfile>, stopped by pid with SIGTERM."""
+
+    def __init__(self, workdir, redis_url, overrides=None, name="proxy", exe=None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.exe = Path(exe) if exe else edgeproxy_bin()
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.config = merge(base_config(self.port, self.admin_port, redis_url), overrides)
+        self.name = name
+        self.config_path = self.workdir / ("%s-%d.json" % (name, self.port))
+        self.stderr_path = self.workdir / ("%s-%d.stderr" % (name, self.port))
+        self.proc = None
+        self.returncode = None
+
+    @property
+    def is_asan(self):
+        return "/san/" in str(self.exe)
+
+    def start(self, timeout=10.0):
+        if not self.exe.exists():
+            raise ProxyError("edgeproxy binary not found at %s (run make, or set EDGEPROXY_BIN)" % self.exe)
+        self.config_path.write_text(json.dumps(self.config, indent=2))
+        env = dict(os.environ)
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        err = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen([str(self.exe), "--config", str(self.config_path)],
+                                     stdout=err, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=env)
+        err.close()
+        ACTIVE_PROXIES.append(self)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                self.returncode = self.proc.returncode
+                raise ProxyError("edgeproxy exited early with %s:\n%s" % (self.returncode, self.stderr()))
+            try:
+                r = admin_get(self.admin_port, "/healthz", timeout=1.0)
+                if r.status == 200:
+                    break
+            except OSError:
+                pass
+            except HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise ProxyError("edgeproxy /healthz not 200 within %.0fs:\n%s" % (timeout, self.stderr()))
+            time.sleep(0.02)
+        # Listeners are opened by the workers; make sure the main one accepts.
+        wait_until(lambda: _can_connect(self.port), timeout=timeout, what="listener accepting")
+        return self
+
+    def stderr(self):
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout):
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return self.returncode
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        self.returncode = self.proc.returncode if self.proc else None
+        if self in ACTIVE_PROXIES:
+            ACTIVE_PROXIES.remove(self)
+
+    def sanitizer_findings(self):
+        text = self.stderr()
+        return [p for p in SANITIZER_PATTERNS if p in text]
+
+    def stop(self, timeout=10.0, check=True):
+        """SIGTERM, wait; with check, assert exit 0 and a clean stderr."""
+        if self.proc is None:
+            return None
+        problems = []
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            t0 = time.monotonic()
+            if self.wait(timeout) is None:
+                problems.append("did not exit within %.0fs of SIGTERM (killed)" % timeout)
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+            else:
+                self.stop_seconds = time.monotonic() - t0
+        self.returncode = self.proc.returncode
+        if self in ACTIVE_PROXIES:
+            ACTIVE_PROXIES.remove(self)
+        if self.returncode != 0 and not problems:
+            problems.append("exit code %s after SIGTERM" % self.returncode)
+        found = self.sanitizer_findings()
+        if found:
+            problems.append("sanitizer findings in stderr: %s" % ", ".join(found))
+        if check and problems:
+            raise ProxyError("%s (%s): %s\n--- stderr ---\n%s" % (
+                self.name, self.exe, "; ".join(problems), self.stderr()[-20000:]))
+        return self.returncode
+
+    # Convenience ---------------------------------------------------------
+
+    def connect(self, timeout=5.0):
+        return Client(self.port, timeout=timeout)
+
+    def request(self, method="GET", target="/", host=None, headers=(), body=None, timeout=5.0):
+        """One request on a fresh connection; returns the Response."""
+        with self.connect(timeout=timeout) as c:
+            return c.request(method, target, host=host, headers=headers, body=body)
+
+    def get(self, host, target="/", headers=(), **kw):
+        return self.request("GET", target, host=host, headers=headers, **kw)
+
+    def admin(self, path):
+        return admin_get(self.admin_port, path)
+
+
+def _can_connect(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------
+# HTTP/1.1 client (raw sockets)
+
+
+class HTTPError(Exception):
+    pass
+
+
+class ConnectionClosed(HTTPError):
+    """The peer closed before a complete response."""
+
+
+class Response:
+    def __init__(self, version, status, reason, headers, body, raw_head):
+        self.version = version
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # list of (name, value) in order, as received
+        self.body = body
+        self.raw_head = raw_head
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return default
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    def has_token(self, name, token):
+        """Does the comma-separated header `name` carry `token`?"""
+        token = token.lower()
+        for v in self.header_all(name):
+            if token in [t.strip().lower() for t in v.split(",")]:
+                return True
+        return False
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def __repr__(self):
+        return "<Response %s %r headers=%r body=%r>" % (
+            self.status, self.reason, self.headers, self.body[:300])
+
+
+def build_request(method, target, host=None, headers=(), body=None, version="HTTP/1.1"):
+    lines = ["%s %s %s" % (method, target, version)]
+    hdrs = list(headers)
+    names = {k.lower() for k, _ in hdrs}
+    if host is not None:
+        lines.append("Host: %s" % host)
+    if body is not None and "content-length" not in names and "transfer-encoding" not in names:
+        hdrs.append(("Content-Length", str(len(body))))
+    for k, v in hdrs:
+        lines.append("%s: %s" % (k, v))
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    if body is None:
+        return head
+    if isinstance(body, str):
+        body = body.encode()
+    return head + body
+
+
+class Client:
+    """One client connection. send() exact bytes, read_response() parses one
+    response (Content-Length, chunked, or close-delimited)."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=5.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.eof = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    @property
+    def local_port(self):
+        return self.sock.getsockname()[1]
+
+    def settimeout(self, t):
+        self.sock.settimeout(t)
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        self.sock.sendall(data)
+
+    def request(self, method="GET", target="/", host=None, headers=(), body=None,
+                version="HTTP/1.1"):
+        self.send(build_request(method, target, host, headers, body, version))
+        return self.read_response(head=(method == "HEAD"))
+
+    def _fill(self):
+        if self.eof:
+            return False
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def _read_line(self):
+        while b"\r\n" not in self.buf:
+            if not self._fill():
+                raise ConnectionClosed("closed while reading a line; have %r" % self.buf[:200])
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _read_exact(self, n):
+        while len(self.buf) < n:
+            if not self._fill():
+                raise ConnectionClosed("closed with %d of %d body bytes" % (len(self.buf), n))
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def read_head(self):
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill():
+                raise ConnectionClosed("closed before a response head; have %r" % self.buf[:300])
+        raw, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = raw.split(b"\r\n")
+        parts = lines[0].decode("latin-1").split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+            raise HTTPError("bad status line %r" % lines[0])
+        version, status = parts[0], int(parts[1])
+        reason = parts[2] if len(parts) > 2 else ""
+        headers = []
+        for line in lines[1:]:
+            k, sep, v = line.decode("latin-1").partition(":")
+            if not sep:
+                raise HTTPError("bad header line %r" % line)
+            headers.append((k, v.strip(" \t")))
+        return version, status, reason, headers, raw
+
+    def read_response(self, head=False):
+        while True:
+            version, status, reason, headers, raw = self.read_head()
+            if 100 <= status < 200 and status != 101:
+                continue  # interim response
+            break
+        resp = Response(version, status, reason, headers, b"", raw)
+        if head or status in (101, 204, 304):
+            return resp
+        te = ",".join(resp.header_all("transfer-encoding")).lower()
+        if "chunked" in te:
+            resp.body = self._read_chunked()
+        elif resp.header("content-length") is not None:
+            resp.body = self._read_exact(int(resp.header("content-length")))
+        else:
+            while self._fill():
+                pass
+            resp.body, self.buf = self.buf, b""
+        return resp
+
+    def _read_chunked(self):
+        out = []
+        while True:
+            line = self._read_line()
+            size = int(line.split(b";", 1)[0].strip(), 16)
+            if size == 0:
+                while self._read_line() != b"":
+                    pass  # trailers
+                return b"".join(out)
+            out.append(self._read_exact(size))
+            if self._read_line() != b"":
+                raise HTTPError("chunk not followed by CRLF")
+
+    def recv_some(self, timeout=2.0):
+        """Raw bytes (for tunnels): whatever arrives next, b'' on EOF."""
+        if self.buf:
+            data, self.buf = self.buf, b""
+            return data
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(65536)
+        except ConnectionResetError:
+            return b""
+
+    def is_closed(self, timeout=2.0):
+        """True if the peer closes (EOF or reset) within timeout with no
+        further data; False if the connection stays open; raises if bytes
+        arrive."""
+        if self.buf:
+            raise HTTPError("unexpected extra bytes %r" % self.buf[:200])
+        old = self.sock.gettimeout()
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+        finally:
+            self.sock.settimeout(old)
+        if data:
+            raise HTTPError("unexpected extra bytes %r" % data[:200])
+        return True
+
+
+def admin_get(port, path, timeout=5.0):
+    with Client(port, timeout=timeout) as c:
+        return c.request("GET", path, host="127.0.0.1:%d" % port,
+                         headers=[("Connection", "close")])
+
+
+# --------------------------------------------------------------------------
+# Assertions on the proxy's own responses (SPEC section 6)
+
+JSON_CT = "application/json; charset=utf-8"
+
+
+def check_error(resp, status, sandbox_id=None, port=None, connection_limit=None,
+                html=False):
+    """Asserts resp is a proxy-made error: status, ACAO *, content type, and a
+    JSON body {"code","message"} plus exactly the listed extra fields."""
+    assert resp.status == status, "expected %d, got %r" % (status, resp)
+    assert resp.header("access-control-allow-origin") == "*", resp
+    if html:
+        ct = resp.header("content-type", "")
+        assert ct.lower().startswith("text/html"), resp
+        return None
+    assert resp.header("content-type") == JSON_CT, resp
+    body = resp.json()
+    want = {"code", "message"}
+    assert body.get("code") == status, body
+    assert isinstance(body.get("message"), str) and body["message"], body
+    if sandbox_id is not None:
+        want.add("sandboxId")
+        assert body.get("sandboxId") == sandbox_id, body
+    if port is not None:
+        want.add("port")
+        assert body.get("port") == port, body
+    if connection_limit is not None:
+        want.add("connectionLimit")
+        assert body.get("connectionLimit") == connection_limit, body
+    assert set(body) == want, "fields %r, expected exactly %r" % (sorted(body), sorted(want))
+    return body

@@ -1,0 +1,369 @@
+"""Test upstreams: real HTTP/1.1 servers on 127.0.0.1 in Python threads, over
+raw sockets so the tests control (and see) every byte.
+
+EchoUpstream records every request it receives (method, target, version,
+raw headers in order, body bytes, connection id) and answers 200 with a JSON
+echo of it plus `X-Upstream-Conn: <id>`. Requests can steer the answer with
+headers (they pass through the proxy like any other header):
+
+  X-Test-Delay-Ms: N         wait N ms before answering
+  X-Test-Status: N           answer with status N instead of 200
+  X-Test-Chunked: 1          answer with a chunked body (several chunks)
+  X-Test-Body-Size: N        answer with N bytes of a fixed pattern instead of JSON
+  X-Test-Headers: JSON       extra response headers, [["Name", "value"], ...]
+  X-Test-Reset: 1            close the connection (RST) without answering
+  X-Test-Close-After-Ms: N   answer normally (keep-alive), then close the
+                             connection N ms later without having said so
+  Upgrade: websocket (with Connection: upgrade)
+                             answer 101 and echo raw bytes until EOF
+"""
+
+import base64
+import hashlib
+import json
+import socket
+import struct
+import threading
+import time
+
+PATTERN = b"0123456789abcdefghijklmnopqrstuvwxyz\n"
+
+
+def pattern_bytes(n):
+    reps = n // len(PATTERN) + 1
+    return (PATTERN * reps)[:n]
+
+
+class Recorded:
+    def __init__(self, conn_id, peer_port, method, target, version, headers, body):
+        self.conn_id = conn_id
+        self.peer_port = peer_port
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers  # [(name, value)] exactly as received, in order
+        self.body = body
+        self.time = time.monotonic()
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return default
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    def has_header(self, name):
+        return bool(self.header_all(name))
+
+    def __repr__(self):
+        return "<Recorded conn=%d %s %s headers=%r body=%d bytes>" % (
+            self.conn_id, self.method, self.target, self.headers, len(self.body))
+
+
+class BadRequest(Exception):
+    pass
+
+
+class _Reader:
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    def line(self, limit=65536):
+        while b"\r\n" not in self.buf:
+            if len(self.buf) > limit:
+                raise BadRequest("line too long")
+            if not self.fill():
+                raise EOFError
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def exact(self, n):
+        while len(self.buf) < n:
+            if not self.fill():
+                raise EOFError
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def head(self, limit=1 << 20):
+        while b"\r\n\r\n" not in self.buf:
+            if len(self.buf) > limit:
+                raise BadRequest("head too long")
+            if not self.fill():
+                if self.buf:
+                    raise BadRequest("EOF inside a head")
+                raise EOFError
+        raw, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        return raw
+
+    def take_all(self):
+        data, self.buf = self.buf, b""
+        return data
+
+
+class EchoUpstream:
+    """Keep-alive HTTP/1.1 echo server. `delay` (seconds) applies to every
+    answer (the "slow server")."""
+
+    def __init__(self, port=0, delay=0.0, host="127.0.0.1", name="upstream"):
+        self.host = host
+        self.delay = delay
+        self.name = name
+        self.lock = threading.Lock()
+        self.requests = []
+        self.conn_count = 0
+        self.open_conns = {}
+        self.events = []  # (time, "accept"/"close", conn_id)
+        self._stop = threading.Event()
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind((host, port))
+        self.lsock.listen(128)
+        self.lsock.settimeout(0.1)
+        self.port = self.lsock.getsockname()[1]
+        self.thread = threading.Thread(target=self._accept_loop, daemon=True,
+                                       name="%s-%d" % (name, self.port))
+        self.thread.start()
+
+    # Lifecycle ---------------------------------------------------------------
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(2)
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+        with self.lock:
+            conns = list(self.open_conns.values())
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # Inspection --------------------------------------------------------------
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.requests)
+
+    def requests_for(self, marker):
+        """Requests whose target contains marker (tests use unique paths)."""
+        return [r for r in self.snapshot() if marker in r.target]
+
+    def wait_requests(self, marker, n=1, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.requests_for(marker)
+            if len(got) >= n:
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError("%s: %d of %d requests matching %r within %.1fs; all: %r" % (
+                    self.name, len(got), n, marker, timeout, self.snapshot()[-5:]))
+            time.sleep(0.005)
+
+    # Serving -----------------------------------------------------------------
+
+    def _accept_loop(self):
+        while not self._stop.is_set():
+            try:
+                s, peer = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.conn_count += 1
+                cid = self.conn_count
+                self.open_conns[cid] = s
+                self.events.append((time.monotonic(), "accept", cid))
+            s.settimeout(60)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._serve, args=(s, cid, peer[1]), daemon=True).start()
+
+    def _serve(self, s, cid, peer_port):
+        r = _Reader(s)
+        try:
+            while not self._stop.is_set():
+                try:
+                    keep = self._one(s, r, cid, peer_port)
+                except EOFError:
+                    break
+                if not keep:
+                    break
+        except BadRequest as e:
+            try:
+                msg = str(e).encode()
+                s.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                          % (len(msg), msg))
+            except OSError:
+                pass
+        except OSError:
+            pass
+        finally:
+            with self.lock:
+                self.open_conns.pop(cid, None)
+                self.events.append((time.monotonic(), "close", cid))
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _read_body(self, r, headers):
+        te = ",".join(v for k, v in headers if k.lower() == "transfer-encoding").lower()
+        cls = [v for k, v in headers if k.lower() == "content-length"]
+        if te:
+            if cls:
+                raise BadRequest("both Transfer-Encoding and Content-Length")
+            if te.strip() != "chunked":
+                raise BadRequest("unsupported transfer-encoding %r" % te)
+            out = []
+            while True:
+                line = r.line()
+                size_s = line.split(b";", 1)[0].strip()
+                try:
+                    size = int(size_s, 16)
+                except ValueError:
+                    raise BadRequest("bad chunk size %r" % line)
+                if size == 0:
+                    while r.line() != b"":
+                        pass
+                    return b"".join(out)
+                out.append(r.exact(size))
+                if r.line() != b"":
+                    raise BadRequest("chunk without CRLF")
+        if cls:
+            if len(set(v.strip() for v in cls)) != 1:
+                raise BadRequest("conflicting Content-Length")
+            return r.exact(int(cls[0]))
+        return b""
+
+    def _one(self, s, r, cid, peer_port):
+        raw = r.head()
+        lines = raw.split(b"\r\n")
+        try:
+            method, target, version = lines[0].decode("latin-1").split(" ")
+        except ValueError:
+            raise BadRequest("bad request line %r" % lines[0])
+        headers = []
+        for line in lines[1:]:
+            k, sep, v = line.decode("latin-1").partition(":")
+            if not sep or not k or k != k.strip():
+                raise BadRequest("bad header line %r" % line)
+            headers.append((k, v.strip(" \t")))
+        body = self._read_body(r, headers)
+        rec = Recorded(cid, peer_port, method, target, version, headers, body)
+        with self.lock:
+            self.requests.append(rec)
+        return self._answer(s, r, rec)
+
+    def _answer(self, s, r, rec):
+        conn_tokens = [t.strip().lower() for v in rec.header_all("connection") for t in v.split(",")]
+        if rec.header("upgrade") and "upgrade" in conn_tokens:
+            return self._tunnel(s, r, rec)
+        if rec.header("x-test-reset"):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return False
+        delay = self.delay + int(rec.header("x-test-delay-ms", "0")) / 1000.0
+        if delay:
+            time.sleep(delay)
+        status = int(rec.header("x-test-status", "200"))
+        if rec.header("x-test-body-size") is not None:
+            body = pattern_bytes(int(rec.header("x-test-body-size")))
+            ctype = "application/octet-stream"
+        else:
+            body = json.dumps({
+                "method": rec.method, "target": rec.target, "version": rec.version,
+                "headers": rec.headers, "conn": rec.conn_id,
+                "body_len": len(rec.body),
+                "body_sha256": hashlib.sha256(rec.body).hexdigest(),
+            }).encode()
+            ctype = "application/json"
+        close = "close" in conn_tokens or rec.version == "HTTP/1.0"
+        hdrs = [("Content-Type", ctype), ("X-Upstream-Conn", str(rec.conn_id))]
+        extra = rec.header("x-test-headers")
+        if extra:
+            hdrs += [tuple(h) for h in json.loads(extra)]
+        chunked = bool(rec.header("x-test-chunked"))
+        if chunked:
+            hdrs.append(("Transfer-Encoding", "chunked"))
+        else:
+            hdrs.append(("Content-Length", str(len(body))))
+        if close:
+            hdrs.append(("Connection", "close"))
+        head = "HTTP/1.1 %d %s\r\n" % (status, "OK" if status == 200 else "Test")
+        head += "".join("%s: %s\r\n" % h for h in hdrs) + "\r\n"
+        s.sendall(head.encode("latin-1"))
+        if rec.method != "HEAD" and status not in (204, 304):
+            if chunked:
+                step = max(1, len(body) // 3)
+                for i in range(0, len(body), step):
+                    part = body[i:i + step]
+                    s.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+                    time.sleep(0.01)
+                s.sendall(b"0\r\n\r\n")
+            else:
+                s.sendall(body)
+        after = rec.header("x-test-close-after-ms")
+        if after is not None:
+            time.sleep(int(after) / 1000.0)
+            return False
+        return not close
+
+    def _tunnel(self, s, r, rec):
+        key = rec.header("sec-websocket-key", "")
+        accept = base64.b64encode(hashlib.sha1(
+            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        s.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
+                   "X-Upstream-Conn: %d\r\n\r\n" % (accept, rec.conn_id)).encode())
+        early = r.take_all()
+        if early:
+            s.sendall(early)
+        while True:
+            data = s.recv(65536)
+            if not data:
+                return False
+            s.sendall(data)
+
+
+def start_later(port, delay, **kw):
+    """Starts an EchoUpstream on `port` after `delay` seconds, in a thread.
+    Returns a holder whose .server is set once it listens."""
+    class Holder:
+        server = None
+        error = None
+    h = Holder()
+
+    def run():
+        time.sleep(delay)
+        try:
+            h.server = EchoUpstream(port=port, **kw)
+        except OSError as e:
+            h.error = e
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    h.thread = t
+    return h
