@@ -1,0 +1,309 @@
+/* The routing record from Redis: SPEC section 4. */
+#include "record.h"
+
+#include <arpa/inet.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* cJSON accepts raw control bytes inside strings, and turns "\u0000" into a
+ * C string that silently ends early: a token "abc\u0000xyz" would compare
+ * equal to "abc". RFC 8259 section 7 forbids the former; we refuse both
+ * before cJSON sees the text. Also catches NUL bytes anywhere. */
+static int json_prescan(const char *s, size_t len)
+{
+    bool in_string = false, escape = false;
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c < 0x20) {
+            if (in_string)
+                return -1;
+            if (c != '\t' && c != '\n' && c != '\r')
+                return -1;
+            continue;
+        }
+        if (!in_string) {
+            if (c == '"')
+                in_string = true;
+        } else if (escape) {
+            escape = false;
+            if (c == 'u' && len - i > 4 && memcmp(s + i + 1, "0000", 4) == 0)
+                return -1;
+        } else if (c == '\\') {
+            escape = true;
+        } else if (c == '"') {
+            in_string = false;
+        }
+    }
+    return 0;
+}
+
+/* The one object member named `name`; -1 when it appears twice (which
+ * value would the control plane have meant?). NULL member = absent. */
+static int member(const cJSON *obj, const char *name, const cJSON **out)
+{
+    const cJSON *found = NULL, *it;
+
+    cJSON_ArrayForEach(it, obj) {
+        if (it->string != NULL && strcmp(it->string, name) == 0) {
+            if (found != NULL)
+                return -1;
+            found = it;
+        }
+    }
+    /* null counts as absent for every optional field. */
+    *out = (found != NULL && !cJSON_IsNull(found)) ? found : NULL;
+    return 0;
+}
+
+static bool visible_ascii(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x21 || (unsigned char)*s > 0x7e)
+            return false;
+    return true;
+}
+
+static int parse_address(const char *lit, struct record *r)
+{
+    size_t n = strlen(lit);
+
+    if (n == 0 || n >= sizeof(r->address))
+        return -1;
+    memset(&r->addr, 0, sizeof(r->addr));
+    {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&r->addr;
+
+        if (inet_pton(AF_INET, lit, &sin->sin_addr) == 1) {
+            sin->sin_family = AF_INET;
+            r->addr_len = sizeof(*sin);
+            goto done;
+        }
+    }
+    {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&r->addr;
+
+        if (inet_pton(AF_INET6, lit, &sin6->sin6_addr) == 1) {
+            sin6->sin6_family = AF_INET6;
+            r->addr_len = sizeof(*sin6);
+            goto done;
+        }
+    }
+    return -1;
+done:
+    memcpy(r->address, lit, n + 1);
+    return 0;
+}
+
+#define FIELD(name, var)                                                       \
+    do {                                                                       \
+        if (member(root, name, &var) == -1) {                                  \
+            set_err(err, errlen, "%s appears more than once", name);           \
+            goto fail;                                                         \
+        }                                                                      \
+    } while (0)
+
+int record_parse(const char *json, size_t len, struct record **out, char *err,
+                 size_t errlen)
+{
+    const cJSON *address, *allow, *token, *mask, *exec, *maxc;
+    const char *end = NULL;
+    cJSON *root = NULL;
+    struct record *r = NULL;
+
+    *out = NULL;
+    if (json == NULL || json_prescan(json, len) == -1) {
+        set_err(err, errlen, "not valid JSON");
+        goto fail;
+    }
+    root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    if (root == NULL) {
+        set_err(err, errlen, "not valid JSON");
+        goto fail;
+    }
+    /* cJSON stops after the first value; anything but whitespace after it
+     * means the record is not one JSON document. */
+    for (; end < json + len; end++) {
+        if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
+            set_err(err, errlen, "not valid JSON (data after the object)");
+            goto fail;
+        }
+    }
+    if (!cJSON_IsObject(root)) {
+        set_err(err, errlen, "not a JSON object");
+        goto fail;
+    }
+
+    r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        set_err(err, errlen, "out of memory");
+        goto fail;
+    }
+    r->allow_public = true;
+
+    FIELD("address", address);
+    FIELD("allowPublicTraffic", allow);
+    FIELD("trafficAccessToken", token);
+    FIELD("maskRequestHost", mask);
+    FIELD("executionId", exec);
+    FIELD("maxConnections", maxc);
+
+    if (address == NULL) {
+        set_err(err, errlen, "address missing");
+        goto fail;
+    }
+    if (!cJSON_IsString(address)) {
+        set_err(err, errlen, "address is not a string");
+        goto fail;
+    }
+    if (parse_address(address->valuestring, r) == -1) {
+        set_err(err, errlen, "address is not an IP literal");
+        goto fail;
+    }
+
+    if (allow != NULL) {
+        if (!cJSON_IsBool(allow)) {
+            set_err(err, errlen, "allowPublicTraffic is not a boolean");
+            goto fail;
+        }
+        r->allow_public = cJSON_IsTrue(allow);
+    }
+
+    if (token != NULL) {
+        if (!cJSON_IsString(token)) {
+            set_err(err, errlen, "trafficAccessToken is not a string");
+            goto fail;
+        }
+        if (token->valuestring[0] != '\0') {
+            r->token_len = strlen(token->valuestring);
+            r->token = strdup(token->valuestring);
+            if (r->token == NULL) {
+                set_err(err, errlen, "out of memory");
+                goto fail;
+            }
+        }
+    }
+    if (!r->allow_public && r->token == NULL) {
+        set_err(err, errlen, token == NULL
+                ? "trafficAccessToken missing while allowPublicTraffic is false"
+                : "trafficAccessToken empty while allowPublicTraffic is false");
+        goto fail;
+    }
+
+    if (mask != NULL) {
+        /* It becomes a Host header: CR, LF or spaces would split or bend
+         * the request we send upstream. */
+        if (!cJSON_IsString(mask)) {
+            set_err(err, errlen, "maskRequestHost is not a string");
+            goto fail;
+        }
+        if (mask->valuestring[0] == '\0' || !visible_ascii(mask->valuestring)) {
+            set_err(err, errlen,
+                    "maskRequestHost is not a non-empty string of visible ASCII");
+            goto fail;
+        }
+        r->mask_host = strdup(mask->valuestring);
+        if (r->mask_host == NULL) {
+            set_err(err, errlen, "out of memory");
+            goto fail;
+        }
+    }
+
+    if (exec != NULL) {
+        if (!cJSON_IsString(exec)) {
+            set_err(err, errlen, "executionId is not a string");
+            goto fail;
+        }
+        r->execution_id = strdup(exec->valuestring);
+        if (r->execution_id == NULL) {
+            set_err(err, errlen, "out of memory");
+            goto fail;
+        }
+    }
+
+    if (maxc != NULL) {
+        double v = maxc->valuedouble;
+
+        /* Range first: the cast back is only defined inside it. No floor():
+         * the build does not link libm. */
+        if (!cJSON_IsNumber(maxc) || !isfinite(v) || v < 0 ||
+            v > (double)UINT32_MAX || (double)(uint32_t)v != v) {
+            set_err(err, errlen,
+                    "maxConnections is not a non-negative integer");
+            goto fail;
+        }
+        r->max_connections = (uint32_t)v;
+    }
+
+    cJSON_Delete(root);
+    *out = r;
+    return 0;
+
+fail:
+    record_free(r);
+    cJSON_Delete(root);
+    return -1;
+}
+
+#undef FIELD
+
+void record_free(struct record *r)
+{
+    if (r == NULL)
+        return;
+    free(r->token);
+    free(r->mask_host);
+    free(r->execution_id);
+    free(r);
+}
+
+int record_mask_host(const struct record *r, uint16_t port, char *buf,
+                     size_t cap)
+{
+    static const char var[] = "${PORT}";
+    const size_t var_len = sizeof(var) - 1;
+    char digits[6];
+    int dlen;
+    size_t n = 0;
+
+    if (r == NULL || r->mask_host == NULL || buf == NULL || cap == 0)
+        return -1;
+    dlen = snprintf(digits, sizeof(digits), "%u", (unsigned)port);
+    for (const char *p = r->mask_host; *p;) {
+        const char *piece = p;
+        size_t plen = 1;
+
+        if (strncmp(p, var, var_len) == 0) {
+            piece = digits;
+            plen = (size_t)dlen;
+            p += var_len;
+        } else {
+            p++;
+        }
+        /* Keep one byte for the NUL. */
+        if (plen >= cap - n)
+            return -1;
+        memcpy(buf + n, piece, plen);
+        n += plen;
+    }
+    buf[n] = '\0';
+    return n > INT32_MAX ? -1 : (int)n;
+}
