@@ -7,6 +7,7 @@ echo of it plus `X-Upstream-Conn: <id>`. Requests can steer the answer with
 headers (they pass through the proxy like any other header):
 
   X-Test-Delay-Ms: N         wait N ms before answering
+  X-Test-Hold: NAME          wait (up to 20 s) until the test calls release(NAME)
   X-Test-Status: N           answer with status N instead of 200
   X-Test-Chunked: 1          answer with a chunked body (several chunks)
   X-Test-Body-Size: N        answer with N bytes of a fixed pattern instead of JSON
@@ -125,6 +126,7 @@ class EchoUpstream:
         self.conn_count = 0
         self.open_conns = {}
         self.events = []  # (time, "accept"/"close", conn_id)
+        self.holds = {}
         self._stop = threading.Event()
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -147,6 +149,9 @@ class EchoUpstream:
             pass
         with self.lock:
             conns = list(self.open_conns.values())
+        with self.lock:
+            for ev in self.holds.values():
+                ev.set()
         for s in conns:
             try:
                 s.shutdown(socket.SHUT_RDWR)
@@ -162,6 +167,14 @@ class EchoUpstream:
 
     def __exit__(self, *exc):
         self.stop()
+
+    def _hold_event(self, name):
+        with self.lock:
+            return self.holds.setdefault(name, threading.Event())
+
+    def release(self, name):
+        """Lets requests carrying X-Test-Hold: name answer."""
+        self._hold_event(name).set()
 
     # Inspection --------------------------------------------------------------
 
@@ -286,6 +299,9 @@ class EchoUpstream:
         if rec.header("x-test-reset"):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return False
+        hold = rec.header("x-test-hold")
+        if hold:
+            self._hold_event(hold).wait(20)
         delay = self.delay + int(rec.header("x-test-delay-ms", "0")) / 1000.0
         if delay:
             time.sleep(delay)
