@@ -527,7 +527,7 @@ class Client:
     def __init__(self, port, host="127.0.0.1", timeout=5.0):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
+        self.buf = bytearray()  # amortised appends: bodies can be large
         self.eof = False
 
     def __enter__(self):
@@ -575,22 +575,27 @@ class Client:
     def _read_line(self):
         while b"\r\n" not in self.buf:
             if not self._fill():
-                raise ConnectionClosed("closed while reading a line; have %r" % self.buf[:200])
-        line, self.buf = self.buf.split(b"\r\n", 1)
+                raise ConnectionClosed("closed while reading a line; have %r" % bytes(self.buf[:200]))
+        i = self.buf.index(b"\r\n")
+        line = bytes(self.buf[:i])
+        del self.buf[:i + 2]
         return line
 
     def _read_exact(self, n):
         while len(self.buf) < n:
             if not self._fill():
                 raise ConnectionClosed("closed with %d of %d body bytes" % (len(self.buf), n))
-        data, self.buf = self.buf[:n], self.buf[n:]
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
         return data
 
     def read_head(self):
         while b"\r\n\r\n" not in self.buf:
             if not self._fill():
-                raise ConnectionClosed("closed before a response head; have %r" % self.buf[:300])
-        raw, self.buf = self.buf.split(b"\r\n\r\n", 1)
+                raise ConnectionClosed("closed before a response head; have %r" % bytes(self.buf[:300]))
+        i = self.buf.index(b"\r\n\r\n")
+        raw = bytes(self.buf[:i])
+        del self.buf[:i + 4]
         lines = raw.split(b"\r\n")
         parts = lines[0].decode("latin-1").split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/"):
@@ -622,7 +627,7 @@ class Client:
         else:
             while self._fill():
                 pass
-            resp.body, self.buf = self.buf, b""
+            resp.body, self.buf = bytes(self.buf), bytearray()
         return resp
 
     def _read_chunked(self):
@@ -641,7 +646,7 @@ class Client:
     def recv_some(self, timeout=2.0):
         """Raw bytes (for tunnels): whatever arrives next, b'' on EOF."""
         if self.buf:
-            data, self.buf = self.buf, b""
+            data, self.buf = bytes(self.buf), bytearray()
             return data
         self.sock.settimeout(timeout)
         try:
@@ -654,7 +659,7 @@ class Client:
         further data; False if the connection stays open; raises if bytes
         arrive."""
         if self.buf:
-            raise HTTPError("unexpected extra bytes %r" % self.buf[:200])
+            raise HTTPError("unexpected extra bytes %r" % bytes(self.buf[:200]))
         old = self.sock.gettimeout()
         self.sock.settimeout(timeout)
         try:

@@ -72,7 +72,7 @@ class BadRequest(Exception):
 class _Reader:
     def __init__(self, sock):
         self.sock = sock
-        self.buf = b""
+        self.buf = bytearray()  # amortised appends: bodies can be large
 
     def fill(self):
         data = self.sock.recv(65536)
@@ -87,14 +87,17 @@ class _Reader:
                 raise BadRequest("line too long")
             if not self.fill():
                 raise EOFError
-        line, self.buf = self.buf.split(b"\r\n", 1)
+        i = self.buf.index(b"\r\n")
+        line = bytes(self.buf[:i])
+        del self.buf[:i + 2]
         return line
 
     def exact(self, n):
         while len(self.buf) < n:
             if not self.fill():
                 raise EOFError
-        data, self.buf = self.buf[:n], self.buf[n:]
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
         return data
 
     def head(self, limit=1 << 20):
@@ -105,11 +108,14 @@ class _Reader:
                 if self.buf:
                     raise BadRequest("EOF inside a head")
                 raise EOFError
-        raw, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        i = self.buf.index(b"\r\n\r\n")
+        raw = bytes(self.buf[:i])
+        del self.buf[:i + 4]
         return raw
 
     def take_all(self):
-        data, self.buf = self.buf, b""
+        data = bytes(self.buf)
+        self.buf = bytearray()
         return data
 
 

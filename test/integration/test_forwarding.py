@@ -1,0 +1,263 @@
+"""SPEC section 5: bodies both ways, framing, retries on refused
+connections, upstream failures, HEAD, WebSocket tunnel, admin endpoints."""
+
+import hashlib
+import os
+import time
+
+import pytest
+
+from harness import (Client, build_request, check_error, free_port, new_sid, public_record,
+                     sandbox_host)
+from upstreams import pattern_bytes, start_later
+
+
+@pytest.fixture
+def routed(redis_server, upstream, sid):
+    redis_server.set_record(sid, public_record())
+    return sid, sandbox_host(upstream.port, sid)
+
+
+def test_content_length_body(proxy, upstream, routed):
+    sid, host = routed
+    body = os.urandom(1 << 20)
+    with proxy.connect(timeout=15) as c:
+        r = c.request("POST", "/r/%s/cl" % sid, host=host, body=body)
+    assert r.status == 200, r
+    assert r.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+    (rec,) = upstream.requests_for("/r/%s/" % sid)
+    assert rec.body == body
+
+
+def test_content_length_body_in_pieces(proxy, upstream, routed):
+    sid, host = routed
+    body = b"x" * 1000 + b"y" * 1000
+    with proxy.connect() as c:
+        c.send(build_request("PUT", "/r/%s/pieces" % sid, host, [("Content-Length", str(len(body)))]))
+        time.sleep(0.05)
+        c.send(body[:700])
+        time.sleep(0.05)
+        c.send(body[700:])
+        r = c.read_response()
+    assert r.status == 200, r
+    (rec,) = upstream.requests_for("/r/%s/" % sid)
+    assert rec.body == body
+
+
+def test_chunked_request_body(proxy, upstream, routed):
+    sid, host = routed
+    parts = [b"a" * 1, b"b" * 100, os.urandom(70000), b"c" * 5]
+    with proxy.connect() as c:
+        c.send(build_request("POST", "/r/%s/chunked" % sid, host, [("Transfer-Encoding", "chunked")]))
+        for p in parts:
+            c.send(b"%x\r\n%s\r\n" % (len(p), p))
+            time.sleep(0.01)
+        c.send(b"0\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 200, r
+    (rec,) = upstream.requests_for("/r/%s/" % sid)
+    assert rec.body == b"".join(parts)
+    # Framing upstream is chunked or a correct Content-Length, never both.
+    assert not (rec.has_header("content-length") and rec.has_header("transfer-encoding")), rec.headers
+
+
+def test_chunked_request_then_next_request(proxy, upstream, routed):
+    sid, host = routed
+    with proxy.connect() as c:
+        c.send(build_request("POST", "/r/%s/c1" % sid, host, [("Transfer-Encoding", "chunked")]) +
+               b"5;ext=1\r\nhello\r\n0\r\n\r\n")
+        assert c.read_response().status == 200
+        assert c.request("GET", "/r/%s/c2" % sid, host=host).status == 200
+    recs = upstream.requests_for("/r/%s/" % sid)
+    assert [(x.target, x.body) for x in recs] == [("/r/%s/c1" % sid, b"hello"), ("/r/%s/c2" % sid, b"")]
+
+
+def test_large_upload(proxy, upstream, routed):
+    sid, host = routed
+    n = 32 << 20
+    block = pattern_bytes(1 << 20)
+    with proxy.connect(timeout=30) as c:
+        c.send(build_request("POST", "/r/%s/big" % sid, host, [("Content-Length", str(n))]))
+        for _ in range(n // len(block)):
+            c.send(block)
+        r = c.read_response()
+    assert r.status == 200, r
+    assert r.json()["body_len"] == n
+    assert r.json()["body_sha256"] == hashlib.sha256(block * (n // len(block))).hexdigest()
+
+
+def test_chunked_response_relayed(proxy, upstream, routed):
+    sid, host = routed
+    with proxy.connect() as c:
+        r = c.request("GET", "/r/%s/rc" % sid, host=host,
+                      headers=[("X-Test-Chunked", "1"), ("X-Test-Body-Size", "100000")])
+        assert r.status == 200, r
+        assert r.body == pattern_bytes(100000)
+        # connection still in sync
+        r2 = c.request("GET", "/r/%s/rc2" % sid, host=host)
+        assert r2.json()["target"] == "/r/%s/rc2" % sid
+
+
+def test_large_response(proxy, upstream, routed):
+    sid, host = routed
+    with proxy.connect(timeout=30) as c:
+        r = c.request("GET", "/r/%s/big" % sid, host=host, headers=[("X-Test-Body-Size", str(20 << 20))])
+    assert r.status == 200, r
+    assert len(r.body) == 20 << 20 and r.body == pattern_bytes(20 << 20)
+
+
+def test_upstream_status_and_headers_pass_through(proxy, upstream, routed):
+    sid, host = routed
+    r = proxy.get(host, "/r/%s/st" % sid, headers=[("X-Test-Status", "404"),
+                                                    ("X-Test-Headers", '[["X-App", "a"], ["Set-Cookie", "a=1"], ["Set-Cookie", "b=2"]]')])
+    assert r.status == 404, r
+    assert r.json()["target"] == "/r/%s/st" % sid  # the app's body, not a proxy page
+    assert r.header("x-app") == "a"
+    assert r.header_all("set-cookie") == ["a=1", "b=2"]
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_bodyless_statuses(proxy, upstream, routed, status):
+    sid, host = routed
+    with proxy.connect() as c:
+        r = c.request("GET", "/r/%s/s" % sid, host=host, headers=[("X-Test-Status", str(status))])
+        assert r.status == status and r.body == b"", r
+        assert c.request("GET", "/r/%s/after" % sid, host=host).status == 200
+
+
+def test_head_has_no_body(proxy, upstream, routed):
+    sid, host = routed
+    with proxy.connect() as c:
+        r = c.request("HEAD", "/r/%s/head" % sid, host=host)
+        assert r.status == 200, r
+        assert r.body == b""
+        assert int(r.header("content-length")) > 0  # the GET's length, per RFC 9110 9.3.2
+        r2 = c.request("GET", "/r/%s/after-head" % sid, host=host)
+        assert r2.status == 200 and r2.json()["target"] == "/r/%s/after-head" % sid, r2
+    recs = upstream.requests_for("/r/%s/" % sid)
+    assert [x.method for x in recs] == ["HEAD", "GET"]
+
+
+def test_pipelined_requests(proxy, upstream, routed):
+    sid, host = routed
+    with proxy.connect() as c:
+        c.send(b"".join(build_request("GET", "/r/%s/p%d" % (sid, i), host) for i in range(5)))
+        for i in range(5):
+            r = c.read_response()
+            assert r.status == 200 and r.json()["target"] == "/r/%s/p%d" % (sid, i), r
+
+
+def test_expect_100_continue(proxy, upstream, routed):
+    sid, host = routed
+    body = b"z" * 5000
+    with proxy.connect() as c:
+        c.send(build_request("POST", "/r/%s/expect" % sid, host,
+                             [("Content-Length", str(len(body))), ("Expect", "100-continue")]))
+        # Either a 100 Continue comes, or (like curl after 1 s) we send anyway.
+        c.settimeout(1.0)
+        try:
+            c._fill()
+        except OSError:
+            pass
+        c.settimeout(5.0)
+        c.send(body)
+        r = c.read_response()  # skips a 100 if there was one
+    assert r.status == 200, r
+    (rec,) = upstream.requests_for("/r/%s/" % sid)
+    assert rec.body == body
+
+
+def test_http10_client(proxy, upstream, routed):
+    sid, host = routed
+    with proxy.connect() as c:
+        c.send(("GET /r/%s/h10 HTTP/1.0\r\nHost: %s\r\n\r\n" % (sid, host)).encode())
+        r = c.read_response()
+        assert r.status == 200, r
+        assert r.json()["target"] == "/r/%s/h10" % sid
+        assert c.is_closed(), "HTTP/1.0 without keep-alive must be closed"
+
+
+def test_connection_refused_retried(proxy, redis_server, sid):
+    port = free_port()  # reserved: nothing listens yet
+    redis_server.set_record(sid, public_record())
+    with proxy.connect() as c:
+        c.send(build_request("GET", "/r/%s/late" % sid, sandbox_host(port, sid)))
+        holder = start_later(port, 0.15)
+        r = c.read_response()
+    holder.thread.join(2)
+    try:
+        assert holder.server is not None, holder.error
+        assert r.status == 200, r
+        assert len(holder.server.requests_for("/r/%s/late" % sid)) == 1
+    finally:
+        if holder.server:
+            holder.server.stop()
+
+
+def test_no_upstream_502_with_port(proxy, redis_server, sid):
+    port = free_port()
+    redis_server.set_record(sid, public_record())
+    t0 = time.monotonic()
+    r = proxy.get(sandbox_host(port, sid), "/")
+    check_error(r, 502, sandbox_id=sid, port=port)
+    # retried, but briefly (3 retries, 100 ms doubling: ~0.7 s)
+    assert time.monotonic() - t0 < 5.0
+
+
+def test_upstream_reset_502(proxy, upstream, routed):
+    sid, host = routed
+    r = proxy.get(host, "/r/%s/reset" % sid, headers=[("X-Test-Reset", "1")])
+    check_error(r, 502, sandbox_id=sid, port=upstream.port)
+    # the proxy is fine afterwards
+    assert proxy.get(host, "/r/%s/ok" % sid).status == 200
+
+
+def test_websocket_tunnel(proxy, upstream, routed):
+    sid, host = routed
+    with proxy.connect() as c:
+        c.send(build_request("GET", "/r/%s/ws" % sid, host, [
+            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]))
+        r = c.read_response()
+        assert r.status == 101, r
+        assert r.header("sec-websocket-accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        assert r.header("upgrade", "").lower() == "websocket"
+        for msg in (b"hello", os.urandom(100000), b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"):
+            c.send(msg)
+            got = b""
+            while len(got) < len(msg):
+                data = c.recv_some(timeout=5)
+                assert data, "tunnel closed"
+                got += data
+            assert got == msg
+    (rec,) = upstream.requests_for("/r/%s/ws" % sid)
+    assert rec.header("upgrade", "").lower() == "websocket"
+    assert "upgrade" in rec.header("connection", "").lower()
+
+
+@pytest.fixture(scope="module")
+def proxy_timeout(make_proxy):
+    return make_proxy({"upstream": {"response_timeout_ms": 300}}, name="resptimeout")
+
+
+def test_response_timeout_504(proxy_timeout, upstream, routed):
+    sid, host = routed
+    hold = "hold-" + sid
+    try:
+        t0 = time.monotonic()
+        r = proxy_timeout.get(host, "/r/%s/slow" % sid, headers=[("X-Test-Hold", hold)])
+        check_error(r, 504, sandbox_id=sid, port=upstream.port)
+        assert time.monotonic() - t0 < 5
+    finally:
+        upstream.release(hold)
+    assert proxy_timeout.get(host, "/r/%s/fast" % sid).status == 200
+
+
+def test_admin_endpoints(proxy, upstream, routed):
+    sid, host = routed
+    assert proxy.get(host, "/r/%s/m" % sid).status == 200
+    assert proxy.admin("/healthz").status == 200
+    assert proxy.admin("/readyz").status == 200
+    m = proxy.admin("/metrics")
+    assert m.status == 200
+    assert "edgeproxy_requests_total" in m.text, m.text[:2000]
