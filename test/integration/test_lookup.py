@@ -90,7 +90,7 @@ def test_publish_invalidation_address_change(proxy_long, redis_server, sid):
         warm(proxy_long, host)
         redis_server.set_record(sid, public_record(address="127.0.0.2", executionId="e2"))
         for _ in range(5):
-            proxy_long.get(host, "/still-a")
+            assert proxy_long.get(host, "/still-a").status == 200
         assert b.snapshot() == []
         publish(redis_server, sid)
         t0 = time.monotonic()
