@@ -1,0 +1,21 @@
+/* The admin listener on the main thread: /healthz, /readyz, /metrics. */
+#ifndef EDGEPROXY_ADMIN_H
+#define EDGEPROXY_ADMIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+struct worker;
+struct config;
+
+struct admin;
+
+/* Borrows workers for the process's life. NULL with err on bind failure. */
+struct admin *admin_start(struct event_base *base, const struct config *cfg,
+                          struct worker *workers, int nworkers, char *err,
+                          size_t errlen);
+void admin_set_draining(struct admin *a);
+void admin_free(struct admin *a);
+
+#endif

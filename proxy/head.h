@@ -1,0 +1,76 @@
+/* A message head (request or response) as parsed by llhttp: the raw tokens
+ * copied into one arena so header views survive buffer drains. One malloc per
+ * arena, recycled per worker: no per-header allocation. */
+#ifndef EDGEPROXY_HEAD_H
+#define EDGEPROXY_HEAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct worker;
+
+struct hdr {
+    uint32_t name_off, name_len;
+    uint32_t val_off, val_len;
+};
+
+enum head_err {
+    HEAD_OK = 0,
+    HEAD_TOO_LARGE = 1,   /* 431 */
+    HEAD_TOO_MANY = 2,    /* 431 */
+    HEAD_URL_TOO_LONG = 3 /* 414 */
+};
+
+struct head {
+    struct head *next_free;
+    char *buf;
+    uint32_t cap, used;
+    struct hdr *hdrs;
+    uint32_t max_hdrs, nhdrs;
+    uint32_t url_off, url_len;        /* request target, or response reason */
+    uint32_t max_url;
+    bool in_field, in_value;
+    int err;                          /* enum head_err */
+};
+
+struct head *head_get(struct worker *w);
+void head_put(struct worker *w, struct head *h);
+
+/* Appenders for the llhttp span callbacks. 0 ok, -1 limit hit (h->err set). */
+int head_on_url(struct head *h, const char *at, size_t len);
+int head_on_field(struct head *h, const char *at, size_t len);
+int head_on_field_done(struct head *h);
+int head_on_value(struct head *h, const char *at, size_t len);
+int head_on_value_done(struct head *h);
+
+static inline const char *head_str(const struct head *h, uint32_t off)
+{
+    return h->buf + off;
+}
+
+/* Case-insensitive header name compare against a lower-case literal. */
+bool head_name_is(const struct head *h, const struct hdr *x, const char *lc,
+                  size_t lclen);
+#define HEAD_NAME_IS(h, x, lit) head_name_is(h, x, lit, sizeof(lit) - 1)
+
+/* First header with that name, or NULL. */
+const struct hdr *head_find(const struct head *h, const char *lc, size_t lclen);
+#define HEAD_FIND(h, lit) head_find(h, lit, sizeof(lit) - 1)
+
+/* Does a comma-separated header value list (e.g. Connection) contain the
+ * token (case-insensitive)? */
+bool head_list_has(const char *val, size_t len, const char *tok, size_t toklen);
+
+
+/* Starts the arena over for the next message (1xx then final response). */
+void head_reset(struct head *h);
+
+/* Hop-by-hop (RFC 9110 section 7.6.1): Connection, Keep-Alive,
+ * Proxy-Connection, TE, Trailer, Upgrade, and any name listed in a Connection
+ * header, except the framing and routing headers (Content-Length,
+ * Transfer-Encoding, Host), which a client must never be able to strip: the
+ * body is relayed with its original framing. */
+bool head_is_hop_by_hop(const struct head *h, const struct hdr *x);
+
+#endif

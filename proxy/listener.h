@@ -1,0 +1,21 @@
+/* Listening sockets: bound by the main thread (so a bind failure is a clear
+ * startup error), one per listener per worker with SO_REUSEPORT, then
+ * accepted on by each worker's own event loop. */
+#ifndef EDGEPROXY_LISTENER_H
+#define EDGEPROXY_LISTENER_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+struct worker;
+
+/* A bound, listening, non-blocking socket; -1 with err filled. */
+int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name,
+                  char *err, size_t errlen);
+
+/* Starts accepting on the worker's fds. 0 ok, -1 error. */
+int listener_start(struct worker *w);
+/* Stops accepting and closes the worker's listening sockets. */
+void listener_stop(struct worker *w);
+
+#endif

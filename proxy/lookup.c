@@ -1,0 +1,536 @@
+#include "lookup.h"
+
+#include <ctype.h>
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "host.h"
+#include "limits.h"
+#include "log.h"
+#include "strmap.h"
+#include "worker.h"
+
+#define CACHE_BUCKETS_MIN 1024
+#define RECONNECT_MIN_MS 100
+#define RECONNECT_MAX_MS 2000
+#define SWEEP_INTERVAL_MS 10000
+/* Consecutive GET timeouts after which the connection is presumed dead
+ * (a network cut without RST never errors by itself). */
+#define TIMEOUTS_BEFORE_RECONNECT 3
+
+struct cache_entry {
+    struct strmap_node node;        /* keyed by id */
+    struct lookup *lk;
+    struct route_rec *rr;           /* last answer; NULL before the first */
+    uint64_t expires_ms;            /* fresh until */
+    uint64_t stale_until_ms;        /* usable while Redis is down */
+    bool pending;                   /* a GET is in flight */
+    bool purged;                    /* invalidated while the GET was out */
+    bool waiters_timed_out;         /* current waiters already answered */
+    struct event *timeout_ev;       /* bounds the wait for a pending GET */
+    struct lookup_waiter waiters;   /* sentinel of a circular list */
+    char id[HOST_ID_MAX + 1];
+};
+
+struct redis_link {
+    struct lookup *lk;
+    redisAsyncContext *ac;
+    bool connected;
+    bool subscriber;
+    int backoff_ms;
+    struct event *reconnect_ev;
+};
+
+struct lookup {
+    struct worker *w;
+    const struct config *cfg;
+    struct strmap table;            /* sandbox id -> cache_entry */
+    struct redis_link data, sub;
+    int consecutive_timeouts;
+    struct event *sweep_ev;
+    bool closing;
+};
+
+static void link_connect(struct redis_link *l);
+static void entry_fetch(struct cache_entry *e);
+
+/* ---- route records ---- */
+
+void route_rec_unref(struct route_rec *rr)
+{
+    if (!rr || --rr->refs > 0)
+        return;
+    record_free(rr->rec);
+    limits_unref(rr->limit);
+    free(rr);
+}
+
+static struct route_rec *rr_ref(struct route_rec *rr)
+{
+    if (rr)
+        rr->refs++;
+    return rr;
+}
+
+static struct route_rec *rr_new(int status)
+{
+    struct route_rec *rr = calloc(1, sizeof(*rr));
+    if (rr) {
+        rr->refs = 1;
+        rr->status = status;
+    }
+    return rr;
+}
+
+/* ---- the table ---- */
+
+#define ENTRY_OF(n) ((struct cache_entry *)((char *)(n) - offsetof(struct cache_entry, node)))
+
+static struct cache_entry *table_find(struct lookup *lk, const char *id)
+{
+    struct strmap_node *n = strmap_get(&lk->table, id);
+    return n ? ENTRY_OF(n) : NULL;
+}
+
+static void entry_timeout_cb(evutil_socket_t fd, short what, void *arg);
+
+static struct cache_entry *table_add(struct lookup *lk, const char *id)
+{
+    struct cache_entry *e = calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    e->lk = lk;
+    strncpy(e->id, id, HOST_ID_MAX);
+    e->waiters.next = e->waiters.prev = &e->waiters;
+    e->timeout_ev = evtimer_new(lk->w->base, entry_timeout_cb, e);
+    if (!e->timeout_ev) {
+        free(e);
+        return NULL;
+    }
+    strmap_put(&lk->table, &e->node, e->id);
+    return e;
+}
+
+static void entry_free(struct cache_entry *e)
+{
+    event_free(e->timeout_ev);
+    route_rec_unref(e->rr);
+    free(e);
+}
+
+/* ---- answering waiters ---- */
+
+static bool waiters_empty(const struct cache_entry *e)
+{
+    return e->waiters.next == &e->waiters;
+}
+
+static void waiter_unlink(struct lookup_waiter *wt)
+{
+    if (!wt->next)
+        return;
+    wt->prev->next = wt->next;
+    wt->next->prev = wt->prev;
+    wt->next = wt->prev = NULL;
+}
+
+/* Detaches the whole list first: a callback may start a new lookup on the
+ * same entry (a pipelined request) or cancel another waiter. */
+static void answer_waiters(struct cache_entry *e, int status,
+                           struct route_rec *rr)
+{
+    struct lookup_waiter list;
+    if (waiters_empty(e))
+        return;
+    list.next = e->waiters.next;
+    list.prev = e->waiters.prev;
+    list.next->prev = &list;
+    list.prev->next = &list;
+    e->waiters.next = e->waiters.prev = &e->waiters;
+    while (list.next != &list) {
+        struct lookup_waiter *wt = list.next;
+        waiter_unlink(wt);
+        wt->cb(wt, status, rr_ref(rr));
+    }
+}
+
+/* Redis could not answer: the last record if still within its grace, else
+ * 503 for everyone waiting. */
+static void answer_unavailable(struct cache_entry *e)
+{
+    uint64_t now = worker_now_ms();
+    if (e->rr && e->rr->status == LOOKUP_FOUND && now < e->stale_until_ms)
+        answer_waiters(e, LOOKUP_FOUND, e->rr);
+    else
+        answer_waiters(e, LOOKUP_UNAVAILABLE, NULL);
+}
+
+static void entry_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct cache_entry *e = arg;
+    struct lookup *lk = e->lk;
+    log_warn("redis: GET for sandbox %s timed out after %d ms", e->id,
+             lk->cfg->redis_timeout_ms);
+    METRIC_INC(&lk->w->metrics, redis_errors);
+    e->waiters_timed_out = true;
+    answer_unavailable(e);
+    if (++lk->consecutive_timeouts >= TIMEOUTS_BEFORE_RECONNECT &&
+        lk->data.ac && lk->data.connected) {
+        log_warn("redis: %d GETs timed out in a row, reconnecting",
+                 lk->consecutive_timeouts);
+        lk->consecutive_timeouts = 0;
+        redisAsyncDisconnect(lk->data.ac);
+    }
+}
+
+static struct route_rec *parse_reply(struct cache_entry *e, redisReply *reply)
+{
+    if (reply->type == REDIS_REPLY_NIL)
+        return rr_new(LOOKUP_NOT_FOUND);
+    struct route_rec *rr;
+    if (reply->type != REDIS_REPLY_STRING) {
+        rr = rr_new(LOOKUP_BROKEN);
+        if (rr)
+            snprintf(rr->message, sizeof(rr->message),
+                     "the sandbox key does not hold a string");
+    } else {
+        rr = rr_new(LOOKUP_FOUND);
+        if (rr && record_parse(reply->str, reply->len, &rr->rec, rr->message,
+                               sizeof(rr->message)) == -1)
+            rr->status = LOOKUP_BROKEN;
+    }
+    if (rr && rr->status == LOOKUP_BROKEN)
+        log_error("redis: broken record for sandbox %s: %s", e->id,
+                  rr->message);
+    if (rr && rr->status == LOOKUP_FOUND && rr->rec->max_connections > 0)
+        rr->limit = limits_ref(e->id);
+    return rr;
+}
+
+static void get_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct cache_entry *e = privdata;
+    struct lookup *lk = e->lk;
+    redisReply *reply = r;
+    e->pending = false;
+    evtimer_del(e->timeout_ev);
+    if (lk->closing)
+        return;
+    if (!reply || reply->type == REDIS_REPLY_ERROR) {
+        log_warn("redis: GET for sandbox %s failed: %s", e->id,
+                 reply ? reply->str : (ac->errstr[0] ? ac->errstr : "disconnected"));
+        METRIC_INC(&lk->w->metrics, redis_errors);
+        answer_unavailable(e);
+        return;
+    }
+    lk->consecutive_timeouts = 0;
+    if (e->purged) {
+        /* The record changed while this GET was out: its answer may predate
+         * the change. Ask again; the waiters wait one more round trip. */
+        e->purged = false;
+        entry_fetch(e);
+        if (e->pending)
+            return;
+        answer_unavailable(e);
+        return;
+    }
+    struct route_rec *rr = parse_reply(e, reply);
+    if (!rr) {
+        answer_unavailable(e);
+        return;
+    }
+    uint64_t now = worker_now_ms();
+    const struct config *cfg = lk->cfg;
+    int ttl = rr->status == LOOKUP_FOUND ? cfg->cache_ttl_ms
+                                          : cfg->cache_negative_ttl_ms;
+    e->expires_ms = now + (uint64_t)ttl;
+    e->stale_until_ms = now + (uint64_t)ttl + (uint64_t)cfg->cache_stale_grace_ms;
+    route_rec_unref(e->rr);
+    e->rr = rr;
+    if (e->waiters_timed_out) {
+        e->waiters_timed_out = false;
+        if (waiters_empty(e))
+            return;
+    }
+    answer_waiters(e, rr->status, rr);
+}
+
+/* Sends the GET (if Redis is up); leaves e->pending false when it could not. */
+static void entry_fetch(struct cache_entry *e)
+{
+    struct lookup *lk = e->lk;
+    if (!lk->data.ac || !lk->data.connected)
+        return;
+    if (redisAsyncCommand(lk->data.ac, get_cb, e, "GET %s%s", lk->cfg->key_prefix,
+                          e->id) != REDIS_OK) {
+        METRIC_INC(&lk->w->metrics, redis_errors);
+        return;
+    }
+    e->pending = true;
+    e->waiters_timed_out = false;
+    struct timeval tv = {lk->cfg->redis_timeout_ms / 1000,
+                         (lk->cfg->redis_timeout_ms % 1000) * 1000};
+    evtimer_add(e->timeout_ev, &tv);
+}
+
+int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt,
+               int *status, struct route_rec **rr)
+{
+    struct cache_entry *e = table_find(lk, id);
+    uint64_t now = worker_now_ms();
+    if (e && e->rr && now < e->expires_ms) {
+        METRIC_INC(&lk->w->metrics, cache_hits);
+        *status = e->rr->status;
+        *rr = rr_ref(e->rr);
+        return 0;
+    }
+    METRIC_INC(&lk->w->metrics, cache_misses);
+    if (!e && !(e = table_add(lk, id))) {
+        *status = LOOKUP_UNAVAILABLE;
+        *rr = NULL;
+        return 0;
+    }
+    if (!e->pending || e->waiters_timed_out) {
+        if (!e->pending)
+            entry_fetch(e);
+        if (!e->pending || e->waiters_timed_out) {
+            /* Redis is down (or already too slow for this entry): answer
+             * now from what is left instead of waiting. */
+            if (e->rr && e->rr->status == LOOKUP_FOUND && now < e->stale_until_ms) {
+                *status = LOOKUP_FOUND;
+                *rr = rr_ref(e->rr);
+            } else {
+                *status = LOOKUP_UNAVAILABLE;
+                *rr = NULL;
+            }
+            return 0;
+        }
+    }
+    wt->next = &e->waiters;
+    wt->prev = e->waiters.prev;
+    e->waiters.prev->next = wt;
+    e->waiters.prev = wt;
+    return 1;
+}
+
+void lookup_cancel(struct lookup_waiter *wt)
+{
+    waiter_unlink(wt);
+}
+
+static void purge(struct lookup *lk, const char *id, size_t len)
+{
+    char lc[HOST_ID_MAX + 1];
+    if (len == 0 || len > HOST_ID_MAX)
+        return;
+    for (size_t i = 0; i < len; i++)
+        lc[i] = (char)tolower((unsigned char)id[i]);
+    lc[len] = '\0';
+    struct cache_entry *e = table_find(lk, lc);
+    if (!e)
+        return;
+    log_debug("cache: purge %s", lc);
+    e->expires_ms = 0;
+    if (e->pending)
+        e->purged = true;
+}
+
+static void expire_entry(struct strmap_node *n, void *arg)
+{
+    struct cache_entry *e = ENTRY_OF(n);
+    e->expires_ms = 0;
+    if (e->pending)
+        e->purged = true;
+}
+
+static void purge_all(struct lookup *lk)
+{
+    strmap_each(&lk->table, expire_entry, NULL);
+}
+
+/* Drops entries nobody uses that are past any use (stale grace included),
+ * so random sandbox ids from the internet cannot grow the cache forever. */
+static void sweep_entry(struct strmap_node *n, void *arg)
+{
+    struct cache_entry *e = ENTRY_OF(n);
+    uint64_t now = *(const uint64_t *)arg;
+    uint64_t until = e->stale_until_ms > e->expires_ms ? e->stale_until_ms
+                                                       : e->expires_ms;
+    if (!e->pending && waiters_empty(e) && now >= until) {
+        strmap_remove(&e->lk->table, n);
+        entry_free(e);
+    }
+}
+
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct lookup *lk = arg;
+    uint64_t now = worker_now_ms();
+    strmap_each(&lk->table, sweep_entry, &now);
+}
+
+/* ---- Redis connections ---- */
+
+static void sub_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct lookup *lk = privdata;
+    redisReply *reply = r;
+    if (!reply || lk->closing || reply->type != REDIS_REPLY_ARRAY ||
+        reply->elements < 3)
+        return;
+    redisReply *kind = reply->element[0];
+    if (kind->type != REDIS_REPLY_STRING)
+        return;
+    if (strcmp(kind->str, "message") == 0 &&
+        reply->element[2]->type == REDIS_REPLY_STRING) {
+        purge(lk, reply->element[2]->str, reply->element[2]->len);
+    } else if (strcmp(kind->str, "subscribe") == 0) {
+        /* Invalidations published while we were not subscribed are lost:
+         * after every (re)subscription, treat the whole cache as stale. */
+        purge_all(lk);
+        log_info("redis: worker %d subscribed to %sinvalidate", lk->w->id,
+                 lk->cfg->key_prefix);
+    }
+}
+
+static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
+{
+    link_connect(arg);
+}
+
+static void schedule_reconnect(struct redis_link *l)
+{
+    l->ac = NULL;
+    l->connected = false;
+    if (l->lk->closing)
+        return;
+    struct timeval tv = {l->backoff_ms / 1000, (l->backoff_ms % 1000) * 1000};
+    evtimer_add(l->reconnect_ev, &tv);
+    l->backoff_ms = l->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
+                                                         : l->backoff_ms * 2;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct redis_link *l = ac->data;
+    if (status != REDIS_OK) {
+        log_warn("redis: connect to %s:%d failed: %s", l->lk->cfg->redis_host,
+                 l->lk->cfg->redis_port, ac->errstr);
+        METRIC_INC(&l->lk->w->metrics, redis_errors);
+        schedule_reconnect(l);
+        return;
+    }
+    l->connected = true;
+    l->backoff_ms = RECONNECT_MIN_MS;
+    METRIC_INC(&l->lk->w->metrics, redis_reconnects);
+    log_debug("redis: %s connection up", l->subscriber ? "subscriber" : "data");
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct redis_link *l = ac->data;
+    if (l->lk->closing)
+        return;
+    log_warn("redis: %s connection lost: %s", l->subscriber ? "subscriber" : "data",
+             status == REDIS_OK ? "closed" : ac->errstr);
+    METRIC_INC(&l->lk->w->metrics, redis_errors);
+    schedule_reconnect(l);
+}
+
+static void link_connect(struct redis_link *l)
+{
+    const struct config *cfg = l->lk->cfg;
+    redisAsyncContext *ac = redisAsyncConnect(cfg->redis_host, cfg->redis_port);
+    if (!ac || ac->err) {
+        log_warn("redis: cannot connect to %s:%d: %s", cfg->redis_host,
+                 cfg->redis_port, ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        schedule_reconnect(l);
+        return;
+    }
+    ac->data = l;
+    l->ac = ac;
+    redisLibeventAttach(ac, l->lk->w->base);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    /* Commands queue until the connection is up. */
+    if (cfg->redis_password)
+        redisAsyncCommand(ac, NULL, NULL, "AUTH %s", cfg->redis_password);
+    if (l->subscriber)
+        redisAsyncCommand(ac, sub_cb, l->lk, "SUBSCRIBE %sinvalidate",
+                          cfg->key_prefix);
+    else if (cfg->redis_db)
+        redisAsyncCommand(ac, NULL, NULL, "SELECT %d", cfg->redis_db);
+}
+
+static int link_init(struct lookup *lk, struct redis_link *l, bool subscriber)
+{
+    l->lk = lk;
+    l->subscriber = subscriber;
+    l->backoff_ms = RECONNECT_MIN_MS;
+    l->reconnect_ev = evtimer_new(lk->w->base, reconnect_cb, l);
+    if (!l->reconnect_ev)
+        return -1;
+    link_connect(l);
+    return 0;
+}
+
+struct lookup *lookup_new(struct worker *w)
+{
+    struct lookup *lk = calloc(1, sizeof(*lk));
+    if (!lk)
+        return NULL;
+    lk->w = w;
+    lk->cfg = w->cfg;
+    lk->sweep_ev = event_new(w->base, -1, EV_PERSIST, sweep_cb, lk);
+    if (strmap_init(&lk->table, CACHE_BUCKETS_MIN) == -1 || !lk->sweep_ev)
+        goto fail;
+    struct timeval tv = {SWEEP_INTERVAL_MS / 1000, 0};
+    evtimer_add(lk->sweep_ev, &tv);
+    if (link_init(lk, &lk->data, false) == -1 || link_init(lk, &lk->sub, true) == -1)
+        goto fail;
+    return lk;
+fail:
+    lookup_free(lk);
+    return NULL;
+}
+
+static void link_free(struct redis_link *l)
+{
+    if (l->ac)
+        redisAsyncFree(l->ac);
+    l->ac = NULL;
+    if (l->reconnect_ev)
+        event_free(l->reconnect_ev);
+}
+
+static void free_entry_node(struct strmap_node *n, void *arg)
+{
+    entry_free(ENTRY_OF(n));
+}
+
+void lookup_free(struct lookup *lk)
+{
+    if (!lk)
+        return;
+    lk->closing = true;
+    link_free(&lk->data);
+    link_free(&lk->sub);
+    if (lk->sweep_ev)
+        event_free(lk->sweep_ev);
+    if (lk->table.buckets)
+        strmap_each(&lk->table, free_entry_node, NULL);
+    strmap_destroy(&lk->table);
+    free(lk);
+}
+
+bool lookup_connected(const struct lookup *lk)
+{
+    return __atomic_load_n(&lk->data.connected, __ATOMIC_RELAXED);
+}

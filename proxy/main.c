@@ -1,0 +1,225 @@
+/* edgeproxy: loads the config, binds the listeners, starts the workers, and
+ * handles signals and the admin endpoints on the main thread. */
+#include <errno.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "worker.h"
+
+#define EDGEPROXY_VERSION "0.1.0"
+#define DRAIN_POLL_MS 20
+
+struct main_ctx {
+    struct event_base *base;
+    struct config cfg;
+    struct worker *workers;
+    int nworkers;
+    struct admin *admin;
+    struct event *drain_delay_ev, *drain_poll_ev, *drain_deadline_ev;
+    bool draining;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: edgeproxy --config FILE [--check]\n"
+               "       edgeproxy --version\n");
+}
+
+static struct timeval ms_tv(int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    return tv;
+}
+
+static void drain_poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct main_ctx *m = arg;
+    for (int i = 0; i < m->nworkers; i++)
+        if (!__atomic_load_n(&m->workers[i].done, __ATOMIC_ACQUIRE))
+            return;
+    log_info("drained, exiting");
+    event_base_loopbreak(m->base);
+}
+
+static void drain_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct main_ctx *m = arg;
+    size_t open = 0;
+    for (int i = 0; i < m->nworkers; i++)
+        open += __atomic_load_n(&m->workers[i].session_count, __ATOMIC_RELAXED);
+    log_warn("drain timeout (%d ms) reached with %zu connections open, exiting",
+             m->cfg.drain_timeout_ms, open);
+    fflush(stderr);
+    _exit(0);
+}
+
+/* After the configured delay (time for the load balancer to see /readyz
+ * fail): close the listeners and let in-flight requests finish. */
+static void drain_delay_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct main_ctx *m = arg;
+    for (int i = 0; i < m->nworkers; i++)
+        worker_request_drain(&m->workers[i]);
+    struct timeval poll = ms_tv(DRAIN_POLL_MS), deadline = ms_tv(m->cfg.drain_timeout_ms);
+    event_add(m->drain_poll_ev, &poll);
+    event_add(m->drain_deadline_ev, &deadline);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct main_ctx *m = arg;
+    if (sig == SIGHUP) {
+        log_warn("SIGHUP: configuration reload is not implemented yet; keeping the running config");
+        return;
+    }
+    if (m->draining) {
+        log_info("%s again while draining: still draining", strsignal((int)sig));
+        return;
+    }
+    m->draining = true;
+    log_info("%s: draining (readiness off, listeners close in %d ms)", strsignal((int)sig),
+             m->cfg.drain_delay_ms);
+    admin_set_draining(m->admin);
+    struct timeval delay = ms_tv(m->cfg.drain_delay_ms);
+    event_add(m->drain_delay_ev, &delay);
+}
+
+/* One bound socket per listener per worker. Exits on the first failure with
+ * the address in the message. */
+static int bind_all(struct main_ctx *m, int *fds)
+{
+    char err[256];
+    for (int w = 0; w < m->nworkers; w++)
+        for (size_t l = 0; l < m->cfg.listener_count; l++) {
+            const struct config_listener *li = &m->cfg.listeners[l];
+            int fd = listener_bind((const struct sockaddr *)&li->addr, li->addr_len, li->address,
+                                   err, sizeof(err));
+            if (fd == -1) {
+                fprintf(stderr, "edgeproxy: %s\n", err);
+                return -1;
+            }
+            fds[w * CONFIG_MAX_LISTENERS + l] = fd;
+        }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"check", no_argument, NULL, 'k'},
+                                         {"version", no_argument, NULL, 'v'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *path = NULL;
+    bool check = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:kvh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'k':
+            check = true;
+            break;
+        case 'v':
+            printf("edgeproxy %s\n", EDGEPROXY_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!path || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    static struct main_ctx m;
+    char err[512];
+    if (config_load_file(path, &m.cfg, err, sizeof(err)) == -1) {
+        fprintf(stderr, "edgeproxy: %s: %s\n", path, err);
+        return 1;
+    }
+    if (check) {
+        printf("edgeproxy: %s: configuration ok\n", path);
+        config_free(&m.cfg);
+        return 0;
+    }
+    log_level_current = m.cfg.log_level;
+    signal(SIGPIPE, SIG_IGN);
+
+    m.nworkers = m.cfg.workers > 0 ? m.cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (m.nworkers < 1)
+        m.nworkers = 1;
+    int *fds = calloc((size_t)m.nworkers * CONFIG_MAX_LISTENERS, sizeof(int));
+    m.workers = calloc((size_t)m.nworkers, sizeof(*m.workers));
+    m.base = event_base_new();
+    if (!fds || !m.workers || !m.base) {
+        fprintf(stderr, "edgeproxy: out of memory\n");
+        return 1;
+    }
+    if (bind_all(&m, fds) == -1)
+        return 1;
+    if (m.cfg.admin_enabled) {
+        m.admin = admin_start(m.base, &m.cfg, m.workers, m.nworkers, err, sizeof(err));
+        if (!m.admin) {
+            fprintf(stderr, "edgeproxy: %s\n", err);
+            return 1;
+        }
+    }
+    for (int i = 0; i < m.nworkers; i++) {
+        if (worker_init(&m.workers[i], i, &m.cfg, &fds[i * CONFIG_MAX_LISTENERS]) == -1) {
+            fprintf(stderr, "edgeproxy: cannot create worker %d\n", i);
+            return 1;
+        }
+    }
+    for (int i = 0; i < m.nworkers; i++) {
+        if (worker_start(&m.workers[i]) == -1) {
+            fprintf(stderr, "edgeproxy: cannot start worker %d: %s\n", i, strerror(errno));
+            return 1;
+        }
+    }
+    free(fds);
+    struct event *sigs[4];
+    int signums[4] = {SIGTERM, SIGINT, SIGHUP, 0};
+    for (int i = 0; signums[i]; i++) {
+        sigs[i] = evsignal_new(m.base, signums[i], signal_cb, &m);
+        event_add(sigs[i], NULL);
+    }
+    m.drain_delay_ev = evtimer_new(m.base, drain_delay_cb, &m);
+    m.drain_poll_ev = event_new(m.base, -1, EV_PERSIST, drain_poll_cb, &m);
+    m.drain_deadline_ev = evtimer_new(m.base, drain_deadline_cb, &m);
+    for (size_t l = 0; l < m.cfg.listener_count; l++)
+        log_info("listening on %s", m.cfg.listeners[l].address);
+    log_info("edgeproxy %s: %d workers, redis %s:%d, admin %s", EDGEPROXY_VERSION, m.nworkers,
+             m.cfg.redis_host, m.cfg.redis_port,
+             m.cfg.admin_enabled ? m.cfg.admin_address : "off");
+
+    event_base_dispatch(m.base);
+
+    for (int i = 0; i < m.nworkers; i++) {
+        pthread_join(m.workers[i].thread, NULL);
+        worker_free(&m.workers[i]);
+    }
+    for (int i = 0; signums[i]; i++)
+        event_free(sigs[i]);
+    event_free(m.drain_delay_ev);
+    event_free(m.drain_poll_ev);
+    event_free(m.drain_deadline_ev);
+    admin_free(m.admin);
+    event_base_free(m.base);
+    free(m.workers);
+    config_free(&m.cfg);
+    return 0;
+}

@@ -1,0 +1,43 @@
+/* Per-worker counters. Each worker is the only writer of its own struct, so
+ * increments are plain relaxed load+store (no lock prefix on the hot path);
+ * /metrics sums all workers with relaxed loads. */
+#ifndef EDGEPROXY_METRICS_H
+#define EDGEPROXY_METRICS_H
+
+#include <stdint.h>
+
+#define METRICS_DURATION_BUCKETS 12
+
+struct metrics {
+    uint64_t requests_by_class[6];    /* [1]..[5] = 1xx..5xx, [0] other */
+    uint64_t duration_buckets[METRICS_DURATION_BUCKETS];
+    uint64_t duration_count;
+    uint64_t duration_sum_us;
+    int64_t client_connections;       /* gauge */
+    int64_t upstream_connections;     /* gauge */
+    uint64_t cache_hits;
+    uint64_t cache_misses;
+    uint64_t redis_errors;
+    uint64_t redis_reconnects;
+    uint64_t upstream_connect_errors;
+    uint64_t upstream_pool_reuses;
+    uint64_t upstream_retries;
+    uint64_t rejected_by_proxy;       /* proxy-made error responses */
+};
+
+extern const double metrics_duration_bounds[METRICS_DURATION_BUCKETS];
+
+#define METRIC_ADD(m, field, n)                                                \
+    __atomic_store_n(&(m)->field,                                              \
+                     __atomic_load_n(&(m)->field, __ATOMIC_RELAXED) + (n),     \
+                     __ATOMIC_RELAXED)
+#define METRIC_INC(m, field) METRIC_ADD(m, field, 1)
+#define METRIC_DEC(m, field) METRIC_ADD(m, field, -1)
+
+void metrics_observe_request(struct metrics *m, int status, uint64_t dur_us);
+
+struct evbuffer;
+/* Appends the Prometheus text exposition of the sum of `n` workers. */
+void metrics_render(struct evbuffer *out, struct metrics *const *all, int n);
+
+#endif

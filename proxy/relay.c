@@ -1,0 +1,703 @@
+/* Upstream side of an exchange: connect (pool or new, with retries), the
+ * request head rewrite, bodies streamed both ways with backpressure, the
+ * response head rewrite, and the WebSocket tunnel.
+ *
+ * Bodies keep their original framing: llhttp (strict) validates every byte
+ * and the bytes it accepted are moved, not copied, between the evbuffers.
+ * The only exception is a chunked response to an HTTP/1.0 client, which is
+ * de-chunked (copied) and close-delimited. */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "head.h"
+#include "log.h"
+#include "record.h"
+#include "reply.h"
+#include "session.h"
+#include "upstream.h"
+#include "worker.h"
+
+static void up_read_cb(struct bufferevent *bev, void *arg);
+static void up_write_cb(struct bufferevent *bev, void *arg);
+static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void pump_response(struct session *s);
+static void upstream_eof(struct session *s, bool error);
+
+static struct timeval ms_tv(int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    return tv;
+}
+
+/* ---- a small writer into reserved evbuffer space ---- */
+
+struct out {
+    char *p, *end;
+    bool overflow;
+};
+
+static void out_put(struct out *o, const char *s, size_t n)
+{
+    if ((size_t)(o->end - o->p) < n) {
+        o->overflow = true;
+        return;
+    }
+    memcpy(o->p, s, n);
+    o->p += n;
+}
+#define OUT_LIT(o, lit) out_put(o, lit, sizeof(lit) - 1)
+
+static void out_uint(struct out *o, unsigned v)
+{
+    char tmp[12];
+    int n = snprintf(tmp, sizeof(tmp), "%u", v);
+    out_put(o, tmp, (size_t)n);
+}
+
+static void out_header(struct out *o, const struct head *h, const struct hdr *x)
+{
+    out_put(o, h->buf + x->name_off, x->name_len);
+    OUT_LIT(o, ": ");
+    out_put(o, h->buf + x->val_off, x->val_len);
+    OUT_LIT(o, "\r\n");
+}
+
+/* ---- the request head sent upstream ---- */
+
+static bool is_forwarded_header(const struct head *h, const struct hdr *x)
+{
+    return HEAD_NAME_IS(h, x, "x-forwarded-for") ||
+           HEAD_NAME_IS(h, x, "x-forwarded-proto") ||
+           HEAD_NAME_IS(h, x, "x-forwarded-host");
+}
+
+/* Appends every value of a header, comma-joined (RFC 9110 section 5.3). */
+static bool out_joined(struct out *o, const struct head *h, const char *lc, size_t lclen)
+{
+    bool any = false;
+    for (uint32_t i = 0; i < h->nhdrs; i++) {
+        const struct hdr *x = &h->hdrs[i];
+        if (!head_name_is(h, x, lc, lclen))
+            continue;
+        if (any)
+            OUT_LIT(o, ", ");
+        out_put(o, h->buf + x->val_off, x->val_len);
+        any = true;
+    }
+    return any;
+}
+
+static int write_request_head(struct session *s, struct evbuffer *dst)
+{
+    const struct head *h = s->rh;
+    const struct record *rec = s->rr->rec;
+    const struct config *cfg = s->w->cfg;
+    char mask[512];
+    int mask_len = rec->mask_host ? record_mask_host(rec, s->target.port, mask, sizeof(mask)) : -1;
+    bool trusted = cfg->trusted_count > 0 &&
+                   config_cidr_match(cfg->trusted_proxies, cfg->trusted_count,
+                                     (const struct sockaddr *)&s->peer);
+    size_t need = h->used + 4 * (size_t)h->nhdrs + 2 * s->host_len +
+                  (mask_len > 0 ? (size_t)mask_len : 0) + 512;
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(dst, (ev_ssize_t)need, &v, 1) < 1)
+        return -1;
+    struct out o = {v.iov_base, (char *)v.iov_base + v.iov_len, false};
+
+    const char *method = llhttp_method_name(s->req.method);
+    out_put(&o, method, strlen(method));
+    OUT_LIT(&o, " ");
+    if (s->path_needs_slash)
+        OUT_LIT(&o, "/");
+    out_put(&o, s->path, s->path_len);
+    OUT_LIT(&o, " HTTP/1.1\r\nHost: ");
+    if (mask_len > 0)
+        out_put(&o, mask, (size_t)mask_len);
+    else
+        out_put(&o, s->host, s->host_len);
+    OUT_LIT(&o, "\r\n");
+    for (uint32_t i = 0; i < h->nhdrs; i++) {
+        const struct hdr *x = &h->hdrs[i];
+        if (HEAD_NAME_IS(h, x, "host") || HEAD_NAME_IS(h, x, "e2b-traffic-access-token") ||
+            is_forwarded_header(h, x) || head_is_hop_by_hop(h, x))
+            continue;
+        out_header(&o, h, x);
+    }
+    OUT_LIT(&o, "X-Forwarded-For: ");
+    if (trusted && out_joined(&o, h, "x-forwarded-for", 15))
+        OUT_LIT(&o, ", ");
+    out_put(&o, s->peer_ip, strlen(s->peer_ip));
+    OUT_LIT(&o, "\r\nX-Forwarded-Proto: ");
+    if (!trusted || !out_joined(&o, h, "x-forwarded-proto", 17))
+        OUT_LIT(&o, "http");
+    OUT_LIT(&o, "\r\nX-Forwarded-Host: ");
+    out_put(&o, s->host, s->host_len);
+    OUT_LIT(&o, "\r\n");
+    if (s->upgrade) {
+        const struct hdr *up = HEAD_FIND(h, "upgrade");
+        OUT_LIT(&o, "Connection: upgrade\r\n");
+        if (up)
+            out_header(&o, h, up);
+    }
+    OUT_LIT(&o, "\r\n");
+    if (o.overflow)
+        return -1;
+    v.iov_len = (size_t)(o.p - (char *)v.iov_base);
+    return evbuffer_commit_space(dst, &v, 1);
+}
+
+/* ---- the response head sent to the client ---- */
+
+static int write_response_head(struct session *s)
+{
+    const struct head *h = s->ph;
+    struct evbuffer *dst = bufferevent_get_output(s->cbev);
+    int status = s->resp.status_code;
+    size_t need = h->used + 4 * (size_t)h->nhdrs + 256;
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(dst, (ev_ssize_t)need, &v, 1) < 1)
+        return -1;
+    struct out o = {v.iov_base, (char *)v.iov_base + v.iov_len, false};
+    OUT_LIT(&o, "HTTP/1.1 ");
+    out_uint(&o, (unsigned)status);
+    OUT_LIT(&o, " ");
+    if (h->url_len)
+        out_put(&o, h->buf + h->url_off, h->url_len);
+    else
+        out_put(&o, reply_reason(status), strlen(reply_reason(status)));
+    OUT_LIT(&o, "\r\n");
+    for (uint32_t i = 0; i < h->nhdrs; i++) {
+        const struct hdr *x = &h->hdrs[i];
+        if (head_is_hop_by_hop(h, x))
+            continue;
+        if (s->dechunk && HEAD_NAME_IS(h, x, "transfer-encoding"))
+            continue;
+        out_header(&o, h, x);
+    }
+    if (status == 101) {
+        const struct hdr *up = HEAD_FIND(h, "upgrade");
+        OUT_LIT(&o, "Connection: upgrade\r\n");
+        if (up)
+            out_header(&o, h, up);
+    } else if (status >= 200) {
+        if (s->close_after)
+            OUT_LIT(&o, "Connection: close\r\n");
+        else if (s->req.http_minor == 0)
+            OUT_LIT(&o, "Connection: keep-alive\r\n");
+    }
+    OUT_LIT(&o, "\r\n");
+    if (o.overflow)
+        return -1;
+    v.iov_len = (size_t)(o.p - (char *)v.iov_base);
+    return evbuffer_commit_space(dst, &v, 1);
+}
+
+/* ---- llhttp response callbacks ---- */
+
+static int resp_on_message_begin(llhttp_t *p)
+{
+    struct session *s = p->data;
+    if (!s->ph)
+        s->ph = head_get(s->w);
+    else
+        head_reset(s->ph);
+    return s->ph ? 0 : HPE_USER;
+}
+static int resp_on_status(llhttp_t *p, const char *at, size_t len)
+{
+    struct session *s = p->data;
+    return head_on_url(s->ph, at, len) ? HPE_USER : 0;
+}
+static int resp_on_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct session *s = p->data;
+    return head_on_field(s->ph, at, len) ? HPE_USER : 0;
+}
+static int resp_on_field_done(llhttp_t *p)
+{
+    struct session *s = p->data;
+    return head_on_field_done(s->ph);
+}
+static int resp_on_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct session *s = p->data;
+    return head_on_value(s->ph, at, len) ? HPE_USER : 0;
+}
+static int resp_on_value_done(llhttp_t *p)
+{
+    struct session *s = p->data;
+    return head_on_value_done(s->ph);
+}
+static int resp_on_headers_complete(llhttp_t *p)
+{
+    return HPE_PAUSED;
+}
+static int resp_on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct session *s = p->data;
+    if (s->dechunk)
+        evbuffer_add(bufferevent_get_output(s->cbev), at, len);
+    return 0;
+}
+/* Interim 1xx responses are relayed and parsing goes on to the final one;
+ * the final one pauses the parser so the exchange can end cleanly. */
+static int resp_on_message_complete(llhttp_t *p)
+{
+    struct session *s = p->data;
+    if (p->status_code < 200 && p->status_code != 101)
+        return 0;
+    s->resp_done = true;
+    return HPE_PAUSED;
+}
+
+static llhttp_settings_t resp_settings;
+
+static void init_resp_settings_once(void)
+{
+    static int done;
+    if (__atomic_exchange_n(&done, 1, __ATOMIC_ACQ_REL))
+        return;
+    llhttp_settings_init(&resp_settings);
+    resp_settings.on_message_begin = resp_on_message_begin;
+    resp_settings.on_status = resp_on_status;
+    resp_settings.on_header_field = resp_on_field;
+    resp_settings.on_header_field_complete = resp_on_field_done;
+    resp_settings.on_header_value = resp_on_value;
+    resp_settings.on_header_value_complete = resp_on_value_done;
+    resp_settings.on_headers_complete = resp_on_headers_complete;
+    resp_settings.on_body = resp_on_body;
+    resp_settings.on_message_complete = resp_on_message_complete;
+}
+
+/* ---- failures ---- */
+
+void relay_abort_upstream(struct session *s)
+{
+    if (s->up) {
+        upconn_close(s->up);
+        s->up = NULL;
+    }
+    s->up_paused = false;
+}
+
+/* The upstream failed: a precise 502/504 if the client has not seen a
+ * response head yet, else cut the client connection (never present a
+ * truncated body as complete). */
+static void upstream_failed(struct session *s, int status, const char *why)
+{
+    log_info("sandbox %s port %u: %s", s->target.sandbox_id, s->target.port, why);
+    relay_abort_upstream(s);
+    if (!s->resp_head_done) {
+        s->close_after = s->close_after || !s->req_done;
+        session_error_sandbox(s, status, why, true);
+    } else {
+        session_close(s, true);
+    }
+}
+
+/* ---- connecting ---- */
+
+static void relay_start(struct session *s, struct upconn *c);
+
+static void on_connected(struct upconn *c, int err, void *arg)
+{
+    struct session *s = arg;
+    session_enter(s);
+    s->up = NULL;
+    if (c) {
+        relay_start(s, c);
+    } else if (err == ECONNREFUSED && s->connect_attempts <= s->w->cfg->upstream_connect_retries) {
+        /* The app may still be binding its port: back off and try again. */
+        int backoff = s->w->cfg->upstream_retry_backoff_ms << (s->connect_attempts - 1);
+        METRIC_INC(&s->w->metrics, upstream_retries);
+        struct timeval tv = ms_tv(backoff);
+        evtimer_add(s->timer, &tv);
+    } else if (err == ETIMEDOUT) {
+        upstream_failed(s, 504, "upstream connect timed out");
+    } else if (err == ECONNREFUSED) {
+        upstream_failed(s, 502, "upstream refused the connection");
+    } else {
+        char why[128];
+        snprintf(why, sizeof(why), "cannot connect to upstream: %s", strerror(err));
+        upstream_failed(s, 502, why);
+    }
+    session_leave(s);
+}
+
+static void connect_new(struct session *s, const char *key)
+{
+    const struct record *rec = s->rr->rec;
+    struct sockaddr_storage ss = rec->addr;
+    if (ss.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(s->target.port);
+    else
+        ((struct sockaddr_in *)&ss)->sin_port = htons(s->target.port);
+    s->connect_attempts++;
+    s->up = upconn_connect(s->w->pool, key, (struct sockaddr *)&ss, rec->addr_len,
+                           s->w->cfg->upstream_connect_timeout_ms, on_connected, s);
+    if (!s->up)
+        upstream_failed(s, 502, "cannot create an upstream socket");
+}
+
+static void pool_key_of(struct session *s, char *key, size_t cap)
+{
+    const struct record *rec = s->rr->rec;
+    pool_key(key, cap, s->target.sandbox_id, rec->address, s->target.port, rec->execution_id);
+}
+
+void relay_connect(struct session *s)
+{
+    char key[512];
+    s->state = SS_CONNECTING;
+    pool_key_of(s, key, sizeof(key));
+    if (s->connect_attempts == 0 && !s->stale_retry_done) {
+        struct upconn *c = pool_acquire(s->w->pool, key);
+        if (c) {
+            METRIC_INC(&s->w->metrics, upstream_pool_reuses);
+            relay_start(s, c);
+            return;
+        }
+    }
+    connect_new(s, key);
+}
+
+/* ---- the exchange ---- */
+
+static void request_complete(struct session *s)
+{
+    /* The body timeout only covers reading a body. */
+    struct timeval wt = ms_tv(s->w->cfg->upstream_idle_timeout_ms);
+    bufferevent_set_timeouts(s->cbev, NULL, &wt);
+}
+
+static void relay_start(struct session *s, struct upconn *c)
+{
+    const struct config *cfg = s->w->cfg;
+    s->up = c;
+    s->state = SS_FORWARDING;
+    s->resp_head_done = s->resp_done = false;
+    init_resp_settings_once();
+    llhttp_init(&s->resp, HTTP_RESPONSE, &resp_settings);
+    s->resp.data = s;
+    bufferevent_setcb(c->bev, up_read_cb, up_write_cb, up_event_cb, s);
+    bufferevent_setwatermark(c->bev, EV_WRITE, SESSION_LOW_WATER, 0);
+    struct timeval rt = ms_tv(cfg->upstream_response_timeout_ms > 0 ? cfg->upstream_response_timeout_ms
+                                                                       : cfg->upstream_idle_timeout_ms);
+    struct timeval wt = ms_tv(cfg->upstream_idle_timeout_ms);
+    bufferevent_set_timeouts(c->bev, &rt, &wt);
+    if (write_request_head(s, bufferevent_get_output(c->bev)) == -1) {
+        upstream_failed(s, 502, "request head too large to forward");
+        return;
+    }
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (!s->req_done) {
+        llhttp_resume(&s->req);
+        if (!s->req_has_body) {
+            llhttp_execute(&s->req, "", 0); /* reaches message-complete */
+            request_complete(s);
+        } else {
+            struct timeval bt = ms_tv(cfg->client_body_timeout_ms);
+            bufferevent_set_timeouts(s->cbev, &bt, &wt);
+            bufferevent_enable(s->cbev, EV_READ);
+            relay_pump_request(s);
+        }
+    }
+}
+
+void relay_pump_request(struct session *s)
+{
+    if (!s->up || !s->up->bev)
+        return;
+    struct evbuffer *in = bufferevent_get_input(s->cbev);
+    struct evbuffer *out = bufferevent_get_output(s->up->bev);
+    while (!s->req_done) {
+        if (evbuffer_get_length(out) >= SESSION_HIGH_WATER) {
+            bufferevent_disable(s->cbev, EV_READ);
+            s->client_paused = true;
+            return;
+        }
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+            return;
+        llhttp_errno_t err = llhttp_execute(&s->req, v.iov_base, v.iov_len);
+        size_t used = err == HPE_OK ? v.iov_len
+                                    : (size_t)(llhttp_get_error_pos(&s->req) - (const char *)v.iov_base);
+        if (err != HPE_OK && err != HPE_PAUSED) {
+            log_info("client %s: bad request body: %s", s->peer_ip, llhttp_get_error_reason(&s->req));
+            relay_abort_upstream(s);
+            s->client_keepalive = false;
+            if (!s->resp_head_done)
+                session_error(s, 400, "malformed request body");
+            else
+                session_close(s, false);
+            return;
+        }
+        if (used) {
+            evbuffer_remove_buffer(in, out, used);
+            s->req_body_started = true;
+        }
+        if (s->req_done)
+            request_complete(s);
+    }
+}
+
+/* The final response head is parsed: decide the client's framing and
+ * connection fate, then write the rewritten head. */
+static int on_response_head(struct session *s)
+{
+    llhttp_t *p = &s->resp;
+    int status = p->status_code;
+    if (status < 200 && status != 101) {
+        /* Interim: HTTP/1.0 clients cannot take 1xx (RFC 9110 15.2). */
+        if (s->req.http_minor > 0 || s->req.http_major > 1)
+            return write_response_head(s);
+        return 0;
+    }
+    if (status == 101 && !s->upgrade) {
+        upstream_failed(s, 502, "upstream switched protocols without an upgrade request");
+        return -1;
+    }
+    if (s->is_head_method)
+        p->flags |= F_SKIPBODY; /* RFC 9110 9.3.2: no body, whatever the headers say */
+    s->dechunk = (p->flags & F_CHUNKED) && s->req.http_major == 1 && s->req.http_minor == 0 &&
+                 !s->is_head_method;
+    if (!s->client_keepalive || s->w->draining || s->dechunk || llhttp_message_needs_eof(p) ||
+        (s->upgrade && status != 101))
+        s->close_after = true;
+    s->resp_head_done = true;
+    struct timeval rt = ms_tv(s->w->cfg->upstream_idle_timeout_ms);
+    struct timeval wt = rt;
+    bufferevent_set_timeouts(s->up->bev, &rt, &wt);
+    return write_response_head(s);
+}
+
+static void tunnel_start(struct session *s);
+
+static void response_complete(struct session *s)
+{
+    struct upconn *c = s->up;
+    s->status = s->resp.status_code;
+    if (s->status == 101) {
+        tunnel_start(s);
+        return;
+    }
+    bool reuse = s->req_done && llhttp_should_keep_alive(&s->resp) &&
+                 evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
+                 evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+    if (!s->req_done) {
+        /* Answered before the request body ended (e.g. 413): the rest of
+         * the body can't be framed away safely, so the client goes. */
+        s->close_after = true;
+        s->linger = true;
+    }
+    s->up = NULL;
+    if (reuse)
+        pool_release(c);
+    else
+        upconn_close(c);
+    session_exchange_done(s);
+}
+
+static void upstream_eof(struct session *s, bool error)
+{
+    if (s->resp_head_done && llhttp_message_needs_eof(&s->resp) && !error) {
+        /* A close-delimited body ends here (RFC 9112 section 6.3 item 8). */
+        llhttp_finish(&s->resp);
+        if (s->resp_done) {
+            response_complete(s);
+            return;
+        }
+    }
+    if (!s->resp_head_done && s->up && s->up->reused && !s->req_body_started &&
+        !s->stale_retry_done && evbuffer_get_length(bufferevent_get_input(s->up->bev)) == 0 && !s->ph) {
+        /* A pooled connection the upstream closed while idle: the request
+         * never reached the app. Send it again on a fresh connection. */
+        s->stale_retry_done = true;
+        METRIC_INC(&s->w->metrics, upstream_retries);
+        relay_abort_upstream(s);
+        relay_connect(s);
+        return;
+    }
+    upstream_failed(s, 502, error ? "upstream connection reset before a complete response"
+                                  : "upstream closed the connection before a complete response");
+}
+
+static void pump_response(struct session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->up->bev);
+    struct evbuffer *out = bufferevent_get_output(s->cbev);
+    while (!s->resp_done) {
+        if (evbuffer_get_length(out) >= SESSION_HIGH_WATER) {
+            bufferevent_disable(s->up->bev, EV_READ);
+            s->up_paused = true;
+            return;
+        }
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0) {
+            if (s->up_eof_pending) {
+                s->up_eof_pending = false;
+                upstream_eof(s, false);
+            }
+            return;
+        }
+        bool in_head = !s->resp_head_done;
+        llhttp_errno_t err = llhttp_execute(&s->resp, v.iov_base, v.iov_len);
+        size_t used = err == HPE_OK ? v.iov_len
+                                    : (size_t)(llhttp_get_error_pos(&s->resp) - (const char *)v.iov_base);
+        if (err != HPE_OK && err != HPE_PAUSED) {
+            char why[160];
+            snprintf(why, sizeof(why), "invalid response from upstream: %s",
+                     s->ph && s->ph->err ? "head too large" : llhttp_get_error_reason(&s->resp));
+            upstream_failed(s, 502, why);
+            return;
+        }
+        if (in_head || s->dechunk)
+            evbuffer_drain(in, used);
+        else
+            evbuffer_remove_buffer(in, out, used);
+        if (err == HPE_PAUSED) {
+            if (s->resp_done) {
+                response_complete(s);
+                return;
+            }
+            if (on_response_head(s) == -1)
+                return;
+            llhttp_resume(&s->resp);
+        }
+    }
+}
+
+/* ---- the WebSocket (any Upgrade) tunnel ---- */
+
+static void tunnel_move(struct session *s, struct bufferevent *from, struct bufferevent *to)
+{
+    struct evbuffer *dst = bufferevent_get_output(to);
+    evbuffer_add_buffer(dst, bufferevent_get_input(from));
+    s->last_activity_ms = worker_now_ms();
+    if (evbuffer_get_length(dst) >= SESSION_HIGH_WATER) {
+        bufferevent_disable(from, EV_READ);
+        if (from == s->cbev)
+            s->client_paused = true;
+        else
+            s->up_paused = true;
+    }
+}
+
+static void tunnel_start(struct session *s)
+{
+    const struct config *cfg = s->w->cfg;
+    s->state = SS_TUNNEL;
+    metrics_observe_request(&s->w->metrics, 101, worker_now_us() - s->start_us);
+    s->start_us = 0; /* counted now; the tunnel's life is not a request */
+    struct timeval idle = ms_tv(cfg->websocket_idle_timeout_ms);
+    struct timeval wt = ms_tv(cfg->upstream_idle_timeout_ms);
+    bufferevent_set_timeouts(s->cbev, &idle, &wt);
+    bufferevent_set_timeouts(s->up->bev, &idle, &wt);
+    evtimer_del(s->timer);
+    tunnel_move(s, s->up->bev, s->cbev);
+    tunnel_move(s, s->cbev, s->up->bev);
+    if (!s->client_paused)
+        bufferevent_enable(s->cbev, EV_READ);
+    if (!s->up_paused)
+        bufferevent_enable(s->up->bev, EV_READ);
+}
+
+void relay_tunnel_client_read(struct session *s)
+{
+    if (s->up)
+        tunnel_move(s, s->cbev, s->up->bev);
+}
+
+/* A read timeout on either side of the tunnel: idle only if neither side
+ * moved a byte for the whole idle timeout. */
+void relay_tunnel_idle(struct session *s, struct bufferevent *side)
+{
+    int idle_ms = s->w->cfg->websocket_idle_timeout_ms;
+    uint64_t quiet = worker_now_ms() - s->last_activity_ms;
+    if (quiet >= (uint64_t)idle_ms) {
+        log_debug("tunnel for sandbox %s idle for %llu ms, closing", s->target.sandbox_id,
+                  (unsigned long long)quiet);
+        session_close(s, false);
+        return;
+    }
+    if (!((side == s->cbev) ? s->client_paused : s->up_paused))
+        bufferevent_enable(side, EV_READ);
+}
+
+/* ---- upstream callbacks ---- */
+
+static void up_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct session *s = arg;
+    session_enter(s);
+    if (s->state == SS_TUNNEL)
+        tunnel_move(s, bev, s->cbev);
+    else if (s->state == SS_FORWARDING)
+        pump_response(s);
+    session_leave(s);
+}
+
+/* Upstream output drained below the low-water mark: resume the client. */
+static void up_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct session *s = arg;
+    if (!s->client_paused)
+        return;
+    session_enter(s);
+    s->client_paused = false;
+    bufferevent_enable(s->cbev, EV_READ);
+    if (s->state == SS_TUNNEL)
+        tunnel_move(s, s->cbev, bev);
+    else if (s->state == SS_FORWARDING)
+        relay_pump_request(s);
+    session_leave(s);
+}
+
+void relay_on_client_writable(struct session *s)
+{
+    if (!s->up_paused || !s->up)
+        return;
+    s->up_paused = false;
+    bufferevent_enable(s->up->bev, EV_READ);
+    if (s->state == SS_TUNNEL)
+        tunnel_move(s, s->up->bev, s->cbev);
+    else if (s->state == SS_FORWARDING)
+        pump_response(s);
+}
+
+static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct session *s = arg;
+    session_enter(s);
+    if (s->state == SS_TUNNEL) {
+        if (what & BEV_EVENT_TIMEOUT) {
+            relay_tunnel_idle(s, bev);
+        } else {
+            /* One side went away: flush what it said, then close. */
+            tunnel_move(s, bev, s->cbev);
+            session_close(s, true);
+        }
+    } else if (what & BEV_EVENT_TIMEOUT) {
+        if (!s->resp_head_done)
+            upstream_failed(s, 504, "upstream did not respond in time");
+        else
+            upstream_failed(s, 502, "upstream stalled mid-response");
+    } else {
+        /* Parse what arrived before the close first. */
+        if (!s->up_paused)
+            pump_response(s);
+        if (!s->closing && s->state == SS_FORWARDING && s->up && !s->resp_done) {
+            if (s->up_paused)
+                s->up_eof_pending = true;
+            else
+                upstream_eof(s, (what & BEV_EVENT_ERROR) != 0);
+        }
+    }
+    session_leave(s);
+}

@@ -1,0 +1,536 @@
+/* Client side of a connection: accept, the request head, keep-alive,
+ * timeouts, the proxy's own replies, and the session's lifetime. */
+#include "session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "head.h"
+#include "limits.h"
+#include "log.h"
+#include "reply.h"
+#include "upstream.h"
+#include "worker.h"
+
+/* How long a closing connection with unread request bytes keeps reading and
+ * discarding them, so the kernel does not answer them with a RST that could
+ * destroy the response still in flight (nginx's lingering close). */
+#define LINGER_MS 2000
+
+static void client_read_cb(struct bufferevent *bev, void *arg);
+static void client_write_cb(struct bufferevent *bev, void *arg);
+static void client_event_cb(struct bufferevent *bev, short what, void *arg);
+static void timer_cb(evutil_socket_t fd, short what, void *arg);
+static void parse_head(struct session *s);
+
+/* ---- llhttp request callbacks ---- */
+
+static int req_on_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct session *s = p->data;
+    return head_on_url(s->rh, at, len) ? HPE_USER : 0;
+}
+static int req_on_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct session *s = p->data;
+    return head_on_field(s->rh, at, len) ? HPE_USER : 0;
+}
+static int req_on_field_done(llhttp_t *p)
+{
+    struct session *s = p->data;
+    return head_on_field_done(s->rh);
+}
+static int req_on_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct session *s = p->data;
+    return head_on_value(s->rh, at, len) ? HPE_USER : 0;
+}
+static int req_on_value_done(llhttp_t *p)
+{
+    struct session *s = p->data;
+    return head_on_value_done(s->rh);
+}
+/* Pauses so routing (maybe a Redis round trip) can run before any body byte
+ * is consumed; the parser resumes exactly here. */
+static int req_on_headers_complete(llhttp_t *p)
+{
+    return HPE_PAUSED;
+}
+/* Pauses at the end of each request: pipelined requests wait in the input
+ * buffer until this exchange is over (RFC 9112 section 9.3.2). */
+static int req_on_message_complete(llhttp_t *p)
+{
+    struct session *s = p->data;
+    s->req_done = true;
+    return HPE_PAUSED;
+}
+
+static llhttp_settings_t req_settings;
+
+static void init_settings_once(void)
+{
+    static int done;
+    if (__atomic_exchange_n(&done, 1, __ATOMIC_ACQ_REL))
+        return;
+    llhttp_settings_init(&req_settings);
+    req_settings.on_url = req_on_url;
+    req_settings.on_header_field = req_on_field;
+    req_settings.on_header_field_complete = req_on_field_done;
+    req_settings.on_header_value = req_on_value;
+    req_settings.on_header_value_complete = req_on_value_done;
+    req_settings.on_headers_complete = req_on_headers_complete;
+    req_settings.on_message_complete = req_on_message_complete;
+}
+
+/* ---- lifetime ---- */
+
+static void set_timer(struct session *s, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(s->timer, &tv);
+}
+
+/* Releases what the current request holds: route record, connection-limit
+ * slot, head arenas, and records the metrics for it. */
+static void finish_request(struct session *s)
+{
+    struct worker *w = s->w;
+    if (s->start_us && s->status) {
+        metrics_observe_request(&w->metrics, s->status,
+                                worker_now_us() - s->start_us);
+    }
+    s->start_us = 0;
+    lookup_cancel(&s->waiter);
+    if (s->limit_held) {
+        limits_release(s->rr->limit);
+        s->limit_held = false;
+    }
+    route_rec_unref(s->rr);
+    s->rr = NULL;
+    head_put(w, s->rh);
+    head_put(w, s->ph);
+    s->rh = s->ph = NULL;
+    s->host = s->path = NULL;
+}
+
+static void session_free(struct session *s)
+{
+    struct worker *w = s->w;
+    finish_request(s);
+    upconn_close(s->up);
+    if (s->timer)
+        event_free(s->timer);
+    if (s->cbev)
+        bufferevent_free(s->cbev);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        w->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    w->session_count--;
+    METRIC_DEC(&w->metrics, client_connections);
+    free(s);
+    worker_session_gone(w);
+}
+
+void session_enter(struct session *s)
+{
+    s->busy++;
+}
+
+void session_leave(struct session *s)
+{
+    /* Pipelined requests are parsed here, at the outermost level, rather
+     * than from deep inside the end of the previous exchange: the stack
+     * stays flat however many requests a client packs into one read. */
+    while (s->busy == 1 && !s->closing && s->state == SS_IDLE &&
+           evbuffer_get_length(bufferevent_get_input(s->cbev)) > 0) {
+        parse_head(s);
+    }
+    if (--s->busy == 0 && s->closing)
+        session_free(s);
+}
+
+/* After the last response byte left: either close, or half-close and keep
+ * reading (and discarding) what the client is still sending. */
+static void closing_flushed(struct session *s)
+{
+    if (!s->linger) {
+        s->closing = true;
+        return;
+    }
+    s->linger = false;
+    s->lingering = true;
+    shutdown(bufferevent_getfd(s->cbev), SHUT_WR);
+    evtimer_del(s->timer);
+    set_timer(s, LINGER_MS);
+    bufferevent_set_timeouts(s->cbev, NULL, NULL);
+    bufferevent_enable(s->cbev, EV_READ);
+}
+
+void session_close(struct session *s, bool flush)
+{
+    if (!flush) {
+        s->closing = true;
+        return;
+    }
+    if (s->state == SS_CLOSING)
+        return;
+    relay_abort_upstream(s);
+    s->state = SS_CLOSING;
+    evtimer_del(s->timer);
+    bufferevent_setcb(s->cbev, client_read_cb, client_write_cb, client_event_cb, s);
+    bufferevent_setwatermark(s->cbev, EV_WRITE, 0, 0);
+    if (evbuffer_get_length(bufferevent_get_output(s->cbev)) == 0) {
+        closing_flushed(s);
+        return;
+    }
+    set_timer(s, s->w->cfg->upstream_idle_timeout_ms); /* bounds the flush */
+    if (s->linger)
+        bufferevent_enable(s->cbev, EV_READ);
+    else
+        bufferevent_disable(s->cbev, EV_READ);
+}
+
+void session_drain(struct session *s)
+{
+    if (s->state == SS_IDLE) {
+        session_enter(s);
+        session_close(s, true);
+        session_leave(s);
+    }
+    /* otherwise: exchange_done sees w->draining and closes after */
+}
+
+/* ---- starting and ending exchanges ---- */
+
+static void begin_request(struct session *s)
+{
+    s->rh = head_get(s->w);
+    s->state = SS_HEAD;
+    s->head_bytes = 0;
+    s->start_us = worker_now_us();
+    s->status = 0;
+    s->req_done = s->req_has_body = s->req_body_started = false;
+    s->resp_head_done = s->resp_done = s->close_after = s->dechunk = false;
+    s->upgrade = s->is_head_method = false;
+    s->up_eof_pending = s->client_paused = s->up_paused = false;
+    s->connect_attempts = 0;
+    s->stale_retry_done = false;
+    evtimer_del(s->timer);
+    set_timer(s, s->w->cfg->client_header_timeout_ms);
+}
+
+static void enter_idle(struct session *s)
+{
+    s->state = SS_IDLE;
+    bufferevent_set_timeouts(s->cbev, NULL, NULL);
+    bufferevent_enable(s->cbev, EV_READ);
+    evtimer_del(s->timer);
+    set_timer(s, s->w->cfg->client_keepalive_timeout_ms);
+}
+
+void session_exchange_done(struct session *s)
+{
+    bool keep = s->req_done && s->client_keepalive && !s->close_after &&
+                !s->w->draining;
+    finish_request(s);
+    if (!keep) {
+        session_close(s, true);
+        return;
+    }
+    llhttp_resume(&s->req);
+    enter_idle(s);
+}
+
+/* The parser is paused at the end of the head. A request without a body is
+ * complete already: run the parser over nothing so it reaches
+ * message-complete, then the connection can carry the next request. */
+static void complete_bodyless_request(struct session *s)
+{
+    if (s->req_done || s->req_has_body)
+        return;
+    llhttp_resume(&s->req);
+    llhttp_execute(&s->req, "", 0);
+}
+
+void session_reply(struct session *s, struct reply *r)
+{
+    char buf[4096];
+    struct reply_negotiation n;
+    memset(&n, 0, sizeof(n));
+    if (s->rh) {
+        const struct hdr *x;
+#define VIEW(field, name)                                                      \
+    if ((x = HEAD_FIND(s->rh, name))) {                                        \
+        n.field.ptr = head_str(s->rh, x->val_off);                             \
+        n.field.len = x->val_len;                                              \
+    }
+        VIEW(user_agent, "user-agent");
+        VIEW(accept, "accept");
+        VIEW(sec_fetch_mode, "sec-fetch-mode");
+        VIEW(x_requested_with, "x-requested-with");
+#undef VIEW
+    }
+    if (s->rh && s->state != SS_HEAD)
+        complete_bodyless_request(s);
+    r->html = reply_wants_html(&n);
+    r->head_only = s->is_head_method;
+    if (!s->req_done || !s->client_keepalive || s->w->draining)
+        r->close = true;
+    int len = reply_render(r, buf, sizeof(buf));
+    if (len > 0)
+        bufferevent_write(s->cbev, buf, (size_t)len);
+    s->status = r->status;
+    METRIC_INC(&s->w->metrics, rejected_by_proxy);
+    if (r->close) {
+        /* Request bytes we will never read: linger so they do not turn into
+         * a RST that kills this reply. */
+        s->linger = !s->req_done || evbuffer_get_length(bufferevent_get_input(s->cbev)) > 0;
+        s->close_after = true;
+    }
+    relay_abort_upstream(s);
+    session_exchange_done(s);
+}
+
+void session_error(struct session *s, int status, const char *message)
+{
+    struct reply r = {.status = status, .message = message, .connection_limit = -1};
+    if (status == 503)
+        r.retry_after = 1;
+    session_reply(s, &r);
+}
+
+void session_error_sandbox(struct session *s, int status, const char *message,
+                           bool with_port)
+{
+    struct reply r = {.status = status,
+                      .message = message,
+                      .sandbox_id = s->target.sandbox_id,
+                      .port = with_port ? s->target.port : 0,
+                      .connection_limit = -1};
+    if (status == 503)
+        r.retry_after = 1;
+    session_reply(s, &r);
+}
+
+/* ---- the request head ---- */
+
+static void head_failed(struct session *s, llhttp_errno_t err)
+{
+    int herr = s->rh ? s->rh->err : HEAD_OK;
+    s->client_keepalive = false;
+    s->req_done = false;
+    if (herr == HEAD_TOO_LARGE || herr == HEAD_TOO_MANY) {
+        session_error(s, 431, "request header fields too large");
+    } else if (herr == HEAD_URL_TOO_LONG) {
+        session_error(s, 414, "request target too long");
+    } else {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "malformed request: %s",
+                 llhttp_get_error_reason(&s->req) ? llhttp_get_error_reason(&s->req)
+                                                  : llhttp_errno_name(err));
+        log_debug("client %s: %s", s->peer_ip, msg);
+        session_error(s, 400, msg);
+    }
+}
+
+static void on_request_head(struct session *s)
+{
+    llhttp_t *p = &s->req;
+    s->is_head_method = p->method == HTTP_HEAD;
+    s->upgrade = p->upgrade;
+    s->client_keepalive = llhttp_should_keep_alive(p);
+    s->req_has_body = (p->flags & F_CHUNKED) || p->content_length > 0;
+    evtimer_del(s->timer);
+    s->state = SS_ROUTING;
+    if (p->method == HTTP_CONNECT) {
+        s->client_keepalive = false;
+        session_error(s, 405, "CONNECT is not supported");
+        return;
+    }
+    route_request(s);
+}
+
+static void parse_head(struct session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->cbev);
+    const uint32_t max = (uint32_t)s->w->cfg->client_max_head_bytes;
+    while (s->state == SS_IDLE || s->state == SS_HEAD) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+            return;
+        if (s->state == SS_IDLE)
+            begin_request(s);
+        if (!s->rh) {
+            session_close(s, false);
+            return;
+        }
+        const char *base = v.iov_base;
+        size_t len = v.iov_len;
+        if (len > max - s->head_bytes + 1)
+            len = max - s->head_bytes + 1; /* never parse past the limit */
+        llhttp_errno_t err = llhttp_execute(&s->req, base, len);
+        size_t used = err == HPE_OK ? len : (size_t)(llhttp_get_error_pos(&s->req) - base);
+        s->head_bytes += (uint32_t)used;
+        if (err != HPE_OK && err != HPE_PAUSED) {
+            head_failed(s, err);
+            return;
+        }
+        evbuffer_drain(in, used);
+        if (s->head_bytes > max) {
+            s->rh->err = HEAD_TOO_LARGE;
+            head_failed(s, HPE_USER);
+            return;
+        }
+        if (err == HPE_PAUSED) {
+            on_request_head(s);
+            return;
+        }
+    }
+}
+
+/* ---- libevent callbacks ---- */
+
+static void client_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct session *s = arg;
+    session_enter(s);
+    switch (s->state) {
+    case SS_IDLE:
+    case SS_HEAD:
+        parse_head(s);
+        break;
+    case SS_FORWARDING:
+        if (!s->req_done)
+            relay_pump_request(s);
+        break;
+    case SS_TUNNEL:
+        relay_tunnel_client_read(s);
+        break;
+    case SS_CLOSING:
+        evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+        break;
+    default:
+        break; /* routing/connecting: bytes wait in the buffer */
+    }
+    session_leave(s);
+}
+
+static void client_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct session *s = arg;
+    session_enter(s);
+    if (s->state == SS_CLOSING) {
+        if (!s->lingering && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            closing_flushed(s);
+    } else {
+        relay_on_client_writable(s);
+    }
+    session_leave(s);
+}
+
+static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct session *s = arg;
+    session_enter(s);
+    if (what & BEV_EVENT_TIMEOUT) {
+        log_debug("client %s: %s timeout in state %d", s->peer_ip,
+                  (what & BEV_EVENT_READING) ? "read" : "write", s->state);
+        if (s->state == SS_TUNNEL && (what & BEV_EVENT_READING)) {
+            relay_tunnel_idle(s, bev);
+        } else {
+            session_close(s, false);
+        }
+    } else if (s->state == SS_FORWARDING && s->req_done && (what & BEV_EVENT_EOF) &&
+               !(what & BEV_EVENT_ERROR)) {
+        /* Half-close after a complete request: finish the response, then
+         * close. */
+        s->close_after = true;
+        s->client_keepalive = false;
+        bufferevent_disable(bev, EV_READ);
+    } else if (s->state == SS_TUNNEL && (what & BEV_EVENT_EOF)) {
+        relay_tunnel_client_read(s);
+        session_close(s, false);
+    } else {
+        session_close(s, false);
+    }
+    session_leave(s);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    session_enter(s);
+    switch (s->state) {
+    case SS_HEAD:
+        log_debug("client %s: request head not complete in %d ms", s->peer_ip,
+                  s->w->cfg->client_header_timeout_ms);
+        s->client_keepalive = false;
+        session_error(s, 408, "request head not received in time");
+        break;
+    case SS_CONNECTING:
+        relay_connect(s); /* retry backoff elapsed */
+        break;
+    default: /* idle keep-alive, closing flush or linger */
+        session_close(s, false);
+        break;
+    }
+    session_leave(s);
+}
+
+void session_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen)
+{
+    struct session *s = calloc(1, sizeof(*s));
+    if (!s) {
+        close(fd);
+        return;
+    }
+    s->w = w;
+    memcpy(&s->peer, sa, (size_t)salen < sizeof(s->peer) ? (size_t)salen : sizeof(s->peer));
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr))
+            inet_ntop(AF_INET, &a6->sin6_addr.s6_addr[12], s->peer_ip, sizeof(s->peer_ip));
+        else
+            inet_ntop(AF_INET6, &a6->sin6_addr, s->peer_ip, sizeof(s->peer_ip));
+    } else {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, s->peer_ip,
+                  sizeof(s->peer_ip));
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    s->cbev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    s->timer = evtimer_new(w->base, timer_cb, s);
+    if (!s->cbev || !s->timer) {
+        if (s->cbev)
+            bufferevent_free(s->cbev);
+        else
+            close(fd);
+        if (s->timer)
+            event_free(s->timer);
+        free(s);
+        return;
+    }
+    init_settings_once();
+    llhttp_init(&s->req, HTTP_REQUEST, &req_settings);
+    s->req.data = s;
+    s->next = w->sessions;
+    if (w->sessions)
+        w->sessions->prev = s;
+    w->sessions = s;
+    w->session_count++;
+    METRIC_INC(&w->metrics, client_connections);
+    bufferevent_setcb(s->cbev, client_read_cb, client_write_cb, client_event_cb, s);
+    bufferevent_setwatermark(s->cbev, EV_READ, 0, SESSION_HIGH_WATER);
+    bufferevent_setwatermark(s->cbev, EV_WRITE, SESSION_LOW_WATER, 0);
+    enter_idle(s);
+}

@@ -1,0 +1,141 @@
+/* A client connection and the request exchanges on it.
+ *
+ * The way through (h2o style, one file a room):
+ *   session.c  accept, llhttp request head, keep-alive, timeouts, own replies
+ *   route.c    Host -> (port, sandbox) -> record -> verdict (token, limit)
+ *   relay.c    upstream connect/retry, head rewrite, body streaming with
+ *              backpressure, response parsing, WebSocket tunnel
+ * A session is never freed inside one of its own callbacks: code marks it
+ * closing and the outermost callback frees it as the stack unwinds. */
+#ifndef EDGEPROXY_SESSION_H
+#define EDGEPROXY_SESSION_H
+
+#include <llhttp.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "host.h"
+#include "lookup.h"
+
+struct worker;
+struct bufferevent;
+struct event;
+struct upconn;
+struct head;
+
+enum session_state {
+    SS_IDLE,        /* between requests: keep-alive timer */
+    SS_HEAD,        /* reading a request head: header deadline */
+    SS_ROUTING,     /* waiting for the route lookup */
+    SS_CONNECTING,  /* waiting for an upstream connection (or retry) */
+    SS_FORWARDING,  /* head sent upstream; bodies streaming both ways */
+    SS_TUNNEL,      /* after 101: bytes both ways */
+    SS_CLOSING,     /* flushing the last bytes, then lingering, then free */
+};
+
+/* Output above this stops reading the other side; the writer's low-water
+ * callback resumes it. Memory per connection stays bounded (le-proxy). */
+#define SESSION_HIGH_WATER (256 * 1024)
+#define SESSION_LOW_WATER (64 * 1024)
+
+struct session {
+    struct session *next, *prev;        /* worker's session list */
+    struct worker *w;
+    struct bufferevent *cbev;
+    struct sockaddr_storage peer;
+    char peer_ip[INET6_ADDRSTRLEN];
+    int state;
+    int busy;                           /* callback nesting depth */
+    bool closing;                       /* free when busy drops to 0 */
+
+    llhttp_t req;
+    llhttp_t resp;
+    struct head *rh;                    /* request head, kept until the
+                                           exchange ends (retries) */
+    struct head *ph;                    /* response head while parsing */
+    uint32_t head_bytes;                /* raw bytes of this request head */
+
+    /* the current request */
+    uint64_t start_us;
+    int status;                         /* what the client got */
+    bool req_done;                      /* request message complete */
+    bool req_has_body;
+    bool req_body_started;              /* some body bytes went upstream */
+    bool client_keepalive;
+    bool is_head_method;
+    bool upgrade;
+    bool resp_head_done;                /* final response head sent */
+    bool resp_done;
+    bool close_after;                   /* close the client after this
+                                           response */
+    bool dechunk;                       /* HTTP/1.0 client, chunked resp */
+    bool client_paused;                 /* client reading stopped for
+                                           backpressure */
+    bool up_paused;                     /* upstream reading stopped */
+    bool up_eof_pending;                /* upstream closed while paused */
+    bool linger;                        /* unread input when closing */
+    bool lingering;                     /* half-closed, discarding input */
+    const char *host;                   /* view into rh: the Host the
+                                           client sent (or authority) */
+    size_t host_len;
+    const char *path;                   /* origin-form target, view */
+    size_t path_len;
+    bool path_needs_slash;              /* "http://h?q" -> "/?q" */
+    struct host_target target;
+    struct route_rec *rr;
+    bool limit_held;
+    struct lookup_waiter waiter;
+
+    /* upstream */
+    struct upconn *up;                  /* connected or connecting */
+    int connect_attempts;
+    bool stale_retry_done;
+    uint64_t last_activity_ms;          /* tunnel idle accounting */
+
+    struct event *timer;                /* header deadline, keep-alive,
+                                           retry backoff, linger */
+};
+
+/* Accepted socket -> new session (owns fd). */
+void session_accept(struct worker *w, int fd, const struct sockaddr *sa,
+                    int salen);
+
+/* Replies with the proxy's own response (SPEC section 6) and ends the
+ * exchange; closes the connection when `close` or when the request body was
+ * not consumed. */
+struct reply;
+void session_reply(struct session *s, struct reply *r);
+/* Shorthand for the common rows. */
+void session_error(struct session *s, int status, const char *message);
+void session_error_sandbox(struct session *s, int status, const char *message,
+                           bool with_port);
+
+/* Ends the current exchange after the response's last byte went to the
+ * client output. */
+void session_exchange_done(struct session *s);
+
+/* Marks the session for closing: flush the client output first if `flush`. */
+void session_close(struct session *s, bool flush);
+
+/* Callback nesting: every entry point from libevent brackets its work with
+ * these, so a close deep inside frees the session only when it is safe. */
+void session_enter(struct session *s);
+void session_leave(struct session *s);
+
+/* Drain: close if idle, otherwise close after the current response. */
+void session_drain(struct session *s);
+
+/* route.c */
+void route_request(struct session *s);
+
+/* relay.c */
+void relay_connect(struct session *s);
+void relay_pump_request(struct session *s);
+void relay_abort_upstream(struct session *s);
+void relay_on_client_writable(struct session *s);
+void relay_tunnel_client_read(struct session *s);
+void relay_tunnel_idle(struct session *s, struct bufferevent *side);
+
+#endif

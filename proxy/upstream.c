@@ -1,0 +1,244 @@
+#include "upstream.h"
+
+#include <errno.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "strmap.h"
+#include "worker.h"
+
+struct pool_bucket {
+    struct strmap_node node;
+    struct upconn idle;    /* sentinel of a circular list, newest first */
+    int count;
+    char key[];
+};
+
+struct pool {
+    struct worker *w;
+    struct strmap buckets;
+};
+
+#define BUCKET_OF(n) ((struct pool_bucket *)((char *)(n) - offsetof(struct pool_bucket, node)))
+
+struct pool *pool_new(struct worker *w)
+{
+    struct pool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->w = w;
+    if (strmap_init(&p->buckets, 256) == -1) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void pool_key(char *buf, size_t cap, const char *sandbox_id,
+              const char *address, unsigned port, const char *execution_id)
+{
+    /* executionId last: it is the only part that may contain '|'. */
+    snprintf(buf, cap, "%s|%s|%u|%s", sandbox_id, address, port,
+             execution_id ? execution_id : "");
+}
+
+static void bucket_unlink(struct upconn *c)
+{
+    struct pool_bucket *b = c->bucket;
+    if (!b)
+        return;
+    c->prev->next = c->next;
+    c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+    c->bucket = NULL;
+    if (--b->count == 0) {
+        strmap_remove(&c->pool->buckets, &b->node);
+        free(b);
+    }
+}
+
+void upconn_close(struct upconn *c)
+{
+    if (!c)
+        return;
+    bucket_unlink(c);
+    if (c->connect_ev)
+        event_free(c->connect_ev);
+    if (c->bev) {
+        bufferevent_free(c->bev);
+        METRIC_DEC(&c->pool->w->metrics, upstream_connections);
+    } else if (c->fd != -1) {
+        close(c->fd);
+    }
+    free(c->key);
+    free(c);
+}
+
+struct upconn *pool_acquire(struct pool *p, const char *key)
+{
+    struct strmap_node *n = strmap_get(&p->buckets, key);
+    if (!n)
+        return NULL;
+    struct pool_bucket *b = BUCKET_OF(n);
+    struct upconn *c = b->idle.next; /* most recently used: warmest */
+    bucket_unlink(c);
+    c->reused = true;
+    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    return c;
+}
+
+/* An idle pooled connection that becomes readable has either closed or sent
+ * bytes nobody asked for: both make it unusable. */
+static void idle_read_cb(struct bufferevent *bev, void *arg)
+{
+    upconn_close(arg);
+}
+
+static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    upconn_close(arg);
+}
+
+void pool_release(struct upconn *c)
+{
+    struct pool *p = c->pool;
+    const struct config *cfg = p->w->cfg;
+    if (p->w->draining) {
+        upconn_close(c);
+        return;
+    }
+    struct strmap_node *n = strmap_get(&p->buckets, c->key);
+    struct pool_bucket *b;
+    if (n) {
+        b = BUCKET_OF(n);
+        if (b->count >= cfg->upstream_pool_max_idle) {
+            upconn_close(c);
+            return;
+        }
+    } else {
+        size_t klen = strlen(c->key);
+        b = malloc(sizeof(*b) + klen + 1);
+        if (!b) {
+            upconn_close(c);
+            return;
+        }
+        memcpy(b->key, c->key, klen + 1);
+        b->idle.next = b->idle.prev = &b->idle;
+        b->count = 0;
+        strmap_put(&p->buckets, &b->node, b->key);
+    }
+    c->bucket = b;
+    c->next = b->idle.next;
+    c->prev = &b->idle;
+    b->idle.next->prev = c;
+    b->idle.next = c;
+    b->count++;
+    struct timeval tv = {cfg->upstream_pool_idle_timeout_ms / 1000,
+                         (cfg->upstream_pool_idle_timeout_ms % 1000) * 1000};
+    bufferevent_setcb(c->bev, idle_read_cb, NULL, idle_event_cb, c);
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_enable(c->bev, EV_READ);
+}
+
+static void connect_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct upconn *c = arg;
+    int err = c->err ? c->err : ETIMEDOUT;
+    if (!c->err && (what & EV_WRITE)) {
+        socklen_t len = sizeof(err);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+            err = errno;
+    }
+    event_free(c->connect_ev);
+    c->connect_ev = NULL;
+    if (err == 0) {
+        c->bev = bufferevent_socket_new(c->pool->w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        if (!c->bev)
+            err = ENOMEM;
+        else
+            METRIC_INC(&c->pool->w->metrics, upstream_connections);
+    }
+    if (err) {
+        METRIC_INC(&c->pool->w->metrics, upstream_connect_errors);
+        upconn_connect_cb cb = c->cb;
+        void *cb_arg = c->cb_arg;
+        upconn_close(c);
+        cb(NULL, err, cb_arg);
+        return;
+    }
+    c->fd = -1; /* owned by the bufferevent now */
+    c->cb(c, 0, c->cb_arg);
+}
+
+struct upconn *upconn_connect(struct pool *p, const char *key,
+                              const struct sockaddr *sa, socklen_t salen,
+                              int timeout_ms, upconn_connect_cb cb, void *arg)
+{
+    struct upconn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->fd = -1;
+    c->pool = p;
+    c->cb = cb;
+    c->cb_arg = arg;
+    c->key = strdup(key);
+    c->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (!c->key || c->fd == -1)
+        goto fail;
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* A refusal on loopback can come back from connect() itself; either way
+     * the answer goes through the event loop so the caller's stack has
+     * unwound before its callback runs. */
+    if (connect(c->fd, sa, salen) == -1 && errno != EINPROGRESS) {
+        c->err = errno;
+        close(c->fd);
+        c->fd = -1;
+        c->connect_ev = event_new(p->w->base, -1, 0, connect_done_cb, c);
+        if (!c->connect_ev)
+            goto fail;
+        event_active(c->connect_ev, EV_TIMEOUT, 0);
+        return c;
+    }
+    c->connect_ev = event_new(p->w->base, c->fd, EV_WRITE, connect_done_cb, c);
+    if (!c->connect_ev)
+        goto fail;
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    event_add(c->connect_ev, &tv);
+    return c;
+fail:
+    upconn_close(c);
+    return NULL;
+}
+
+static void close_bucket(struct strmap_node *n, void *arg)
+{
+    struct pool_bucket *b = BUCKET_OF(n);
+    /* upconn_close frees the bucket with its last connection. */
+    while (b->count > 1)
+        upconn_close(b->idle.next);
+    upconn_close(b->idle.next);
+}
+
+void pool_close_idle(struct pool *p)
+{
+    strmap_each(&p->buckets, close_bucket, NULL);
+}
+
+void pool_free(struct pool *p)
+{
+    if (!p)
+        return;
+    pool_close_idle(p);
+    strmap_destroy(&p->buckets);
+    free(p);
+}

@@ -1,0 +1,126 @@
+#include "worker.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "head.h"
+#include "listener.h"
+#include "log.h"
+#include "lookup.h"
+#include "session.h"
+#include "upstream.h"
+
+uint64_t worker_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t worker_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    if (w->draining)
+        return;
+    w->draining = true;
+    listener_stop(w);
+    pool_close_idle(w->pool);
+    struct session *s = w->sessions, *next;
+    for (; s; s = next) {
+        next = s->next;
+        session_drain(s);
+    }
+    if (w->session_count == 0)
+        event_base_loopbreak(w->base);
+}
+
+void worker_session_gone(struct worker *w)
+{
+    if (w->draining && w->session_count == 0)
+        event_base_loopbreak(w->base);
+}
+
+int worker_init(struct worker *w, int id, const struct config *cfg, const int *fds)
+{
+    memset(w, 0, sizeof(*w));
+    w->id = id;
+    w->cfg = cfg;
+    w->listener_count = cfg->listener_count;
+    for (size_t i = 0; i < w->listener_count; i++)
+        w->listen_fds[i] = fds[i];
+    struct event_config *ec = event_config_new();
+    if (!ec)
+        return -1;
+    /* One thread per base and no evthread locking: the main thread talks
+     * to a worker only through its eventfd. */
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    w->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    w->drain_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!w->base || w->drain_fd == -1)
+        return -1;
+    w->drain_ev = event_new(w->base, w->drain_fd, EV_READ, drain_cb, w);
+    if (w->drain_ev)
+        event_add(w->drain_ev, NULL);
+    w->pool = pool_new(w);
+    if (!w->drain_ev || !w->pool)
+        return -1;
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct lookup *lk = lookup_new(w);
+    __atomic_store_n(&w->lookup, lk, __ATOMIC_RELEASE); /* /readyz reads it */
+    if (!lk || listener_start(w) == -1) {
+        log_error("worker %d: cannot start", w->id);
+        exit(1);
+    }
+    event_base_dispatch(w->base);
+    /* Drained: every session is gone. */
+    __atomic_store_n(&w->lookup, NULL, __ATOMIC_RELEASE);
+    lookup_free(lk);
+    __atomic_store_n(&w->done, true, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+    return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
+}
+
+void worker_request_drain(struct worker *w)
+{
+    uint64_t one = 1;
+    if (write(w->drain_fd, &one, sizeof(one)) == -1)
+        log_error("worker %d: cannot signal drain", w->id);
+}
+
+void worker_free(struct worker *w)
+{
+    listener_stop(w);
+    pool_free(w->pool);
+    while (w->free_heads) {
+        struct head *h = w->free_heads;
+        w->free_heads = h->next_free;
+        free(h);
+    }
+    if (w->drain_ev)
+        event_free(w->drain_ev);
+    if (w->drain_fd > 0)
+        close(w->drain_fd);
+    if (w->base)
+        event_base_free(w->base);
+}

@@ -1,0 +1,66 @@
+/* One worker = one thread = one event_base, with its own listening sockets
+ * (SO_REUSEPORT), Redis connections, route cache and upstream pools. Workers
+ * share nothing mutable on the request path (maxConnections counters aside,
+ * see limits.h). */
+#ifndef EDGEPROXY_WORKER_H
+#define EDGEPROXY_WORKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "metrics.h"
+
+struct event_base;
+struct event;
+struct evconnlistener;
+struct lookup;
+struct pool;
+struct session;
+struct head;
+
+struct worker {
+    int id;
+    pthread_t thread;
+    struct event_base *base;
+    const struct config *cfg;
+
+    int listen_fds[CONFIG_MAX_LISTENERS];
+    struct evconnlistener *listeners[CONFIG_MAX_LISTENERS];
+    size_t listener_count;
+
+    struct lookup *lookup;
+    struct pool *pool;
+    struct metrics metrics;
+
+    int drain_fd;                /* eventfd: main thread -> worker */
+    struct event *drain_ev;
+    bool draining;
+    bool done;                   /* loop exited; read by main */
+
+    struct session *sessions;    /* all open client sessions (for drain) */
+    size_t session_count;
+
+    struct head *free_heads;     /* recycled request/response head arenas */
+    size_t free_head_count;
+};
+
+/* Creates the worker's event base and structures; the listening fds are
+ * borrowed from `fds` (already bound, one per listener). 0 ok, -1 error. */
+int worker_init(struct worker *w, int id, const struct config *cfg,
+                const int *fds);
+int worker_start(struct worker *w);
+/* Thread-safe: asks the worker to stop accepting and finish its sessions. */
+void worker_request_drain(struct worker *w);
+void worker_free(struct worker *w);
+
+/* Monotonic milliseconds, coarse clock (vDSO, no syscall). */
+uint64_t worker_now_ms(void);
+uint64_t worker_now_us(void);
+
+/* Called by session code when a session ends, so a draining worker can exit
+ * once the last one is gone. */
+void worker_session_gone(struct worker *w);
+
+#endif
