@@ -329,7 +329,9 @@ class EchoUpstream:
         if extra:
             hdrs += [tuple(h) for h in json.loads(extra)]
         chunked = bool(rec.header("x-test-chunked"))
-        if chunked:
+        if status == 204:
+            pass  # RFC 9110 8.6: no Content-Length in a 204 (a 304 may have one)
+        elif chunked:
             hdrs.append(("Transfer-Encoding", "chunked"))
         else:
             hdrs.append(("Content-Length", str(len(body))))
