@@ -11,7 +11,10 @@ LLHTTP_INC := /usr/share/include/llhttp
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=gnu11 -D_GNU_SOURCE -pthread $(WARN) -Icommon -Iproxy -I$(LLHTTP_INC)
+# llhttp ships in loose mode (e.g. any two bytes accepted after chunk data):
+# strict mode is what stands between a client and request smuggling.
+LLHTTP_DEFS := -DLLHTTP_STRICT_MODE=1
+CFLAGS  += -std=gnu11 -D_GNU_SOURCE -pthread $(WARN) $(LLHTTP_DEFS) -Icommon -Iproxy -I$(LLHTTP_INC)
 LDLIBS  := -levent_core -levent_extra -levent_pthreads -levent_openssl -lssl -lcrypto -lhiredis -lcjson -lpthread
 
 COMMON_SRC := $(wildcard common/*.c)
@@ -46,7 +49,7 @@ $(BUILD)/obj/%.o: %.c $(wildcard common/*.h proxy/*.h)
 # llhttp is generated code: build it as shipped, without our warning set.
 $(BUILD)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
 	@mkdir -p $(dir $@)
-	$(CC) -O2 -g -I$(LLHTTP_INC) -c -o $@ $<
+	$(CC) -O2 -g $(LLHTTP_DEFS) -I$(LLHTTP_INC) -c -o $@ $<
 
 # The sanitizer build the integration tests run against.
 $(SAN)/edgeproxy: $(SAN_OBJ)
@@ -58,7 +61,7 @@ $(SAN)/obj/%.o: %.c $(wildcard common/*.h proxy/*.h)
 
 $(SAN)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
 	@mkdir -p $(dir $@)
-	$(CC) -O1 -g $(SAN_FLAGS) -I$(LLHTTP_INC) -c -o $@ $<
+	$(CC) -O1 -g $(SAN_FLAGS) $(LLHTTP_DEFS) -I$(LLHTTP_INC) -c -o $@ $<
 
 sanitize: $(SAN)/edgeproxy
 

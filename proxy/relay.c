@@ -463,8 +463,11 @@ static int on_response_head(struct session *s)
         upstream_failed(s, 502, "upstream switched protocols without an upgrade request");
         return -1;
     }
-    if (s->is_head_method)
-        p->flags |= F_SKIPBODY; /* RFC 9110 9.3.2: no body, whatever the headers say */
+    /* RFC 9112 section 6.3 rule 1: responses to HEAD, and 204 and 304, end
+     * with their head whatever Content-Length says (llhttp only knows it
+     * when no length is given). */
+    if (s->is_head_method || status == 204 || status == 304)
+        p->flags |= F_SKIPBODY;
     s->dechunk = (p->flags & F_CHUNKED) && s->req.http_major == 1 && s->req.http_minor == 0 &&
                  !s->is_head_method;
     if (!s->client_keepalive || s->w->draining || s->dechunk || llhttp_message_needs_eof(p) ||
@@ -569,6 +572,14 @@ static void pump_response(struct session *s)
             if (on_response_head(s) == -1)
                 return;
             llhttp_resume(&s->resp);
+            /* A response without a body (204, 304, HEAD, Content-Length: 0)
+             * completes without another byte: run the parser over nothing
+             * to reach message-complete now. */
+            llhttp_execute(&s->resp, "", 0);
+            if (s->resp_done) {
+                response_complete(s);
+                return;
+            }
         }
     }
 }
