@@ -114,6 +114,12 @@ void admin_set_draining(struct admin *a)
         __atomic_store_n(&a->draining, true, __ATOMIC_RELEASE);
 }
 
+void admin_set_config(struct admin *a, const struct config *cfg)
+{
+    (void)a;
+    (void)cfg; /* nothing in the admin depends on reloadable keys yet */
+}
+
 void admin_free(struct admin *a)
 {
     if (!a)

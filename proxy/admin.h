@@ -16,6 +16,8 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg,
                           struct worker *workers, int nworkers, char *err,
                           size_t errlen);
 void admin_set_draining(struct admin *a);
+/* After a reload (the admin address itself cannot change). */
+void admin_set_config(struct admin *a, const struct config *cfg);
 void admin_free(struct admin *a);
 
 #endif

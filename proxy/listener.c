@@ -44,7 +44,8 @@ int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name,
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
-    session_accept(arg, fd, sa, salen);
+    struct listener_slot *slot = arg;
+    session_accept(slot->w, slot->index, fd, sa, salen);
 }
 
 static void accept_error_cb(struct evconnlistener *l, void *arg)
@@ -56,7 +57,7 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 int listener_start(struct worker *w)
 {
     for (size_t i = 0; i < w->listener_count; i++) {
-        w->listeners[i] = evconnlistener_new(w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, 0,
+        w->listeners[i] = evconnlistener_new(w->base, accept_cb, &w->slots[i], LEV_OPT_CLOSE_ON_FREE, 0,
                                              w->listen_fds[i]);
         if (!w->listeners[i])
             return -1;

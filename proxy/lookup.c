@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "host.h"
-#include "limits.h"
+#include "conn_limit.h"
 #include "log.h"
 #include "strmap.h"
 #include "worker.h"
@@ -48,7 +48,6 @@ struct redis_link {
 
 struct lookup {
     struct worker *w;
-    const struct config *cfg;
     struct strmap table;            /* sandbox id -> cache_entry */
     struct redis_link data, sub;
     int consecutive_timeouts;
@@ -175,7 +174,7 @@ static void entry_timeout_cb(evutil_socket_t fd, short what, void *arg)
     struct cache_entry *e = arg;
     struct lookup *lk = e->lk;
     log_warn("redis: GET for sandbox %s timed out after %d ms", e->id,
-             lk->cfg->redis_timeout_ms);
+             lk->w->cfg->redis_timeout_ms);
     METRIC_INC(&lk->w->metrics, redis_errors);
     e->waiters_timed_out = true;
     answer_unavailable(e);
@@ -245,7 +244,7 @@ static void get_cb(redisAsyncContext *ac, void *r, void *privdata)
         return;
     }
     uint64_t now = worker_now_ms();
-    const struct config *cfg = lk->cfg;
+    const struct config *cfg = lk->w->cfg;
     int ttl = rr->status == LOOKUP_FOUND ? cfg->cache_ttl_ms
                                           : cfg->cache_negative_ttl_ms;
     e->expires_ms = now + (uint64_t)ttl;
@@ -266,15 +265,15 @@ static void entry_fetch(struct cache_entry *e)
     struct lookup *lk = e->lk;
     if (!lk->data.ac || !lk->data.connected)
         return;
-    if (redisAsyncCommand(lk->data.ac, get_cb, e, "GET %s%s", lk->cfg->key_prefix,
+    if (redisAsyncCommand(lk->data.ac, get_cb, e, "GET %s%s", lk->w->cfg->key_prefix,
                           e->id) != REDIS_OK) {
         METRIC_INC(&lk->w->metrics, redis_errors);
         return;
     }
     e->pending = true;
     e->waiters_timed_out = false;
-    struct timeval tv = {lk->cfg->redis_timeout_ms / 1000,
-                         (lk->cfg->redis_timeout_ms % 1000) * 1000};
+    struct timeval tv = {lk->w->cfg->redis_timeout_ms / 1000,
+                         (lk->w->cfg->redis_timeout_ms % 1000) * 1000};
     evtimer_add(e->timeout_ev, &tv);
 }
 
@@ -394,7 +393,7 @@ static void sub_cb(redisAsyncContext *ac, void *r, void *privdata)
          * after every (re)subscription, treat the whole cache as stale. */
         purge_all(lk);
         log_info("redis: worker %d subscribed to %sinvalidate", lk->w->id,
-                 lk->cfg->key_prefix);
+                 lk->w->cfg->key_prefix);
     }
 }
 
@@ -418,9 +417,11 @@ static void schedule_reconnect(struct redis_link *l)
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct redis_link *l = ac->data;
+    if (!l)
+        return;
     if (status != REDIS_OK) {
-        log_warn("redis: connect to %s:%d failed: %s", l->lk->cfg->redis_host,
-                 l->lk->cfg->redis_port, ac->errstr);
+        log_warn("redis: connect to %s:%d failed: %s", l->lk->w->cfg->redis_host,
+                 l->lk->w->cfg->redis_port, ac->errstr);
         METRIC_INC(&l->lk->w->metrics, redis_errors);
         schedule_reconnect(l);
         return;
@@ -434,7 +435,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
 static void on_disconnect(const redisAsyncContext *ac, int status)
 {
     struct redis_link *l = ac->data;
-    if (l->lk->closing)
+    if (!l || l->lk->closing)
         return;
     log_warn("redis: %s connection lost: %s", l->subscriber ? "subscriber" : "data",
              status == REDIS_OK ? "closed" : ac->errstr);
@@ -444,7 +445,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 
 static void link_connect(struct redis_link *l)
 {
-    const struct config *cfg = l->lk->cfg;
+    const struct config *cfg = l->lk->w->cfg;
     redisAsyncContext *ac = redisAsyncConnect(cfg->redis_host, cfg->redis_port);
     if (!ac || ac->err) {
         log_warn("redis: cannot connect to %s:%d: %s", cfg->redis_host,
@@ -487,7 +488,6 @@ struct lookup *lookup_new(struct worker *w)
     if (!lk)
         return NULL;
     lk->w = w;
-    lk->cfg = w->cfg;
     lk->sweep_ev = event_new(w->base, -1, EV_PERSIST, sweep_cb, lk);
     if (strmap_init(&lk->table, CACHE_BUCKETS_MIN) == -1 || !lk->sweep_ev)
         goto fail;
@@ -528,6 +528,39 @@ void lookup_free(struct lookup *lk)
         strmap_each(&lk->table, free_entry_node, NULL);
     strmap_destroy(&lk->table);
     free(lk);
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static void link_restart(struct redis_link *l)
+{
+    evtimer_del(l->reconnect_ev);
+    if (l->ac) {
+        redisAsyncContext *ac = l->ac;
+        l->ac = NULL;
+        l->connected = false;
+        ac->data = NULL; /* its disconnect callback must not reschedule */
+        redisAsyncFree(ac);
+    }
+    l->backoff_ms = RECONNECT_MIN_MS;
+    link_connect(l);
+}
+
+void lookup_config_changed(struct lookup *lk, const struct config *old)
+{
+    const struct config *cfg = lk->w->cfg;
+    if (same_str(old->redis_host, cfg->redis_host) && old->redis_port == cfg->redis_port &&
+        same_str(old->redis_password, cfg->redis_password) && old->redis_db == cfg->redis_db &&
+        same_str(old->key_prefix, cfg->key_prefix))
+        return;
+    log_info("redis: settings changed, reconnecting worker %d to %s:%d", lk->w->id,
+             cfg->redis_host, cfg->redis_port);
+    purge_all(lk);
+    link_restart(&lk->data);
+    link_restart(&lk->sub);
 }
 
 bool lookup_connected(const struct lookup *lk)

@@ -58,6 +58,11 @@ void lookup_cancel(struct lookup_waiter *wt);
 
 void route_rec_unref(struct route_rec *rr);
 
+/* After a reload: reconnects when the Redis settings changed (and treats the
+ * cache as stale, since the new Redis may disagree with the old one). */
+struct config;
+void lookup_config_changed(struct lookup *lk, const struct config *old);
+
 /* Is the Redis data connection up? (for /readyz) */
 bool lookup_connected(const struct lookup *lk);
 

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "listener.h"
 #include "log.h"
+#include "runtime.h"
 #include "worker.h"
 
 #define EDGEPROXY_VERSION "0.1.0"
@@ -20,12 +21,16 @@
 
 struct main_ctx {
     struct event_base *base;
-    struct config cfg;
+    const char *path;
+    struct runtime *rt;                 /* current generation */
+    struct runtime *retiring;           /* previous one, until unused */
+    struct event *retire_ev;
     struct worker *workers;
     int nworkers;
     struct admin *admin;
     struct event *drain_delay_ev, *drain_poll_ev, *drain_deadline_ev;
     bool draining;
+    bool retire_grace_started;
 };
 
 static void usage(FILE *f)
@@ -57,7 +62,7 @@ static void drain_deadline_cb(evutil_socket_t fd, short what, void *arg)
     for (int i = 0; i < m->nworkers; i++)
         open += __atomic_load_n(&m->workers[i].session_count, __ATOMIC_RELAXED);
     log_warn("drain timeout (%d ms) reached with %zu connections open, exiting",
-             m->cfg.drain_timeout_ms, open);
+             m->rt->cfg.drain_timeout_ms, open);
     fflush(stderr);
     _exit(0);
 }
@@ -69,16 +74,67 @@ static void drain_delay_cb(evutil_socket_t fd, short what, void *arg)
     struct main_ctx *m = arg;
     for (int i = 0; i < m->nworkers; i++)
         worker_request_drain(&m->workers[i]);
-    struct timeval poll = ms_tv(DRAIN_POLL_MS), deadline = ms_tv(m->cfg.drain_timeout_ms);
+    struct timeval poll = ms_tv(DRAIN_POLL_MS), deadline = ms_tv(m->rt->cfg.drain_timeout_ms);
     event_add(m->drain_poll_ev, &poll);
     event_add(m->drain_deadline_ev, &deadline);
+}
+
+/* The old generation is freed once every worker has switched and every
+ * connection accepted under it has had its header timeout to finish a TLS
+ * handshake (the SNI callback still points at the old contexts). */
+static void retire_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct main_ctx *m = arg;
+    for (int i = 0; i < m->nworkers; i++)
+        if (__atomic_load_n(&m->workers[i].applied_generation, __ATOMIC_ACQUIRE) !=
+            m->rt->generation) {
+            struct timeval again = ms_tv(DRAIN_POLL_MS);
+            event_add(m->retire_ev, &again);
+            return;
+        }
+    if (what & EV_TIMEOUT && m->retiring && !m->retire_grace_started) {
+        m->retire_grace_started = true;
+        struct timeval grace = ms_tv(m->rt->cfg.client_header_timeout_ms + 1000);
+        event_add(m->retire_ev, &grace);
+        return;
+    }
+    runtime_free(m->retiring);
+    m->retiring = NULL;
+    m->retire_grace_started = false;
+}
+
+static void reload(struct main_ctx *m)
+{
+    char err[512];
+    if (m->retiring) {
+        log_error("SIGHUP: the previous reload is still settling; try again in a few seconds");
+        return;
+    }
+    struct runtime *next = runtime_load(m->path, m->rt->generation + 1, err, sizeof(err));
+    if (!next) {
+        log_error("SIGHUP: %s: %s; keeping the running configuration", m->path, err);
+        return;
+    }
+    if (runtime_compatible(m->rt, next, err, sizeof(err)) == -1) {
+        log_error("SIGHUP: %s: %s; keeping the running configuration", m->path, err);
+        runtime_free(next);
+        return;
+    }
+    m->retiring = m->rt;
+    m->rt = next;
+    for (int i = 0; i < m->nworkers; i++)
+        worker_request_reload(&m->workers[i], next);
+    admin_set_config(m->admin, &next->cfg);
+    log_info("SIGHUP: configuration reloaded from %s (generation %u)", m->path, next->generation);
+    struct timeval now = ms_tv(DRAIN_POLL_MS);
+    event_add(m->retire_ev, &now);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct main_ctx *m = arg;
     if (sig == SIGHUP) {
-        log_warn("SIGHUP: configuration reload is not implemented yet; keeping the running config");
+        reload(m);
         return;
     }
     if (m->draining) {
@@ -87,9 +143,9 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     }
     m->draining = true;
     log_info("%s: draining (readiness off, listeners close in %d ms)", strsignal((int)sig),
-             m->cfg.drain_delay_ms);
+             m->rt->cfg.drain_delay_ms);
     admin_set_draining(m->admin);
-    struct timeval delay = ms_tv(m->cfg.drain_delay_ms);
+    struct timeval delay = ms_tv(m->rt->cfg.drain_delay_ms);
     event_add(m->drain_delay_ev, &delay);
 }
 
@@ -99,8 +155,8 @@ static int bind_all(struct main_ctx *m, int *fds)
 {
     char err[256];
     for (int w = 0; w < m->nworkers; w++)
-        for (size_t l = 0; l < m->cfg.listener_count; l++) {
-            const struct config_listener *li = &m->cfg.listeners[l];
+        for (size_t l = 0; l < m->rt->cfg.listener_count; l++) {
+            const struct config_listener *li = &m->rt->cfg.listeners[l];
             int fd = listener_bind((const struct sockaddr *)&li->addr, li->addr_len, li->address,
                                    err, sizeof(err));
             if (fd == -1) {
@@ -147,19 +203,21 @@ int main(int argc, char **argv)
     }
     static struct main_ctx m;
     char err[512];
-    if (config_load_file(path, &m.cfg, err, sizeof(err)) == -1) {
+    m.path = path;
+    m.rt = runtime_load(path, 1, err, sizeof(err));
+    if (!m.rt) {
         fprintf(stderr, "edgeproxy: %s: %s\n", path, err);
         return 1;
     }
     if (check) {
         printf("edgeproxy: %s: configuration ok\n", path);
-        config_free(&m.cfg);
+        runtime_free(m.rt);
         return 0;
     }
-    log_level_current = m.cfg.log_level;
+    log_level_current = m.rt->cfg.log_level;
     signal(SIGPIPE, SIG_IGN);
 
-    m.nworkers = m.cfg.workers > 0 ? m.cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    m.nworkers = m.rt->cfg.workers > 0 ? m.rt->cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (m.nworkers < 1)
         m.nworkers = 1;
     int *fds = calloc((size_t)m.nworkers * CONFIG_MAX_LISTENERS, sizeof(int));
@@ -171,15 +229,15 @@ int main(int argc, char **argv)
     }
     if (bind_all(&m, fds) == -1)
         return 1;
-    if (m.cfg.admin_enabled) {
-        m.admin = admin_start(m.base, &m.cfg, m.workers, m.nworkers, err, sizeof(err));
+    if (m.rt->cfg.admin_enabled) {
+        m.admin = admin_start(m.base, &m.rt->cfg, m.workers, m.nworkers, err, sizeof(err));
         if (!m.admin) {
             fprintf(stderr, "edgeproxy: %s\n", err);
             return 1;
         }
     }
     for (int i = 0; i < m.nworkers; i++) {
-        if (worker_init(&m.workers[i], i, &m.cfg, &fds[i * CONFIG_MAX_LISTENERS]) == -1) {
+        if (worker_init(&m.workers[i], i, m.rt, &fds[i * CONFIG_MAX_LISTENERS]) == -1) {
             fprintf(stderr, "edgeproxy: cannot create worker %d\n", i);
             return 1;
         }
@@ -200,11 +258,12 @@ int main(int argc, char **argv)
     m.drain_delay_ev = evtimer_new(m.base, drain_delay_cb, &m);
     m.drain_poll_ev = event_new(m.base, -1, EV_PERSIST, drain_poll_cb, &m);
     m.drain_deadline_ev = evtimer_new(m.base, drain_deadline_cb, &m);
-    for (size_t l = 0; l < m.cfg.listener_count; l++)
-        log_info("listening on %s", m.cfg.listeners[l].address);
+    m.retire_ev = evtimer_new(m.base, retire_cb, &m);
+    for (size_t l = 0; l < m.rt->cfg.listener_count; l++)
+        log_info("listening on %s", m.rt->cfg.listeners[l].address);
     log_info("edgeproxy %s: %d workers, redis %s:%d, admin %s", EDGEPROXY_VERSION, m.nworkers,
-             m.cfg.redis_host, m.cfg.redis_port,
-             m.cfg.admin_enabled ? m.cfg.admin_address : "off");
+             m.rt->cfg.redis_host, m.rt->cfg.redis_port,
+             m.rt->cfg.admin_enabled ? m.rt->cfg.admin_address : "off");
 
     event_base_dispatch(m.base);
 
@@ -217,9 +276,11 @@ int main(int argc, char **argv)
     event_free(m.drain_delay_ev);
     event_free(m.drain_poll_ev);
     event_free(m.drain_deadline_ev);
+    event_free(m.retire_ev);
     admin_free(m.admin);
     event_base_free(m.base);
     free(m.workers);
-    config_free(&m.cfg);
+    runtime_free(m.retiring);
+    runtime_free(m.rt);
     return 0;
 }

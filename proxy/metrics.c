@@ -101,6 +101,8 @@ void metrics_render(struct evbuffer *out, struct metrics *const *all, int n)
             "Upstream connects retried after a refusal or a stale pooled "
             "connection.",
             "counter", SUM(upstream_retries));
+    counter(out, "edgeproxy_tls_handshake_failures_total",
+            "TLS handshakes that failed.", "counter", SUM(tls_handshake_failures));
     counter(out, "edgeproxy_proxy_replies_total",
             "Responses made by the proxy itself (errors).", "counter",
             SUM(rejected_by_proxy));

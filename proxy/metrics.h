@@ -23,6 +23,7 @@ struct metrics {
     uint64_t upstream_pool_reuses;
     uint64_t upstream_retries;
     uint64_t rejected_by_proxy;       /* proxy-made error responses */
+    uint64_t tls_handshake_failures;
 };
 
 extern const double metrics_duration_bounds[METRICS_DURATION_BUCKETS];

@@ -134,8 +134,12 @@ static int write_request_head(struct session *s, struct evbuffer *dst)
         OUT_LIT(&o, ", ");
     out_put(&o, s->peer_ip, strlen(s->peer_ip));
     OUT_LIT(&o, "\r\nX-Forwarded-Proto: ");
-    if (!trusted || !out_joined(&o, h, "x-forwarded-proto", 17))
-        OUT_LIT(&o, "http");
+    if (!trusted || !out_joined(&o, h, "x-forwarded-proto", 17)) {
+        if (s->tls)
+            OUT_LIT(&o, "https");
+        else
+            OUT_LIT(&o, "http");
+    }
     OUT_LIT(&o, "\r\nX-Forwarded-Host: ");
     out_put(&o, s->host, s->host_len);
     OUT_LIT(&o, "\r\n");

@@ -6,7 +6,7 @@
 #include <strings.h>
 
 #include "head.h"
-#include "limits.h"
+#include "conn_limit.h"
 #include "log.h"
 #include "reply.h"
 #include "session.h"

@@ -12,8 +12,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/bufferevent_ssl.h>
+
+
 #include "head.h"
-#include "limits.h"
+#include "proxy_proto.h"
+#include "runtime.h"
+#include "tls.h"
+#include "conn_limit.h"
 #include "log.h"
 #include "reply.h"
 #include "upstream.h"
@@ -127,8 +133,12 @@ static void session_free(struct session *s)
     upconn_close(s->up);
     if (s->timer)
         event_free(s->timer);
+    if (s->pp_ev)
+        event_free(s->pp_ev);
     if (s->cbev)
         bufferevent_free(s->cbev);
+    else if (s->fd != -1)
+        close(s->fd);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -163,7 +173,8 @@ void session_leave(struct session *s)
  * reading (and discarding) what the client is still sending. */
 static void closing_flushed(struct session *s)
 {
-    if (!s->linger) {
+    /* Half-closing under TLS would skip close_notify: no lingering there. */
+    if (!s->linger || s->tls) {
         s->closing = true;
         return;
     }
@@ -202,7 +213,11 @@ void session_close(struct session *s, bool flush)
 
 void session_drain(struct session *s)
 {
-    if (s->state == SS_IDLE) {
+    if (s->state == SS_PROXY_HEADER) {
+        s->closing = true;
+        session_enter(s);
+        session_leave(s);
+    } else if (s->state == SS_IDLE) {
         session_enter(s);
         session_close(s, true);
         session_leave(s);
@@ -438,11 +453,30 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
     session_leave(s);
 }
 
+/* One log line per failed handshake (a scanner costs a line, not more). */
+static void tls_failed(struct session *s)
+{
+    char buf[160];
+    unsigned long e = bufferevent_get_openssl_error(s->cbev);
+    log_info("client %s: TLS handshake failed: %s", s->peer_ip,
+             e ? tls_error_string(e, buf, sizeof(buf)) : "connection closed");
+    METRIC_INC(&s->w->metrics, tls_handshake_failures);
+    while (bufferevent_get_openssl_error(s->cbev))
+        ; /* drain the per-connection error queue */
+}
+
 static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct session *s = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        s->tls_up = true;
+        return;
+    }
     session_enter(s);
-    if (what & BEV_EVENT_TIMEOUT) {
+    if (s->tls && !s->tls_up && (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF))) {
+        tls_failed(s);
+        session_close(s, false);
+    } else if (what & BEV_EVENT_TIMEOUT) {
         log_debug("client %s: %s timeout in state %d", s->peer_ip,
                   (what & BEV_EVENT_READING) ? "read" : "write", s->state);
         if (s->state == SS_TUNNEL && (what & BEV_EVENT_READING)) {
@@ -487,15 +521,9 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     session_leave(s);
 }
 
-void session_accept(struct worker *w, int fd, const struct sockaddr *sa, int salen)
+static void format_peer(struct session *s)
 {
-    struct session *s = calloc(1, sizeof(*s));
-    if (!s) {
-        close(fd);
-        return;
-    }
-    s->w = w;
-    memcpy(&s->peer, sa, (size_t)salen < sizeof(s->peer) ? (size_t)salen : sizeof(s->peer));
+    const struct sockaddr *sa = (const struct sockaddr *)&s->peer;
     if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)sa;
         if (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr))
@@ -506,17 +534,105 @@ void session_accept(struct worker *w, int fd, const struct sockaddr *sa, int sal
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, s->peer_ip,
                   sizeof(s->peer_ip));
     }
+}
+
+/* The client connection proper: plain or TLS, chosen once, here. */
+static void start_io(struct session *s)
+{
+    struct worker *w = s->w;
+    struct tls_ctx *tls = w->rt->tls[s->listener];
+    if (tls) {
+        SSL *ssl = tls_ssl_new(tls);
+        if (ssl)
+            s->cbev = bufferevent_openssl_socket_new(w->base, s->fd, ssl,
+                                                     BUFFEREVENT_SSL_ACCEPTING,
+                                                     BEV_OPT_CLOSE_ON_FREE);
+        if (!s->cbev && ssl)
+            SSL_free(ssl);
+        if (s->cbev)
+            bufferevent_openssl_set_allow_dirty_shutdown(s->cbev, 1);
+        s->tls = true;
+    } else {
+        s->cbev = bufferevent_socket_new(w->base, s->fd, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (!s->cbev) {
+        s->closing = true;
+        return;
+    }
+    s->fd = -1; /* owned by the bufferevent */
+    bufferevent_setcb(s->cbev, client_read_cb, client_write_cb, client_event_cb, s);
+    bufferevent_setwatermark(s->cbev, EV_READ, 0, SESSION_HIGH_WATER);
+    bufferevent_setwatermark(s->cbev, EV_WRITE, SESSION_LOW_WATER, 0);
+    enter_idle(s);
+    /* A new connection gets the header timeout for its first request (and
+     * TLS handshake), not the longer keep-alive one. */
+    evtimer_del(s->timer);
+    set_timer(s, w->cfg->client_header_timeout_ms);
+}
+
+/* PROXY protocol: peek, parse, then take exactly the header's bytes off the
+ * socket, so what follows (TLS ClientHello or HTTP) is untouched. */
+static void proxy_header_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    unsigned char buf[PROXY_PROTO_MAX_HEADER];
+    char err[128];
+    session_enter(s);
+    if (what & EV_TIMEOUT) {
+        log_info("client %s: no PROXY protocol header within %d ms, closing", s->peer_ip,
+                 s->w->cfg->client_header_timeout_ms);
+        s->closing = true;
+        goto out;
+    }
+    ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK);
+    if (n == -1 && (errno == EAGAIN || errno == EINTR))
+        goto out;
+    if (n <= 0) {
+        s->closing = true;
+        goto out;
+    }
+    struct proxy_proto_info info;
+    int r = proxy_proto_parse(buf, (size_t)n, &info, err, sizeof(err));
+    if (r == PROXY_PROTO_NEED_MORE && (size_t)n < sizeof(buf))
+        goto out;
+    if (r < 0) {
+        log_info("client %s: invalid PROXY protocol header (%s), closing", s->peer_ip,
+                 r == PROXY_PROTO_NEED_MORE ? "too long" : err);
+        s->closing = true;
+        goto out;
+    }
+    if (recv(fd, buf, (size_t)r, 0) != r) {
+        s->closing = true;
+        goto out;
+    }
+    if (!info.local) {
+        memcpy(&s->peer, &info.src, info.src_len);
+        format_peer(s);
+    }
+    event_free(s->pp_ev);
+    s->pp_ev = NULL;
+    start_io(s);
+out:
+    session_leave(s);
+}
+
+void session_accept(struct worker *w, size_t index, int fd, const struct sockaddr *sa, int salen)
+{
+    struct session *s = calloc(1, sizeof(*s));
+    if (!s) {
+        close(fd);
+        return;
+    }
+    s->w = w;
+    s->fd = fd;
+    s->listener = index;
+    memcpy(&s->peer, sa, (size_t)salen < sizeof(s->peer) ? (size_t)salen : sizeof(s->peer));
+    format_peer(s);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    s->cbev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     s->timer = evtimer_new(w->base, timer_cb, s);
-    if (!s->cbev || !s->timer) {
-        if (s->cbev)
-            bufferevent_free(s->cbev);
-        else
-            close(fd);
-        if (s->timer)
-            event_free(s->timer);
+    if (!s->timer) {
+        close(fd);
         free(s);
         return;
     }
@@ -529,8 +645,16 @@ void session_accept(struct worker *w, int fd, const struct sockaddr *sa, int sal
     w->sessions = s;
     w->session_count++;
     METRIC_INC(&w->metrics, client_connections);
-    bufferevent_setcb(s->cbev, client_read_cb, client_write_cb, client_event_cb, s);
-    bufferevent_setwatermark(s->cbev, EV_READ, 0, SESSION_HIGH_WATER);
-    bufferevent_setwatermark(s->cbev, EV_WRITE, SESSION_LOW_WATER, 0);
-    enter_idle(s);
+    session_enter(s);
+    if (w->cfg->listeners[index].proxy_protocol) {
+        s->state = SS_PROXY_HEADER;
+        s->pp_ev = event_new(w->base, fd, EV_READ | EV_PERSIST, proxy_header_cb, s);
+        struct timeval tv = {w->cfg->client_header_timeout_ms / 1000,
+                             (w->cfg->client_header_timeout_ms % 1000) * 1000};
+        if (!s->pp_ev || event_add(s->pp_ev, &tv) == -1)
+            s->closing = true;
+    } else {
+        start_io(s);
+    }
+    session_leave(s);
 }

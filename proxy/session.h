@@ -26,6 +26,7 @@ struct upconn;
 struct head;
 
 enum session_state {
+    SS_PROXY_HEADER, /* reading the PROXY protocol header (raw socket) */
     SS_IDLE,        /* between requests: keep-alive timer */
     SS_HEAD,        /* reading a request head: header deadline */
     SS_ROUTING,     /* waiting for the route lookup */
@@ -43,7 +44,12 @@ enum session_state {
 struct session {
     struct session *next, *prev;        /* worker's session list */
     struct worker *w;
-    struct bufferevent *cbev;
+    struct bufferevent *cbev;           /* NULL until the PROXY header is read */
+    int fd;
+    size_t listener;                    /* index in cfg->listeners */
+    bool tls;
+    bool tls_up;                        /* handshake done */
+    struct event *pp_ev;                /* PROXY header read event */
     struct sockaddr_storage peer;
     char peer_ip[INET6_ADDRSTRLEN];
     int state;
@@ -98,9 +104,9 @@ struct session {
                                            retry backoff, linger */
 };
 
-/* Accepted socket -> new session (owns fd). */
-void session_accept(struct worker *w, int fd, const struct sockaddr *sa,
-                    int salen);
+/* Accepted socket on listener `index` -> new session (owns fd). */
+void session_accept(struct worker *w, size_t index, int fd,
+                    const struct sockaddr *sa, int salen);
 
 /* Replies with the proxy's own response (SPEC section 6) and ends the
  * exchange; closes the connection when `close` or when the request body was

@@ -11,6 +11,7 @@
 #include "listener.h"
 #include "log.h"
 #include "lookup.h"
+#include "runtime.h"
 #include "session.h"
 #include "upstream.h"
 
@@ -28,9 +29,8 @@ uint64_t worker_now_us(void)
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-static void drain_cb(evutil_socket_t fd, short what, void *arg)
+static void drain(struct worker *w)
 {
-    struct worker *w = arg;
     if (w->draining)
         return;
     w->draining = true;
@@ -45,20 +45,53 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
         event_base_loopbreak(w->base);
 }
 
+static void apply_runtime(struct worker *w, struct runtime *rt)
+{
+    const struct config *old = w->cfg;
+    w->rt = rt;
+    w->cfg = &rt->cfg;
+    log_level_current = rt->cfg.log_level;
+    if (w->lookup)
+        lookup_config_changed(w->lookup, old);
+    /* Pooled connections were made under the old policy; let new ones be
+     * made under the new. */
+    pool_close_idle(w->pool);
+    __atomic_store_n(&w->applied_generation, rt->generation, __ATOMIC_RELEASE);
+}
+
+/* Woken by main: a new configuration generation, a drain, or both. */
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    uint64_t n;
+    if (read(fd, &n, sizeof(n)) == -1)
+        return;
+    struct runtime *rt = __atomic_exchange_n(&w->pending_rt, NULL, __ATOMIC_ACQ_REL);
+    if (rt)
+        apply_runtime(w, rt);
+    if (__atomic_load_n(&w->drain_requested, __ATOMIC_ACQUIRE))
+        drain(w);
+}
+
 void worker_session_gone(struct worker *w)
 {
     if (w->draining && w->session_count == 0)
         event_base_loopbreak(w->base);
 }
 
-int worker_init(struct worker *w, int id, const struct config *cfg, const int *fds)
+int worker_init(struct worker *w, int id, struct runtime *rt, const int *fds)
 {
     memset(w, 0, sizeof(*w));
     w->id = id;
-    w->cfg = cfg;
-    w->listener_count = cfg->listener_count;
-    for (size_t i = 0; i < w->listener_count; i++)
+    w->rt = rt;
+    w->cfg = &rt->cfg;
+    w->applied_generation = rt->generation;
+    w->listener_count = rt->cfg.listener_count;
+    for (size_t i = 0; i < w->listener_count; i++) {
         w->listen_fds[i] = fds[i];
+        w->slots[i].w = w;
+        w->slots[i].index = i;
+    }
     struct event_config *ec = event_config_new();
     if (!ec)
         return -1;
@@ -67,14 +100,14 @@ int worker_init(struct worker *w, int id, const struct config *cfg, const int *f
     event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
     w->base = event_base_new_with_config(ec);
     event_config_free(ec);
-    w->drain_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (!w->base || w->drain_fd == -1)
+    w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!w->base || w->wake_fd == -1)
         return -1;
-    w->drain_ev = event_new(w->base, w->drain_fd, EV_READ, drain_cb, w);
-    if (w->drain_ev)
-        event_add(w->drain_ev, NULL);
+    w->wake_ev = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST, wake_cb, w);
+    if (w->wake_ev)
+        event_add(w->wake_ev, NULL);
     w->pool = pool_new(w);
-    if (!w->drain_ev || !w->pool)
+    if (!w->wake_ev || !w->pool)
         return -1;
     return 0;
 }
@@ -101,11 +134,23 @@ int worker_start(struct worker *w)
     return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
 }
 
-void worker_request_drain(struct worker *w)
+static void wake(struct worker *w)
 {
     uint64_t one = 1;
-    if (write(w->drain_fd, &one, sizeof(one)) == -1)
-        log_error("worker %d: cannot signal drain", w->id);
+    if (write(w->wake_fd, &one, sizeof(one)) == -1)
+        log_error("worker %d: cannot wake it", w->id);
+}
+
+void worker_request_drain(struct worker *w)
+{
+    __atomic_store_n(&w->drain_requested, true, __ATOMIC_RELEASE);
+    wake(w);
+}
+
+void worker_request_reload(struct worker *w, struct runtime *rt)
+{
+    __atomic_store_n(&w->pending_rt, rt, __ATOMIC_RELEASE);
+    wake(w);
 }
 
 void worker_free(struct worker *w)
@@ -117,10 +162,10 @@ void worker_free(struct worker *w)
         w->free_heads = h->next_free;
         free(h);
     }
-    if (w->drain_ev)
-        event_free(w->drain_ev);
-    if (w->drain_fd > 0)
-        close(w->drain_fd);
+    if (w->wake_ev)
+        event_free(w->wake_ev);
+    if (w->wake_fd > 0)
+        close(w->wake_fd);
     if (w->base)
         event_base_free(w->base);
 }

@@ -19,23 +19,35 @@ struct lookup;
 struct pool;
 struct session;
 struct head;
+struct runtime;
+
+/* The accept callback's argument: which worker, which listener. */
+struct listener_slot {
+    struct worker *w;
+    size_t index;
+};
 
 struct worker {
     int id;
     pthread_t thread;
     struct event_base *base;
-    const struct config *cfg;
+    const struct config *cfg;           /* == &rt->cfg */
+    struct runtime *rt;                 /* current generation */
+    struct runtime *pending_rt;         /* set by main, taken on wake */
+    unsigned applied_generation;        /* read by main */
+    bool drain_requested;               /* set by main */
 
     int listen_fds[CONFIG_MAX_LISTENERS];
     struct evconnlistener *listeners[CONFIG_MAX_LISTENERS];
+    struct listener_slot slots[CONFIG_MAX_LISTENERS];
     size_t listener_count;
 
     struct lookup *lookup;
     struct pool *pool;
     struct metrics metrics;
 
-    int drain_fd;                /* eventfd: main thread -> worker */
-    struct event *drain_ev;
+    int wake_fd;                 /* eventfd: main thread -> worker */
+    struct event *wake_ev;
     bool draining;
     bool done;                   /* loop exited; read by main */
 
@@ -48,11 +60,13 @@ struct worker {
 
 /* Creates the worker's event base and structures; the listening fds are
  * borrowed from `fds` (already bound, one per listener). 0 ok, -1 error. */
-int worker_init(struct worker *w, int id, const struct config *cfg,
-                const int *fds);
+int worker_init(struct worker *w, int id, struct runtime *rt, const int *fds);
 int worker_start(struct worker *w);
 /* Thread-safe: asks the worker to stop accepting and finish its sessions. */
 void worker_request_drain(struct worker *w);
+/* Thread-safe: the worker switches to rt between two callbacks and then
+ * sets applied_generation. */
+void worker_request_reload(struct worker *w, struct runtime *rt);
 void worker_free(struct worker *w);
 
 /* Monotonic milliseconds, coarse clock (vDSO, no syscall). */

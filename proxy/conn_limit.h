@@ -2,8 +2,8 @@
  * workers of the process (SPEC section 4). The one piece of state workers
  * share: a mutex-guarded table touched only when a record is (re)loaded, and
  * an atomic counter per sandbox touched per request. */
-#ifndef EDGEPROXY_LIMITS_H
-#define EDGEPROXY_LIMITS_H
+#ifndef EDGEPROXY_CONN_LIMIT_H
+#define EDGEPROXY_CONN_LIMIT_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-#include "limits.h"
+#include "conn_limit.h"
 
 #include <pthread.h>
 #include <stdlib.h>

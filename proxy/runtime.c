@@ -1,0 +1,71 @@
+#include "runtime.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tls.h"
+
+struct runtime *runtime_load(const char *path, unsigned generation, char *err, size_t errlen)
+{
+    struct runtime *rt = calloc(1, sizeof(*rt));
+    if (!rt) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    rt->generation = generation;
+    if (config_load_file(path, &rt->cfg, err, errlen) == -1) {
+        free(rt);
+        return NULL;
+    }
+    for (size_t i = 0; i < rt->cfg.listener_count; i++) {
+        if (!rt->cfg.listeners[i].tls)
+            continue;
+        rt->tls[i] = tls_ctx_new(&rt->cfg.listeners[i], i, err, errlen);
+        if (!rt->tls[i]) {
+            runtime_free(rt);
+            return NULL;
+        }
+    }
+    return rt;
+}
+
+void runtime_free(struct runtime *rt)
+{
+    if (!rt)
+        return;
+    for (size_t i = 0; i < CONFIG_MAX_LISTENERS; i++)
+        tls_ctx_free(rt->tls[i]);
+    config_free(&rt->cfg);
+    free(rt);
+}
+
+int runtime_compatible(const struct runtime *cur, const struct runtime *next, char *err,
+                       size_t errlen)
+{
+    const struct config *a = &cur->cfg, *b = &next->cfg;
+    if (a->workers != b->workers) {
+        snprintf(err, errlen, "workers: changing the worker count needs a restart");
+        return -1;
+    }
+    if (a->listener_count != b->listener_count) {
+        snprintf(err, errlen, "listeners: adding or removing listeners needs a restart");
+        return -1;
+    }
+    for (size_t i = 0; i < a->listener_count; i++) {
+        const struct config_listener *x = &a->listeners[i], *y = &b->listeners[i];
+        if (x->addr_len != y->addr_len || memcmp(&x->addr, &y->addr, x->addr_len) != 0 ||
+            x->tls != y->tls || x->proxy_protocol != y->proxy_protocol) {
+            snprintf(err, errlen,
+                     "listeners[%zu]: address, tls on/off and proxy_protocol need a restart", i);
+            return -1;
+        }
+    }
+    if (a->admin_enabled != b->admin_enabled ||
+        (a->admin_enabled && (a->admin_addr_len != b->admin_addr_len ||
+                              memcmp(&a->admin_addr, &b->admin_addr, a->admin_addr_len) != 0))) {
+        snprintf(err, errlen, "admin.address: changing it needs a restart");
+        return -1;
+    }
+    return 0;
+}

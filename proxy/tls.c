@@ -1,0 +1,214 @@
+#include "tls.h"
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config.h"
+
+#define TLS_MAX_NAMES 256
+
+/* One name a certificate answers for: "a.example" or "*.example". */
+struct tls_name {
+    char *name;         /* lower-case; for wildcards, the part after "*." */
+    bool wildcard;
+    SSL_CTX *ctx;
+};
+
+struct tls_ctx {
+    SSL_CTX *ctxs[CONFIG_MAX_CERTS];
+    size_t nctx;
+    struct tls_name names[TLS_MAX_NAMES];
+    size_t nnames;
+};
+
+/* TLS 1.2 suites: forward secrecy and AEAD only (Mozilla "intermediate").
+ * TLS 1.3 suites are OpenSSL's defaults, all of them modern. */
+static const char tls12_ciphers[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+const char *tls_error_string(unsigned long e, char *buf, size_t len)
+{
+    if (!e)
+        snprintf(buf, len, "unknown error");
+    else
+        ERR_error_string_n(e, buf, len);
+    return buf;
+}
+
+static void add_name(struct tls_ctx *t, const char *name, size_t len, SSL_CTX *ctx)
+{
+    if (t->nnames >= TLS_MAX_NAMES || len == 0)
+        return;
+    struct tls_name *n = &t->names[t->nnames];
+    n->wildcard = len > 2 && name[0] == '*' && name[1] == '.';
+    if (n->wildcard) {
+        name += 2;
+        len -= 2;
+    }
+    n->name = strndup(name, len);
+    if (!n->name)
+        return;
+    for (char *p = n->name; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    n->ctx = ctx;
+    t->nnames++;
+}
+
+/* The names a certificate is valid for: its DNS subjectAltNames, or its
+ * common name when it has none (RFC 6125 section 6.4.4). */
+static void collect_names(struct tls_ctx *t, SSL_CTX *ctx)
+{
+    X509 *x = SSL_CTX_get0_certificate(ctx);
+    if (!x)
+        return;
+    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    bool any = false;
+    for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        if (g->type != GEN_DNS)
+            continue;
+        const unsigned char *d = ASN1_STRING_get0_data(g->d.dNSName);
+        add_name(t, (const char *)d, (size_t)ASN1_STRING_length(g->d.dNSName), ctx);
+        any = true;
+    }
+    GENERAL_NAMES_free(sans);
+    if (any)
+        return;
+    char cn[256];
+    if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn)) > 0)
+        add_name(t, cn, strlen(cn), ctx);
+}
+
+static SSL_CTX *match_name(const struct tls_ctx *t, const char *host)
+{
+    for (size_t i = 0; i < t->nnames; i++)
+        if (!t->names[i].wildcard && strcasecmp(t->names[i].name, host) == 0)
+            return t->names[i].ctx;
+    /* "*.example" covers exactly one more label: "a.example", not
+     * "a.b.example" (RFC 6125 section 6.4.3). */
+    const char *dot = strchr(host, '.');
+    if (!dot || dot == host)
+        return NULL;
+    for (size_t i = 0; i < t->nnames; i++)
+        if (t->names[i].wildcard && strcasecmp(t->names[i].name, dot + 1) == 0)
+            return t->names[i].ctx;
+    return NULL;
+}
+
+static int sni_cb(SSL *ssl, int *alert, void *arg)
+{
+    const struct tls_ctx *t = arg;
+    const char *host = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (!host)
+        return SSL_TLSEXT_ERR_OK; /* no SNI: the first certificate */
+    SSL_CTX *ctx = match_name(t, host);
+    if (ctx && ctx != SSL_get_SSL_CTX(ssl))
+        SSL_set_SSL_CTX(ssl, ctx);
+    return SSL_TLSEXT_ERR_OK; /* unknown names get the default certificate */
+}
+
+static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned int inlen, void *arg)
+{
+    static const unsigned char ours[] = "\x08http/1.1";
+    unsigned char *sel;
+    if (SSL_select_next_proto(&sel, outlen, ours, sizeof(ours) - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK; /* let the client fall back to no ALPN */
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static SSL_CTX *load_ctx(const struct config_cert *c, const char *where, char *err,
+                         size_t errlen)
+{
+    char ebuf[256];
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        snprintf(err, errlen, "%s: cannot create TLS context", where);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                 SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_cipher_list(ctx, tls12_ciphers);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS); /* idle conns keep no 34 KiB buffers */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+    if (SSL_CTX_use_certificate_chain_file(ctx, c->cert) != 1) {
+        snprintf(err, errlen, "%s.cert: cannot load %s: %s", where, c->cert,
+                 tls_error_string(ERR_get_error(), ebuf, sizeof(ebuf)));
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, c->key, SSL_FILETYPE_PEM) != 1) {
+        snprintf(err, errlen, "%s.key: cannot load %s: %s", where, c->key,
+                 tls_error_string(ERR_get_error(), ebuf, sizeof(ebuf)));
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(err, errlen, "%s.key: %s does not match %s", where, c->key, c->cert);
+        goto fail;
+    }
+    ERR_clear_error();
+    return ctx;
+fail:
+    ERR_clear_error();
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+struct tls_ctx *tls_ctx_new(const struct config_listener *l, size_t index, char *err,
+                            size_t errlen)
+{
+    struct tls_ctx *t = calloc(1, sizeof(*t));
+    if (!t) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < l->cert_count; i++) {
+        char where[96];
+        snprintf(where, sizeof(where), "listeners[%zu].tls.certificates[%zu]", index, i);
+        t->ctxs[i] = load_ctx(&l->certs[i], where, err, errlen);
+        if (!t->ctxs[i])
+            goto fail;
+        t->nctx++;
+        collect_names(t, t->ctxs[i]);
+    }
+    /* SNI is looked at on the context the handshake starts with. Session
+     * tickets: every context of the listener shares the first one's keys so
+     * a resumed session works whichever certificate SNI picked. */
+    unsigned char keys[80];
+    if (SSL_CTX_get_tlsext_ticket_keys(t->ctxs[0], keys, sizeof(keys)) == 1)
+        for (size_t i = 1; i < t->nctx; i++)
+            SSL_CTX_set_tlsext_ticket_keys(t->ctxs[i], keys, sizeof(keys));
+    SSL_CTX_set_tlsext_servername_callback(t->ctxs[0], sni_cb);
+    SSL_CTX_set_tlsext_servername_arg(t->ctxs[0], t);
+    return t;
+fail:
+    tls_ctx_free(t);
+    return NULL;
+}
+
+void tls_ctx_free(struct tls_ctx *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->nctx; i++)
+        SSL_CTX_free(t->ctxs[i]); /* live SSLs hold their own references */
+    for (size_t i = 0; i < t->nnames; i++)
+        free(t->names[i].name);
+    free(t);
+}
+
+SSL *tls_ssl_new(struct tls_ctx *t)
+{
+    return SSL_new(t->ctxs[0]);
+}

@@ -1,0 +1,26 @@
+/* TLS termination for one listener: one SSL_CTX per configured certificate,
+ * chosen by SNI (exact names first, then wildcards), TLS 1.2 and 1.3, ALPN
+ * http/1.1, session tickets. Built by the main thread at start and reload;
+ * SSL_CTX is safe to share across worker threads for SSL_new. */
+#ifndef EDGEPROXY_TLS_H
+#define EDGEPROXY_TLS_H
+
+#include <stddef.h>
+#include <openssl/ssl.h>
+
+struct config_listener;
+struct tls_ctx;
+
+/* Loads every certificate of the listener. NULL with err naming the file or
+ * the key path on failure. */
+struct tls_ctx *tls_ctx_new(const struct config_listener *l, size_t index,
+                            char *err, size_t errlen);
+void tls_ctx_free(struct tls_ctx *t);
+
+/* A new server-side SSL for an accepted connection, or NULL. */
+SSL *tls_ssl_new(struct tls_ctx *t);
+
+/* The last OpenSSL error as text, for a one-line log. */
+const char *tls_error_string(unsigned long e, char *buf, size_t len);
+
+#endif
