@@ -43,8 +43,9 @@ def make_proxy(workdir, redis_server):
     All are stopped (SIGTERM, exit 0, clean sanitizer output) at module end."""
     started = []
 
-    def make(overrides=None, redis_url=None, name="proxy", start=True):
-        p = Proxy(workdir / "proxy", redis_url or redis_server.url, overrides, name=name)
+    def make(overrides=None, redis_url=None, name="proxy", start=True, extra_listeners=()):
+        p = Proxy(workdir / "proxy", redis_url or redis_server.url, overrides, name=name,
+                  extra_listeners=extra_listeners)
         started.append(p)
         if start:
             p.start()

@@ -317,13 +317,22 @@ class ProxyError(AssertionError):
 class Proxy:
     """build/edgeproxy --config <tmpfile>, stopped by pid with SIGTERM."""
 
-    def __init__(self, workdir, redis_url, overrides=None, name="proxy", exe=None):
+    def __init__(self, workdir, redis_url, overrides=None, name="proxy", exe=None,
+                 extra_listeners=()):
+        """extra_listeners: listener objects without "address" (e.g.
+        {"proxy_protocol": True}); each gets 127.0.0.1:<free port>, listed in
+        self.extra_ports, after the plain listener on self.port."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.exe = Path(exe) if exe else edgeproxy_bin()
         self.port = free_port()
         self.admin_port = free_port()
         self.config = merge(base_config(self.port, self.admin_port, redis_url), overrides)
+        self.extra_ports = []
+        for lst in extra_listeners:
+            port = free_port()
+            self.extra_ports.append(port)
+            self.config["listeners"].append(dict(lst, address="127.0.0.1:%d" % port))
         self.name = name
         self.config_path = self.workdir / ("%s-%d.json" % (name, self.port))
         self.stderr_path = self.workdir / ("%s-%d.stderr" % (name, self.port))

@@ -261,3 +261,80 @@ def test_admin_endpoints(proxy, upstream, routed):
     m = proxy.admin("/metrics")
     assert m.status == 200
     assert "edgeproxy_requests_total" in m.text, m.text[:2000]
+
+
+# --------------------------------------------------------------------------
+# Backpressure: memory stays bounded whatever the body size. The checks are
+# on bytes and memory, not time: a pause only gives a proxy that buffers
+# everything the chance to do so.
+
+BP_SIZE = 128 << 20   # body size
+BP_SLACK = 48 << 20   # kernel socket buffers + proxy buffers, generously
+
+
+def rss_bytes(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_upload_backpressure(proxy, upstream, routed):
+    import threading
+    sid, host = routed
+    hold = "holdbody-" + sid
+    block = pattern_bytes(1 << 20)
+    sent = [0]
+    err = []
+    c = proxy.connect(timeout=30)
+
+    def sender():
+        try:
+            for _ in range(BP_SIZE // len(block)):
+                c.send(block)
+                sent[0] += len(block)
+        except OSError as e:
+            err.append(e)
+
+    try:
+        assert c.request("GET", "/r/%s/warm" % sid, host=host).status == 200
+        base = rss_bytes(proxy.proc.pid)
+        c.send(build_request("POST", "/r/%s/upload" % sid, host, [
+            ("Content-Length", str(BP_SIZE)), ("X-Test-Hold-Body", hold), ("X-Test-Discard-Body", "1")]))
+        t = threading.Thread(target=sender, daemon=True)
+        t.start()
+        time.sleep(1.0)  # the upstream reads nothing meanwhile
+        grown = rss_bytes(proxy.proc.pid) - base
+        pushed = sent[0]
+        upstream.release(hold)
+        t.join(60)
+        assert not err, err
+        r = c.read_response()
+    finally:
+        upstream.release(hold)
+        c.close()
+    assert r.status == 200, r
+    assert r.json()["body_len"] == BP_SIZE
+    assert r.json()["body_sha256"] == hashlib.sha256(block * (BP_SIZE // len(block))).hexdigest()
+    print("upload: pushed %d MiB, RSS +%d MiB while stalled" % (pushed >> 20, grown >> 20))
+    assert pushed < BP_SLACK, "client pushed %d MiB while the upstream read nothing" % (pushed >> 20)
+    assert grown < BP_SLACK, "proxy RSS grew %d MiB with a stalled upstream" % (grown >> 20)
+
+
+def test_download_backpressure(proxy, upstream, routed):
+    sid, host = routed
+    with proxy.connect(timeout=30) as c:
+        assert c.request("GET", "/r/%s/warm" % sid, host=host).status == 200
+        base = rss_bytes(proxy.proc.pid)
+        sent0 = upstream.body_bytes_sent
+        c.send(build_request("GET", "/r/%s/download" % sid, host, [("X-Test-Body-Size", str(BP_SIZE))]))
+        time.sleep(1.0)  # the client reads nothing meanwhile
+        grown = rss_bytes(proxy.proc.pid) - base
+        pushed = upstream.body_bytes_sent - sent0
+        r = c.read_response()
+    assert r.status == 200 and len(r.body) == BP_SIZE, r
+    assert r.body == pattern_bytes(BP_SIZE)
+    print("download: pushed %d MiB, RSS +%d MiB while stalled" % (pushed >> 20, grown >> 20))
+    assert pushed < BP_SLACK, "upstream pushed %d MiB while the client read nothing" % (pushed >> 20)
+    assert grown < BP_SLACK, "proxy RSS grew %d MiB with a stalled client" % (grown >> 20)

@@ -8,9 +8,11 @@ headers (they pass through the proxy like any other header):
 
   X-Test-Delay-Ms: N         wait N ms before answering
   X-Test-Hold: NAME          wait (up to 20 s) until the test calls release(NAME)
+  X-Test-Hold-Body: NAME     the same, before reading the request body
   X-Test-Status: N           answer with status N instead of 200
   X-Test-Chunked: 1          answer with a chunked body (several chunks)
   X-Test-Body-Size: N        answer with N bytes of a fixed pattern instead of JSON
+  X-Test-Discard-Body: 1     keep only the length and sha256 of the request body
   X-Test-Headers: JSON       extra response headers, [["Name", "value"], ...]
   X-Test-Reset: 1            close the connection (RST) without answering
   X-Test-Close-After-Ms: N   answer normally (keep-alive), then close the
@@ -33,6 +35,23 @@ PATTERN = b"0123456789abcdefghijklmnopqrstuvwxyz\n"
 def pattern_bytes(n):
     reps = n // len(PATTERN) + 1
     return (PATTERN * reps)[:n]
+
+
+class _Pattern:
+    """pattern_bytes(n) without holding n bytes: len() and slicing."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, sl):
+        start, stop, _ = sl.indices(self.n)
+        if stop <= start:
+            return b""
+        off = start % len(PATTERN)
+        return pattern_bytes(off + stop - start)[off:]
 
 
 class Recorded:
@@ -133,6 +152,7 @@ class EchoUpstream:
         self.open_conns = {}
         self.events = []  # (time, "accept"/"close", conn_id)
         self.holds = {}
+        self.body_bytes_sent = 0  # response body bytes written, all connections
         self._stop = threading.Event()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.lsock = socket.socket(family, socket.SOCK_STREAM)
@@ -174,6 +194,10 @@ class EchoUpstream:
 
     def __exit__(self, *exc):
         self.stop()
+
+    def _count_sent(self, n):
+        with self.lock:
+            self.body_bytes_sent += n
 
     def _hold_event(self, name):
         with self.lock:
@@ -251,15 +275,29 @@ class EchoUpstream:
             except OSError:
                 pass
 
-    def _read_body(self, r, headers):
+    def _read_body(self, r, headers, keep=True):
+        """Returns (body or b"" when not keep, length, sha256 hex)."""
         te = ",".join(v for k, v in headers if k.lower() == "transfer-encoding").lower()
         cls = [v for k, v in headers if k.lower() == "content-length"]
+        out = []
+        h = hashlib.sha256()
+        total = 0
+
+        def take(n):
+            nonlocal total
+            while n:
+                part = r.exact(min(n, 1 << 20))
+                n -= len(part)
+                total += len(part)
+                h.update(part)
+                if keep:
+                    out.append(part)
+
         if te:
             if cls:
                 raise BadRequest("both Transfer-Encoding and Content-Length")
             if te.strip() != "chunked":
                 raise BadRequest("unsupported transfer-encoding %r" % te)
-            out = []
             while True:
                 line = r.line()
                 size_s = line.split(b";", 1)[0].strip()
@@ -270,15 +308,15 @@ class EchoUpstream:
                 if size == 0:
                     while r.line() != b"":
                         pass
-                    return b"".join(out)
-                out.append(r.exact(size))
+                    break
+                take(size)
                 if r.line() != b"":
                     raise BadRequest("chunk without CRLF")
-        if cls:
+        elif cls:
             if len(set(v.strip() for v in cls)) != 1:
                 raise BadRequest("conflicting Content-Length")
-            return r.exact(int(cls[0]))
-        return b""
+            take(int(cls[0]))
+        return b"".join(out), total, h.hexdigest()
 
     def _one(self, s, r, cid, peer_port):
         raw = r.head()
@@ -293,8 +331,13 @@ class EchoUpstream:
             if not sep or not k or k != k.strip():
                 raise BadRequest("bad header line %r" % line)
             headers.append((k, v.strip(" \t")))
-        body = self._read_body(r, headers)
+        hold = [v for k, v in headers if k.lower() == "x-test-hold-body"]
+        if hold:
+            self._hold_event(hold[0]).wait(20)  # before reading the body
+        keep = not any(k.lower() == "x-test-discard-body" for k, _ in headers)
+        body, body_len, body_sha = self._read_body(r, headers, keep)
         rec = Recorded(cid, peer_port, method, target, version, headers, body)
+        rec.body_len, rec.body_sha256 = body_len, body_sha
         with self.lock:
             self.requests.append(rec)
         return self._answer(s, r, rec)
@@ -314,14 +357,14 @@ class EchoUpstream:
             time.sleep(delay)
         status = int(rec.header("x-test-status", "200"))
         if rec.header("x-test-body-size") is not None:
-            body = pattern_bytes(int(rec.header("x-test-body-size")))
+            body = _Pattern(int(rec.header("x-test-body-size")))
             ctype = "application/octet-stream"
         else:
             body = json.dumps({
                 "method": rec.method, "target": rec.target, "version": rec.version,
                 "headers": rec.headers, "conn": rec.conn_id,
-                "body_len": len(rec.body),
-                "body_sha256": hashlib.sha256(rec.body).hexdigest(),
+                "body_len": rec.body_len,
+                "body_sha256": rec.body_sha256,
             }).encode()
             ctype = "application/json"
         close = "close" in conn_tokens or rec.version == "HTTP/1.0"
@@ -347,10 +390,14 @@ class EchoUpstream:
                 for i in range(0, len(body), step):
                     part = body[i:i + step]
                     s.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+                    self._count_sent(len(part))
                     time.sleep(0.01)
                 s.sendall(b"0\r\n\r\n")
             else:
-                s.sendall(body)
+                for i in range(0, len(body), 1 << 20):
+                    part = body[i:i + (1 << 20)]
+                    s.sendall(part)
+                    self._count_sent(len(part))
         after = rec.header("x-test-close-after-ms")
         if after is not None:
             time.sleep(int(after) / 1000.0)
