@@ -19,18 +19,26 @@
 #define EDGEPROXY_VERSION "0.1.0"
 #define DRAIN_POLL_MS 20
 
+#define MAX_RETIRING 16
+#define RETIRE_POLL_MS 100
+
+struct retiring {
+    struct runtime *rt;
+    uint64_t free_after_ms;             /* 0 until every worker switched */
+};
+
 struct main_ctx {
     struct event_base *base;
     const char *path;
     struct runtime *rt;                 /* current generation */
-    struct runtime *retiring;           /* previous one, until unused */
+    struct retiring retiring[MAX_RETIRING]; /* older ones, until unused */
+    size_t nretiring;
     struct event *retire_ev;
     struct worker *workers;
     int nworkers;
     struct admin *admin;
     struct event *drain_delay_ev, *drain_poll_ev, *drain_deadline_ev;
     bool draining;
-    bool retire_grace_started;
 };
 
 static void usage(FILE *f)
@@ -79,35 +87,41 @@ static void drain_delay_cb(evutil_socket_t fd, short what, void *arg)
     event_add(m->drain_deadline_ev, &deadline);
 }
 
-/* The old generation is freed once every worker has switched and every
- * connection accepted under it has had its header timeout to finish a TLS
- * handshake (the SNI callback still points at the old contexts). */
+/* An old generation is freed once every worker has switched past it and
+ * every connection accepted under it has had its header timeout to finish a
+ * TLS handshake (the SNI callback still points at the old contexts). */
 static void retire_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct main_ctx *m = arg;
+    bool all_switched = true;
     for (int i = 0; i < m->nworkers; i++)
         if (__atomic_load_n(&m->workers[i].applied_generation, __ATOMIC_ACQUIRE) !=
-            m->rt->generation) {
-            struct timeval again = ms_tv(DRAIN_POLL_MS);
-            event_add(m->retire_ev, &again);
-            return;
-        }
-    if (what & EV_TIMEOUT && m->retiring && !m->retire_grace_started) {
-        m->retire_grace_started = true;
-        struct timeval grace = ms_tv(m->rt->cfg.client_header_timeout_ms + 1000);
-        event_add(m->retire_ev, &grace);
-        return;
+            m->rt->generation)
+            all_switched = false;
+    uint64_t now = worker_now_ms();
+    size_t kept = 0;
+    for (size_t i = 0; i < m->nretiring; i++) {
+        struct retiring *r = &m->retiring[i];
+        if (all_switched && r->free_after_ms == 0)
+            r->free_after_ms = now + (uint64_t)m->rt->cfg.client_header_timeout_ms + 1000;
+        if (r->free_after_ms && now >= r->free_after_ms)
+            runtime_free(r->rt);
+        else
+            m->retiring[kept++] = *r;
     }
-    runtime_free(m->retiring);
-    m->retiring = NULL;
-    m->retire_grace_started = false;
+    m->nretiring = kept;
+    if (m->nretiring) {
+        struct timeval again = ms_tv(RETIRE_POLL_MS);
+        event_add(m->retire_ev, &again);
+    }
 }
 
 static void reload(struct main_ctx *m)
 {
     char err[512];
-    if (m->retiring) {
-        log_error("SIGHUP: the previous reload is still settling; try again in a few seconds");
+    if (m->nretiring == MAX_RETIRING) {
+        log_error("SIGHUP: %d reloads are still settling; try again in a few seconds",
+                  MAX_RETIRING);
         return;
     }
     struct runtime *next = runtime_load(m->path, m->rt->generation + 1, err, sizeof(err));
@@ -120,7 +134,9 @@ static void reload(struct main_ctx *m)
         runtime_free(next);
         return;
     }
-    m->retiring = m->rt;
+    m->retiring[m->nretiring].rt = m->rt;
+    m->retiring[m->nretiring].free_after_ms = 0;
+    m->nretiring++;
     m->rt = next;
     for (int i = 0; i < m->nworkers; i++)
         worker_request_reload(&m->workers[i], next);
@@ -280,7 +296,8 @@ int main(int argc, char **argv)
     admin_free(m.admin);
     event_base_free(m.base);
     free(m.workers);
-    runtime_free(m.retiring);
+    for (size_t i = 0; i < m.nretiring; i++)
+        runtime_free(m.retiring[i].rt);
     runtime_free(m.rt);
     return 0;
 }
