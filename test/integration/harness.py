@@ -533,9 +533,15 @@ class Client:
     """One client connection. send() exact bytes, read_response() parses one
     response (Content-Length, chunked, or close-delimited)."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=5.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, port=None, host="127.0.0.1", timeout=5.0, sock=None):
+        """Connects to host:port, or wraps an already connected `sock`
+        (e.g. a TLS socket)."""
+        if sock is None:
+            sock = socket.create_connection((host, port), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        else:
+            sock.settimeout(timeout)
+        self.sock = sock
         self.buf = bytearray()  # amortised appends: bodies can be large
         self.eof = False
 

@@ -345,3 +345,50 @@ def test_max_connections_per_sandbox_not_global(proxy, upstream, redis_server):
     finally:
         upstream.release(hold)
         c.close()
+
+
+# --------------------------------------------------------------------------
+# Trusted proxies: a load balancer in front may pass on what it knows.
+
+
+@pytest.fixture(scope="module")
+def proxy_trusted(make_proxy):
+    return make_proxy({"policy": {"trusted_proxies": ["127.0.0.0/8"]}}, name="trusted")
+
+
+def test_trusted_peer_xff_appended(proxy_trusted, upstream, redis_server, sid):
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    r = proxy_trusted.get(host, "/r/%s/trusted" % sid, headers=[
+        ("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "evil.example")])
+    assert r.status == 200, r
+    (rec,) = upstream.requests_for("/r/%s/" % sid)
+    # As nginx's $proxy_add_x_forwarded_for: the chain plus the peer.
+    xff = [a.strip() for v in rec.header_all("x-forwarded-for") for a in v.split(",")]
+    assert xff == ["203.0.113.7", "127.0.0.1"], rec.headers
+    # The balancer terminated TLS: its X-Forwarded-Proto is kept.
+    assert rec.header_all("x-forwarded-proto") == ["https"], rec.headers
+    # SPEC 5: X-Forwarded-Host is always the Host the client sent.
+    assert rec.header_all("x-forwarded-host") == [host], rec.headers
+
+
+def test_trusted_peer_without_headers(proxy_trusted, upstream, redis_server, sid):
+    redis_server.set_record(sid, public_record())
+    r = proxy_trusted.get(sandbox_host(upstream.port, sid), "/r/%s/trusted2" % sid)
+    assert r.status == 200, r
+    (rec,) = upstream.requests_for("/r/%s/" % sid)
+    assert rec.header_all("x-forwarded-for") == ["127.0.0.1"], rec.headers
+    assert rec.header_all("x-forwarded-proto") == ["http"], rec.headers
+
+
+def test_untrusted_peer_chain_replaced(make_proxy, upstream, redis_server, sid):
+    # A trusted list that does not contain the peer changes nothing.
+    p = make_proxy({"policy": {"trusted_proxies": ["10.0.0.0/8", "::1"]}}, name="trusted-other")
+    redis_server.set_record(sid, public_record())
+    r = p.get(sandbox_host(upstream.port, sid), "/r/%s/untrusted" % sid,
+              headers=[("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-Proto", "https")])
+    assert r.status == 200, r
+    (rec,) = upstream.requests_for("/r/%s/" % sid)
+    assert rec.header_all("x-forwarded-for") == ["127.0.0.1"], rec.headers
+    assert rec.header_all("x-forwarded-proto") == ["http"], rec.headers

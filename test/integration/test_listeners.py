@@ -1,0 +1,206 @@
+"""SPEC section 3 listeners: PROXY protocol v1/v2 and TLS termination with
+SNI-selected certificates and ALPN."""
+
+import ipaddress
+import socket
+import ssl
+import struct
+import subprocess
+
+import pytest
+
+from harness import Client, build_request, check_error, new_sid, public_record, sandbox_host
+
+PP2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def make_cert(d, name, domain):
+    key, cert = d / (name + ".key"), d / (name + ".pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=" + domain,
+                    "-addext", "subjectAltName=DNS:*.%s,DNS:%s" % (domain, domain)],
+                   check=True, capture_output=True)
+    return {"cert": str(cert), "key": str(key)}
+
+
+@pytest.fixture(scope="module")
+def certs(workdir):
+    d = workdir / "tls"
+    d.mkdir()
+    return {"a": make_cert(d, "a", "sandbox.test"), "b": make_cert(d, "b", "sandbox2.test")}
+
+
+@pytest.fixture(scope="module")
+def proxy(make_proxy, certs):
+    # extra_ports[0]: PROXY protocol; extra_ports[1]: TLS (a first = default).
+    return make_proxy({"domains": ["sandbox.test", "sandbox2.test"]}, extra_listeners=[
+        {"proxy_protocol": True},
+        {"tls": {"certificates": [certs["a"], certs["b"]]}},
+    ])
+
+
+def pp_v1(src, dst="127.0.0.1", sport=40000, dport=80):
+    fam = "TCP6" if ":" in src else "TCP4"
+    return ("PROXY %s %s %s %d %d\r\n" % (fam, src, dst, sport, dport)).encode()
+
+
+def pp_v2(src, dst="127.0.0.1", sport=40000, dport=80, command=1):
+    if ":" in src:
+        fam, addrs = 0x21, ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed
+    else:
+        fam, addrs = 0x11, ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed
+    if command == 0:  # LOCAL: no address (a balancer's health check)
+        return PP2_SIG + bytes([0x20, 0x00]) + struct.pack("!H", 0)
+    body = addrs + struct.pack("!HH", sport, dport)
+    return PP2_SIG + bytes([0x20 | command, fam]) + struct.pack("!H", len(body)) + body
+
+
+@pytest.fixture
+def routed(redis_server, upstream, sid):
+    redis_server.set_record(sid, public_record())
+    return sid, sandbox_host(upstream.port, sid)
+
+
+# --------------------------------------------------------------------------
+# PROXY protocol
+
+
+@pytest.mark.parametrize("header,client", [
+    (pp_v1("203.0.113.7"), "203.0.113.7"),
+    (pp_v1("2001:db8::7", "2001:db8::1"), "2001:db8::7"),
+    (pp_v2("198.51.100.9"), "198.51.100.9"),
+    (pp_v2("2001:db8::9", "2001:db8::1"), "2001:db8::9"),
+    (b"PROXY UNKNOWN\r\n", "127.0.0.1"),          # v1 UNKNOWN: the socket's peer
+    (pp_v2("0.0.0.0", command=0), "127.0.0.1"),   # v2 LOCAL: the socket's peer
+], ids=["v1-tcp4", "v1-tcp6", "v2-tcp4", "v2-tcp6", "v1-unknown", "v2-local"])
+def test_proxy_protocol_client_address(proxy, upstream, routed, header, client):
+    sid, host = routed
+    with Client(proxy.extra_ports[0]) as c:
+        c.send(header + build_request("GET", "/r/%s/pp1" % sid, host))
+        assert c.read_response().status == 200
+        # every request of the connection carries the same client address
+        assert c.request("GET", "/r/%s/pp2" % sid, host=host).status == 200
+    recs = upstream.requests_for("/r/%s/" % sid)
+    assert [r.header_all("x-forwarded-for") for r in recs] == [[client], [client]], recs
+
+
+def test_proxy_protocol_header_in_pieces(proxy, upstream, routed):
+    import time
+    sid, host = routed
+    with Client(proxy.extra_ports[0]) as c:
+        h = pp_v2("198.51.100.10")
+        c.send(h[:5])
+        time.sleep(0.05)
+        c.send(h[5:14])
+        time.sleep(0.05)
+        c.send(h[14:] + build_request("GET", "/r/%s/pieces" % sid, host))
+        assert c.read_response().status == 200
+    (rec,) = upstream.requests_for("/r/%s/" % sid)
+    assert rec.header_all("x-forwarded-for") == ["198.51.100.10"]
+
+
+@pytest.mark.parametrize("prefix", [
+    b"",                                         # no header at all
+    b"PROXY TCP4 not-an-ip 127.0.0.1 1 2\r\n",
+    b"PROXY TCP4 1.2.3.4 127.0.0.1 99999 80\r\n",
+    PP2_SIG + b"\x21\x11\x00\x02ab",             # v2 with a truncated address block
+], ids=["none", "v1-bad-ip", "v1-bad-port", "v2-truncated"])
+def test_proxy_protocol_required_and_checked(proxy, upstream, routed, prefix):
+    sid, host = routed
+    with Client(proxy.extra_ports[0]) as c:
+        c.send(prefix + build_request("GET", "/r/%s/nopp" % sid, host))
+        try:
+            r = c.read_response()
+            assert r.status == 400, r  # a 400 or a plain close; never served
+        except (ConnectionResetError, OSError):
+            pass
+    assert upstream.requests_for("/r/%s/" % sid) == []
+
+
+def test_plain_listener_ignores_no_proxy_header(proxy, upstream, routed):
+    # On a listener without proxy_protocol, a PROXY line is not trusted.
+    sid, host = routed
+    with proxy.connect() as c:
+        c.send(pp_v1("203.0.113.7") + build_request("GET", "/r/%s/plain" % sid, host))
+        try:
+            r = c.read_response()
+            check_error(r, 400)
+        except (ConnectionResetError, OSError):
+            pass
+    assert upstream.requests_for("/r/%s/" % sid) == []
+
+
+# --------------------------------------------------------------------------
+# TLS
+
+
+def tls_client(proxy, certs, server_name, alpn=("http/1.1",), verify_name=True):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = verify_name
+    ctx.load_verify_locations(certs["a"]["cert"])
+    ctx.load_verify_locations(certs["b"]["cert"])
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    raw = socket.create_connection(("127.0.0.1", proxy.extra_ports[1]), timeout=5)
+    s = ctx.wrap_socket(raw, server_hostname=server_name)
+    return s
+
+
+@pytest.mark.parametrize("domain,cert", [("sandbox.test", "a"), ("sandbox2.test", "b")])
+def test_tls_sni_selects_certificate(proxy, certs, upstream, redis_server, sid, domain, cert):
+    redis_server.set_record(sid, public_record())
+    host = "%d-%s.%s" % (upstream.port, sid, domain)
+    s = tls_client(proxy, certs, host)  # verifies the certificate for this name
+    der = s.getpeercert(binary_form=True)
+    want = ssl.PEM_cert_to_DER_cert(open(certs[cert]["cert"]).read())
+    assert der == want, "SNI %s did not get certificate %s" % (host, cert)
+    assert s.selected_alpn_protocol() == "http/1.1"
+    with Client(sock=s) as c:
+        r = c.request("GET", "/r/%s/tls" % sid, host=host)
+        assert r.status == 200, r
+        assert c.request("GET", "/r/%s/tls2" % sid, host=host).status == 200
+    recs = upstream.requests_for("/r/%s/" % sid)
+    assert len(recs) == 2
+    assert all(x.header_all("x-forwarded-proto") == ["https"] for x in recs), recs
+    assert all(x.header_all("x-forwarded-for") == ["127.0.0.1"] for x in recs), recs
+
+
+def test_tls_no_sni_gets_default_certificate(proxy, certs, upstream, routed):
+    sid, host = routed
+    s = tls_client(proxy, certs, None, verify_name=False)
+    der = s.getpeercert(binary_form=True)
+    assert der == ssl.PEM_cert_to_DER_cert(open(certs["a"]["cert"]).read())
+    with Client(sock=s) as c:
+        assert c.request("GET", "/r/%s/nosni" % sid, host=host).status == 200
+
+
+def test_tls_without_alpn(proxy, certs, upstream, routed):
+    sid, host = routed
+    s = tls_client(proxy, certs, host, alpn=None)
+    with Client(sock=s) as c:
+        assert c.request("GET", "/r/%s/noalpn" % sid, host=host).status == 200
+
+
+def test_tls_proxy_error_and_large_body(proxy, certs, upstream, routed):
+    sid, host = routed
+    s = tls_client(proxy, certs, host)
+    with Client(sock=s, timeout=15) as c:
+        other = new_sid()
+        check_error(c.request("GET", "/", host=sandbox_host(upstream.port, other)), 502, sandbox_id=other)
+        body = b"t" * (3 << 20)
+        r = c.request("POST", "/r/%s/tlsbody" % sid, host=host, body=body)
+        assert r.status == 200 and r.json()["body_len"] == len(body), r
+        r = c.request("GET", "/r/%s/tlsdown" % sid, host=host, headers=[("X-Test-Body-Size", str(3 << 20))])
+        assert r.status == 200 and len(r.body) == 3 << 20
+
+
+def test_plain_http_on_tls_listener_not_served(proxy, upstream, routed):
+    sid, host = routed
+    with Client(proxy.extra_ports[1]) as c:
+        c.send(build_request("GET", "/r/%s/plain-on-tls" % sid, host))
+        try:
+            c.sock.settimeout(3)
+            c.sock.recv(65536)
+        except OSError:
+            pass
+    assert upstream.requests_for("/r/%s/" % sid) == []
