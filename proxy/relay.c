@@ -199,6 +199,7 @@ static int write_response_head(struct session *s)
     if (o.overflow)
         return -1;
     v.iov_len = (size_t)(o.p - (char *)v.iov_base);
+    s->bytes_out += v.iov_len;
     return evbuffer_commit_space(dst, &v, 1);
 }
 
@@ -245,8 +246,10 @@ static int resp_on_headers_complete(llhttp_t *p)
 static int resp_on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct session *s = p->data;
-    if (s->dechunk)
+    if (s->dechunk) {
         evbuffer_add(bufferevent_get_output(s->cbev), at, len);
+        s->bytes_out += len;
+    }
     return 0;
 }
 /* Interim 1xx responses are relayed and parsing goes on to the final one;
@@ -343,6 +346,7 @@ static void connect_new(struct session *s, const char *key)
     else
         ((struct sockaddr_in *)&ss)->sin_port = htons(s->target.port);
     s->connect_attempts++;
+    s->upstream_used = true;
     s->up = upconn_connect(s->w->pool, key, (struct sockaddr *)&ss, rec->addr_len,
                            s->w->cfg->upstream_connect_timeout_ms, on_connected, s);
     if (!s->up)
@@ -363,6 +367,7 @@ void relay_connect(struct session *s)
     if (s->connect_attempts == 0 && !s->stale_retry_done) {
         struct upconn *c = pool_acquire(s->w->pool, key);
         if (c) {
+            s->upstream_used = true;
             METRIC_INC(&s->w->metrics, upstream_pool_reuses);
             relay_start(s, c);
             return;
@@ -564,10 +569,12 @@ static void pump_response(struct session *s)
             upstream_failed(s, 502, why);
             return;
         }
-        if (in_head || s->dechunk)
+        if (in_head || s->dechunk) {
             evbuffer_drain(in, used);
-        else
+        } else {
             evbuffer_remove_buffer(in, out, used);
+            s->bytes_out += used;
+        }
         if (err == HPE_PAUSED) {
             if (s->resp_done) {
                 response_complete(s);

@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "access_log.h"
 #include "tls.h"
+#include <unistd.h>
 
 struct runtime *runtime_load(const char *path, unsigned generation, char *err, size_t errlen)
 {
@@ -14,9 +16,17 @@ struct runtime *runtime_load(const char *path, unsigned generation, char *err, s
         return NULL;
     }
     rt->generation = generation;
+    rt->access_log_fd = -1;
     if (config_load_file(path, &rt->cfg, err, errlen) == -1) {
         free(rt);
         return NULL;
+    }
+    if (rt->cfg.access_log_path) {
+        rt->access_log_fd = access_log_open(rt->cfg.access_log_path, err, errlen);
+        if (rt->access_log_fd == -1) {
+            runtime_free(rt);
+            return NULL;
+        }
     }
     for (size_t i = 0; i < rt->cfg.listener_count; i++) {
         if (!rt->cfg.listeners[i].tls)
@@ -36,6 +46,8 @@ void runtime_free(struct runtime *rt)
         return;
     for (size_t i = 0; i < CONFIG_MAX_LISTENERS; i++)
         tls_ctx_free(rt->tls[i]);
+    if (rt->access_log_fd != -1)
+        close(rt->access_log_fd);
     config_free(&rt->cfg);
     free(rt);
 }

@@ -14,6 +14,7 @@ struct tls_ctx;
 struct runtime {
     struct config cfg;
     struct tls_ctx *tls[CONFIG_MAX_LISTENERS]; /* NULL for plain listeners */
+    int access_log_fd;                         /* -1 when off */
     unsigned generation;
 };
 

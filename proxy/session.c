@@ -15,6 +15,7 @@
 #include <event2/bufferevent_ssl.h>
 
 
+#include "access_log.h"
 #include "head.h"
 #include "proxy_proto.h"
 #include "runtime.h"
@@ -109,8 +110,9 @@ static void finish_request(struct session *s)
 {
     struct worker *w = s->w;
     if (s->start_us && s->status) {
-        metrics_observe_request(&w->metrics, s->status,
-                                worker_now_us() - s->start_us);
+        uint64_t dur = worker_now_us() - s->start_us;
+        metrics_observe_request(&w->metrics, s->status, dur);
+        access_log_request(s, dur);
     }
     s->start_us = 0;
     lookup_cancel(&s->waiter);
@@ -234,6 +236,8 @@ static void begin_request(struct session *s)
     s->head_bytes = 0;
     s->start_us = worker_now_us();
     s->status = 0;
+    s->bytes_out = 0;
+    s->upstream_used = false;
     s->req_done = s->req_has_body = s->req_body_started = false;
     s->resp_head_done = s->resp_done = s->close_after = s->dechunk = false;
     s->upgrade = s->is_head_method = false;
@@ -302,8 +306,10 @@ void session_reply(struct session *s, struct reply *r)
     if (!s->req_done || !s->client_keepalive || s->w->draining)
         r->close = true;
     int len = reply_render(r, buf, sizeof(buf));
-    if (len > 0)
+    if (len > 0) {
         bufferevent_write(s->cbev, buf, (size_t)len);
+        s->bytes_out += (uint64_t)len;
+    }
     s->status = r->status;
     METRIC_INC(&s->w->metrics, rejected_by_proxy);
     if (r->close) {

@@ -66,6 +66,8 @@ struct session {
     /* the current request */
     uint64_t start_us;
     int status;                         /* what the client got */
+    uint64_t bytes_out;                 /* response bytes to the client */
+    bool upstream_used;                 /* an upstream was tried */
     bool req_done;                      /* request message complete */
     bool req_has_body;
     bool req_body_started;              /* some body bytes went upstream */

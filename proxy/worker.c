@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "access_log.h"
 #include "head.h"
 #include "listener.h"
 #include "log.h"
@@ -48,6 +49,7 @@ static void drain(struct worker *w)
 static void apply_runtime(struct worker *w, struct runtime *rt)
 {
     const struct config *old = w->cfg;
+    access_log_flush(w); /* what is buffered belongs to the old file */
     w->rt = rt;
     w->cfg = &rt->cfg;
     log_level_current = rt->cfg.log_level;
@@ -117,7 +119,7 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct lookup *lk = lookup_new(w);
     __atomic_store_n(&w->lookup, lk, __ATOMIC_RELEASE); /* /readyz reads it */
-    if (!lk || listener_start(w) == -1) {
+    if (!lk || listener_start(w) == -1 || access_log_worker_init(w) == -1) {
         log_error("worker %d: cannot start", w->id);
         exit(1);
     }
@@ -125,6 +127,7 @@ static void *worker_main(void *arg)
     /* Drained: every session is gone. */
     __atomic_store_n(&w->lookup, NULL, __ATOMIC_RELEASE);
     lookup_free(lk);
+    access_log_worker_free(w);
     __atomic_store_n(&w->done, true, __ATOMIC_RELEASE);
     return NULL;
 }

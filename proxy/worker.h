@@ -20,6 +20,7 @@ struct pool;
 struct session;
 struct head;
 struct runtime;
+struct access_log_buf;
 
 /* The accept callback's argument: which worker, which listener. */
 struct listener_slot {
@@ -53,6 +54,8 @@ struct worker {
 
     struct session *sessions;    /* all open client sessions (for drain) */
     size_t session_count;
+
+    struct access_log_buf *access_log;
 
     struct head *free_heads;     /* recycled request/response head arenas */
     size_t free_head_count;

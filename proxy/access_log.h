@@ -1,0 +1,28 @@
+/* The access log: one JSON object per line (SPEC section 7), off by default.
+ * Each worker formats into its own buffer and writes it out when it is full
+ * or once a second, so the hot path costs a snprintf, not a syscall. The
+ * file is opened per configuration generation, so SIGHUP reopens it (log
+ * rotation). */
+#ifndef EDGEPROXY_ACCESS_LOG_H
+#define EDGEPROXY_ACCESS_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct worker;
+struct session;
+
+/* Opens path for appending; -1 with err. */
+int access_log_open(const char *path, char *err, size_t errlen);
+
+/* Per-worker buffer and flush timer; 0 ok. */
+int access_log_worker_init(struct worker *w);
+void access_log_worker_free(struct worker *w);
+
+/* Appends the line for the request that just ended on s. */
+void access_log_request(struct session *s, uint64_t duration_us);
+
+/* Writes out what the worker has buffered (before a switch of file). */
+void access_log_flush(struct worker *w);
+
+#endif
