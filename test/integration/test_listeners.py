@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from harness import Client, build_request, check_error, new_sid, public_record, sandbox_host
+from harness import Client, ConnectionClosed, build_request, check_error, new_sid, public_record, sandbox_host
 
 PP2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -112,7 +112,7 @@ def test_proxy_protocol_required_and_checked(proxy, upstream, routed, prefix):
         try:
             r = c.read_response()
             assert r.status == 400, r  # a 400 or a plain close; never served
-        except (ConnectionResetError, OSError):
+        except (ConnectionClosed, OSError):
             pass
     assert upstream.requests_for("/r/%s/" % sid) == []
 
@@ -125,7 +125,7 @@ def test_plain_listener_ignores_no_proxy_header(proxy, upstream, routed):
         try:
             r = c.read_response()
             check_error(r, 400)
-        except (ConnectionResetError, OSError):
+        except (ConnectionClosed, OSError):
             pass
     assert upstream.requests_for("/r/%s/" % sid) == []
 
