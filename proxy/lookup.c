@@ -43,6 +43,7 @@ struct redis_link {
     bool connected;
     bool subscriber;
     int backoff_ms;
+    int failures;                   /* connect failures in a row */
     struct event *reconnect_ev;
 };
 
@@ -420,14 +421,21 @@ static void on_connect(const redisAsyncContext *ac, int status)
     if (!l)
         return;
     if (status != REDIS_OK) {
-        log_warn("redis: connect to %s:%d failed: %s", l->lk->w->cfg->redis_host,
-                 l->lk->w->cfg->redis_port, ac->errstr);
+        /* First failure and then one line every ~minute, not one per try. */
+        if (l->failures++ % 30 == 0)
+            log_warn("redis: connect to %s:%d failed (%d tries so far): %s",
+                     l->lk->w->cfg->redis_host, l->lk->w->cfg->redis_port, l->failures,
+                     ac->errstr);
         METRIC_INC(&l->lk->w->metrics, redis_errors);
         schedule_reconnect(l);
         return;
     }
     l->connected = true;
     l->backoff_ms = RECONNECT_MIN_MS;
+    if (l->failures)
+        log_info("redis: %s connection restored after %d failed tries",
+                 l->subscriber ? "subscriber" : "data", l->failures);
+    l->failures = 0;
     METRIC_INC(&l->lk->w->metrics, redis_reconnects);
     log_debug("redis: %s connection up", l->subscriber ? "subscriber" : "data");
 }
