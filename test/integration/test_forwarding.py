@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness import (Client, build_request, check_error, free_port, new_sid, public_record,
+from harness import (Client, ConnectionClosed, build_request, check_error, free_port, new_sid, public_record,
                      sandbox_host)
 from upstreams import pattern_bytes, start_later
 
@@ -338,3 +338,24 @@ def test_download_backpressure(proxy, upstream, routed):
     print("download: pushed %d MiB, RSS +%d MiB while stalled" % (pushed >> 20, grown >> 20))
     assert pushed < BP_SLACK, "upstream pushed %d MiB while the client read nothing" % (pushed >> 20)
     assert grown < BP_SLACK, "proxy RSS grew %d MiB with a stalled client" % (grown >> 20)
+
+
+# --------------------------------------------------------------------------
+# A response cut by the upstream is never presented as complete.
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_truncated_response_is_not_complete(proxy, upstream, routed, chunked):
+    sid, host = routed
+    hdrs = [("X-Test-Body-Size", "100000"), ("X-Test-Partial", "1000")]
+    if chunked:
+        hdrs.append(("X-Test-Chunked", "1"))
+    with proxy.connect() as c:
+        c.send(build_request("GET", "/r/%s/cut" % sid, host, hdrs))
+        try:
+            r = c.read_response()
+        except ConnectionClosed:
+            r = None
+    assert r is None, "a cut response was relayed as complete: %r" % r
+    # and the proxy is fine
+    assert proxy.get(host, "/r/%s/after" % sid).status == 200

@@ -13,6 +13,8 @@ headers (they pass through the proxy like any other header):
   X-Test-Chunked: 1          answer with a chunked body (several chunks)
   X-Test-Body-Size: N        answer with N bytes of a fixed pattern instead of JSON
   X-Test-Discard-Body: 1     keep only the length and sha256 of the request body
+  X-Test-Partial: N          send the head and only N body bytes, then
+  X-Test-Partial-Then: close | hold:NAME   close at once, or stall until released
   X-Test-Headers: JSON       extra response headers, [["Name", "value"], ...]
   X-Test-Reset: 1            close the connection (RST) without answering
   X-Test-Close-After-Ms: N   answer normally (keep-alive), then close the
@@ -384,6 +386,18 @@ class EchoUpstream:
         head = "HTTP/1.1 %d %s\r\n" % (status, "OK" if status == 200 else "Test")
         head += "".join("%s: %s\r\n" % h for h in hdrs) + "\r\n"
         s.sendall(head.encode("latin-1"))
+        partial = rec.header("x-test-partial")
+        if partial is not None and rec.method != "HEAD":
+            # N body bytes of the promised ones, then close or stall.
+            n = int(partial)
+            if chunked:
+                s.sendall(b"%x\r\n%s" % (len(body), body[:n]))
+            else:
+                s.sendall(body[:n])
+            then = rec.header("x-test-partial-then", "close")
+            if then.startswith("hold:"):
+                self._hold_event(then[5:]).wait(20)
+            return False
         if rec.method != "HEAD" and status not in (204, 304):
             if chunked:
                 step = max(1, len(body) // 3)
