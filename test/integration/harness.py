@@ -261,6 +261,21 @@ def private_record(token, address="127.0.0.1", **extra):
 
 
 # --------------------------------------------------------------------------
+# TLS material
+
+
+def make_cert(d, name, domain):
+    """A self-signed EC certificate for *.domain and domain (openssl CLI).
+    Returns {"cert": path, "key": path} as the config wants it."""
+    key, cert = d / (name + ".key"), d / (name + ".pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=" + domain,
+                    "-addext", "subjectAltName=DNS:*.%s,DNS:%s" % (domain, domain)],
+                   check=True, capture_output=True)
+    return {"cert": str(cert), "key": str(key)}
+
+
+# --------------------------------------------------------------------------
 # Config
 
 

@@ -5,22 +5,13 @@ import ipaddress
 import socket
 import ssl
 import struct
-import subprocess
 
 import pytest
 
-from harness import Client, ConnectionClosed, build_request, check_error, new_sid, public_record, sandbox_host
+from harness import (Client, ConnectionClosed, build_request, check_error, make_cert, new_sid, public_record,
+                     sandbox_host)
 
 PP2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
-
-
-def make_cert(d, name, domain):
-    key, cert = d / (name + ".key"), d / (name + ".pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=" + domain,
-                    "-addext", "subjectAltName=DNS:*.%s,DNS:%s" % (domain, domain)],
-                   check=True, capture_output=True)
-    return {"cert": str(cert), "key": str(key)}
 
 
 @pytest.fixture(scope="module")

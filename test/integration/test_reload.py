@@ -1,0 +1,139 @@
+"""SPEC section 7: SIGHUP reloads config and certificates without dropping
+connections or requests in flight; a bad new config is logged and the old
+one kept."""
+
+import copy
+import json
+import signal
+import socket
+import ssl
+
+import pytest
+
+from harness import Client, build_request, make_cert, public_record, sandbox_host, wait_until
+
+
+@pytest.fixture(scope="module")
+def certs(workdir):
+    d = workdir / "tls"
+    d.mkdir()
+    return {"a": make_cert(d, "a", "sandbox.test"), "c": make_cert(d, "c", "sandbox.test")}
+
+
+@pytest.fixture(scope="module")
+def proxy(make_proxy, certs):
+    p = make_proxy({"domains": ["sandbox.test"]}, name="reload",
+                   extra_listeners=[{"tls": {"certificates": [certs["a"]]}}])
+    p.original = copy.deepcopy(p.config)
+    return p
+
+
+def sighup_lines(p):
+    return [l for l in p.stderr().splitlines() if "SIGHUP" in l]
+
+
+def reload(p, cfg):
+    """Writes cfg (dict or raw text), sends SIGHUP, waits for the log line
+    that answers it and returns that line."""
+    n = len(sighup_lines(p))
+    p.config_path.write_text(cfg if isinstance(cfg, str) else json.dumps(cfg, indent=2))
+    p.signal(signal.SIGHUP)
+    wait_until(lambda: len(sighup_lines(p)) > n, timeout=5, what="a SIGHUP log line")
+    assert p.alive()
+    return sighup_lines(p)[n]
+
+
+def with_domains(p, domains):
+    cfg = copy.deepcopy(p.original)
+    cfg["domains"] = domains
+    return cfg
+
+
+def tls_cert(p, host):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection(("127.0.0.1", p.extra_ports[0]), timeout=5)
+    s = ctx.wrap_socket(raw, server_hostname=host)
+    return s, s.getpeercert(binary_form=True)
+
+
+def der(certs, name):
+    return ssl.PEM_cert_to_DER_cert(open(certs[name]["cert"]).read())
+
+
+def test_reload_applies_new_domains(proxy, upstream, redis_server, sid):
+    redis_server.set_record(sid, public_record())
+    new_host = "%d-%s.sandbox3.test" % (upstream.port, sid)
+    assert proxy.get(new_host, "/").status == 400
+    try:
+        line = reload(proxy, with_domains(proxy, ["sandbox.test", "sandbox3.test"]))
+        assert "reload" in line.lower(), line
+        wait_until(lambda: proxy.get(new_host, "/r/%s/new" % sid).status == 200, timeout=5,
+                   what="the new domain routing after SIGHUP")
+        # old domain still fine
+        assert proxy.get(sandbox_host(upstream.port, sid), "/").status == 200
+    finally:
+        reload(proxy, proxy.original)
+    wait_until(lambda: proxy.get(new_host, "/").status == 400, timeout=5, what="the domain removed again")
+
+
+@pytest.mark.parametrize("bad,word", [
+    ('{"wrokers": 2, "listeners": [{"address": "127.0.0.1:1"}]}', "wrokers"),
+    ("{not json", None),
+])
+def test_bad_config_keeps_running(proxy, upstream, redis_server, sid, bad, word):
+    redis_server.set_record(sid, public_record())
+    try:
+        line = reload(proxy, bad)
+        if word:
+            assert word in line, line
+        assert proxy.alive()
+        with proxy.connect() as c:
+            assert c.request("GET", "/r/%s/still" % sid, host=sandbox_host(upstream.port, sid)).status == 200
+        assert proxy.admin("/readyz").status == 200
+    finally:
+        reload(proxy, proxy.original)
+
+
+def test_reload_keeps_inflight_and_keepalive(proxy, upstream, redis_server, sid):
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    hold = "hold-" + sid
+    idle = proxy.connect()
+    busy = proxy.connect(timeout=10)
+    try:
+        assert idle.request("GET", "/r/%s/idle1" % sid, host=host).status == 200
+        busy.send(build_request("GET", "/r/%s/busy" % sid, host, [("X-Test-Hold", hold)]))
+        upstream.wait_requests("/r/%s/busy" % sid)
+        reload(proxy, with_domains(proxy, ["sandbox.test", "sandbox4.test"]))
+        upstream.release(hold)
+        r = busy.read_response()
+        assert r.status == 200, r
+        # both connections keep working after the reload
+        assert busy.request("GET", "/r/%s/busy2" % sid, host=host).status == 200
+        assert idle.request("GET", "/r/%s/idle2" % sid, host=host).status == 200
+    finally:
+        upstream.release(hold)
+        idle.close()
+        busy.close()
+        reload(proxy, proxy.original)
+
+
+def test_reload_certificates(proxy, certs, upstream, redis_server, sid):
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    old, got = tls_cert(proxy, host)
+    assert got == der(certs, "a")
+    try:
+        cfg = copy.deepcopy(proxy.original)
+        cfg["listeners"][1]["tls"] = {"certificates": [certs["c"]]}
+        reload(proxy, cfg)
+        wait_until(lambda: tls_cert(proxy, host)[1] == der(certs, "c"), timeout=5,
+                   what="the new certificate on new connections")
+        # the connection made before the reload still works
+        with Client(sock=old) as c:
+            assert c.request("GET", "/r/%s/oldtls" % sid, host=host).status == 200
+    finally:
+        old.close()
+        reload(proxy, proxy.original)
