@@ -1,0 +1,193 @@
+"""SPEC section 7: /metrics (the families SPEC requires, under the names
+README documents) and the access log; SPEC section 4: the error log line for
+a broken record."""
+
+import json
+import re
+
+import pytest
+
+from harness import free_port, new_sid, public_record, sandbox_host, wait_until
+
+
+@pytest.fixture(scope="module")
+def access_log(workdir):
+    return workdir / "access.log"
+
+
+@pytest.fixture(scope="module")
+def proxy(make_proxy, access_log):
+    return make_proxy({"access_log": {"path": str(access_log)}}, name="obs")
+
+
+def parse_metrics(text):
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)', line)
+        assert m, "bad metrics line %r" % line
+        labels = tuple(sorted(re.findall(r'([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"', m.group(3) or "")))
+        out[(m.group(1), labels)] = float(m.group(4))
+    return out
+
+
+def metrics(proxy):
+    r = proxy.admin("/metrics")
+    assert r.status == 200, r
+    return parse_metrics(r.text)
+
+
+def value(m, name, **labels):
+    """The sample with exactly these labels; 0.0 if absent."""
+    return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def family(m, name):
+    return {k: v for k, v in m.items() if k[0] == name}
+
+
+REQUIRED = [
+    "edgeproxy_requests_total",
+    "edgeproxy_request_duration_seconds_bucket",
+    "edgeproxy_request_duration_seconds_sum",
+    "edgeproxy_request_duration_seconds_count",
+    "edgeproxy_client_connections",
+    "edgeproxy_upstream_connections",
+    "edgeproxy_route_cache_hits_total",
+    "edgeproxy_route_cache_misses_total",
+    "edgeproxy_redis_errors_total",
+    "edgeproxy_upstream_connect_errors_total",
+]
+
+
+def test_metric_families_present(proxy, upstream, redis_server, sid):
+    redis_server.set_record(sid, public_record())
+    assert proxy.get(sandbox_host(upstream.port, sid), "/").status == 200
+    r = proxy.admin("/metrics")
+    assert r.header("content-type", "").startswith("text/plain"), r
+    m = parse_metrics(r.text)
+    missing = [n for n in REQUIRED if not family(m, n)]
+    assert not missing, "missing metric families: %r" % missing
+
+
+def test_requests_by_status_class(proxy, upstream, redis_server, sid):
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    before = metrics(proxy)
+    with proxy.connect() as c:
+        for _ in range(3):
+            assert c.request("GET", "/", host=host).status == 200
+        for _ in range(2):
+            assert c.request("GET", "/", host=sandbox_host(upstream.port, new_sid())).status == 502
+        assert c.request("GET", "/", host="bad.sandbox.test").status == 400
+    want = {"2xx": 3, "4xx": 1, "5xx": 2}
+
+    def moved():
+        m = metrics(proxy)
+        return all(value(m, "edgeproxy_requests_total", **{"class": k}) -
+                   value(before, "edgeproxy_requests_total", **{"class": k}) == n for k, n in want.items())
+    wait_until(moved, timeout=2, what="requests_total by class to count 3/1/2")
+    m = metrics(proxy)
+    dc = value(m, "edgeproxy_request_duration_seconds_count") - value(before, "edgeproxy_request_duration_seconds_count")
+    assert dc == 6, dc
+    buckets = sorted((float(dict(k[1])["le"]), v) for k, v in family(m, "edgeproxy_request_duration_seconds_bucket").items())
+    counts = [v for _, v in buckets]
+    assert counts == sorted(counts), buckets  # cumulative
+    assert buckets[-1][0] == float("inf") and buckets[-1][1] == value(m, "edgeproxy_request_duration_seconds_count")
+
+
+def test_connection_gauges(proxy, upstream, redis_server, sid):
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    base = value(metrics(proxy), "edgeproxy_client_connections")
+    conns = [proxy.connect() for _ in range(3)]
+    try:
+        for c in conns:
+            assert c.request("GET", "/", host=host).status == 200
+        m = metrics(proxy)
+        assert value(m, "edgeproxy_client_connections") >= base + 3, m
+        assert value(m, "edgeproxy_upstream_connections") >= 1
+    finally:
+        for c in conns:
+            c.close()
+    wait_until(lambda: value(metrics(proxy), "edgeproxy_client_connections") <= base, timeout=3,
+               what="client_connections back down after the clients left")
+
+
+def test_route_cache_hits_and_misses(proxy, upstream, redis_server, sid):
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    before = metrics(proxy)
+    with proxy.connect() as c:  # one connection, one worker
+        for _ in range(5):
+            assert c.request("GET", "/", host=host).status == 200
+    m = metrics(proxy)
+    misses = value(m, "edgeproxy_route_cache_misses_total") - value(before, "edgeproxy_route_cache_misses_total")
+    hits = value(m, "edgeproxy_route_cache_hits_total") - value(before, "edgeproxy_route_cache_hits_total")
+    assert misses == 1 and hits == 4, (misses, hits)
+
+
+def test_upstream_connect_errors(proxy, redis_server, sid):
+    redis_server.set_record(sid, public_record())
+    before = value(metrics(proxy), "edgeproxy_upstream_connect_errors_total")
+    assert proxy.get(sandbox_host(free_port(), sid), "/").status == 502
+    assert value(metrics(proxy), "edgeproxy_upstream_connect_errors_total") > before
+
+
+def test_redis_errors_counted(make_proxy, upstream):
+    p = make_proxy({"redis": {"url": "redis://127.0.0.1:%d/0" % free_port()}}, name="obs-noredis")
+    assert p.get(sandbox_host(upstream.port, new_sid()), "/").status == 503
+    assert value(metrics(p), "edgeproxy_redis_errors_total") > 0
+
+
+def test_access_log_line(proxy, upstream, redis_server, access_log, sid):
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    target = "/r/%s/logged?q=1" % sid
+    r = proxy.request("POST", target, host=host, body=b"12345")
+    assert r.status == 200
+
+    def line():
+        if not access_log.exists():
+            return None
+        for l in access_log.read_text().splitlines():
+            if "/r/%s/logged" % sid in l:
+                return l
+        return None
+    text = wait_until(line, timeout=3, what="an access log line for the request")
+    obj = json.loads(text)  # one JSON object a line
+    flat = json.dumps(obj)
+    vals = {str(v) for v in obj.values()}
+    # SPEC 7: time, client address, method, host, path, status, bytes,
+    # duration, sandbox id, port, upstream address (key names are the team's).
+    assert len(obj) >= 11, obj
+    assert "POST" in vals and host in vals and sid in vals, obj
+    assert "200" in vals and str(upstream.port) in vals, obj
+    assert any(v.startswith("/r/%s/logged" % sid) for v in vals), obj
+    assert "127.0.0.1" in flat, obj
+    assert any(re.match(r"\d{4}-\d\d-\d\dT", v) for v in vals) or any(
+        isinstance(v, (int, float)) and v > 1e9 for v in obj.values()), obj
+
+
+def test_access_log_proxy_made_reply(proxy, upstream, access_log):
+    sid = new_sid()
+    assert proxy.get(sandbox_host(upstream.port, sid), "/r/%s/unknown" % sid).status == 502
+
+    def line():
+        if not access_log.exists():
+            return None
+        for l in access_log.read_text().splitlines():
+            if sid in l:
+                return l
+        return None
+    obj = json.loads(wait_until(line, timeout=3, what="an access log line for a 502"))
+    assert "502" in {str(v) for v in obj.values()}, obj
+
+
+def test_broken_record_logs_an_error(proxy, upstream, redis_server):
+    sid = new_sid()
+    redis_server.set_record(sid, "{broken")
+    assert proxy.get(sandbox_host(upstream.port, sid), "/").status == 502
+    wait_until(lambda: any(sid in l and "error" in l.lower() for l in proxy.stderr().splitlines()),
+               timeout=2, what="an error log line naming %s" % sid)
