@@ -168,11 +168,12 @@ class RedisServer:
     """A real redis-server on 127.0.0.1:<port>, foreground, no persistence.
     Stopped by pid."""
 
-    def __init__(self, workdir, port=None, exe="/usr/bin/redis-server"):
+    def __init__(self, workdir, port=None, exe="/usr/bin/redis-server", password=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.exe = exe
+        self.password = password
         self.proc = None
         self._client = None
 
@@ -181,7 +182,8 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [self.exe, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--daemonize", "no",
-             "--dir", str(self.workdir), "--protected-mode", "no"],
+             "--dir", str(self.workdir), "--protected-mode", "no"] +
+            (["--requirepass", self.password] if self.password else []),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + timeout
@@ -190,6 +192,8 @@ class RedisServer:
                 raise RuntimeError("redis-server exited with %s" % self.proc.returncode)
             try:
                 c = Resp(self.port, timeout=1.0)
+                if self.password:
+                    c.cmd("AUTH", self.password)
                 if c.cmd("PING") == "PONG":
                     c.close()
                     break
@@ -207,6 +211,8 @@ class RedisServer:
         """A shared client for the test thread."""
         if self._client is None:
             self._client = Resp(self.port)
+            if self.password:
+                self._client.cmd("AUTH", self.password)
         return self._client
 
     @property

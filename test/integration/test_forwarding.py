@@ -359,3 +359,72 @@ def test_truncated_response_is_not_complete(proxy, upstream, routed, chunked):
     assert r is None, "a cut response was relayed as complete: %r" % r
     # and the proxy is fine
     assert proxy.get(host, "/r/%s/after" % sid).status == 200
+
+
+# --------------------------------------------------------------------------
+# Framing and connection hygiene
+
+
+def test_upstream_connection_close_not_reused(proxy, upstream, routed):
+    sid, host = routed
+    with proxy.connect() as c:
+        r1 = c.request("GET", "/r/%s/bye" % sid, host=host, headers=[("X-Test-Headers", '[["Connection", "close"]]')])
+        assert r1.status == 200, r1
+        # The upstream's close is not the client's: its connection stays up.
+        r2 = c.request("GET", "/r/%s/next" % sid, host=host)
+        assert r2.status == 200, r2
+        assert r2.header("x-upstream-conn") != r1.header("x-upstream-conn")
+
+
+def test_close_delimited_response(proxy, upstream, routed):
+    sid, host = routed
+    with proxy.connect() as c:
+        r = c.request("GET", "/r/%s/eof" % sid, host=host,
+                      headers=[("X-Test-No-Length", "1"), ("X-Test-Body-Size", "50000")])
+        assert r.status == 200, r
+        assert r.body == pattern_bytes(50000)
+        # If the proxy re-framed it (chunked), the client connection survives.
+        if r.header("transfer-encoding") or r.header("content-length"):
+            assert c.request("GET", "/r/%s/after" % sid, host=host).status == 200
+
+
+def test_target_and_headers_passed_unchanged(proxy, upstream, routed):
+    sid, host = routed
+    target = "/r/%s/a//b/../c/%%2F%%zz?x=%%2F&y=a+b&&z=" % sid
+    r = proxy.get(host, target, headers=[("X-Multi", "one"), ("X-Other", "o"), ("X-Multi", "two"),
+                                         ("x-CaSe", "VaLuE"), ("X-Empty", ""), ("User-Agent", "ua/1")])
+    assert r.status == 200, r
+    (rec,) = upstream.requests_for("/r/%s/" % sid)
+    assert rec.target == target  # no normalisation, no decoding
+    assert rec.header_all("x-multi") == ["one", "two"]
+    assert rec.header("x-case") == "VaLuE"
+    assert rec.header_all("x-empty") == [""]
+    assert rec.header("user-agent") == "ua/1"
+
+
+def test_concurrent_clients(proxy, upstream, redis_server):
+    import threading
+    sids = [new_sid() for _ in range(4)]
+    for s in sids:
+        redis_server.set_record(s, public_record())
+    errors = []
+
+    def client(i):
+        s = sids[i % len(sids)]
+        try:
+            with proxy.connect(timeout=15) as c:
+                for j in range(5):
+                    body = ("%d-%d" % (i, j)).encode() * 100
+                    r = c.request("POST", "/r/%s/cc-%d-%d" % (s, i, j), host=sandbox_host(upstream.port, s), body=body)
+                    if r.status != 200 or r.json()["body_sha256"] != hashlib.sha256(body).hexdigest():
+                        errors.append((i, j, r))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append((i, repr(e)))
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:5]
+    total = sum(len(upstream.requests_for("/r/%s/cc-" % s)) for s in sids)
+    assert total == 64 * 5

@@ -302,3 +302,44 @@ def test_redis_restart_survived(make_proxy, workdir, upstream):
                    what="re-subscription after Redis came back")
     finally:
         r.stop()
+
+
+# --------------------------------------------------------------------------
+# Redis URL and key prefix
+
+
+def test_redis_password_and_db(make_proxy, workdir, upstream):
+    r = RedisServer(workdir / "redis-auth", password="s3cret").start()
+    try:
+        assert r.client.cmd("SELECT", 2) == "OK"  # records live in db 2
+        sid = new_sid()
+        r.set_record(sid, public_record())
+        p = make_proxy({"cache": {"ttl_ms": 60000}}, redis_url="redis://:s3cret@127.0.0.1:%d/2" % r.port,
+                       name="auth")
+        host = sandbox_host(upstream.port, sid)
+        assert status_of(p, host) == 200
+        wait_until(lambda: r.client.numsub(CHANNEL) >= 1, timeout=5, what="an authenticated subscriber")
+        warm(p, host)
+        r.set_record(sid, private_record("t"))
+        publish(r, sid)
+        poll_change(p, host, 403, budget=1.0)
+        bad = make_proxy(redis_url="redis://:wrong@127.0.0.1:%d/2" % r.port, name="badauth")
+        check_error(bad.get(host, "/"), 503, sandbox_id=sid)
+    finally:
+        r.stop()
+
+
+def test_key_prefix(make_proxy, upstream, redis_server):
+    p = make_proxy({"redis": {"key_prefix": "edge:sb:"}, "cache": {"ttl_ms": 60000}}, name="prefix")
+    a, b = new_sid(), new_sid()
+    redis_server.set_record(a, public_record(), prefix="edge:sb:")
+    redis_server.set_record(b, public_record())  # under the default prefix only
+    assert status_of(p, sandbox_host(upstream.port, a)) == 200
+    check_error(p.get(sandbox_host(upstream.port, b), "/"), 502, sandbox_id=b)
+    wait_until(lambda: redis_server.client.numsub("edge:sb:invalidate") >= 1, timeout=5,
+               what="a subscriber on edge:sb:invalidate")
+    host = sandbox_host(upstream.port, a)
+    warm(p, host)
+    redis_server.set_record(a, private_record("t"), prefix="edge:sb:")
+    assert redis_server.invalidate(a, prefix="edge:sb:") >= 1
+    poll_change(p, host, 403, budget=1.0)

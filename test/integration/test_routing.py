@@ -155,6 +155,11 @@ def test_sandbox_host_bad_headers(proxy, upstream, redis_server, sid, headers):
     "+80-{sid}.sandbox.test",
     "0x50-{sid}.sandbox.test",
     "{port}-{sid}..sandbox.test",
+    "[::1]:8080",                         # IP literals
+    "127.0.0.1:8080",
+    "{port}-{sid}.sandbox.test:8080:80",
+    "{port}-{sid}.sandbox.test/x",
+    "{port} -{sid}.sandbox.test",
 ])
 def test_bad_host_is_400(proxy, upstream, redis_server, sid, fmt):
     redis_server.set_record(sid, public_record())
@@ -256,3 +261,13 @@ def test_redis_unreachable_503(proxy_no_redis, upstream, sid):
     # Host errors do not need Redis: still 400, not 503.
     check_error(proxy_no_redis.get("bad.sandbox.test", "/"), 400)
     assert proxy_no_redis.admin("/healthz").status == 200
+
+
+def test_empty_domain_list_accepts_any_suffix(make_proxy, upstream, redis_server, sid):
+    p = make_proxy({"domains": []}, name="anydomain")
+    redis_server.set_record(sid, public_record())
+    for suffix in ("sandbox.test", "example.com", "a.b.c.example"):
+        r = p.get("%d-%s.%s" % (upstream.port, sid, suffix), "/r/%s/%s" % (sid, suffix))
+        assert r.status == 200, (suffix, r)
+    assert len(upstream.requests_for("/r/%s/" % sid)) == 3
+    check_error(p.get("nodash.example.com", "/"), 400)

@@ -16,6 +16,7 @@ headers (they pass through the proxy like any other header):
   X-Test-Partial: N          send the head and only N body bytes, then
   X-Test-Partial-Then: close | hold:NAME   close at once, or stall until released
   X-Test-Headers: JSON       extra response headers, [["Name", "value"], ...]
+  X-Test-No-Length: 1        no Content-Length, no chunking: the body ends at close
   X-Test-Reset: 1            close the connection (RST) without answering
   X-Test-Close-After-Ms: N   answer normally (keep-alive), then close the
                              connection N ms later without having said so
@@ -374,14 +375,19 @@ class EchoUpstream:
         extra = rec.header("x-test-headers")
         if extra:
             hdrs += [tuple(h) for h in json.loads(extra)]
+            if any(k.lower() == "connection" and "close" in v.lower() for k, v in hdrs):
+                close = True  # we said so: do it
         chunked = bool(rec.header("x-test-chunked"))
-        if status == 204:
+        no_length = bool(rec.header("x-test-no-length"))
+        if no_length:
+            close = True  # the body ends when the connection does
+        if status == 204 or no_length:
             pass  # RFC 9110 8.6: no Content-Length in a 204 (a 304 may have one)
         elif chunked:
             hdrs.append(("Transfer-Encoding", "chunked"))
         else:
             hdrs.append(("Content-Length", str(len(body))))
-        if close:
+        if close and not any(k.lower() == "connection" for k, _ in hdrs):
             hdrs.append(("Connection", "close"))
         head = "HTTP/1.1 %d %s\r\n" % (status, "OK" if status == 200 else "Test")
         head += "".join("%s: %s\r\n" % h for h in hdrs) + "\r\n"
