@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Builds every libFuzzer harness in test/fuzz/ into build/fuzz/ and runs each
+# for SECONDS (default 60). Seeds are copied, not fuzzed in place; crash
+# inputs go to build/fuzz/artifacts/<name>/. Exits non-zero if any harness
+# crashed (or failed to build).
+#
+#   bash test/fuzz/run.sh [SECONDS]
+#   FUZZ_ONLY="proxy_proto http_head" FUZZ_JOBS=2 bash test/fuzz/run.sh 600
+#
+# Environment: CLANG (default clang), FUZZ_ONLY (harness names), FUZZ_JOBS
+# (harnesses run at once, default 1), FUZZ_NICE (default 10), FUZZ_BUILD_ONLY=1.
+set -u -o pipefail
+
+SECONDS_EACH=${1:-60}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+
+CLANG=${CLANG:-clang}
+OUT=build/fuzz
+LLHTTP_SRC=/usr/share/llhttp
+LLHTTP_INC=/usr/share/include/llhttp
+JOBS=${FUZZ_JOBS:-1}
+NICE=${FUZZ_NICE:-10}
+
+if ! command -v "$CLANG" >/dev/null; then
+    echo "run.sh: $CLANG not found (apt-get install clang)" >&2
+    exit 2
+fi
+
+CFLAGS=(-std=gnu11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
+        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+        -DLLHTTP_STRICT_MODE=1 -Icommon -Iproxy -I"$LLHTTP_INC")
+
+# name: the harness source's extra sources and libraries.
+declare -A EXTRA=(
+    [host]="common/host.c"
+    [record]="common/record.c -lcjson"
+    [config]="common/config.c common/host.c -lcjson -lm"
+    [reply]="common/reply.c -lcjson"
+    [proxy_proto]="common/proxy_proto.c"
+    [http_head]="proxy/head.c $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c"
+)
+ALL="host record config reply proxy_proto http_head"
+NAMES=${FUZZ_ONLY:-$ALL}
+
+mkdir -p "$OUT/artifacts"
+status=0
+
+build() {
+    local name=$1
+    # shellcheck disable=SC2086
+    "$CLANG" "${CFLAGS[@]}" -o "$OUT/fuzz_$name" "test/fuzz/fuzz_$name.c" \
+        ${EXTRA[$name]} 2>"$OUT/build-$name.log"
+}
+
+for name in $NAMES; do
+    if [ -z "${EXTRA[$name]+x}" ]; then
+        echo "run.sh: unknown harness '$name' (have: $ALL)" >&2
+        exit 2
+    fi
+    echo "== build fuzz_$name"
+    if ! build "$name"; then
+        cat "$OUT/build-$name.log" >&2
+        echo "run.sh: fuzz_$name failed to build" >&2
+        status=1
+    fi
+done
+[ "${FUZZ_BUILD_ONLY:-0}" = 1 ] && exit $status
+[ $status -ne 0 ] && exit $status
+
+run_one() {
+    local name=$1 corpus="$OUT/corpus-$1" art="$OUT/artifacts/$1/" rc
+    mkdir -p "$corpus" "$art"
+    [ -d "test/fuzz/corpus/$name" ] && cp -n test/fuzz/corpus/"$name"/* "$corpus"/ 2>/dev/null
+    local failed=0
+    # Known crash inputs (found earlier, not fixed yet?) replay first, once.
+    if [ -d "test/fuzz/regressions/$name" ] &&
+        [ -n "$(ls -A "test/fuzz/regressions/$name")" ]; then
+        if ! "$OUT/fuzz_$name" -runs=1 test/fuzz/regressions/"$name"/* \
+            >"$OUT/regressions-$name.log" 2>&1; then
+            echo "fuzz_$name: a regression input still fails, see $OUT/regressions-$name.log" >&2
+            failed=1
+        fi
+    fi
+    local dict=()
+    [ -f "test/fuzz/$name.dict" ] && dict=(-dict="test/fuzz/$name.dict")
+    nice -n "$NICE" "$OUT/fuzz_$name" "${dict[@]}" \
+        -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
+        -max_len=4096 -print_final_stats=1 -artifact_prefix="$art" \
+        "$corpus" >"$OUT/run-$name.log" 2>&1
+    rc=$?
+    grep -E '^stat::number_of_executed_units|^stat::peak_rss' "$OUT/run-$name.log" |
+        sed "s/^/fuzz_$name: /"
+    if [ $rc -ne 0 ]; then
+        echo "fuzz_$name: FAILED (exit $rc), see $OUT/run-$name.log; inputs in $art" >&2
+        tail -n 40 "$OUT/run-$name.log" >&2
+        return 1
+    fi
+    echo "fuzz_$name: ok (${SECONDS_EACH}s)"
+    return $failed
+}
+
+# Up to $JOBS harnesses at once; each failure counts.
+pids=()
+for name in $NAMES; do
+    echo "== run fuzz_$name for ${SECONDS_EACH}s"
+    run_one "$name" &
+    pids+=($!)
+    if [ ${#pids[@]} -ge "$JOBS" ]; then
+        wait "${pids[0]}" || status=1
+        pids=("${pids[@]:1}")
+    fi
+done
+for pid in "${pids[@]}"; do
+    wait "$pid" || status=1
+done
+exit $status
