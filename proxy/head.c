@@ -31,6 +31,7 @@ struct head *head_get(struct worker *w)
     h->next_free = NULL;
     h->used = h->nhdrs = h->url_off = h->url_len = 0;
     h->in_field = h->in_value = false;
+    h->has_connection = false;
     h->err = HEAD_OK;
     return h;
 }
@@ -89,6 +90,8 @@ int head_on_field(struct head *h, const char *at, size_t len)
 int head_on_field_done(struct head *h)
 {
     h->in_field = false;
+    if (HEAD_NAME_IS(h, &h->hdrs[h->nhdrs], "connection"))
+        h->has_connection = true;
     return 0;
 }
 
@@ -151,6 +154,7 @@ void head_reset(struct head *h)
 {
     h->used = h->nhdrs = h->url_off = h->url_len = 0;
     h->in_field = h->in_value = false;
+    h->has_connection = false;
     h->err = HEAD_OK;
 }
 
@@ -160,6 +164,8 @@ bool head_is_hop_by_hop(const struct head *h, const struct hdr *x)
         HEAD_NAME_IS(h, x, "proxy-connection") || HEAD_NAME_IS(h, x, "te") ||
         HEAD_NAME_IS(h, x, "trailer") || HEAD_NAME_IS(h, x, "upgrade"))
         return true;
+    if (!h->has_connection)
+        return false;
     if (HEAD_NAME_IS(h, x, "content-length") ||
         HEAD_NAME_IS(h, x, "transfer-encoding") || HEAD_NAME_IS(h, x, "host"))
         return false;

@@ -31,6 +31,7 @@ struct head {
     uint32_t url_off, url_len;        /* request target, or response reason */
     uint32_t max_url;
     bool in_field, in_value;
+    bool has_connection;              /* a Connection header is present */
     int err;                          /* enum head_err */
 };
 

@@ -56,8 +56,12 @@ static void out_put(struct out *o, const char *s, size_t n)
 static void out_uint(struct out *o, unsigned v)
 {
     char tmp[12];
-    int n = snprintf(tmp, sizeof(tmp), "%u", v);
-    out_put(o, tmp, (size_t)n);
+    size_t n = sizeof(tmp);
+    do {
+        tmp[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    out_put(o, tmp + n, sizeof(tmp) - n);
 }
 
 static void out_header(struct out *o, const struct head *h, const struct hdr *x)
@@ -381,8 +385,22 @@ void relay_connect(struct session *s)
 static void request_complete(struct session *s)
 {
     /* The body timeout only covers reading a body. */
-    struct timeval wt = ms_tv(s->w->cfg->upstream_idle_timeout_ms);
-    bufferevent_set_timeouts(s->cbev, NULL, &wt);
+    if (s->req_has_body) {
+        struct timeval wt = ms_tv(s->w->cfg->upstream_idle_timeout_ms);
+        bufferevent_set_timeouts(s->cbev, NULL, &wt);
+    }
+}
+
+/* bufferevent_set_timeouts re-adds both events: skip it when nothing
+ * changes, as on every request of a pooled connection. */
+static void up_set_timeouts(struct upconn *c, int read_ms, int write_ms)
+{
+    if (c->read_timeout_ms == read_ms && c->write_timeout_ms == write_ms)
+        return;
+    struct timeval rt = ms_tv(read_ms), wt = ms_tv(write_ms);
+    bufferevent_set_timeouts(c->bev, &rt, &wt);
+    c->read_timeout_ms = read_ms;
+    c->write_timeout_ms = write_ms;
 }
 
 static void relay_start(struct session *s, struct upconn *c)
@@ -396,10 +414,9 @@ static void relay_start(struct session *s, struct upconn *c)
     s->resp.data = s;
     bufferevent_setcb(c->bev, up_read_cb, up_write_cb, up_event_cb, s);
     bufferevent_setwatermark(c->bev, EV_WRITE, SESSION_LOW_WATER, 0);
-    struct timeval rt = ms_tv(cfg->upstream_response_timeout_ms > 0 ? cfg->upstream_response_timeout_ms
-                                                                       : cfg->upstream_idle_timeout_ms);
-    struct timeval wt = ms_tv(cfg->upstream_idle_timeout_ms);
-    bufferevent_set_timeouts(c->bev, &rt, &wt);
+    up_set_timeouts(c, cfg->upstream_response_timeout_ms > 0 ? cfg->upstream_response_timeout_ms
+                                                              : cfg->upstream_idle_timeout_ms,
+                    cfg->upstream_idle_timeout_ms);
     if (write_request_head(s, bufferevent_get_output(c->bev)) == -1) {
         upstream_failed(s, 502, "request head too large to forward");
         return;
@@ -412,6 +429,7 @@ static void relay_start(struct session *s, struct upconn *c)
             request_complete(s);
         } else {
             struct timeval bt = ms_tv(cfg->client_body_timeout_ms);
+            struct timeval wt = ms_tv(cfg->upstream_idle_timeout_ms);
             bufferevent_set_timeouts(s->cbev, &bt, &wt);
             bufferevent_enable(s->cbev, EV_READ);
             relay_pump_request(s);
@@ -483,9 +501,7 @@ static int on_response_head(struct session *s)
         (s->upgrade && status != 101))
         s->close_after = true;
     s->resp_head_done = true;
-    struct timeval rt = ms_tv(s->w->cfg->upstream_idle_timeout_ms);
-    struct timeval wt = rt;
-    bufferevent_set_timeouts(s->up->bev, &rt, &wt);
+    up_set_timeouts(s->up, s->w->cfg->upstream_idle_timeout_ms, s->w->cfg->upstream_idle_timeout_ms);
     return write_response_head(s);
 }
 

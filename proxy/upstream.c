@@ -46,9 +46,31 @@ struct pool *pool_new(struct worker *w)
 void pool_key(char *buf, size_t cap, const char *sandbox_id,
               const char *address, unsigned port, const char *execution_id)
 {
-    /* executionId last: it is the only part that may contain '|'. */
-    snprintf(buf, cap, "%s|%s|%u|%s", sandbox_id, address, port,
-             execution_id ? execution_id : "");
+    /* executionId last: it is the only part that may contain '|'. Built by
+     * hand: this runs per request and printf is the slow way. */
+    char digits[6];
+    size_t nd = 0;
+    do {
+        digits[nd++] = (char)('0' + port % 10);
+        port /= 10;
+    } while (port && nd < sizeof(digits));
+    size_t o = 0;
+    const char *parts[3] = {sandbox_id, address, execution_id ? execution_id : ""};
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(parts[i]);
+        if (o + n + 8 >= cap)
+            n = cap > o + 8 ? cap - o - 8 : 0;
+        memcpy(buf + o, parts[i], n);
+        o += n;
+        if (i == 1) { /* "|<port>" after the address */
+            buf[o++] = '|';
+            while (nd)
+                buf[o++] = digits[--nd];
+        }
+        if (i < 2)
+            buf[o++] = '|';
+    }
+    buf[o] = '\0';
 }
 
 static void bucket_unlink(struct upconn *c)
@@ -142,10 +164,14 @@ void pool_release(struct upconn *c)
     b->idle.next->prev = c;
     b->idle.next = c;
     b->count++;
-    struct timeval tv = {cfg->upstream_pool_idle_timeout_ms / 1000,
-                         (cfg->upstream_pool_idle_timeout_ms % 1000) * 1000};
     bufferevent_setcb(c->bev, idle_read_cb, NULL, idle_event_cb, c);
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    if (c->read_timeout_ms != cfg->upstream_pool_idle_timeout_ms) {
+        struct timeval tv = {cfg->upstream_pool_idle_timeout_ms / 1000,
+                             (cfg->upstream_pool_idle_timeout_ms % 1000) * 1000};
+        bufferevent_set_timeouts(c->bev, &tv, NULL);
+        c->read_timeout_ms = cfg->upstream_pool_idle_timeout_ms;
+        c->write_timeout_ms = 0;
+    }
     bufferevent_enable(c->bev, EV_READ);
 }
 

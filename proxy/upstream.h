@@ -23,6 +23,8 @@ struct upconn {
     struct bufferevent *bev;      /* NULL while connecting */
     char *key;
     bool reused;                  /* came from the pool */
+    int read_timeout_ms;          /* what the bufferevent has now */
+    int write_timeout_ms;
     /* connecting */
     int fd;
     int err;                      /* connect() failed at once */
