@@ -22,7 +22,10 @@ void metrics_observe_request(struct metrics *m, int status, uint64_t dur_us)
     METRIC_ADD(m, duration_sum_us, dur_us);
 }
 
-#define LOAD(p) __atomic_load_n(&(p), __ATOMIC_RELAXED)
+void metrics_observe_outcome(struct metrics *m, int outcome)
+{
+    METRIC_INC(m, requests_by_outcome[outcome]);
+}
 
 static uint64_t sum_u64(struct metrics *const *all, int n, size_t offset)
 {
@@ -56,6 +59,13 @@ void metrics_render(struct evbuffer *out, struct metrics *const *all, int n)
             out, "edgeproxy_requests_total{class=\"%s\"} %llu\n", classes[idx],
             (unsigned long long)SUM(requests_by_class[idx]));
     }
+    static const char *const outcomes[OUTCOME_COUNT] = {"aborted", "upstream", "proxy"};
+    evbuffer_add_printf(out, "# HELP edgeproxy_requests_by_outcome_total Requests by who "
+                             "answered: the sandbox, the proxy itself, or nobody (aborted).\n"
+                             "# TYPE edgeproxy_requests_by_outcome_total counter\n");
+    for (int o = 0; o < OUTCOME_COUNT; o++)
+        evbuffer_add_printf(out, "edgeproxy_requests_by_outcome_total{outcome=\"%s\"} %llu\n",
+                            outcomes[o], (unsigned long long)SUM(requests_by_outcome[o]));
     evbuffer_add_printf(out,
                         "# HELP edgeproxy_request_duration_seconds Time from "
                         "request head to end of response.\n"

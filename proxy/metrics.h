@@ -8,8 +8,17 @@
 
 #define METRICS_DURATION_BUCKETS 12
 
+/* How an exchange ended. */
+enum outcome {
+    OUTCOME_ABORTED = 0,   /* no complete response: client left, upstream cut */
+    OUTCOME_UPSTREAM = 1,  /* the sandbox answered */
+    OUTCOME_PROXY = 2,     /* the proxy answered itself (SPEC section 6) */
+    OUTCOME_COUNT = 3,
+};
+
 struct metrics {
     uint64_t requests_by_class[6];    /* [1]..[5] = 1xx..5xx, [0] other */
+    uint64_t requests_by_outcome[OUTCOME_COUNT];
     uint64_t duration_buckets[METRICS_DURATION_BUCKETS];
     uint64_t duration_count;
     uint64_t duration_sum_us;
@@ -36,6 +45,7 @@ extern const double metrics_duration_bounds[METRICS_DURATION_BUCKETS];
 #define METRIC_DEC(m, field) METRIC_ADD(m, field, -1)
 
 void metrics_observe_request(struct metrics *m, int status, uint64_t dur_us);
+void metrics_observe_outcome(struct metrics *m, int outcome);
 
 struct evbuffer;
 /* Appends the Prometheus text exposition of the sum of `n` workers. */

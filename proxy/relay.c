@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "access_log.h"
 #include "config.h"
 #include "head.h"
 #include "log.h"
@@ -511,6 +512,7 @@ static void response_complete(struct session *s)
 {
     struct upconn *c = s->up;
     s->status = s->resp.status_code;
+    s->outcome = OUTCOME_UPSTREAM;
     if (s->status == 101) {
         tunnel_start(s);
         return;
@@ -632,6 +634,8 @@ static void tunnel_start(struct session *s)
     const struct config *cfg = s->w->cfg;
     s->state = SS_TUNNEL;
     metrics_observe_request(&s->w->metrics, 101, worker_now_us() - s->start_us);
+    metrics_observe_outcome(&s->w->metrics, OUTCOME_UPSTREAM);
+    access_log_request(s, worker_now_us() - s->start_us);
     s->start_us = 0; /* counted now; the tunnel's life is not a request */
     struct timeval idle = ms_tv(cfg->websocket_idle_timeout_ms);
     struct timeval wt = ms_tv(cfg->upstream_idle_timeout_ms);

@@ -109,9 +109,11 @@ static void set_timer(struct session *s, int ms)
 static void finish_request(struct session *s)
 {
     struct worker *w = s->w;
-    if (s->start_us && s->status) {
+    if (s->start_us && s->head_bytes) {
         uint64_t dur = worker_now_us() - s->start_us;
-        metrics_observe_request(&w->metrics, s->status, dur);
+        if (s->status)
+            metrics_observe_request(&w->metrics, s->status, dur);
+        metrics_observe_outcome(&w->metrics, s->outcome);
         access_log_request(s, dur);
     }
     s->start_us = 0;
@@ -237,6 +239,7 @@ static void begin_request(struct session *s)
     s->start_us = worker_now_us();
     s->status = 0;
     s->bytes_out = 0;
+    s->outcome = OUTCOME_ABORTED;
     s->upstream_used = false;
     s->req_done = s->req_has_body = s->req_body_started = false;
     s->resp_head_done = s->resp_done = s->close_after = s->dechunk = false;
@@ -311,6 +314,7 @@ void session_reply(struct session *s, struct reply *r)
         s->bytes_out += (uint64_t)len;
     }
     s->status = r->status;
+    s->outcome = OUTCOME_PROXY;
     METRIC_INC(&s->w->metrics, rejected_by_proxy);
     if (r->close) {
         /* Request bytes we will never read: linger so they do not turn into

@@ -67,6 +67,7 @@ struct session {
     uint64_t start_us;
     int status;                         /* what the client got */
     uint64_t bytes_out;                 /* response bytes to the client */
+    int outcome;                        /* enum outcome */
     bool upstream_used;                 /* an upstream was tried */
     bool req_done;                      /* request message complete */
     bool req_has_body;
