@@ -219,31 +219,6 @@ static int resp_on_message_begin(llhttp_t *p)
         head_reset(s->ph);
     return s->ph ? 0 : HPE_USER;
 }
-static int resp_on_status(llhttp_t *p, const char *at, size_t len)
-{
-    struct session *s = p->data;
-    return head_on_url(s->ph, at, len) ? HPE_USER : 0;
-}
-static int resp_on_field(llhttp_t *p, const char *at, size_t len)
-{
-    struct session *s = p->data;
-    return head_on_field(s->ph, at, len) ? HPE_USER : 0;
-}
-static int resp_on_field_done(llhttp_t *p)
-{
-    struct session *s = p->data;
-    return head_on_field_done(s->ph);
-}
-static int resp_on_value(llhttp_t *p, const char *at, size_t len)
-{
-    struct session *s = p->data;
-    return head_on_value(s->ph, at, len) ? HPE_USER : 0;
-}
-static int resp_on_value_done(llhttp_t *p)
-{
-    struct session *s = p->data;
-    return head_on_value_done(s->ph);
-}
 static int resp_on_headers_complete(llhttp_t *p)
 {
     return HPE_PAUSED;
@@ -276,12 +251,8 @@ static void init_resp_settings_once(void)
     if (__atomic_exchange_n(&done, 1, __ATOMIC_ACQ_REL))
         return;
     llhttp_settings_init(&resp_settings);
+    session_head_callbacks(&resp_settings);
     resp_settings.on_message_begin = resp_on_message_begin;
-    resp_settings.on_status = resp_on_status;
-    resp_settings.on_header_field = resp_on_field;
-    resp_settings.on_header_field_complete = resp_on_field_done;
-    resp_settings.on_header_value = resp_on_value;
-    resp_settings.on_header_value_complete = resp_on_value_done;
     resp_settings.on_headers_complete = resp_on_headers_complete;
     resp_settings.on_body = resp_on_body;
     resp_settings.on_message_complete = resp_on_message_complete;

@@ -39,31 +39,44 @@ static void parse_head(struct session *s);
 
 /* ---- llhttp request callbacks ---- */
 
-static int req_on_url(llhttp_t *p, const char *at, size_t len)
+/* The head being collected by parser p: the request's or the response's.
+ * One set of span callbacks serves both parsers. */
+static struct head *head_of(llhttp_t *p)
 {
     struct session *s = p->data;
-    return head_on_url(s->rh, at, len) ? HPE_USER : 0;
+    return p == &s->req ? s->rh : s->ph;
 }
-static int req_on_field(llhttp_t *p, const char *at, size_t len)
+static int on_url_or_status(llhttp_t *p, const char *at, size_t len)
 {
-    struct session *s = p->data;
-    return head_on_field(s->rh, at, len) ? HPE_USER : 0;
+    return head_on_url(head_of(p), at, len) ? HPE_USER : 0;
 }
-static int req_on_field_done(llhttp_t *p)
+static int on_field(llhttp_t *p, const char *at, size_t len)
 {
-    struct session *s = p->data;
-    return head_on_field_done(s->rh);
+    return head_on_field(head_of(p), at, len) ? HPE_USER : 0;
 }
-static int req_on_value(llhttp_t *p, const char *at, size_t len)
+static int on_field_done(llhttp_t *p)
 {
-    struct session *s = p->data;
-    return head_on_value(s->rh, at, len) ? HPE_USER : 0;
+    return head_on_field_done(head_of(p));
 }
-static int req_on_value_done(llhttp_t *p)
+static int on_value(llhttp_t *p, const char *at, size_t len)
 {
-    struct session *s = p->data;
-    return head_on_value_done(s->rh);
+    return head_on_value(head_of(p), at, len) ? HPE_USER : 0;
 }
+static int on_value_done(llhttp_t *p)
+{
+    return head_on_value_done(head_of(p));
+}
+
+void session_head_callbacks(llhttp_settings_t *st)
+{
+    st->on_url = on_url_or_status;
+    st->on_status = on_url_or_status;
+    st->on_header_field = on_field;
+    st->on_header_field_complete = on_field_done;
+    st->on_header_value = on_value;
+    st->on_header_value_complete = on_value_done;
+}
+
 /* Pauses so routing (maybe a Redis round trip) can run before any body byte
  * is consumed; the parser resumes exactly here. */
 static int req_on_headers_complete(llhttp_t *p)
@@ -87,11 +100,7 @@ static void init_settings_once(void)
     if (__atomic_exchange_n(&done, 1, __ATOMIC_ACQ_REL))
         return;
     llhttp_settings_init(&req_settings);
-    req_settings.on_url = req_on_url;
-    req_settings.on_header_field = req_on_field;
-    req_settings.on_header_field_complete = req_on_field_done;
-    req_settings.on_header_value = req_on_value;
-    req_settings.on_header_value_complete = req_on_value_done;
+    session_head_callbacks(&req_settings);
     req_settings.on_headers_complete = req_on_headers_complete;
     req_settings.on_message_complete = req_on_message_complete;
 }

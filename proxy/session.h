@@ -136,6 +136,10 @@ void session_leave(struct session *s);
 /* Drain: close if idle, otherwise close after the current response. */
 void session_drain(struct session *s);
 
+/* Sets the span callbacks that collect a head into s->rh (request parser)
+ * or s->ph (response parser). */
+void session_head_callbacks(llhttp_settings_t *st);
+
 /* route.c */
 void route_request(struct session *s);
 
