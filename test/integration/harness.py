@@ -168,12 +168,15 @@ class RedisServer:
     """A real redis-server on 127.0.0.1:<port>, foreground, no persistence.
     Stopped by pid."""
 
-    def __init__(self, workdir, port=None, exe="/usr/bin/redis-server", password=None):
+    def __init__(self, workdir, port=None, exe="/usr/bin/redis-server", password=None,
+                 extra_args=()):
+        """extra_args: more redis-server options, e.g. redis_debug_args()."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.exe = exe
         self.password = password
+        self.extra_args = list(extra_args)
         self.proc = None
         self._client = None
 
@@ -183,7 +186,8 @@ class RedisServer:
             [self.exe, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--daemonize", "no",
              "--dir", str(self.workdir), "--protected-mode", "no"] +
-            (["--requirepass", self.password] if self.password else []),
+            (["--requirepass", self.password] if self.password else []) +
+            self.extra_args,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + timeout
@@ -219,6 +223,14 @@ class RedisServer:
     def url(self):
         return "redis://127.0.0.1:%d/0" % self.port
 
+    def pause(self):
+        """SIGSTOP: the server keeps its sockets but answers nothing (a
+        network black hole, as far as its clients can tell)."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def stop(self):
         if self._client is not None:
             try:
@@ -227,6 +239,7 @@ class RedisServer:
                 pass
             self._client = None
         if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # in case it was paused
             os.kill(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(5)
@@ -252,6 +265,21 @@ class RedisServer:
     def invalidate(self, sid, prefix="sandbox:"):
         """PUBLISH <prefix>invalidate <sid>; returns the receiver count."""
         return self.client.publish(prefix + "invalidate", sid)
+
+
+def redis_version(exe="/usr/bin/redis-server"):
+    """(major, minor, patch) of redis-server --version."""
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    for word in out.split():
+        if word.startswith("v="):
+            return tuple(int(x) for x in word[2:].split(".")[:3])
+    return (0, 0, 0)
+
+
+def redis_debug_args(exe="/usr/bin/redis-server"):
+    """Options that allow DEBUG (SLEEP...) from any client: Redis 7 refuses
+    DEBUG unless enable-debug-command says so; older ones have no option."""
+    return ["--enable-debug-command", "yes"] if redis_version(exe) >= (7, 0, 0) else []
 
 
 def public_record(port=None, address="127.0.0.1", **extra):
