@@ -14,6 +14,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "json_guard.h"
+
 /* Durations above a day are typos, and keeping them there means ms * 1000
  * never overflows an int64 of microseconds anywhere downstream. */
 #define MS_MAX 86400000
@@ -225,37 +227,6 @@ bool config_cidr_match(const struct config_cidr *nets, size_t count,
 }
 
 /* ---- JSON helpers -------------------------------------------------------- */
-
-/* Offset of the first byte that can never be JSON here, or -1. cJSON lets
- * raw control bytes through inside strings and cuts strings at "\u0000";
- * a path that silently ends early is worse than an error. */
-static long json_prescan(const char *s, size_t len)
-{
-    bool in_string = false, escape = false;
-
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if (c < 0x20) {
-            if (in_string || (c != '\t' && c != '\n' && c != '\r'))
-                return (long)i;
-            continue;
-        }
-        if (!in_string) {
-            if (c == '"')
-                in_string = true;
-        } else if (escape) {
-            escape = false;
-            if (c == 'u' && len - i > 4 && memcmp(s + i + 1, "0000", 4) == 0)
-                return (long)i;
-        } else if (c == '\\') {
-            escape = true;
-        } else if (c == '"') {
-            in_string = false;
-        }
-    }
-    return -1;
-}
 
 static int json_error(const char *json, size_t len, size_t off, char *err,
                       size_t errlen)
@@ -1036,7 +1007,7 @@ int config_parse(const char *json, size_t len, struct config *cfg, char *err,
     config_defaults(cfg);
     if (json == NULL)
         return fail(err, errlen, "not valid JSON near line 1, column 1");
-    bad = json_prescan(json, len);
+    bad = json_guard_scan(json, len);
     if (bad >= 0)
         return json_error(json, len, (size_t)bad, err, errlen);
     root = cJSON_ParseWithLengthOpts(json, len, &end, 0);

@@ -1,5 +1,6 @@
 /* The routing record from Redis: SPEC section 4. */
 #include "record.h"
+#include "json_guard.h"
 
 #include <arpa/inet.h>
 #include <math.h>
@@ -22,39 +23,6 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-/* cJSON accepts raw control bytes inside strings, and turns "\u0000" into a
- * C string that silently ends early: a token "abc\u0000xyz" would compare
- * equal to "abc". RFC 8259 section 7 forbids the former; we refuse both
- * before cJSON sees the text. Also catches NUL bytes anywhere. */
-static int json_prescan(const char *s, size_t len)
-{
-    bool in_string = false, escape = false;
-
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if (c < 0x20) {
-            if (in_string)
-                return -1;
-            if (c != '\t' && c != '\n' && c != '\r')
-                return -1;
-            continue;
-        }
-        if (!in_string) {
-            if (c == '"')
-                in_string = true;
-        } else if (escape) {
-            escape = false;
-            if (c == 'u' && len - i > 4 && memcmp(s + i + 1, "0000", 4) == 0)
-                return -1;
-        } else if (c == '\\') {
-            escape = true;
-        } else if (c == '"') {
-            in_string = false;
-        }
-    }
-    return 0;
-}
 
 /* The one object member named `name`; -1 when it appears twice (which
  * value would the control plane have meant?). NULL member = absent. */
@@ -130,7 +98,7 @@ int record_parse(const char *json, size_t len, struct record **out, char *err,
     struct record *r = NULL;
 
     *out = NULL;
-    if (json == NULL || json_prescan(json, len) == -1) {
+    if (json == NULL || json_guard_scan(json, len) != -1) {
         set_err(err, errlen, "not valid JSON");
         goto fail;
     }

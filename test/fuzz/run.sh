@@ -34,8 +34,8 @@ CFLAGS=(-std=gnu11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
 # name: the harness source's extra sources and libraries.
 declare -A EXTRA=(
     [host]="common/host.c"
-    [record]="common/record.c -lcjson"
-    [config]="common/config.c common/host.c -lcjson -lm"
+    [record]="common/record.c common/json_guard.c -lcjson"
+    [config]="common/config.c common/json_guard.c common/host.c -lcjson -lm"
     [reply]="common/reply.c -lcjson"
     [proxy_proto]="common/proxy_proto.c"
     [http_head]="proxy/head.c $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c"
