@@ -379,6 +379,7 @@ static void relay_start(struct session *s, struct upconn *c)
 {
     const struct config *cfg = s->w->cfg;
     s->up = c;
+    s->up_closed = false;
     s->state = SS_FORWARDING;
     s->resp_head_done = s->resp_done = false;
     init_resp_settings_once();
@@ -488,7 +489,7 @@ static void response_complete(struct session *s)
         tunnel_start(s);
         return;
     }
-    bool reuse = s->req_done && llhttp_should_keep_alive(&s->resp) &&
+    bool reuse = s->req_done && !s->up_closed && llhttp_should_keep_alive(&s->resp) &&
                  evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
                  evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
     if (!s->req_done) {
@@ -702,7 +703,9 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         else
             upstream_failed(s, 502, "upstream stalled mid-response");
     } else {
-        /* Parse what arrived before the close first. */
+        /* Parse what arrived before the close first; the connection itself
+         * must not go back to the pool. */
+        s->up_closed = true;
         if (!s->up_paused)
             pump_response(s);
         if (!s->closing && s->state == SS_FORWARDING && s->up && !s->resp_done) {

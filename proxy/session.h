@@ -84,6 +84,7 @@ struct session {
                                            backpressure */
     bool up_paused;                     /* upstream reading stopped */
     bool up_eof_pending;                /* upstream closed while paused */
+    bool up_closed;                     /* upstream EOF/error seen */
     bool linger;                        /* unread input when closing */
     bool lingering;                     /* half-closed, discarding input */
     const char *host;                   /* view into rh: the Host the
