@@ -7,6 +7,8 @@ Python 3 stdlib only. Everything binds to 127.0.0.1.
 import copy
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -777,3 +779,69 @@ def check_error(resp, status, sandbox_id=None, port=None, connection_limit=None,
         assert body.get("connectionLimit") == connection_limit, body
     assert set(body) == want, "fields %r, expected exactly %r" % (sorted(body), sorted(want))
     return body
+
+
+# --------------------------------------------------------------------------
+# wrk (load generator): started in the background, output parsed
+
+
+def wrk_exe():
+    """Path of wrk, or None when it is not installed."""
+    return shutil.which("wrk")
+
+
+class WrkResult:
+    def __init__(self, text, returncode):
+        self.text = text
+        self.returncode = returncode
+        m = re.search(r"^\s*(\d+) requests in ", text, re.M)
+        self.requests = int(m.group(1)) if m else None
+        # Both lines are absent when their counts are zero.
+        m = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
+        self.non_2xx = int(m.group(1)) if m else 0
+        self.has_non_2xx_line = m is not None
+        m = re.search(r"Socket errors:\s*connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+        self.socket_errors = dict(zip(("connect", "read", "write", "timeout"),
+                                      (int(x) for x in m.groups()))) if m else {}
+        self.has_socket_errors_line = "Socket errors" in text
+
+    def __repr__(self):
+        return "<WrkResult rc=%s requests=%s non_2xx=%d socket_errors=%r>\n%s" % (
+            self.returncode, self.requests, self.non_2xx, self.socket_errors, self.text)
+
+
+class Wrk:
+    """wrk -t<threads> -c<conns> -d<duration>s against 127.0.0.1:<port><path>
+    with the given Host, in the background. Bounded: at most 16 connections
+    and 10 s."""
+
+    def __init__(self, port, host, path="/", duration=3, conns=16, threads=2,
+                 headers=(), timeout_s=5):
+        assert conns <= 16 and duration <= 10, "keep wrk runs bounded"
+        exe = wrk_exe()
+        if exe is None:
+            raise RuntimeError("wrk is not installed")
+        self.duration = duration
+        args = [exe, "-t%d" % min(threads, conns), "-c%d" % conns, "-d%ds" % duration,
+                "--timeout", "%ds" % timeout_s, "-H", "Host: %s" % host]
+        for k, v in headers:
+            args += ["-H", "%s: %s" % (k, v)]
+        args.append("http://127.0.0.1:%d%s" % (port, path))
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def result(self):
+        try:
+            out, _ = self.proc.communicate(timeout=self.duration + 30)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            out, _ = self.proc.communicate()
+        return WrkResult(out.decode(errors="replace"), self.proc.returncode)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)

@@ -14,7 +14,9 @@ headers (they pass through the proxy like any other header):
   X-Test-Body-Size: N        answer with N bytes of a fixed pattern instead of JSON
   X-Test-Discard-Body: 1     keep only the length and sha256 of the request body
   X-Test-Partial: N          send the head and only N body bytes, then
-  X-Test-Partial-Then: close | hold:NAME   close at once, or stall until released
+  X-Test-Partial-Then: close | reset | hold:NAME
+                             close at once (FIN), reset (RST), or stall
+                             until released
   X-Test-Headers: JSON       extra response headers, [["Name", "value"], ...]
   X-Test-No-Length: 1        no Content-Length, no chunking: the body ends at close
   X-Test-Reset: 1            close the connection (RST) without answering
@@ -403,6 +405,8 @@ class EchoUpstream:
             then = rec.header("x-test-partial-then", "close")
             if then.startswith("hold:"):
                 self._hold_event(then[5:]).wait(20)
+            elif then == "reset":
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return False
         if rec.method != "HEAD" and status not in (204, 304):
             if chunked:
