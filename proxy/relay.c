@@ -658,9 +658,33 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
 }
 
 /* Upstream output drained below the low-water mark: resume the client. */
+void relay_tunnel_client_gone(struct session *s)
+{
+    if (!s->up) {
+        session_close(s, false);
+        return;
+    }
+    tunnel_move(s, s->cbev, s->up->bev);
+    bufferevent_disable(s->cbev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(s->up->bev)) == 0) {
+        session_close(s, false);
+        return;
+    }
+    s->tunnel_flushing_up = true;
+    bufferevent_setwatermark(s->up->bev, EV_WRITE, 0, 0); /* call back at empty */
+}
+
 static void up_write_cb(struct bufferevent *bev, void *arg)
 {
     struct session *s = arg;
+    if (s->tunnel_flushing_up) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+            session_enter(s);
+            session_close(s, false);
+            session_leave(s);
+        }
+        return;
+    }
     if (!s->client_paused)
         return;
     session_enter(s);

@@ -511,8 +511,7 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
         s->client_keepalive = false;
         bufferevent_disable(bev, EV_READ);
     } else if (s->state == SS_TUNNEL && (what & BEV_EVENT_EOF)) {
-        relay_tunnel_client_read(s);
-        session_close(s, false);
+        relay_tunnel_client_gone(s);
     } else {
         session_close(s, false);
     }

@@ -85,6 +85,7 @@ struct session {
     bool up_paused;                     /* upstream reading stopped */
     bool up_eof_pending;                /* upstream closed while paused */
     bool up_closed;                     /* upstream EOF/error seen */
+    bool tunnel_flushing_up;            /* client gone, upstream draining */
     bool linger;                        /* unread input when closing */
     bool lingering;                     /* half-closed, discarding input */
     const char *host;                   /* view into rh: the Host the
@@ -151,5 +152,7 @@ void relay_abort_upstream(struct session *s);
 void relay_on_client_writable(struct session *s);
 void relay_tunnel_client_read(struct session *s);
 void relay_tunnel_idle(struct session *s, struct bufferevent *side);
+/* The client closed its side of a tunnel: deliver what it said, then close. */
+void relay_tunnel_client_gone(struct session *s);
 
 #endif
