@@ -845,3 +845,116 @@ class Wrk:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
+
+
+# --------------------------------------------------------------------------
+# A TCP relay that can cut the network silently
+
+
+class TcpRelay:
+    """127.0.0.1:<port> -> 127.0.0.1:<target_port>, byte for byte, two
+    threads per connection.
+
+    cut(): every connection open at that moment goes silent, as in a network
+    partition or a failover to another server: the server side is closed (the
+    server forgets the client), while the client's socket stays open and
+    gets nothing, no FIN, no RST; what the client sends is swallowed.
+    Connections made after cut() are relayed normally."""
+
+    def __init__(self, target_port, host="127.0.0.1"):
+        self.target = (host, target_port)
+        self.lock = threading.Lock()
+        self.pairs = []  # [client_sock, server_sock, cut_flag(list)]
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind((host, 0))
+        self.lsock.listen(64)
+        self.lsock.settimeout(0.1)
+        self.port = self.lsock.getsockname()[1]
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept_loop, daemon=True,
+                                       name="relay-%d" % self.port)
+        self.thread.start()
+
+    def _accept_loop(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                s = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                c.close()
+                continue
+            c.settimeout(None)
+            s.settimeout(None)
+            pair = [c, s, [False]]
+            with self.lock:
+                self.pairs.append(pair)
+            threading.Thread(target=self._pump, args=(pair, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(pair, False), daemon=True).start()
+
+    def _pump(self, pair, upstream):
+        c, s, cut = pair
+        src, dst = (c, s) if upstream else (s, c)
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if cut[0]:
+                if upstream and data:
+                    continue  # swallowed: the client's bytes go nowhere
+                if upstream or not data:
+                    break     # the client closed, or our server side did
+                continue
+            if not data:
+                break
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+        if not cut[0] or upstream:
+            self._close(pair)
+
+    @staticmethod
+    def _close(pair):
+        for sock in pair[:2]:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def connections(self):
+        with self.lock:
+            return sum(1 for p in self.pairs if not p[2][0])
+
+    def cut(self):
+        with self.lock:
+            pairs = [p for p in self.pairs if not p[2][0]]
+            for p in pairs:
+                p[2][0] = True
+        for p in pairs:
+            try:
+                p[1].shutdown(socket.SHUT_RDWR)  # the server forgets us
+            except OSError:
+                pass
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(2)
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+        with self.lock:
+            pairs = list(self.pairs)
+        for p in pairs:
+            self._close(p)
