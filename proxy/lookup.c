@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "host.h"
 #include "conn_limit.h"
@@ -22,6 +23,7 @@
 /* Consecutive GET timeouts after which the connection is presumed dead
  * (a network cut without RST never errors by itself). */
 #define TIMEOUTS_BEFORE_RECONNECT 3
+#define HEARTBEAT_MS 500
 
 struct cache_entry {
     struct strmap_node node;        /* keyed by id */
@@ -52,11 +54,21 @@ struct lookup {
     struct strmap table;            /* sandbox id -> cache_entry */
     struct redis_link data, sub;
     int consecutive_timeouts;
+    /* Liveness: the data link PUBLISHes to a channel only this worker's
+     * subscriber listens to. An unanswered PUBLISH means the data link is
+     * dead; an unreceived heartbeat means the subscription is. Either can
+     * die silently (partition, failover) without a FIN or RST. */
+    char heartbeat_channel[96];
+    struct event *heartbeat_ev;
+    uint64_t publish_sent_ms;       /* 0 when no PUBLISH is outstanding */
+    uint64_t publish_answered_ms;
+    uint64_t heartbeat_seen_ms;
     struct event *sweep_ev;
     bool closing;
 };
 
 static void link_connect(struct redis_link *l);
+static void link_drop(struct redis_link *l, const char *why);
 static void entry_fetch(struct cache_entry *e);
 
 /* ---- route records ---- */
@@ -184,7 +196,9 @@ static void entry_timeout_cb(evutil_socket_t fd, short what, void *arg)
         log_warn("redis: %d GETs timed out in a row, reconnecting",
                  lk->consecutive_timeouts);
         lk->consecutive_timeouts = 0;
-        redisAsyncDisconnect(lk->data.ac);
+        /* Not redisAsyncDisconnect: it waits for the pending replies, which
+         * a silent network cut never delivers. */
+        link_drop(&lk->data, "stopped answering");
     }
 }
 
@@ -386,12 +400,19 @@ static void sub_cb(redisAsyncContext *ac, void *r, void *privdata)
     redisReply *kind = reply->element[0];
     if (kind->type != REDIS_REPLY_STRING)
         return;
-    if (strcmp(kind->str, "message") == 0 &&
+    if (strcmp(kind->str, "message") == 0 && reply->element[1]->type == REDIS_REPLY_STRING &&
+        strcmp(reply->element[1]->str, lk->heartbeat_channel) == 0) {
+        lk->heartbeat_seen_ms = worker_now_ms();
+    } else if (strcmp(kind->str, "message") == 0 &&
         reply->element[2]->type == REDIS_REPLY_STRING) {
         purge(lk, reply->element[2]->str, reply->element[2]->len);
     } else if (strcmp(kind->str, "subscribe") == 0) {
         /* Invalidations published while we were not subscribed are lost:
          * after every (re)subscription, treat the whole cache as stale. */
+        lk->heartbeat_seen_ms = worker_now_ms();
+        if (reply->element[1]->type == REDIS_REPLY_STRING &&
+            strcmp(reply->element[1]->str, lk->heartbeat_channel) == 0)
+            return;
         purge_all(lk);
         log_info("redis: worker %d subscribed to %sinvalidate", lk->w->id,
                  lk->w->cfg->key_prefix);
@@ -407,12 +428,73 @@ static void schedule_reconnect(struct redis_link *l)
 {
     l->ac = NULL;
     l->connected = false;
+    if (!l->subscriber)
+        l->lk->publish_sent_ms = 0;
     if (l->lk->closing)
         return;
     struct timeval tv = {l->backoff_ms / 1000, (l->backoff_ms % 1000) * 1000};
     evtimer_add(l->reconnect_ev, &tv);
     l->backoff_ms = l->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
                                                          : l->backoff_ms * 2;
+}
+
+/* Frees the connection now; pending GETs are answered as failures (their
+ * callbacks see l->ac == NULL and answer from the stale cache or 503). */
+static void link_close(struct redis_link *l)
+{
+    redisAsyncContext *ac = l->ac;
+    l->ac = NULL;
+    l->connected = false;
+    if (!l->subscriber)
+        l->lk->publish_sent_ms = 0;
+    if (ac) {
+        ac->data = NULL; /* its disconnect callback must not reschedule */
+        redisAsyncFree(ac);
+    }
+}
+
+/* Closes at once (pending GETs are answered as failures) and reconnects
+ * with backoff. Never called from inside a hiredis callback. */
+static void link_drop(struct redis_link *l, const char *why)
+{
+    log_warn("redis: %s connection %s, reconnecting", l->subscriber ? "subscriber" : "data",
+             why);
+    METRIC_INC(&l->lk->w->metrics, redis_errors);
+    link_close(l);
+    schedule_reconnect(l);
+}
+
+static void publish_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct lookup *lk = privdata;
+    if (!r || lk->closing)
+        return;
+    lk->publish_sent_ms = 0;
+    lk->publish_answered_ms = worker_now_ms();
+}
+
+static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct lookup *lk = arg;
+    uint64_t now = worker_now_ms();
+    uint64_t limit = (uint64_t)lk->w->cfg->redis_timeout_ms;
+    if (lk->data.connected && lk->publish_sent_ms && now - lk->publish_sent_ms > limit) {
+        lk->publish_sent_ms = 0;
+        link_drop(&lk->data, "stopped answering");
+        return;
+    }
+    /* The subscriber is judged only while the data link demonstrably works:
+     * a heartbeat published and answered, yet not received. */
+    if (lk->sub.connected && lk->publish_answered_ms > lk->heartbeat_seen_ms &&
+        lk->publish_answered_ms - lk->heartbeat_seen_ms > limit + HEARTBEAT_MS) {
+        lk->heartbeat_seen_ms = now;
+        link_drop(&lk->sub, "stopped delivering messages");
+        return;
+    }
+    if (lk->data.connected && !lk->publish_sent_ms && lk->sub.connected &&
+        redisAsyncCommand(lk->data.ac, publish_cb, lk, "PUBLISH %s 1",
+                          lk->heartbeat_channel) == REDIS_OK)
+        lk->publish_sent_ms = now;
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -432,6 +514,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     l->connected = true;
     l->backoff_ms = RECONNECT_MIN_MS;
+    if (l->subscriber)
+        l->lk->heartbeat_seen_ms = worker_now_ms(); /* judged from now on */
     if (l->failures)
         log_info("redis: %s connection restored after %d failed tries",
                  l->subscriber ? "subscriber" : "data", l->failures);
@@ -472,8 +556,8 @@ static void link_connect(struct redis_link *l)
     if (cfg->redis_password)
         redisAsyncCommand(ac, NULL, NULL, "AUTH %s", cfg->redis_password);
     if (l->subscriber)
-        redisAsyncCommand(ac, sub_cb, l->lk, "SUBSCRIBE %sinvalidate",
-                          cfg->key_prefix);
+        redisAsyncCommand(ac, sub_cb, l->lk, "SUBSCRIBE %sinvalidate %s",
+                          cfg->key_prefix, l->lk->heartbeat_channel);
     else if (cfg->redis_db)
         redisAsyncCommand(ac, NULL, NULL, "SELECT %d", cfg->redis_db);
 }
@@ -501,6 +585,15 @@ struct lookup *lookup_new(struct worker *w)
         goto fail;
     struct timeval tv = {SWEEP_INTERVAL_MS / 1000, 0};
     evtimer_add(lk->sweep_ev, &tv);
+    static unsigned instance;
+    snprintf(lk->heartbeat_channel, sizeof(lk->heartbeat_channel), "%sheartbeat:%d:%d:%u",
+             w->cfg->key_prefix, (int)getpid(), w->id,
+             __atomic_fetch_add(&instance, 1, __ATOMIC_RELAXED));
+    lk->heartbeat_ev = event_new(w->base, -1, EV_PERSIST, heartbeat_cb, lk);
+    if (!lk->heartbeat_ev)
+        goto fail;
+    struct timeval hb = {HEARTBEAT_MS / 1000, (HEARTBEAT_MS % 1000) * 1000};
+    evtimer_add(lk->heartbeat_ev, &hb);
     if (link_init(lk, &lk->data, false) == -1 || link_init(lk, &lk->sub, true) == -1)
         goto fail;
     return lk;
@@ -532,6 +625,8 @@ void lookup_free(struct lookup *lk)
     link_free(&lk->sub);
     if (lk->sweep_ev)
         event_free(lk->sweep_ev);
+    if (lk->heartbeat_ev)
+        event_free(lk->heartbeat_ev);
     if (lk->table.buckets)
         strmap_each(&lk->table, free_entry_node, NULL);
     strmap_destroy(&lk->table);
@@ -546,13 +641,7 @@ static bool same_str(const char *a, const char *b)
 static void link_restart(struct redis_link *l)
 {
     evtimer_del(l->reconnect_ev);
-    if (l->ac) {
-        redisAsyncContext *ac = l->ac;
-        l->ac = NULL;
-        l->connected = false;
-        ac->data = NULL; /* its disconnect callback must not reschedule */
-        redisAsyncFree(ac);
-    }
+    link_close(l);
     l->backoff_ms = RECONNECT_MIN_MS;
     link_connect(l);
 }
