@@ -354,13 +354,22 @@ void relay_connect(struct session *s)
 
 /* ---- the exchange ---- */
 
+static void up_set_timeouts(struct upconn *c, int read_ms, int write_ms);
+
+/* The request's last byte is on its way: the body timeout (client) ends and
+ * the response timeout (upstream) starts, as with nginx's proxy_read_timeout;
+ * a slow upload must not count against the app's time to answer. */
 static void request_complete(struct session *s)
 {
-    /* The body timeout only covers reading a body. */
+    const struct config *cfg = s->w->cfg;
     if (s->req_has_body) {
-        struct timeval wt = ms_tv(s->w->cfg->upstream_idle_timeout_ms);
+        struct timeval wt = ms_tv(cfg->upstream_idle_timeout_ms);
         bufferevent_set_timeouts(s->cbev, NULL, &wt);
     }
+    if (s->up && s->up->bev && !s->resp_head_done)
+        up_set_timeouts(s->up, cfg->upstream_response_timeout_ms > 0 ? cfg->upstream_response_timeout_ms
+                                                                    : cfg->upstream_idle_timeout_ms,
+                        cfg->upstream_idle_timeout_ms);
 }
 
 /* bufferevent_set_timeouts re-adds both events: skip it when nothing
@@ -370,7 +379,7 @@ static void up_set_timeouts(struct upconn *c, int read_ms, int write_ms)
     if (c->read_timeout_ms == read_ms && c->write_timeout_ms == write_ms)
         return;
     struct timeval rt = ms_tv(read_ms), wt = ms_tv(write_ms);
-    bufferevent_set_timeouts(c->bev, &rt, &wt);
+    bufferevent_set_timeouts(c->bev, read_ms ? &rt : NULL, write_ms ? &wt : NULL);
     c->read_timeout_ms = read_ms;
     c->write_timeout_ms = write_ms;
 }
@@ -387,9 +396,10 @@ static void relay_start(struct session *s, struct upconn *c)
     s->resp.data = s;
     bufferevent_setcb(c->bev, up_read_cb, up_write_cb, up_event_cb, s);
     bufferevent_setwatermark(c->bev, EV_WRITE, SESSION_LOW_WATER, 0);
-    up_set_timeouts(c, cfg->upstream_response_timeout_ms > 0 ? cfg->upstream_response_timeout_ms
-                                                              : cfg->upstream_idle_timeout_ms,
-                    cfg->upstream_idle_timeout_ms);
+    /* No read timeout while the request is still going up: the app is
+     * allowed to be silent while it receives a body (request_complete arms
+     * it). The write timeout catches an app that stops taking the body. */
+    up_set_timeouts(c, 0, cfg->upstream_idle_timeout_ms);
     if (write_request_head(s, bufferevent_get_output(c->bev)) == -1) {
         upstream_failed(s, 502, "request head too large to forward");
         return;
@@ -399,15 +409,16 @@ static void relay_start(struct session *s, struct upconn *c)
         llhttp_resume(&s->req);
         if (!s->req_has_body) {
             llhttp_execute(&s->req, "", 0); /* reaches message-complete */
-            request_complete(s);
         } else {
             struct timeval bt = ms_tv(cfg->client_body_timeout_ms);
             struct timeval wt = ms_tv(cfg->upstream_idle_timeout_ms);
             bufferevent_set_timeouts(s->cbev, &bt, &wt);
             bufferevent_enable(s->cbev, EV_READ);
-            relay_pump_request(s);
+            relay_pump_request(s); /* calls request_complete at the end */
+            return;
         }
     }
+    request_complete(s); /* bodyless, or a retry of a complete request */
 }
 
 void relay_pump_request(struct session *s)

@@ -144,3 +144,20 @@ def test_websocket_idle_timeout(proxy, upstream, routed):
         # ...silence closes it
         dt, data = closed_within(c, 8 * T)
         assert dt < 6 * T, "idle tunnel open %.1fs" % dt
+
+
+def test_slow_upload_is_not_an_upstream_timeout(proxy, upstream, routed):
+    """The upstream's timeouts start once the request is sent: an upload that
+    takes 4 x the upstream idle timeout (each pause shorter than the body
+    timeout) is answered by the app, not cut with a 504."""
+    sid, host = routed
+    body = b"x" * 40
+    with proxy.connect(timeout=10) as c:
+        c.send(build_request("POST", "/r/%s/slowup" % sid, host, [("Content-Length", str(len(body)))]))
+        for i in range(0, len(body), 5):
+            time.sleep(T / 2)
+            c.send(body[i:i + 5])
+        r = c.read_response()
+    assert r.status == 200, r
+    got = upstream.requests_for("/r/%s/slowup" % sid)
+    assert len(got) == 1 and got[0].body == body
