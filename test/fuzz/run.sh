@@ -16,7 +16,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 
 CLANG=${CLANG:-clang}
-OUT=build/fuzz
+OUT=${FUZZ_OUT:-build/fuzz}
 LLHTTP_SRC=/usr/share/llhttp
 LLHTTP_INC=/usr/share/include/llhttp
 JOBS=${FUZZ_JOBS:-1}
@@ -31,14 +31,17 @@ CFLAGS=(-std=gnu11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
         -DLLHTTP_STRICT_MODE=1 -Icommon -Iproxy -I"$LLHTTP_INC")
 
-# name: the harness source's extra sources and libraries.
+# Every harness links all of common/ (pure code, no main(): a module that
+# starts depending on another, like config.c on json_guard.c, keeps linking);
+# the HTTP one adds the proxy's head collector and llhttp.
+COMMON_LIBS="$(ls common/*.c | tr '\n' ' ') -lcjson -lm"
 declare -A EXTRA=(
-    [host]="common/host.c"
-    [record]="common/record.c common/json_guard.c -lcjson"
-    [config]="common/config.c common/json_guard.c common/host.c -lcjson -lm"
-    [reply]="common/reply.c -lcjson"
-    [proxy_proto]="common/proxy_proto.c"
-    [http_head]="proxy/head.c $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c"
+    [host]="$COMMON_LIBS"
+    [record]="$COMMON_LIBS"
+    [config]="$COMMON_LIBS"
+    [reply]="$COMMON_LIBS"
+    [proxy_proto]="$COMMON_LIBS"
+    [http_head]="$COMMON_LIBS proxy/head.c $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c"
 )
 ALL="host record config reply proxy_proto http_head"
 NAMES=${FUZZ_ONLY:-$ALL}
