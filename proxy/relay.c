@@ -8,7 +8,6 @@
  * de-chunked (copied) and close-delimited. */
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -21,12 +20,13 @@
 #include "record.h"
 #include "reply.h"
 #include "session.h"
+#include "stream.h"
 #include "upstream.h"
 #include "worker.h"
 
-static void up_read_cb(struct bufferevent *bev, void *arg);
-static void up_write_cb(struct bufferevent *bev, void *arg);
-static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void up_read_cb(struct stream *bev, void *arg);
+static void up_write_cb(struct stream *bev, void *arg);
+static void up_event_cb(struct stream *bev, short what, void *arg);
 static void pump_response(struct session *s);
 static void upstream_eof(struct session *s, bool error);
 
@@ -166,7 +166,7 @@ static int write_request_head(struct session *s, struct evbuffer *dst)
 static int write_response_head(struct session *s)
 {
     const struct head *h = s->ph;
-    struct evbuffer *dst = bufferevent_get_output(s->cbev);
+    struct evbuffer *dst = stream_output(s->cbev);
     int status = s->resp.status_code;
     size_t need = h->used + 4 * (size_t)h->nhdrs + 256;
     struct evbuffer_iovec v;
@@ -227,7 +227,7 @@ static int resp_on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct session *s = p->data;
     if (s->dechunk) {
-        evbuffer_add(bufferevent_get_output(s->cbev), at, len);
+        evbuffer_add(stream_output(s->cbev), at, len);
         s->bytes_out += len;
     }
     return 0;
@@ -363,8 +363,7 @@ static void request_complete(struct session *s)
 {
     const struct config *cfg = s->w->cfg;
     if (s->req_has_body) {
-        struct timeval wt = ms_tv(cfg->upstream_idle_timeout_ms);
-        bufferevent_set_timeouts(s->cbev, NULL, &wt);
+        stream_set_timeouts(s->cbev, 0, cfg->upstream_idle_timeout_ms);
     }
     if (s->up && s->up->bev && !s->resp_head_done)
         up_set_timeouts(s->up, cfg->upstream_response_timeout_ms > 0 ? cfg->upstream_response_timeout_ms
@@ -372,16 +371,9 @@ static void request_complete(struct session *s)
                         cfg->upstream_idle_timeout_ms);
 }
 
-/* bufferevent_set_timeouts re-adds both events: skip it when nothing
- * changes, as on every request of a pooled connection. */
 static void up_set_timeouts(struct upconn *c, int read_ms, int write_ms)
 {
-    if (c->read_timeout_ms == read_ms && c->write_timeout_ms == write_ms)
-        return;
-    struct timeval rt = ms_tv(read_ms), wt = ms_tv(write_ms);
-    bufferevent_set_timeouts(c->bev, read_ms ? &rt : NULL, write_ms ? &wt : NULL);
-    c->read_timeout_ms = read_ms;
-    c->write_timeout_ms = write_ms;
+    stream_set_timeouts(c->bev, read_ms, write_ms);
 }
 
 static void relay_start(struct session *s, struct upconn *c)
@@ -394,26 +386,24 @@ static void relay_start(struct session *s, struct upconn *c)
     init_resp_settings_once();
     llhttp_init(&s->resp, HTTP_RESPONSE, &resp_settings);
     s->resp.data = s;
-    bufferevent_setcb(c->bev, up_read_cb, up_write_cb, up_event_cb, s);
-    bufferevent_setwatermark(c->bev, EV_WRITE, SESSION_LOW_WATER, 0);
+    stream_setcb(c->bev, up_read_cb, up_write_cb, up_event_cb, s);
+    stream_set_write_low(c->bev, SESSION_LOW_WATER);
     /* No read timeout while the request is still going up: the app is
      * allowed to be silent while it receives a body (request_complete arms
      * it). The write timeout catches an app that stops taking the body. */
     up_set_timeouts(c, 0, cfg->upstream_idle_timeout_ms);
-    if (write_request_head(s, bufferevent_get_output(c->bev)) == -1) {
+    if (write_request_head(s, stream_output(c->bev)) == -1) {
         upstream_failed(s, 502, "request head too large to forward");
         return;
     }
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    stream_enable_read(c->bev);
     if (!s->req_done) {
         llhttp_resume(&s->req);
         if (!s->req_has_body) {
             llhttp_execute(&s->req, "", 0); /* reaches message-complete */
         } else {
-            struct timeval bt = ms_tv(cfg->client_body_timeout_ms);
-            struct timeval wt = ms_tv(cfg->upstream_idle_timeout_ms);
-            bufferevent_set_timeouts(s->cbev, &bt, &wt);
-            bufferevent_enable(s->cbev, EV_READ);
+            stream_set_timeouts(s->cbev, cfg->client_body_timeout_ms, cfg->upstream_idle_timeout_ms);
+            stream_enable_read(s->cbev);
             relay_pump_request(s); /* calls request_complete at the end */
             return;
         }
@@ -425,11 +415,11 @@ void relay_pump_request(struct session *s)
 {
     if (!s->up || !s->up->bev)
         return;
-    struct evbuffer *in = bufferevent_get_input(s->cbev);
-    struct evbuffer *out = bufferevent_get_output(s->up->bev);
+    struct evbuffer *in = stream_input(s->cbev);
+    struct evbuffer *out = stream_output(s->up->bev);
     while (!s->req_done) {
         if (evbuffer_get_length(out) >= SESSION_HIGH_WATER) {
-            bufferevent_disable(s->cbev, EV_READ);
+            stream_disable_read(s->cbev);
             s->client_paused = true;
             return;
         }
@@ -501,8 +491,8 @@ static void response_complete(struct session *s)
         return;
     }
     bool reuse = s->req_done && !s->up_closed && llhttp_should_keep_alive(&s->resp) &&
-                 evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
-                 evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+                 evbuffer_get_length(stream_input(c->bev)) == 0 &&
+                 evbuffer_get_length(stream_output(c->bev)) == 0;
     if (!s->req_done) {
         /* Answered before the request body ended (e.g. 413): the rest of
          * the body can't be framed away safely, so the client goes. */
@@ -528,7 +518,7 @@ static void upstream_eof(struct session *s, bool error)
         }
     }
     if (!s->resp_head_done && s->up && s->up->reused && !s->req_body_started &&
-        !s->stale_retry_done && evbuffer_get_length(bufferevent_get_input(s->up->bev)) == 0 && !s->ph) {
+        !s->stale_retry_done && evbuffer_get_length(stream_input(s->up->bev)) == 0 && !s->ph) {
         /* A pooled connection the upstream closed while idle: the request
          * never reached the app. Send it again on a fresh connection. */
         s->stale_retry_done = true;
@@ -543,11 +533,11 @@ static void upstream_eof(struct session *s, bool error)
 
 static void pump_response(struct session *s)
 {
-    struct evbuffer *in = bufferevent_get_input(s->up->bev);
-    struct evbuffer *out = bufferevent_get_output(s->cbev);
+    struct evbuffer *in = stream_input(s->up->bev);
+    struct evbuffer *out = stream_output(s->cbev);
     while (!s->resp_done) {
         if (evbuffer_get_length(out) >= SESSION_HIGH_WATER) {
-            bufferevent_disable(s->up->bev, EV_READ);
+            stream_disable_read(s->up->bev);
             s->up_paused = true;
             return;
         }
@@ -598,13 +588,13 @@ static void pump_response(struct session *s)
 
 /* ---- the WebSocket (any Upgrade) tunnel ---- */
 
-static void tunnel_move(struct session *s, struct bufferevent *from, struct bufferevent *to)
+static void tunnel_move(struct session *s, struct stream *from, struct stream *to)
 {
-    struct evbuffer *dst = bufferevent_get_output(to);
-    evbuffer_add_buffer(dst, bufferevent_get_input(from));
+    struct evbuffer *dst = stream_output(to);
+    evbuffer_add_buffer(dst, stream_input(from));
     s->last_activity_ms = worker_now_ms();
     if (evbuffer_get_length(dst) >= SESSION_HIGH_WATER) {
-        bufferevent_disable(from, EV_READ);
+        stream_disable_read(from);
         if (from == s->cbev)
             s->client_paused = true;
         else
@@ -620,17 +610,15 @@ static void tunnel_start(struct session *s)
     metrics_observe_outcome(&s->w->metrics, OUTCOME_UPSTREAM);
     access_log_request(s, worker_now_us() - s->start_us);
     s->start_us = 0; /* counted now; the tunnel's life is not a request */
-    struct timeval idle = ms_tv(cfg->websocket_idle_timeout_ms);
-    struct timeval wt = ms_tv(cfg->upstream_idle_timeout_ms);
-    bufferevent_set_timeouts(s->cbev, &idle, &wt);
-    bufferevent_set_timeouts(s->up->bev, &idle, &wt);
+    stream_set_timeouts(s->cbev, cfg->websocket_idle_timeout_ms, cfg->upstream_idle_timeout_ms);
+    stream_set_timeouts(s->up->bev, cfg->websocket_idle_timeout_ms, cfg->upstream_idle_timeout_ms);
     evtimer_del(s->timer);
     tunnel_move(s, s->up->bev, s->cbev);
     tunnel_move(s, s->cbev, s->up->bev);
     if (!s->client_paused)
-        bufferevent_enable(s->cbev, EV_READ);
+        stream_enable_read(s->cbev);
     if (!s->up_paused)
-        bufferevent_enable(s->up->bev, EV_READ);
+        stream_enable_read(s->up->bev);
 }
 
 void relay_tunnel_client_read(struct session *s)
@@ -641,7 +629,7 @@ void relay_tunnel_client_read(struct session *s)
 
 /* A read timeout on either side of the tunnel: idle only if neither side
  * moved a byte for the whole idle timeout. */
-void relay_tunnel_idle(struct session *s, struct bufferevent *side)
+void relay_tunnel_idle(struct session *s, struct stream *side)
 {
     int idle_ms = s->w->cfg->websocket_idle_timeout_ms;
     uint64_t quiet = worker_now_ms() - s->last_activity_ms;
@@ -652,12 +640,12 @@ void relay_tunnel_idle(struct session *s, struct bufferevent *side)
         return;
     }
     if (!((side == s->cbev) ? s->client_paused : s->up_paused))
-        bufferevent_enable(side, EV_READ);
+        stream_enable_read(side);
 }
 
 /* ---- upstream callbacks ---- */
 
-static void up_read_cb(struct bufferevent *bev, void *arg)
+static void up_read_cb(struct stream *bev, void *arg)
 {
     struct session *s = arg;
     session_enter(s);
@@ -676,20 +664,20 @@ void relay_tunnel_client_gone(struct session *s)
         return;
     }
     tunnel_move(s, s->cbev, s->up->bev);
-    bufferevent_disable(s->cbev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(s->up->bev)) == 0) {
+    stream_disable_read(s->cbev);
+    if (evbuffer_get_length(stream_output(s->up->bev)) == 0) {
         session_close(s, false);
         return;
     }
     s->tunnel_flushing_up = true;
-    bufferevent_setwatermark(s->up->bev, EV_WRITE, 0, 0); /* call back at empty */
+    stream_set_write_low(s->up->bev, 0); /* call back at empty */
 }
 
-static void up_write_cb(struct bufferevent *bev, void *arg)
+static void up_write_cb(struct stream *bev, void *arg)
 {
     struct session *s = arg;
     if (s->tunnel_flushing_up) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+        if (evbuffer_get_length(stream_output(bev)) == 0) {
             session_enter(s);
             session_close(s, false);
             session_leave(s);
@@ -700,7 +688,7 @@ static void up_write_cb(struct bufferevent *bev, void *arg)
         return;
     session_enter(s);
     s->client_paused = false;
-    bufferevent_enable(s->cbev, EV_READ);
+    stream_enable_read(s->cbev);
     if (s->state == SS_TUNNEL)
         tunnel_move(s, s->cbev, bev);
     else if (s->state == SS_FORWARDING)
@@ -713,26 +701,26 @@ void relay_on_client_writable(struct session *s)
     if (!s->up_paused || !s->up)
         return;
     s->up_paused = false;
-    bufferevent_enable(s->up->bev, EV_READ);
+    stream_enable_read(s->up->bev);
     if (s->state == SS_TUNNEL)
         tunnel_move(s, s->up->bev, s->cbev);
     else if (s->state == SS_FORWARDING)
         pump_response(s);
 }
 
-static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+static void up_event_cb(struct stream *bev, short what, void *arg)
 {
     struct session *s = arg;
     session_enter(s);
     if (s->state == SS_TUNNEL) {
-        if (what & BEV_EVENT_TIMEOUT) {
+        if (what & STREAM_TIMEOUT) {
             relay_tunnel_idle(s, bev);
         } else {
             /* One side went away: flush what it said, then close. */
             tunnel_move(s, bev, s->cbev);
             session_close(s, true);
         }
-    } else if (what & BEV_EVENT_TIMEOUT) {
+    } else if (what & STREAM_TIMEOUT) {
         if (!s->resp_head_done)
             upstream_failed(s, 504, "upstream did not respond in time");
         else
@@ -747,7 +735,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
             if (s->up_paused)
                 s->up_eof_pending = true;
             else
-                upstream_eof(s, (what & BEV_EVENT_ERROR) != 0);
+                upstream_eof(s, (what & STREAM_ERROR) != 0);
         }
     }
     session_leave(s);

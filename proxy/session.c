@@ -2,17 +2,17 @@
  * timeouts, the proxy's own replies, and the session's lifetime. */
 #include "session.h"
 
+#include "stream.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <event2/bufferevent_ssl.h>
 
 
 #include "access_log.h"
@@ -31,9 +31,9 @@
  * destroy the response still in flight (nginx's lingering close). */
 #define LINGER_MS 2000
 
-static void client_read_cb(struct bufferevent *bev, void *arg);
-static void client_write_cb(struct bufferevent *bev, void *arg);
-static void client_event_cb(struct bufferevent *bev, short what, void *arg);
+static void client_read_cb(struct stream *bev, void *arg);
+static void client_write_cb(struct stream *bev, void *arg);
+static void client_event_cb(struct stream *bev, short what, void *arg);
 static void timer_cb(evutil_socket_t fd, short what, void *arg);
 static void parse_head(struct session *s);
 
@@ -149,7 +149,7 @@ static void session_free(struct session *s)
     if (s->pp_ev)
         event_free(s->pp_ev);
     if (s->cbev)
-        bufferevent_free(s->cbev);
+        stream_free(s->cbev);
     else if (s->fd != -1)
         close(s->fd);
     if (s->prev)
@@ -175,7 +175,7 @@ void session_leave(struct session *s)
      * than from deep inside the end of the previous exchange: the stack
      * stays flat however many requests a client packs into one read. */
     while (s->busy == 1 && !s->closing && s->state == SS_IDLE &&
-           evbuffer_get_length(bufferevent_get_input(s->cbev)) > 0) {
+           evbuffer_get_length(stream_input(s->cbev)) > 0) {
         parse_head(s);
     }
     if (--s->busy == 0 && s->closing)
@@ -193,11 +193,11 @@ static void closing_flushed(struct session *s)
     }
     s->linger = false;
     s->lingering = true;
-    shutdown(bufferevent_getfd(s->cbev), SHUT_WR);
+    shutdown(stream_fd(s->cbev), SHUT_WR);
     evtimer_del(s->timer);
     set_timer(s, LINGER_MS);
-    bufferevent_set_timeouts(s->cbev, NULL, NULL);
-    bufferevent_enable(s->cbev, EV_READ);
+    stream_set_timeouts(s->cbev, 0, s->w->cfg->upstream_idle_timeout_ms);
+    stream_enable_read(s->cbev);
 }
 
 void session_close(struct session *s, bool flush)
@@ -211,17 +211,17 @@ void session_close(struct session *s, bool flush)
     relay_abort_upstream(s);
     s->state = SS_CLOSING;
     evtimer_del(s->timer);
-    bufferevent_setcb(s->cbev, client_read_cb, client_write_cb, client_event_cb, s);
-    bufferevent_setwatermark(s->cbev, EV_WRITE, 0, 0);
-    if (evbuffer_get_length(bufferevent_get_output(s->cbev)) == 0) {
+    stream_setcb(s->cbev, client_read_cb, client_write_cb, client_event_cb, s);
+    stream_set_write_low(s->cbev, 0);
+    if (evbuffer_get_length(stream_output(s->cbev)) == 0) {
         closing_flushed(s);
         return;
     }
     set_timer(s, s->w->cfg->upstream_idle_timeout_ms); /* bounds the flush */
     if (s->linger)
-        bufferevent_enable(s->cbev, EV_READ);
+        stream_enable_read(s->cbev);
     else
-        bufferevent_disable(s->cbev, EV_READ);
+        stream_disable_read(s->cbev);
 }
 
 void session_drain(struct session *s)
@@ -263,8 +263,8 @@ static void begin_request(struct session *s)
 static void enter_idle(struct session *s)
 {
     s->state = SS_IDLE;
-    bufferevent_set_timeouts(s->cbev, NULL, NULL);
-    bufferevent_enable(s->cbev, EV_READ);
+    stream_set_timeouts(s->cbev, 0, s->w->cfg->upstream_idle_timeout_ms);
+    stream_enable_read(s->cbev);
     evtimer_del(s->timer);
     set_timer(s, s->w->cfg->client_keepalive_timeout_ms);
 }
@@ -319,7 +319,7 @@ void session_reply(struct session *s, struct reply *r)
         r->close = true;
     int len = reply_render(r, buf, sizeof(buf));
     if (len > 0) {
-        bufferevent_write(s->cbev, buf, (size_t)len);
+        evbuffer_add(stream_output(s->cbev), buf, (size_t)len);
         s->bytes_out += (uint64_t)len;
     }
     s->status = r->status;
@@ -328,7 +328,7 @@ void session_reply(struct session *s, struct reply *r)
     if (r->close) {
         /* Request bytes we will never read: linger so they do not turn into
          * a RST that kills this reply. */
-        s->linger = !s->req_done || evbuffer_get_length(bufferevent_get_input(s->cbev)) > 0;
+        s->linger = !s->req_done || evbuffer_get_length(stream_input(s->cbev)) > 0;
         s->close_after = true;
     }
     relay_abort_upstream(s);
@@ -396,7 +396,7 @@ static void on_request_head(struct session *s)
 
 static void parse_head(struct session *s)
 {
-    struct evbuffer *in = bufferevent_get_input(s->cbev);
+    struct evbuffer *in = stream_input(s->cbev);
     const uint32_t max = (uint32_t)s->w->cfg->client_max_head_bytes;
     while (s->state == SS_IDLE || s->state == SS_HEAD) {
         struct evbuffer_iovec v;
@@ -434,7 +434,7 @@ static void parse_head(struct session *s)
 
 /* ---- libevent callbacks ---- */
 
-static void client_read_cb(struct bufferevent *bev, void *arg)
+static void client_read_cb(struct stream *bev, void *arg)
 {
     struct session *s = arg;
     session_enter(s);
@@ -451,7 +451,7 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
         relay_tunnel_client_read(s);
         break;
     case SS_CLOSING:
-        evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+        evbuffer_drain(stream_input(bev), evbuffer_get_length(stream_input(bev)));
         break;
     default:
         break; /* routing/connecting: bytes wait in the buffer */
@@ -459,12 +459,12 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
     session_leave(s);
 }
 
-static void client_write_cb(struct bufferevent *bev, void *arg)
+static void client_write_cb(struct stream *bev, void *arg)
 {
     struct session *s = arg;
     session_enter(s);
     if (s->state == SS_CLOSING) {
-        if (!s->lingering && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        if (!s->lingering && evbuffer_get_length(stream_output(bev)) == 0)
             closing_flushed(s);
     } else {
         relay_on_client_writable(s);
@@ -476,41 +476,41 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
 static void tls_failed(struct session *s)
 {
     char buf[160];
-    unsigned long e = bufferevent_get_openssl_error(s->cbev);
+    unsigned long e = stream_tls_error(s->cbev);
     log_info("client %s: TLS handshake failed: %s", s->peer_ip,
              e ? tls_error_string(e, buf, sizeof(buf)) : "connection closed");
     METRIC_INC(&s->w->metrics, tls_handshake_failures);
-    while (bufferevent_get_openssl_error(s->cbev))
+    while (stream_tls_error(s->cbev))
         ; /* drain the per-connection error queue */
 }
 
-static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+static void client_event_cb(struct stream *bev, short what, void *arg)
 {
     struct session *s = arg;
-    if (what & BEV_EVENT_CONNECTED) {
+    if (what & STREAM_CONNECTED) {
         s->tls_up = true;
         return;
     }
     session_enter(s);
-    if (s->tls && !s->tls_up && (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF))) {
+    if (s->tls && !s->tls_up && (what & (STREAM_ERROR | STREAM_EOF))) {
         tls_failed(s);
         session_close(s, false);
-    } else if (what & BEV_EVENT_TIMEOUT) {
+    } else if (what & STREAM_TIMEOUT) {
         log_debug("client %s: %s timeout in state %d", s->peer_ip,
-                  (what & BEV_EVENT_READING) ? "read" : "write", s->state);
-        if (s->state == SS_TUNNEL && (what & BEV_EVENT_READING)) {
+                  (what & STREAM_READING) ? "read" : "write", s->state);
+        if (s->state == SS_TUNNEL && (what & STREAM_READING)) {
             relay_tunnel_idle(s, bev);
         } else {
             session_close(s, false);
         }
-    } else if (s->state == SS_FORWARDING && s->req_done && (what & BEV_EVENT_EOF) &&
-               !(what & BEV_EVENT_ERROR)) {
+    } else if (s->state == SS_FORWARDING && s->req_done && (what & STREAM_EOF) &&
+               !(what & STREAM_ERROR)) {
         /* Half-close after a complete request: finish the response, then
          * close. */
         s->close_after = true;
         s->client_keepalive = false;
-        bufferevent_disable(bev, EV_READ);
-    } else if (s->state == SS_TUNNEL && (what & BEV_EVENT_EOF)) {
+        stream_disable_read(bev);
+    } else if (s->state == SS_TUNNEL && (what & STREAM_EOF)) {
         relay_tunnel_client_gone(s);
     } else {
         session_close(s, false);
@@ -561,26 +561,24 @@ static void start_io(struct session *s)
     struct tls_ctx *tls = w->rt->tls[s->listener];
     if (tls) {
         SSL *ssl = tls_ssl_new(tls);
-        if (ssl)
-            s->cbev = bufferevent_openssl_socket_new(w->base, s->fd, ssl,
-                                                     BUFFEREVENT_SSL_ACCEPTING,
-                                                     BEV_OPT_CLOSE_ON_FREE);
-        if (!s->cbev && ssl)
-            SSL_free(ssl);
-        if (s->cbev)
-            bufferevent_openssl_set_allow_dirty_shutdown(s->cbev, 1);
+        if (ssl) {
+            s->cbev = stream_new_tls(w->base, s->fd, ssl);
+        } else {
+            close(s->fd);
+        }
         s->tls = true;
     } else {
-        s->cbev = bufferevent_socket_new(w->base, s->fd, BEV_OPT_CLOSE_ON_FREE);
+        s->cbev = stream_new_socket(w->base, s->fd);
     }
     if (!s->cbev) {
+        s->fd = -1; /* the stream constructors close it on failure */
         s->closing = true;
         return;
     }
-    s->fd = -1; /* owned by the bufferevent */
-    bufferevent_setcb(s->cbev, client_read_cb, client_write_cb, client_event_cb, s);
-    bufferevent_setwatermark(s->cbev, EV_READ, 0, SESSION_HIGH_WATER);
-    bufferevent_setwatermark(s->cbev, EV_WRITE, SESSION_LOW_WATER, 0);
+    s->fd = -1; /* owned by the stream */
+    stream_setcb(s->cbev, client_read_cb, client_write_cb, client_event_cb, s);
+    stream_set_read_high(s->cbev, SESSION_HIGH_WATER);
+    stream_set_write_low(s->cbev, SESSION_LOW_WATER);
     enter_idle(s);
     /* A new connection gets the header timeout for its first request (and
      * TLS handshake), not the longer keep-alive one. */

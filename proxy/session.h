@@ -20,7 +20,7 @@
 #include "lookup.h"
 
 struct worker;
-struct bufferevent;
+struct stream;
 struct event;
 struct upconn;
 struct head;
@@ -44,7 +44,7 @@ enum session_state {
 struct session {
     struct session *next, *prev;        /* worker's session list */
     struct worker *w;
-    struct bufferevent *cbev;           /* NULL until the PROXY header is read */
+    struct stream *cbev;           /* NULL until the PROXY header is read */
     int fd;
     size_t listener;                    /* index in cfg->listeners */
     bool tls;
@@ -151,7 +151,7 @@ void relay_pump_request(struct session *s);
 void relay_abort_upstream(struct session *s);
 void relay_on_client_writable(struct session *s);
 void relay_tunnel_client_read(struct session *s);
-void relay_tunnel_idle(struct session *s, struct bufferevent *side);
+void relay_tunnel_idle(struct session *s, struct stream *side);
 /* The client closed its side of a tunnel: deliver what it said, then close. */
 void relay_tunnel_client_gone(struct session *s);
 

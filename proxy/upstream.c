@@ -1,7 +1,6 @@
 #include "upstream.h"
 
 #include <errno.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -13,6 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "stream.h"
 #include "strmap.h"
 #include "worker.h"
 
@@ -96,7 +96,7 @@ void upconn_close(struct upconn *c)
     if (c->connect_ev)
         event_free(c->connect_ev);
     if (c->bev) {
-        bufferevent_free(c->bev);
+        stream_free(c->bev);
         METRIC_DEC(&c->pool->w->metrics, upstream_connections);
     } else if (c->fd != -1) {
         close(c->fd);
@@ -114,18 +114,18 @@ struct upconn *pool_acquire(struct pool *p, const char *key)
     struct upconn *c = b->idle.next; /* most recently used: warmest */
     bucket_unlink(c);
     c->reused = true;
-    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    stream_setcb(c->bev, NULL, NULL, NULL, NULL);
     return c;
 }
 
 /* An idle pooled connection that becomes readable has either closed or sent
  * bytes nobody asked for: both make it unusable. */
-static void idle_read_cb(struct bufferevent *bev, void *arg)
+static void idle_read_cb(struct stream *bev, void *arg)
 {
     upconn_close(arg);
 }
 
-static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
+static void idle_event_cb(struct stream *bev, short what, void *arg)
 {
     upconn_close(arg);
 }
@@ -164,15 +164,9 @@ void pool_release(struct upconn *c)
     b->idle.next->prev = c;
     b->idle.next = c;
     b->count++;
-    bufferevent_setcb(c->bev, idle_read_cb, NULL, idle_event_cb, c);
-    if (c->read_timeout_ms != cfg->upstream_pool_idle_timeout_ms) {
-        struct timeval tv = {cfg->upstream_pool_idle_timeout_ms / 1000,
-                             (cfg->upstream_pool_idle_timeout_ms % 1000) * 1000};
-        bufferevent_set_timeouts(c->bev, &tv, NULL);
-        c->read_timeout_ms = cfg->upstream_pool_idle_timeout_ms;
-        c->write_timeout_ms = 0;
-    }
-    bufferevent_enable(c->bev, EV_READ);
+    stream_setcb(c->bev, idle_read_cb, NULL, idle_event_cb, c);
+    stream_set_timeouts(c->bev, cfg->upstream_pool_idle_timeout_ms, 0);
+    stream_enable_read(c->bev);
 }
 
 static void connect_done_cb(evutil_socket_t fd, short what, void *arg)
@@ -187,9 +181,11 @@ static void connect_done_cb(evutil_socket_t fd, short what, void *arg)
     event_free(c->connect_ev);
     c->connect_ev = NULL;
     if (err == 0) {
-        c->bev = bufferevent_socket_new(c->pool->w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-        if (!c->bev)
+        c->bev = stream_new_socket(c->pool->w->base, fd);
+        if (!c->bev) {
+            c->fd = -1; /* closed by stream_new_socket */
             err = ENOMEM;
+        }
         else
             METRIC_INC(&c->pool->w->metrics, upstream_connections);
     }
@@ -201,7 +197,7 @@ static void connect_done_cb(evutil_socket_t fd, short what, void *arg)
         cb(NULL, err, cb_arg);
         return;
     }
-    c->fd = -1; /* owned by the bufferevent now */
+    c->fd = -1; /* owned by the stream now */
     c->cb(c, 0, c->cb_arg);
 }
 

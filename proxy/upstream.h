@@ -10,7 +10,7 @@
 struct worker;
 struct pool;
 struct upconn;
-struct bufferevent;
+struct stream;
 
 /* Called once when a connect attempt ends: `c` connected (caller owns it), or
  * NULL with err = errno (ECONNREFUSED, ETIMEDOUT, ...). */
@@ -20,11 +20,9 @@ struct upconn {
     struct upconn *next, *prev;   /* idle list of its bucket */
     struct pool_bucket *bucket;   /* set while idle in the pool */
     struct pool *pool;
-    struct bufferevent *bev;      /* NULL while connecting */
+    struct stream *bev;      /* NULL while connecting */
     char *key;
     bool reused;                  /* came from the pool */
-    int read_timeout_ms;          /* what the bufferevent has now */
-    int write_timeout_ms;
     /* connecting */
     int fd;
     int err;                      /* connect() failed at once */

@@ -1,0 +1,476 @@
+#include "stream.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+/* One read takes at most this much: a 16 KiB response is one readv. */
+#define STREAM_READ_MAX (64 * 1024)
+
+struct stream {
+    struct event_base *base;
+    stream_data_cb read_cb, write_cb;
+    stream_event_cb event_cb;
+    void *arg;
+    int busy;                   /* nesting of our own handlers */
+    bool freed;                 /* stream_free was called while busy */
+
+    /* TLS: libevent's OpenSSL bufferevent does all the work. */
+    struct bufferevent *bev;
+
+    /* plain sockets */
+    int fd;
+    struct evbuffer *in, *out;
+    struct event *rev, *wev, *tev;
+    bool reading;               /* the user wants input */
+    bool rev_added;             /* epoll has our fd for EPOLLIN */
+    bool wev_added;             /* ... and for EPOLLOUT (after a short write) */
+    bool write_queued;          /* wev is active or added */
+    bool closed;                /* EOF or error seen: no more reading */
+    size_t read_high, write_low;
+    int read_timeout_ms, write_timeout_ms;
+    uint64_t last_read_ms, last_write_ms;
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void really_free(struct stream *st)
+{
+    if (st->bev) {
+        bufferevent_free(st->bev);
+    } else {
+        if (st->rev)
+            event_free(st->rev);
+        if (st->wev)
+            event_free(st->wev);
+        if (st->tev)
+            event_free(st->tev);
+        if (st->in)
+            evbuffer_free(st->in);
+        if (st->out)
+            evbuffer_free(st->out);
+        if (st->fd != -1)
+            close(st->fd);
+    }
+    free(st);
+}
+
+void stream_free(struct stream *st)
+{
+    if (!st)
+        return;
+    if (st->busy) {
+        st->freed = true;
+        st->read_cb = st->write_cb = NULL;
+        st->event_cb = NULL;
+        return;
+    }
+    really_free(st);
+}
+
+/* Our handlers bracket user callbacks with these. leave() returns false when
+ * the stream is gone and must not be touched. */
+static void enter(struct stream *st)
+{
+    st->busy++;
+}
+
+static bool leave(struct stream *st)
+{
+    if (--st->busy == 0 && st->freed) {
+        really_free(st);
+        return false;
+    }
+    return !st->freed;
+}
+
+/* ---- timeouts (plain) ---- */
+
+/* Arms the timer for the nearest deadline unless it is already pending: a
+ * timer that fires early just re-arms (activity only moves deadlines later),
+ * so the hot path never touches the timer heap. */
+static void arm_timer(struct stream *st)
+{
+    if (evtimer_pending(st->tev, NULL))
+        return;
+    int ms = 0;
+    if (st->reading && !st->closed && st->read_timeout_ms)
+        ms = st->read_timeout_ms;
+    if (st->write_timeout_ms && evbuffer_get_length(st->out) &&
+        (!ms || st->write_timeout_ms < ms))
+        ms = st->write_timeout_ms;
+    if (!ms)
+        return;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(st->tev, &tv);
+}
+
+static void rev_update(struct stream *st)
+{
+    bool want = st->reading && !st->closed &&
+                (!st->read_high || evbuffer_get_length(st->in) < st->read_high);
+    if (want && !st->rev_added) {
+        event_add(st->rev, NULL);
+        st->rev_added = true;
+        st->last_read_ms = now_ms(); /* a paused read was not an idle one */
+    } else if (!want && st->rev_added) {
+        event_del(st->rev);
+        st->rev_added = false;
+    }
+}
+
+static void fire_event(struct stream *st, short what)
+{
+    if (st->event_cb)
+        st->event_cb(st, what, st->arg);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct stream *st = arg;
+    uint64_t now = now_ms();
+    enter(st);
+    if (st->rev_added && st->read_timeout_ms &&
+        now - st->last_read_ms >= (uint64_t)st->read_timeout_ms) {
+        st->reading = false; /* as bufferevents do: the user re-enables */
+        rev_update(st);
+        fire_event(st, STREAM_TIMEOUT | STREAM_READING);
+    } else if (st->write_timeout_ms && evbuffer_get_length(st->out) &&
+               now - st->last_write_ms >= (uint64_t)st->write_timeout_ms) {
+        fire_event(st, STREAM_TIMEOUT | STREAM_WRITING);
+    }
+    if (!leave(st))
+        return;
+    /* Fired early, or one deadline passed and another runs: re-arm for the
+     * rest of the nearest one. */
+    int ms = 0;
+    if (st->reading && !st->closed && st->read_timeout_ms) {
+        uint64_t left = st->last_read_ms + (uint64_t)st->read_timeout_ms - now;
+        ms = (int)(left > (uint64_t)st->read_timeout_ms ? (uint64_t)st->read_timeout_ms : left);
+    }
+    if (st->write_timeout_ms && evbuffer_get_length(st->out)) {
+        uint64_t left = st->last_write_ms + (uint64_t)st->write_timeout_ms - now;
+        int w = (int)(left > (uint64_t)st->write_timeout_ms ? (uint64_t)st->write_timeout_ms : left);
+        if (!ms || w < ms)
+            ms = w;
+    }
+    if (ms > 0) {
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        evtimer_add(st->tev, &tv);
+    }
+}
+
+/* ---- reading (plain) ---- */
+
+static void read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct stream *st = arg;
+    size_t have = evbuffer_get_length(st->in);
+    size_t want = STREAM_READ_MAX;
+    if (st->read_high) {
+        if (have >= st->read_high) {
+            rev_update(st);
+            return;
+        }
+        if (st->read_high - have < want)
+            want = st->read_high - have;
+    }
+    struct evbuffer_iovec v[2];
+    int nv = evbuffer_reserve_space(st->in, (ev_ssize_t)want, v, 2);
+    if (nv < 1)
+        return;
+    struct iovec iov[2];
+    size_t room = 0;
+    for (int i = 0; i < nv; i++) {
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = v[i].iov_len;
+        room += v[i].iov_len;
+    }
+    ssize_t n = readv(fd, iov, nv);
+    if (n == -1) {
+        evbuffer_commit_space(st->in, v, 0);
+        if (errno == EAGAIN || errno == EINTR)
+            return;
+        int e = errno;
+        st->closed = true;
+        rev_update(st);
+        enter(st);
+        errno = e;
+        fire_event(st, STREAM_ERROR | STREAM_READING);
+        leave(st);
+        return;
+    }
+    if (n == 0) {
+        evbuffer_commit_space(st->in, v, 0);
+        st->closed = true;
+        rev_update(st);
+        enter(st);
+        fire_event(st, STREAM_EOF | STREAM_READING);
+        leave(st);
+        return;
+    }
+    /* Commit what readv filled, vector by vector. */
+    size_t left = (size_t)n;
+    for (int i = 0; i < nv; i++) {
+        size_t take = v[i].iov_len < left ? v[i].iov_len : left;
+        v[i].iov_len = take;
+        left -= take;
+    }
+    evbuffer_commit_space(st->in, v, nv);
+    st->last_read_ms = now_ms();
+    enter(st);
+    if (st->read_cb)
+        st->read_cb(st, st->arg);
+    if (leave(st))
+        rev_update(st); /* the input may have hit the high-water mark */
+    (void)room;
+}
+
+/* The user drained input below the high-water mark: read again. */
+static void input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct stream *st = arg;
+    if (info->n_deleted && st->read_high && !st->rev_added)
+        rev_update(st);
+}
+
+/* ---- writing (plain) ---- */
+
+static void write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct stream *st = arg;
+    int n = evbuffer_write(st->out, fd);
+    if (n == -1 && errno != EAGAIN && errno != EINTR) {
+        int e = errno;
+        st->write_queued = false;
+        if (st->wev_added) {
+            event_del(st->wev);
+            st->wev_added = false;
+        }
+        st->closed = true;
+        rev_update(st);
+        enter(st);
+        errno = e;
+        fire_event(st, STREAM_ERROR | STREAM_WRITING);
+        leave(st);
+        return;
+    }
+    if (n > 0)
+        st->last_write_ms = now_ms();
+    size_t left = evbuffer_get_length(st->out);
+    if (left == 0) {
+        st->write_queued = false;
+        if (st->wev_added) {
+            event_del(st->wev);
+            st->wev_added = false;
+        }
+    } else if (!st->wev_added) {
+        /* A short write: now (and only now) ask epoll for EPOLLOUT. */
+        event_add(st->wev, NULL);
+        st->wev_added = true;
+        arm_timer(st);
+    }
+    if (left <= st->write_low && st->write_cb) {
+        enter(st);
+        st->write_cb(st, st->arg);
+        leave(st);
+    }
+}
+
+/* Output was added: write it from the active queue, later in this same
+ * loop iteration, once whoever is filling the buffer has finished. */
+static void output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct stream *st = arg;
+    if (!info->n_added || st->write_queued)
+        return;
+    st->write_queued = true;
+    if (info->orig_size == 0)
+        st->last_write_ms = now_ms(); /* the write timeout counts from now */
+    event_active(st->wev, EV_WRITE, 1);
+}
+
+struct stream *stream_new_socket(struct event_base *base, int fd)
+{
+    struct stream *st = calloc(1, sizeof(*st));
+    if (!st) {
+        close(fd);
+        return NULL;
+    }
+    st->base = base;
+    st->fd = fd;
+    st->in = evbuffer_new();
+    st->out = evbuffer_new();
+    st->rev = event_new(base, fd, EV_READ | EV_PERSIST, read_cb, st);
+    st->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, write_cb, st);
+    st->tev = evtimer_new(base, timer_cb, st);
+    if (!st->in || !st->out || !st->rev || !st->wev || !st->tev) {
+        really_free(st);
+        return NULL;
+    }
+    evbuffer_add_cb(st->in, input_cb, st);
+    evbuffer_add_cb(st->out, output_cb, st);
+    st->last_read_ms = st->last_write_ms = now_ms();
+    return st;
+}
+
+/* ---- TLS: adapters over the OpenSSL bufferevent ---- */
+
+static void bev_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct stream *st = arg;
+    enter(st);
+    if (st->read_cb)
+        st->read_cb(st, st->arg);
+    leave(st);
+}
+
+static void bev_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct stream *st = arg;
+    enter(st);
+    if (st->write_cb)
+        st->write_cb(st, st->arg);
+    leave(st);
+}
+
+static void bev_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct stream *st = arg;
+    enter(st);
+    fire_event(st, what);
+    leave(st);
+}
+
+struct stream *stream_new_tls(struct event_base *base, int fd, SSL *ssl)
+{
+    struct stream *st = calloc(1, sizeof(*st));
+    if (!st) {
+        SSL_free(ssl);
+        close(fd);
+        return NULL;
+    }
+    st->base = base;
+    st->fd = -1;
+    st->bev = bufferevent_openssl_socket_new(base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                             BEV_OPT_CLOSE_ON_FREE);
+    if (!st->bev) {
+        SSL_free(ssl);
+        close(fd);
+        free(st);
+        return NULL;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(st->bev, 1);
+    bufferevent_setcb(st->bev, bev_read_cb, bev_write_cb, bev_event_cb, st);
+    return st;
+}
+
+unsigned long stream_tls_error(struct stream *st)
+{
+    return st->bev ? bufferevent_get_openssl_error(st->bev) : 0;
+}
+
+/* ---- the common calls ---- */
+
+struct evbuffer *stream_input(struct stream *st)
+{
+    return st->bev ? bufferevent_get_input(st->bev) : st->in;
+}
+
+struct evbuffer *stream_output(struct stream *st)
+{
+    return st->bev ? bufferevent_get_output(st->bev) : st->out;
+}
+
+int stream_fd(struct stream *st)
+{
+    return st->bev ? bufferevent_getfd(st->bev) : st->fd;
+}
+
+bool stream_is_tls(const struct stream *st)
+{
+    return st->bev != NULL;
+}
+
+void stream_setcb(struct stream *st, stream_data_cb rcb, stream_data_cb wcb,
+                  stream_event_cb ecb, void *arg)
+{
+    st->read_cb = rcb;
+    st->write_cb = wcb;
+    st->event_cb = ecb;
+    st->arg = arg;
+}
+
+void stream_enable_read(struct stream *st)
+{
+    if (st->bev) {
+        bufferevent_enable(st->bev, EV_READ | EV_WRITE);
+        return;
+    }
+    if (!st->reading) {
+        st->reading = true;
+        st->last_read_ms = now_ms(); /* the read timeout counts from now */
+        arm_timer(st);
+    }
+    rev_update(st);
+}
+
+void stream_disable_read(struct stream *st)
+{
+    if (st->bev) {
+        bufferevent_disable(st->bev, EV_READ);
+        return;
+    }
+    st->reading = false;
+    rev_update(st);
+}
+
+void stream_set_read_high(struct stream *st, size_t high)
+{
+    if (st->bev) {
+        bufferevent_setwatermark(st->bev, EV_READ, 0, high);
+        return;
+    }
+    st->read_high = high;
+    rev_update(st);
+}
+
+void stream_set_write_low(struct stream *st, size_t low)
+{
+    if (st->bev) {
+        bufferevent_setwatermark(st->bev, EV_WRITE, low, 0);
+        return;
+    }
+    st->write_low = low;
+}
+
+void stream_set_timeouts(struct stream *st, int read_ms, int write_ms)
+{
+    if (st->bev) {
+        struct timeval rt = {read_ms / 1000, (read_ms % 1000) * 1000};
+        struct timeval wt = {write_ms / 1000, (write_ms % 1000) * 1000};
+        bufferevent_set_timeouts(st->bev, read_ms ? &rt : NULL, write_ms ? &wt : NULL);
+        return;
+    }
+    if (st->read_timeout_ms == read_ms && st->write_timeout_ms == write_ms)
+        return;
+    bool shorter = (read_ms && (!st->read_timeout_ms || read_ms < st->read_timeout_ms)) ||
+                   (write_ms && (!st->write_timeout_ms || write_ms < st->write_timeout_ms));
+    st->read_timeout_ms = read_ms;
+    st->write_timeout_ms = write_ms;
+    if (shorter)
+        evtimer_del(st->tev); /* a pending timer may be set too late now */
+    arm_timer(st);
+}
