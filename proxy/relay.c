@@ -401,6 +401,12 @@ static void relay_start(struct session *s, struct upconn *c)
         llhttp_resume(&s->req);
         if (!s->req_has_body) {
             llhttp_execute(&s->req, "", 0); /* reaches message-complete */
+            if (!s->req_done) { /* the head passed, its framing did not */
+                relay_abort_upstream(s);
+                s->client_keepalive = false;
+                session_error(s, 400, "malformed request framing");
+                return;
+            }
         } else {
             stream_set_timeouts(s->cbev, cfg->client_body_timeout_ms, cfg->upstream_idle_timeout_ms);
             stream_enable_read(s->cbev);

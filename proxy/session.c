@@ -377,9 +377,42 @@ static void head_failed(struct session *s, llhttp_errno_t err)
     }
 }
 
+/* What llhttp 8.1 (strict) still lets through and a proxy must not forward
+ * (found by the http_head fuzzer): a Transfer-Encoding that is not a final
+ * "chunked" (checked only after the pause, so never by llhttp here), an empty
+ * Transfer-Encoding beside Content-Length (RFC 9112 section 6.1), an empty
+ * header name, and versions other than HTTP/1.x. NULL when the head is fine. */
+static const char *head_framing_error(struct session *s)
+{
+    llhttp_t *p = &s->req;
+    if (p->http_major != 1)
+        return p->http_major == 0 ? "HTTP/0.9 requests are not supported"
+                                  : "HTTP version not supported on this connection";
+    const struct head *h = s->rh;
+    for (uint32_t i = 0; i < h->nhdrs; i++) {
+        const struct hdr *x = &h->hdrs[i];
+        if (x->name_len == 0)
+            return "empty header name";
+        if (HEAD_NAME_IS(h, x, "transfer-encoding") &&
+            (!(p->flags & F_CHUNKED) || (p->flags & F_CONTENT_LENGTH)))
+            return "Transfer-Encoding must end with chunked and come without Content-Length";
+    }
+    return NULL;
+}
+
 static void on_request_head(struct session *s)
 {
     llhttp_t *p = &s->req;
+    const char *bad = head_framing_error(s);
+    if (bad) {
+        s->client_keepalive = false;
+        s->state = SS_ROUTING; /* past the head: the reply path needs it */
+        evtimer_del(s->timer);
+        log_debug("client %s: malformed request: %s", s->peer_ip, bad);
+        s->req_has_body = true; /* never run the parser on: close after */
+        session_error(s, 400, bad);
+        return;
+    }
     s->is_head_method = p->method == HTTP_HEAD;
     s->upgrade = p->upgrade;
     s->client_keepalive = llhttp_should_keep_alive(p);

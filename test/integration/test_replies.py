@@ -207,6 +207,14 @@ SMUGGLE_CASES = {
     "bare_lf_garbage": "GET /r/{sid}/front HTTP/1.1\r\nHost: {host}\r\nX: a\rb\r\n\r\n{inner}",
     "bad_request_line": "GARBAGE\r\nHost: {host}\r\n\r\n{inner}",
     "bad_version": "GET /r/{sid}/front HTTP/1.x\r\nHost: {host}\r\n\r\n{inner}",
+    # Found by the http_head fuzzer: llhttp 8.1 lets these through.
+    "te_not_chunked": "POST /r/{sid}/front HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: gzip\r\n"
+                      "\r\n{inner}",
+    "te_empty_with_cl": "POST /r/{sid}/front HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding:\r\n"
+                        "Content-Length: {n}\r\n\r\nhello{inner}",
+    "empty_header_name": "GET /r/{sid}/front HTTP/1.1\r\nHost: {host}\r\n:Transfer-Encoding: chunked\r\n"
+                         "\r\n{inner}",
+    "http09_with_headers": "GET /r/{sid}/front\nHost: {host}\r\n\r\n{inner}",
 }
 
 
