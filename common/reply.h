@@ -48,7 +48,8 @@ struct reply {
  * "connectionLimit":N} with absent fields left out, strings JSON-escaped.
  * HTML body: a small self-contained page with the status, message and
  * sandbox id, HTML-escaped. Returns the length written, or -1 if cap is too
- * small (4096 is always enough for messages under 1 KiB). */
+ * small (4096 is enough for the proxy's own short ASCII messages; HTML
+ * escaping can grow one byte of a message into 8). */
 int reply_render(const struct reply *r, char *buf, size_t cap);
 
 /* "Bad Request", "Forbidden", ... ; "Unknown" for codes it does not know. */
