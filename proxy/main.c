@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -232,6 +233,12 @@ int main(int argc, char **argv)
     }
     log_level_current = m.rt->cfg.log_level;
     signal(SIGPIPE, SIG_IGN);
+    /* Read buffers are 64 KiB evbuffer chains, freed once their bytes are
+     * written. glibc would hand that memory back to the kernel after each
+     * free (madvise) and fault it in again on the next read: a page fault
+     * per 4 KiB of every body. Keep it: trim only past 64 MiB of slack. */
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
 
     m.nworkers = m.rt->cfg.workers > 0 ? m.rt->cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (m.nworkers < 1)
