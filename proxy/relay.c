@@ -30,12 +30,6 @@ static void up_event_cb(struct stream *bev, short what, void *arg);
 static void pump_response(struct session *s);
 static void upstream_eof(struct session *s, bool error);
 
-static struct timeval ms_tv(int ms)
-{
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    return tv;
-}
-
 /* ---- a small writer into reserved evbuffer space ---- */
 
 struct out {
@@ -299,8 +293,7 @@ static void on_connected(struct upconn *c, int err, void *arg)
         /* The app may still be binding its port: back off and try again. */
         int backoff = s->w->cfg->upstream_retry_backoff_ms << (s->connect_attempts - 1);
         METRIC_INC(&s->w->metrics, upstream_retries);
-        struct timeval tv = ms_tv(backoff);
-        evtimer_add(s->timer, &tv);
+        session_set_timer(s, backoff);
     } else if (err == ETIMEDOUT) {
         upstream_failed(s, 504, "upstream connect timed out");
     } else if (err == ECONNREFUSED) {
@@ -618,7 +611,7 @@ static void tunnel_start(struct session *s)
     s->start_us = 0; /* counted now; the tunnel's life is not a request */
     stream_set_timeouts(s->cbev, cfg->websocket_idle_timeout_ms, cfg->upstream_idle_timeout_ms);
     stream_set_timeouts(s->up->bev, cfg->websocket_idle_timeout_ms, cfg->upstream_idle_timeout_ms);
-    evtimer_del(s->timer);
+    session_clear_timer(s);
     tunnel_move(s, s->up->bev, s->cbev);
     tunnel_move(s, s->cbev, s->up->bev);
     if (!s->client_paused)

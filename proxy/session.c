@@ -107,10 +107,23 @@ static void init_settings_once(void)
 
 /* ---- lifetime ---- */
 
-static void set_timer(struct session *s, int ms)
+/* The session's one timer is lazy: a new deadline later than the armed one
+ * is only recorded (the timer fires early and re-arms for the rest), so a
+ * busy keep-alive connection does not touch the timer heap per request. */
+void session_set_timer(struct session *s, int ms)
 {
+    s->deadline_ms = worker_now_ms() + (uint64_t)ms;
+    if (s->timer_armed_ms && s->timer_armed_ms <= s->deadline_ms)
+        return;
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     evtimer_add(s->timer, &tv);
+    s->timer_armed_ms = s->deadline_ms;
+}
+
+/* No deadline: a pending timer fires and finds nothing to do. */
+void session_clear_timer(struct session *s)
+{
+    s->deadline_ms = 0;
 }
 
 /* Releases what the current request holds: route record, connection-limit
@@ -194,8 +207,7 @@ static void closing_flushed(struct session *s)
     s->linger = false;
     s->lingering = true;
     shutdown(stream_fd(s->cbev), SHUT_WR);
-    evtimer_del(s->timer);
-    set_timer(s, LINGER_MS);
+    session_set_timer(s, LINGER_MS);
     stream_set_timeouts(s->cbev, 0, s->w->cfg->upstream_idle_timeout_ms);
     stream_enable_read(s->cbev);
 }
@@ -210,14 +222,14 @@ void session_close(struct session *s, bool flush)
         return;
     relay_abort_upstream(s);
     s->state = SS_CLOSING;
-    evtimer_del(s->timer);
+    session_clear_timer(s);
     stream_setcb(s->cbev, client_read_cb, client_write_cb, client_event_cb, s);
     stream_set_write_low(s->cbev, 0);
     if (evbuffer_get_length(stream_output(s->cbev)) == 0) {
         closing_flushed(s);
         return;
     }
-    set_timer(s, s->w->cfg->upstream_idle_timeout_ms); /* bounds the flush */
+    session_set_timer(s, s->w->cfg->upstream_idle_timeout_ms); /* bounds the flush */
     if (s->linger)
         stream_enable_read(s->cbev);
     else
@@ -256,8 +268,7 @@ static void begin_request(struct session *s)
     s->up_eof_pending = s->client_paused = s->up_paused = false;
     s->connect_attempts = 0;
     s->stale_retry_done = false;
-    evtimer_del(s->timer);
-    set_timer(s, s->w->cfg->client_header_timeout_ms);
+    session_set_timer(s, s->w->cfg->client_header_timeout_ms);
 }
 
 static void enter_idle(struct session *s)
@@ -265,8 +276,7 @@ static void enter_idle(struct session *s)
     s->state = SS_IDLE;
     stream_set_timeouts(s->cbev, 0, s->w->cfg->upstream_idle_timeout_ms);
     stream_enable_read(s->cbev);
-    evtimer_del(s->timer);
-    set_timer(s, s->w->cfg->client_keepalive_timeout_ms);
+    session_set_timer(s, s->w->cfg->client_keepalive_timeout_ms);
 }
 
 void session_exchange_done(struct session *s)
@@ -407,7 +417,7 @@ static void on_request_head(struct session *s)
     if (bad) {
         s->client_keepalive = false;
         s->state = SS_ROUTING; /* past the head: the reply path needs it */
-        evtimer_del(s->timer);
+        session_clear_timer(s);
         log_debug("client %s: malformed request: %s", s->peer_ip, bad);
         s->req_has_body = true; /* never run the parser on: close after */
         session_error(s, 400, bad);
@@ -417,7 +427,7 @@ static void on_request_head(struct session *s)
     s->upgrade = p->upgrade;
     s->client_keepalive = llhttp_should_keep_alive(p);
     s->req_has_body = (p->flags & F_CHUNKED) || p->content_length > 0;
-    evtimer_del(s->timer);
+    session_clear_timer(s);
     s->state = SS_ROUTING;
     if (p->method == HTTP_CONNECT) {
         s->client_keepalive = false;
@@ -554,6 +564,15 @@ static void client_event_cb(struct stream *bev, short what, void *arg)
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct session *s = arg;
+    s->timer_armed_ms = 0;
+    if (!s->deadline_ms)
+        return;
+    uint64_t now = worker_now_ms();
+    if (now < s->deadline_ms) { /* moved later since armed: wait the rest */
+        session_set_timer(s, (int)(s->deadline_ms - now));
+        return;
+    }
+    s->deadline_ms = 0;
     session_enter(s);
     switch (s->state) {
     case SS_HEAD:
@@ -615,8 +634,7 @@ static void start_io(struct session *s)
     enter_idle(s);
     /* A new connection gets the header timeout for its first request (and
      * TLS handshake), not the longer keep-alive one. */
-    evtimer_del(s->timer);
-    set_timer(s, w->cfg->client_header_timeout_ms);
+    session_set_timer(s, w->cfg->client_header_timeout_ms);
 }
 
 /* PROXY protocol: peek, parse, then take exactly the header's bytes off the

@@ -107,6 +107,8 @@ struct session {
 
     struct event *timer;                /* header deadline, keep-alive,
                                            retry backoff, linger */
+    uint64_t deadline_ms;               /* when the timer means it; 0 = none */
+    uint64_t timer_armed_ms;            /* when it is set to fire; 0 = not */
 };
 
 /* Accepted socket on listener `index` -> new session (owns fd). */
@@ -129,6 +131,10 @@ void session_exchange_done(struct session *s);
 
 /* Marks the session for closing: flush the client output first if `flush`. */
 void session_close(struct session *s, bool flush);
+
+/* The session timer (see session.c): deadline in ms from now, or none. */
+void session_set_timer(struct session *s, int ms);
+void session_clear_timer(struct session *s);
 
 /* Callback nesting: every entry point from libevent brackets its work with
  * these, so a close deep inside frees the session only when it is safe. */
