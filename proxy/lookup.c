@@ -95,8 +95,21 @@ static struct route_rec *rr_new(int status)
     if (rr) {
         rr->refs = 1;
         rr->status = status;
+        rr->mask_len = -1;
     }
     return rr;
+}
+
+const char *route_rec_masked_host(struct route_rec *rr, uint16_t port, int *len)
+{
+    if (!rr->rec || !rr->rec->mask_host)
+        return NULL;
+    if (rr->mask_len < 0 || rr->mask_port != port) {
+        rr->mask_len = record_mask_host(rr->rec, port, rr->mask, sizeof(rr->mask));
+        rr->mask_port = port;
+    }
+    *len = rr->mask_len;
+    return rr->mask_len > 0 ? rr->mask : NULL;
 }
 
 /* ---- the table ---- */

@@ -31,7 +31,16 @@ struct route_rec {
     struct record *rec;        /* FOUND only */
     struct conn_limit *limit;  /* FOUND with maxConnections > 0 */
     char message[200];         /* BROKEN: what is wrong */
+    /* maskRequestHost expanded for the last port asked (a memo: most
+     * requests to a sandbox go to one port). */
+    char mask[256];
+    int mask_len;              /* -1: none computed */
+    uint16_t mask_port;
 };
+
+/* The Host to send upstream per maskRequestHost for this port, or NULL when
+ * the record has no mask (or it does not fit). */
+const char *route_rec_masked_host(struct route_rec *rr, uint16_t port, int *len);
 
 struct lookup_waiter;
 /* Called once with the answer; `rr` is a new reference the callee owns (NULL

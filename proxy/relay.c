@@ -95,15 +95,16 @@ static bool out_joined(struct out *o, const struct head *h, const char *lc, size
 static int write_request_head(struct session *s, struct evbuffer *dst)
 {
     const struct head *h = s->rh;
-    const struct record *rec = s->rr->rec;
     const struct config *cfg = s->w->cfg;
-    char mask[512];
-    int mask_len = rec->mask_host ? record_mask_host(rec, s->target.port, mask, sizeof(mask)) : -1;
+    int mask_len = -1;
+    const char *mask = route_rec_masked_host(s->rr, s->target.port, &mask_len);
+    if (!mask && s->rr->rec->mask_host)
+        return -1; /* a mask too long to expand: never send the wrong Host */
     bool trusted = cfg->trusted_count > 0 &&
                    config_cidr_match(cfg->trusted_proxies, cfg->trusted_count,
                                      (const struct sockaddr *)&s->peer);
     size_t need = h->used + 4 * (size_t)h->nhdrs + 2 * s->host_len +
-                  (mask_len > 0 ? (size_t)mask_len : 0) + 512;
+                  (mask ? (size_t)mask_len : 0) + 512;
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(dst, (ev_ssize_t)need, &v, 1) < 1)
         return -1;
@@ -116,7 +117,7 @@ static int write_request_head(struct session *s, struct evbuffer *dst)
         OUT_LIT(&o, "/");
     out_put(&o, s->path, s->path_len);
     OUT_LIT(&o, " HTTP/1.1\r\nHost: ");
-    if (mask_len > 0)
+    if (mask)
         out_put(&o, mask, (size_t)mask_len);
     else
         out_put(&o, s->host, s->host_len);

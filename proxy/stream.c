@@ -37,6 +37,7 @@ struct stream {
     size_t read_high, write_low;
     int read_timeout_ms, write_timeout_ms;
     uint64_t last_read_ms, last_write_ms;
+    uint64_t armed_until_ms;    /* when the timer fires; 0 = not armed */
 };
 
 static uint64_t now_ms(void)
@@ -98,23 +99,35 @@ static bool leave(struct stream *st)
 
 /* ---- timeouts (plain) ---- */
 
-/* Arms the timer for the nearest deadline unless it is already pending: a
- * timer that fires early just re-arms (activity only moves deadlines later),
- * so the hot path never touches the timer heap. */
+/* The nearest deadline (ms, coarse monotonic) among the running timeouts,
+ * or 0 when none runs. */
+static uint64_t next_deadline(const struct stream *st)
+{
+    uint64_t d = 0;
+    if (st->rev_added && st->read_timeout_ms)
+        d = st->last_read_ms + (uint64_t)st->read_timeout_ms;
+    if (st->write_timeout_ms && evbuffer_get_length(st->out)) {
+        uint64_t w = st->last_write_ms + (uint64_t)st->write_timeout_ms;
+        if (!d || w < d)
+            d = w;
+    }
+    return d;
+}
+
+/* Makes sure the timer fires no later than the nearest deadline. A timer
+ * already set to fire earlier is left alone: when it fires it finds the
+ * deadline moved (activity only moves deadlines later) and re-arms, so the
+ * hot path never touches the timer heap. */
 static void arm_timer(struct stream *st)
 {
-    if (evtimer_pending(st->tev, NULL))
+    uint64_t d = next_deadline(st);
+    if (!d || (st->armed_until_ms && st->armed_until_ms <= d))
         return;
-    int ms = 0;
-    if (st->reading && !st->closed && st->read_timeout_ms)
-        ms = st->read_timeout_ms;
-    if (st->write_timeout_ms && evbuffer_get_length(st->out) &&
-        (!ms || st->write_timeout_ms < ms))
-        ms = st->write_timeout_ms;
-    if (!ms)
-        return;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    uint64_t now = now_ms();
+    uint64_t ms = d > now ? d - now : 1;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
     evtimer_add(st->tev, &tv);
+    st->armed_until_ms = d;
 }
 
 static void rev_update(struct stream *st)
@@ -125,6 +138,7 @@ static void rev_update(struct stream *st)
         event_add(st->rev, NULL);
         st->rev_added = true;
         st->last_read_ms = now_ms(); /* a paused read was not an idle one */
+        arm_timer(st);
     } else if (!want && st->rev_added) {
         event_del(st->rev);
         st->rev_added = false;
@@ -141,6 +155,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct stream *st = arg;
     uint64_t now = now_ms();
+    st->armed_until_ms = 0;
     enter(st);
     if (st->rev_added && st->read_timeout_ms &&
         now - st->last_read_ms >= (uint64_t)st->read_timeout_ms) {
@@ -151,25 +166,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
                now - st->last_write_ms >= (uint64_t)st->write_timeout_ms) {
         fire_event(st, STREAM_TIMEOUT | STREAM_WRITING);
     }
-    if (!leave(st))
-        return;
-    /* Fired early, or one deadline passed and another runs: re-arm for the
-     * rest of the nearest one. */
-    int ms = 0;
-    if (st->reading && !st->closed && st->read_timeout_ms) {
-        uint64_t left = st->last_read_ms + (uint64_t)st->read_timeout_ms - now;
-        ms = (int)(left > (uint64_t)st->read_timeout_ms ? (uint64_t)st->read_timeout_ms : left);
-    }
-    if (st->write_timeout_ms && evbuffer_get_length(st->out)) {
-        uint64_t left = st->last_write_ms + (uint64_t)st->write_timeout_ms - now;
-        int w = (int)(left > (uint64_t)st->write_timeout_ms ? (uint64_t)st->write_timeout_ms : left);
-        if (!ms || w < ms)
-            ms = w;
-    }
-    if (ms > 0) {
-        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-        evtimer_add(st->tev, &tv);
-    }
+    if (leave(st))
+        arm_timer(st); /* fired early, or another deadline still runs */
 }
 
 /* ---- reading (plain) ---- */
@@ -419,11 +417,7 @@ void stream_enable_read(struct stream *st)
         bufferevent_enable(st->bev, EV_READ | EV_WRITE);
         return;
     }
-    if (!st->reading) {
-        st->reading = true;
-        st->last_read_ms = now_ms(); /* the read timeout counts from now */
-        arm_timer(st);
-    }
+    st->reading = true;
     rev_update(st);
 }
 
@@ -464,13 +458,7 @@ void stream_set_timeouts(struct stream *st, int read_ms, int write_ms)
         bufferevent_set_timeouts(st->bev, read_ms ? &rt : NULL, write_ms ? &wt : NULL);
         return;
     }
-    if (st->read_timeout_ms == read_ms && st->write_timeout_ms == write_ms)
-        return;
-    bool shorter = (read_ms && (!st->read_timeout_ms || read_ms < st->read_timeout_ms)) ||
-                   (write_ms && (!st->write_timeout_ms || write_ms < st->write_timeout_ms));
     st->read_timeout_ms = read_ms;
     st->write_timeout_ms = write_ms;
-    if (shorter)
-        evtimer_del(st->tev); /* a pending timer may be set too late now */
     arm_timer(st);
 }

@@ -26,9 +26,33 @@ struct pool_bucket {
 struct pool {
     struct worker *w;
     struct strmap buckets;
+    struct event *sweep_ev;       /* closes connections idle too long */
 };
 
+#define POOL_SWEEP_MS 1000
+
 #define BUCKET_OF(n) ((struct pool_bucket *)((char *)(n) - offsetof(struct pool_bucket, node)))
+
+/* Idle connections, newest first in each bucket: close from the tail those
+ * unused for longer than upstream.pool_idle_timeout_ms. */
+static void sweep_bucket(struct strmap_node *n, void *arg)
+{
+    struct pool_bucket *b = BUCKET_OF(n);
+    uint64_t limit = *(const uint64_t *)arg;
+    /* upstream_close frees the bucket with its last connection */
+    while (b->count > 1 && b->idle.prev->idle_since_ms < limit)
+        upconn_close(b->idle.prev);
+    if (b->count == 1 && b->idle.prev->idle_since_ms < limit)
+        upconn_close(b->idle.prev);
+}
+
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pool *p = arg;
+    uint64_t now = worker_now_ms(), idle = (uint64_t)p->w->cfg->upstream_pool_idle_timeout_ms;
+    uint64_t limit = now > idle ? now - idle : 0;
+    strmap_each(&p->buckets, sweep_bucket, &limit);
+}
 
 struct pool *pool_new(struct worker *w)
 {
@@ -40,6 +64,14 @@ struct pool *pool_new(struct worker *w)
         free(p);
         return NULL;
     }
+    p->sweep_ev = event_new(w->base, -1, EV_PERSIST, sweep_cb, p);
+    if (!p->sweep_ev) {
+        strmap_destroy(&p->buckets);
+        free(p);
+        return NULL;
+    }
+    struct timeval tv = {POOL_SWEEP_MS / 1000, (POOL_SWEEP_MS % 1000) * 1000};
+    event_add(p->sweep_ev, &tv);
     return p;
 }
 
@@ -165,7 +197,9 @@ void pool_release(struct upconn *c)
     b->idle.next = c;
     b->count++;
     stream_setcb(c->bev, idle_read_cb, NULL, idle_event_cb, c);
-    stream_set_timeouts(c->bev, cfg->upstream_pool_idle_timeout_ms, 0);
+    /* The pool's sweep enforces the idle timeout; the stream keeps none. */
+    stream_set_timeouts(c->bev, 0, 0);
+    c->idle_since_ms = worker_now_ms();
     stream_enable_read(c->bev);
 }
 
@@ -261,6 +295,8 @@ void pool_free(struct pool *p)
     if (!p)
         return;
     pool_close_idle(p);
+    if (p->sweep_ev)
+        event_free(p->sweep_ev);
     strmap_destroy(&p->buckets);
     free(p);
 }

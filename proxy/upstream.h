@@ -5,6 +5,7 @@
 #define EDGEPROXY_UPSTREAM_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 struct worker;
@@ -23,6 +24,7 @@ struct upconn {
     struct stream *bev;      /* NULL while connecting */
     char *key;
     bool reused;                  /* came from the pool */
+    uint64_t idle_since_ms;       /* when it went back to the pool */
     /* connecting */
     int fd;
     int err;                      /* connect() failed at once */
