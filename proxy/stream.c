@@ -7,7 +7,6 @@
 #include <event2/event.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -172,6 +171,40 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- reading (plain) ---- */
 
+/* Read buffers: one 64 KiB block per read, from a per-thread free list.
+ * A read that filled little of it is copied into the evbuffer (small
+ * requests, small responses) and the block is kept for the next read; a
+ * large one is handed to the evbuffer by reference, zero-copy, and comes back
+ * to the list when its bytes have been written out. Past REF_MIN a block is
+ * at least a quarter full, which bounds what backpressure can pin. */
+#define REF_MIN (STREAM_READ_MAX / 4)
+#define FREE_BLOCKS_MAX 64
+
+static __thread void *free_blocks[FREE_BLOCKS_MAX];
+static __thread int nfree_blocks;
+
+static void *block_get(void)
+{
+    if (nfree_blocks)
+        return free_blocks[--nfree_blocks];
+    return malloc(STREAM_READ_MAX);
+}
+
+static void block_put(const void *data, size_t len, void *extra)
+{
+    void *b = (void *)(uintptr_t)data;
+    if (nfree_blocks < FREE_BLOCKS_MAX)
+        free_blocks[nfree_blocks++] = b;
+    else
+        free(b);
+}
+
+void stream_thread_cleanup(void)
+{
+    while (nfree_blocks)
+        free(free_blocks[--nfree_blocks]);
+}
+
 static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct stream *st = arg;
@@ -185,20 +218,20 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
         if (st->read_high - have < want)
             want = st->read_high - have;
     }
-    struct evbuffer_iovec v[2];
-    int nv = evbuffer_reserve_space(st->in, (ev_ssize_t)want, v, 2);
-    if (nv < 1)
+    char *block = block_get();
+    if (!block)
         return;
-    struct iovec iov[2];
-    size_t room = 0;
-    for (int i = 0; i < nv; i++) {
-        iov[i].iov_base = v[i].iov_base;
-        iov[i].iov_len = v[i].iov_len;
-        room += v[i].iov_len;
+    ssize_t n = read(fd, block, want);
+    if (n > 0) {
+        if ((size_t)n < REF_MIN || evbuffer_add_reference(st->in, block, (size_t)n, block_put,
+                                                          NULL) == -1) {
+            evbuffer_add(st->in, block, (size_t)n);
+            block_put(block, 0, NULL);
+        }
+    } else {
+        block_put(block, 0, NULL);
     }
-    ssize_t n = readv(fd, iov, nv);
     if (n == -1) {
-        evbuffer_commit_space(st->in, v, 0);
         if (errno == EAGAIN || errno == EINTR)
             return;
         int e = errno;
@@ -211,7 +244,6 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (n == 0) {
-        evbuffer_commit_space(st->in, v, 0);
         st->closed = true;
         rev_update(st);
         enter(st);
@@ -219,21 +251,12 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
         leave(st);
         return;
     }
-    /* Commit what readv filled, vector by vector. */
-    size_t left = (size_t)n;
-    for (int i = 0; i < nv; i++) {
-        size_t take = v[i].iov_len < left ? v[i].iov_len : left;
-        v[i].iov_len = take;
-        left -= take;
-    }
-    evbuffer_commit_space(st->in, v, nv);
     st->last_read_ms = now_ms();
     enter(st);
     if (st->read_cb)
         st->read_cb(st, st->arg);
     if (leave(st))
         rev_update(st); /* the input may have hit the high-water mark */
-    (void)room;
 }
 
 /* The user drained input below the high-water mark: read again. */

@@ -59,6 +59,9 @@ void stream_set_write_low(struct stream *st, size_t low);
  * output is pending). */
 void stream_set_timeouts(struct stream *st, int read_ms, int write_ms);
 
+/* Frees the calling thread's spare read buffers (at worker exit). */
+void stream_thread_cleanup(void);
+
 /* TLS: the OpenSSL error that ended the stream (0 when none), popping it. */
 unsigned long stream_tls_error(struct stream *st);
 

@@ -14,6 +14,7 @@
 #include "lookup.h"
 #include "runtime.h"
 #include "session.h"
+#include "stream.h"
 #include "upstream.h"
 
 uint64_t worker_now_ms(void)
@@ -128,6 +129,9 @@ static void *worker_main(void *arg)
     __atomic_store_n(&w->lookup, NULL, __ATOMIC_RELEASE);
     lookup_free(lk);
     access_log_worker_free(w);
+    pool_free(w->pool); /* its connections hold read buffers */
+    w->pool = NULL;
+    stream_thread_cleanup();
     __atomic_store_n(&w->done, true, __ATOMIC_RELEASE);
     return NULL;
 }
