@@ -37,6 +37,8 @@ struct stream {
     int read_timeout_ms, write_timeout_ms;
     uint64_t last_read_ms, last_write_ms;
     uint64_t armed_until_ms;    /* when the timer fires; 0 = not armed */
+    struct evbuffer_cb_entry *in_cb;
+    bool in_cb_on;
 };
 
 static uint64_t now_ms(void)
@@ -131,8 +133,17 @@ static void arm_timer(struct stream *st)
 
 static void rev_update(struct stream *st)
 {
-    bool want = st->reading && !st->closed &&
-                (!st->read_high || evbuffer_get_length(st->in) < st->read_high);
+    bool full = st->read_high && evbuffer_get_length(st->in) >= st->read_high;
+    bool want = st->reading && !st->closed && !full;
+    /* The input's drain callback is only needed while the high-water mark
+     * holds reading back: evbuffer callbacks cost on every add and drain. */
+    if (full != st->in_cb_on) {
+        if (full)
+            evbuffer_cb_set_flags(st->in, st->in_cb, EVBUFFER_CB_ENABLED);
+        else
+            evbuffer_cb_clear_flags(st->in, st->in_cb, EVBUFFER_CB_ENABLED);
+        st->in_cb_on = full;
+    }
     if (want && !st->rev_added) {
         event_add(st->rev, NULL);
         st->rev_added = true;
@@ -341,7 +352,8 @@ struct stream *stream_new_socket(struct event_base *base, int fd)
         really_free(st);
         return NULL;
     }
-    evbuffer_add_cb(st->in, input_cb, st);
+    st->in_cb = evbuffer_add_cb(st->in, input_cb, st);
+    evbuffer_cb_clear_flags(st->in, st->in_cb, EVBUFFER_CB_ENABLED);
     evbuffer_add_cb(st->out, output_cb, st);
     st->last_read_ms = st->last_write_ms = now_ms();
     return st;
