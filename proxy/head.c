@@ -31,7 +31,7 @@ struct head *head_get(struct worker *w)
     h->next_free = NULL;
     h->used = h->nhdrs = h->url_off = h->url_len = 0;
     h->in_field = h->in_value = false;
-    h->has_connection = false;
+    h->conn_lists_others = false;
     h->err = HEAD_OK;
     return h;
 }
@@ -87,12 +87,68 @@ int head_on_field(struct head *h, const char *at, size_t len)
     return append(h, at, len);
 }
 
+static const struct {
+    const char *name;
+    uint32_t len;
+    int kind;
+} known_headers[] = {
+#define K(n, k) {n, sizeof(n) - 1, k}
+    K("host", HDR_HOST),
+    K("connection", HDR_CONNECTION),
+    K("keep-alive", HDR_KEEP_ALIVE),
+    K("proxy-connection", HDR_PROXY_CONNECTION),
+    K("te", HDR_TE),
+    K("trailer", HDR_TRAILER),
+    K("upgrade", HDR_UPGRADE),
+    K("content-length", HDR_CONTENT_LENGTH),
+    K("transfer-encoding", HDR_TRANSFER_ENCODING),
+    K("e2b-traffic-access-token", HDR_TRAFFIC_TOKEN),
+    K("e2b-sandbox-id", HDR_SANDBOX_ID),
+    K("e2b-sandbox-port", HDR_SANDBOX_PORT),
+    K("x-forwarded-for", HDR_X_FORWARDED_FOR),
+    K("x-forwarded-proto", HDR_X_FORWARDED_PROTO),
+    K("x-forwarded-host", HDR_X_FORWARDED_HOST),
+    K("user-agent", HDR_USER_AGENT),
+    K("accept", HDR_ACCEPT),
+    K("sec-fetch-mode", HDR_SEC_FETCH_MODE),
+    K("x-requested-with", HDR_X_REQUESTED_WITH),
+#undef K
+};
+
+static int classify(const char *name, uint32_t len)
+{
+    for (size_t i = 0; i < sizeof(known_headers) / sizeof(known_headers[0]); i++)
+        if (known_headers[i].len == len && strncasecmp(known_headers[i].name, name, len) == 0)
+            return known_headers[i].kind;
+    return HDR_OTHER;
+}
+
 int head_on_field_done(struct head *h)
 {
+    struct hdr *x = &h->hdrs[h->nhdrs];
     h->in_field = false;
-    if (HEAD_NAME_IS(h, &h->hdrs[h->nhdrs], "connection"))
-        h->has_connection = true;
+    x->kind = classify(h->buf + x->name_off, x->name_len);
     return 0;
+}
+
+/* Does a Connection value name anything besides close, keep-alive and
+ * upgrade (the usual ones, each either hop-by-hop already or no header)? */
+static bool lists_others(const char *v, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < len && v[i] != ',' && v[i] != ' ' && v[i] != '\t')
+            i++;
+        size_t n = i - start;
+        if (n && !(n == 5 && strncasecmp(v + start, "close", 5) == 0) &&
+            !(n == 10 && strncasecmp(v + start, "keep-alive", 10) == 0) &&
+            !(n == 7 && strncasecmp(v + start, "upgrade", 7) == 0))
+            return true;
+    }
+    return false;
 }
 
 int head_on_value(struct head *h, const char *at, size_t len)
@@ -113,6 +169,9 @@ int head_on_value_done(struct head *h)
         h->hdrs[h->nhdrs].val_len = 0;
     }
     h->in_value = false;
+    struct hdr *x = &h->hdrs[h->nhdrs];
+    if (x->kind == HDR_CONNECTION && lists_others(h->buf + x->val_off, x->val_len))
+        h->conn_lists_others = true;
     h->nhdrs++;
     return 0;
 }
@@ -124,12 +183,21 @@ bool head_name_is(const struct head *h, const struct hdr *x, const char *lc,
            strncasecmp(h->buf + x->name_off, lc, lclen) == 0;
 }
 
-const struct hdr *head_find(const struct head *h, const char *lc, size_t lclen)
+const struct hdr *head_find(const struct head *h, int kind, unsigned *count)
 {
+    const struct hdr *first = NULL;
+    unsigned n = 0;
     for (uint32_t i = 0; i < h->nhdrs; i++)
-        if (head_name_is(h, &h->hdrs[i], lc, lclen))
-            return &h->hdrs[i];
-    return NULL;
+        if (h->hdrs[i].kind == kind) {
+            if (!first)
+                first = &h->hdrs[i];
+            n++;
+            if (!count)
+                break;
+        }
+    if (count)
+        *count = n;
+    return first;
 }
 
 bool head_list_has(const char *val, size_t len, const char *tok, size_t toklen)
@@ -154,26 +222,33 @@ void head_reset(struct head *h)
 {
     h->used = h->nhdrs = h->url_off = h->url_len = 0;
     h->in_field = h->in_value = false;
-    h->has_connection = false;
+    h->conn_lists_others = false;
     h->err = HEAD_OK;
 }
 
 bool head_is_hop_by_hop(const struct head *h, const struct hdr *x)
 {
-    if (HEAD_NAME_IS(h, x, "connection") || HEAD_NAME_IS(h, x, "keep-alive") ||
-        HEAD_NAME_IS(h, x, "proxy-connection") || HEAD_NAME_IS(h, x, "te") ||
-        HEAD_NAME_IS(h, x, "trailer") || HEAD_NAME_IS(h, x, "upgrade"))
+    switch (x->kind) {
+    case HDR_CONNECTION:
+    case HDR_KEEP_ALIVE:
+    case HDR_PROXY_CONNECTION:
+    case HDR_TE:
+    case HDR_TRAILER:
+    case HDR_UPGRADE:
         return true;
-    if (!h->has_connection)
-        return false;
-    if (HEAD_NAME_IS(h, x, "content-length") ||
-        HEAD_NAME_IS(h, x, "transfer-encoding") || HEAD_NAME_IS(h, x, "host"))
+    case HDR_CONTENT_LENGTH:
+    case HDR_TRANSFER_ENCODING:
+    case HDR_HOST:
+        return false; /* framing and routing: never strippable */
+    default:
+        break;
+    }
+    if (!h->conn_lists_others)
         return false;
     for (uint32_t i = 0; i < h->nhdrs; i++) {
         const struct hdr *c = &h->hdrs[i];
-        if (HEAD_NAME_IS(h, c, "connection") &&
-            head_list_has(h->buf + c->val_off, c->val_len, h->buf + x->name_off,
-                          x->name_len))
+        if (c->kind == HDR_CONNECTION &&
+            head_list_has(h->buf + c->val_off, c->val_len, h->buf + x->name_off, x->name_len))
             return true;
     }
     return false;

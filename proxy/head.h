@@ -10,9 +10,35 @@
 
 struct worker;
 
+/* The headers the proxy acts on, recognised once when the name is complete
+ * (h2o's token habit): every later test is an integer compare. */
+enum hdr_kind {
+    HDR_OTHER = 0,
+    HDR_HOST,
+    HDR_CONNECTION,
+    HDR_KEEP_ALIVE,
+    HDR_PROXY_CONNECTION,
+    HDR_TE,
+    HDR_TRAILER,
+    HDR_UPGRADE,
+    HDR_CONTENT_LENGTH,
+    HDR_TRANSFER_ENCODING,
+    HDR_TRAFFIC_TOKEN,      /* e2b-traffic-access-token */
+    HDR_SANDBOX_ID,         /* e2b-sandbox-id */
+    HDR_SANDBOX_PORT,       /* e2b-sandbox-port */
+    HDR_X_FORWARDED_FOR,
+    HDR_X_FORWARDED_PROTO,
+    HDR_X_FORWARDED_HOST,
+    HDR_USER_AGENT,
+    HDR_ACCEPT,
+    HDR_SEC_FETCH_MODE,
+    HDR_X_REQUESTED_WITH,
+};
+
 struct hdr {
     uint32_t name_off, name_len;
     uint32_t val_off, val_len;
+    int kind;                         /* enum hdr_kind */
 };
 
 enum head_err {
@@ -31,7 +57,8 @@ struct head {
     uint32_t url_off, url_len;        /* request target, or response reason */
     uint32_t max_url;
     bool in_field, in_value;
-    bool has_connection;              /* a Connection header is present */
+    bool conn_lists_others;           /* a Connection header names more
+                                         than close/keep-alive/upgrade */
     int err;                          /* enum head_err */
 };
 
@@ -55,9 +82,8 @@ bool head_name_is(const struct head *h, const struct hdr *x, const char *lc,
                   size_t lclen);
 #define HEAD_NAME_IS(h, x, lit) head_name_is(h, x, lit, sizeof(lit) - 1)
 
-/* First header with that name, or NULL. */
-const struct hdr *head_find(const struct head *h, const char *lc, size_t lclen);
-#define HEAD_FIND(h, lit) head_find(h, lit, sizeof(lit) - 1)
+/* First header of that kind, or NULL; *count (if given) gets how many. */
+const struct hdr *head_find(const struct head *h, int kind, unsigned *count);
 
 /* Does a comma-separated header value list (e.g. Connection) contain the
  * token (case-insensitive)? */

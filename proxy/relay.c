@@ -71,18 +71,17 @@ static void out_header(struct out *o, const struct head *h, const struct hdr *x)
 
 static bool is_forwarded_header(const struct head *h, const struct hdr *x)
 {
-    return HEAD_NAME_IS(h, x, "x-forwarded-for") ||
-           HEAD_NAME_IS(h, x, "x-forwarded-proto") ||
-           HEAD_NAME_IS(h, x, "x-forwarded-host");
+    return x->kind == HDR_X_FORWARDED_FOR || x->kind == HDR_X_FORWARDED_PROTO ||
+           x->kind == HDR_X_FORWARDED_HOST;
 }
 
 /* Appends every value of a header, comma-joined (RFC 9110 section 5.3). */
-static bool out_joined(struct out *o, const struct head *h, const char *lc, size_t lclen)
+static bool out_joined(struct out *o, const struct head *h, int kind)
 {
     bool any = false;
     for (uint32_t i = 0; i < h->nhdrs; i++) {
         const struct hdr *x = &h->hdrs[i];
-        if (!head_name_is(h, x, lc, lclen))
+        if (x->kind != kind)
             continue;
         if (any)
             OUT_LIT(o, ", ");
@@ -124,17 +123,17 @@ static int write_request_head(struct session *s, struct evbuffer *dst)
     OUT_LIT(&o, "\r\n");
     for (uint32_t i = 0; i < h->nhdrs; i++) {
         const struct hdr *x = &h->hdrs[i];
-        if (HEAD_NAME_IS(h, x, "host") || HEAD_NAME_IS(h, x, "e2b-traffic-access-token") ||
+        if (x->kind == HDR_HOST || x->kind == HDR_TRAFFIC_TOKEN ||
             is_forwarded_header(h, x) || head_is_hop_by_hop(h, x))
             continue;
         out_header(&o, h, x);
     }
     OUT_LIT(&o, "X-Forwarded-For: ");
-    if (trusted && out_joined(&o, h, "x-forwarded-for", 15))
+    if (trusted && out_joined(&o, h, HDR_X_FORWARDED_FOR))
         OUT_LIT(&o, ", ");
     out_put(&o, s->peer_ip, strlen(s->peer_ip));
     OUT_LIT(&o, "\r\nX-Forwarded-Proto: ");
-    if (!trusted || !out_joined(&o, h, "x-forwarded-proto", 17)) {
+    if (!trusted || !out_joined(&o, h, HDR_X_FORWARDED_PROTO)) {
         if (s->tls)
             OUT_LIT(&o, "https");
         else
@@ -144,7 +143,7 @@ static int write_request_head(struct session *s, struct evbuffer *dst)
     out_put(&o, s->host, s->host_len);
     OUT_LIT(&o, "\r\n");
     if (s->upgrade) {
-        const struct hdr *up = HEAD_FIND(h, "upgrade");
+        const struct hdr *up = head_find(h, HDR_UPGRADE, NULL);
         OUT_LIT(&o, "Connection: upgrade\r\n");
         if (up)
             out_header(&o, h, up);
@@ -180,12 +179,12 @@ static int write_response_head(struct session *s)
         const struct hdr *x = &h->hdrs[i];
         if (head_is_hop_by_hop(h, x))
             continue;
-        if (s->dechunk && HEAD_NAME_IS(h, x, "transfer-encoding"))
+        if (s->dechunk && x->kind == HDR_TRANSFER_ENCODING)
             continue;
         out_header(&o, h, x);
     }
     if (status == 101) {
-        const struct hdr *up = HEAD_FIND(h, "upgrade");
+        const struct hdr *up = head_find(h, HDR_UPGRADE, NULL);
         OUT_LIT(&o, "Connection: upgrade\r\n");
         if (up)
             out_header(&o, h, up);

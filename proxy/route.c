@@ -12,8 +12,6 @@
 #include "session.h"
 #include "worker.h"
 
-#define TOKEN_HEADER "e2b-traffic-access-token"
-
 /* Splits an absolute-form target (RFC 9112 section 3.2.2) into authority and
  * origin-form path; the authority then wins over Host (section 3.2.2 too). */
 static bool split_absolute(const char *url, size_t len, const char **auth,
@@ -58,20 +56,14 @@ static bool port_exempt(const struct config *cfg, uint16_t port)
     return false;
 }
 
-/* Only one header of this name may appear; returns NULL when absent, sets
+/* Only one header of this kind may appear; returns NULL when absent, sets
  * *dup when there are several. */
-static const struct hdr *single_header(const struct head *h, const char *lc,
-                                       size_t lclen, bool *dup)
+static const struct hdr *single_header(const struct head *h, int kind, bool *dup)
 {
-    const struct hdr *found = NULL;
-    *dup = false;
-    for (uint32_t i = 0; i < h->nhdrs; i++)
-        if (head_name_is(h, &h->hdrs[i], lc, lclen)) {
-            if (found)
-                *dup = true;
-            found = &h->hdrs[i];
-        }
-    return found;
+    unsigned n;
+    const struct hdr *x = head_find(h, kind, &n);
+    *dup = n > 1;
+    return x;
 }
 
 static void verdict(struct session *s, int status, struct route_rec *rr)
@@ -94,7 +86,7 @@ static void verdict(struct session *s, int status, struct route_rec *rr)
     const struct record *rec = rr->rec;
     if (!rec->allow_public && !port_exempt(cfg, s->target.port)) {
         bool dup;
-        const struct hdr *t = single_header(s->rh, TOKEN_HEADER, sizeof(TOKEN_HEADER) - 1, &dup);
+        const struct hdr *t = single_header(s->rh, HDR_TRAFFIC_TOKEN, &dup);
         if (!t) {
             session_error_sandbox(s, 403, "this sandbox requires a traffic access token (e2b-traffic-access-token header)", false);
             return;
@@ -146,7 +138,7 @@ static int pick_host(struct session *s)
     s->path_len = h->url_len;
     s->path_needs_slash = false;
     bool dup;
-    const struct hdr *x = single_header(h, "host", 4, &dup);
+    const struct hdr *x = single_header(h, HDR_HOST, &dup);
     if (!x || dup) {
         session_error(s, 400, dup ? "more than one Host header" : "missing Host header");
         return -1;
@@ -160,8 +152,8 @@ static int pick_host(struct session *s)
 static int target_from_headers(struct session *s)
 {
     bool dup_id, dup_port;
-    const struct hdr *id = single_header(s->rh, "e2b-sandbox-id", 14, &dup_id);
-    const struct hdr *port = single_header(s->rh, "e2b-sandbox-port", 16, &dup_port);
+    const struct hdr *id = single_header(s->rh, HDR_SANDBOX_ID, &dup_id);
+    const struct hdr *port = single_header(s->rh, HDR_SANDBOX_PORT, &dup_port);
     if (!id || !port || dup_id || dup_port) {
         session_error(s, 400, "Host sandbox.<domain> needs exactly one e2b-sandbox-id and one e2b-sandbox-port header");
         return -1;

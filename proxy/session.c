@@ -310,15 +310,15 @@ void session_reply(struct session *s, struct reply *r)
     memset(&n, 0, sizeof(n));
     if (s->rh) {
         const struct hdr *x;
-#define VIEW(field, name)                                                      \
-    if ((x = HEAD_FIND(s->rh, name))) {                                        \
+#define VIEW(field, kind)                                                      \
+    if ((x = head_find(s->rh, kind, NULL))) {                                  \
         n.field.ptr = head_str(s->rh, x->val_off);                             \
         n.field.len = x->val_len;                                              \
     }
-        VIEW(user_agent, "user-agent");
-        VIEW(accept, "accept");
-        VIEW(sec_fetch_mode, "sec-fetch-mode");
-        VIEW(x_requested_with, "x-requested-with");
+        VIEW(user_agent, HDR_USER_AGENT);
+        VIEW(accept, HDR_ACCEPT);
+        VIEW(sec_fetch_mode, HDR_SEC_FETCH_MODE);
+        VIEW(x_requested_with, HDR_X_REQUESTED_WITH);
 #undef VIEW
     }
     if (s->rh && s->state != SS_HEAD)
@@ -403,7 +403,7 @@ static const char *head_framing_error(struct session *s)
         const struct hdr *x = &h->hdrs[i];
         if (x->name_len == 0)
             return "empty header name";
-        if (HEAD_NAME_IS(h, x, "transfer-encoding") &&
+        if (x->kind == HDR_TRANSFER_ENCODING &&
             (!(p->flags & F_CHUNKED) || (p->flags & F_CONTENT_LENGTH)))
             return "Transfer-Encoding must end with chunked and come without Content-Length";
     }

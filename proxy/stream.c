@@ -37,7 +37,7 @@ struct stream {
     int read_timeout_ms, write_timeout_ms;
     uint64_t last_read_ms, last_write_ms;
     uint64_t armed_until_ms;    /* when the timer fires; 0 = not armed */
-    struct evbuffer_cb_entry *in_cb;
+    struct evbuffer_cb_entry *in_cb, *out_cb;
     bool in_cb_on;
 };
 
@@ -304,6 +304,7 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
     size_t left = evbuffer_get_length(st->out);
     if (left == 0) {
         st->write_queued = false;
+        evbuffer_cb_set_flags(st->out, st->out_cb, EVBUFFER_CB_ENABLED);
         if (st->wev_added) {
             event_del(st->wev);
             st->wev_added = false;
@@ -329,6 +330,9 @@ static void output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
     if (!info->n_added || st->write_queued)
         return;
     st->write_queued = true;
+    /* Until the output is empty again, more bytes need no callback: the
+     * queued write (or EPOLLOUT) will take them too. */
+    evbuffer_cb_clear_flags(buf, st->out_cb, EVBUFFER_CB_ENABLED);
     if (info->orig_size == 0)
         st->last_write_ms = now_ms(); /* the write timeout counts from now */
     event_active(st->wev, EV_WRITE, 1);
@@ -354,7 +358,7 @@ struct stream *stream_new_socket(struct event_base *base, int fd)
     }
     st->in_cb = evbuffer_add_cb(st->in, input_cb, st);
     evbuffer_cb_clear_flags(st->in, st->in_cb, EVBUFFER_CB_ENABLED);
-    evbuffer_add_cb(st->out, output_cb, st);
+    st->out_cb = evbuffer_add_cb(st->out, output_cb, st);
     st->last_read_ms = st->last_write_ms = now_ms();
     return st;
 }
