@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from harness import (Client, ConnectionClosed, build_request, check_error, make_cert, new_sid, public_record,
+from harness import (Client, wait_until, ConnectionClosed, build_request, check_error, make_cert, new_sid, public_record,
                      sandbox_host)
 
 PP2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -195,3 +195,46 @@ def test_plain_http_on_tls_listener_not_served(proxy, upstream, routed):
         except OSError:
             pass
     assert upstream.requests_for("/r/%s/" % sid) == []
+
+
+def test_tls_session_resumption(proxy, certs, upstream, routed):
+    """Issue 4: session resumption (tickets) works, TLS 1.2 and 1.3 alike."""
+    sid, host = routed
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.minimum_version = ctx.maximum_version = version
+        first = ctx.wrap_socket(socket.create_connection(("127.0.0.1", proxy.extra_ports[1]), timeout=5),
+                                server_hostname=host)
+        assert first.version() == {ssl.TLSVersion.TLSv1_2: "TLSv1.2",
+                                   ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
+        with Client(sock=first) as c:
+            # TLS 1.3 tickets arrive after the handshake: one exchange first.
+            assert c.request("GET", "/r/%s/t1" % sid, host=host).status == 200
+            session = first.session
+        assert session is not None
+        second = ctx.wrap_socket(socket.create_connection(("127.0.0.1", proxy.extra_ports[1]), timeout=5),
+                                 server_hostname=host, session=session)
+        assert second.session_reused, "TLS %s session was not resumed" % version
+        with Client(sock=second) as c:
+            assert c.request("GET", "/r/%s/t2" % sid, host=host).status == 200
+
+
+def test_tls_old_versions_refused_with_one_log_line(proxy, certs, routed):
+    """TLS 1.0/1.1 are refused; a failed handshake costs one log line."""
+    before = proxy.stderr().count("TLS handshake failed")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+    except (ValueError, ssl.SSLError):
+        pytest.skip("this OpenSSL cannot even offer TLS 1.1")
+    raw = socket.create_connection(("127.0.0.1", proxy.extra_ports[1]), timeout=5)
+    with pytest.raises((ssl.SSLError, OSError)):
+        ctx.wrap_socket(raw, server_hostname="x.sandbox.test")
+    raw.close()
+    wait_until(lambda: proxy.stderr().count("TLS handshake failed") == before + 1, timeout=5,
+               what="one handshake failure line")

@@ -137,3 +137,31 @@ def test_reload_certificates(proxy, certs, upstream, redis_server, sid):
     finally:
         old.close()
         reload(proxy, proxy.original)
+
+
+def test_reload_keeps_websocket_and_applies_new_config(proxy, upstream, redis_server, sid):
+    """Issue 4: SIGHUP with an open WebSocket keeps it open, and the changed
+    config (a new domain) applies to new requests."""
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    new_host = "%d-%s.sandbox5.test" % (upstream.port, sid)
+    with proxy.connect() as ws:
+        ws.send(build_request("GET", "/r/%s/ws" % sid, host, [
+            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]))
+        assert ws.read_response().status == 101
+        try:
+            assert proxy.get(new_host, "/r/%s/before" % sid).status == 400
+            line = reload(proxy, with_domains(proxy, ["sandbox.test", "sandbox5.test"]))
+            assert "reloaded" in line, line
+            assert proxy.get(new_host, "/r/%s/after" % sid).status == 200
+            for msg in (b"still here", b"x" * 50000):
+                ws.send(msg)
+                got = b""
+                while len(got) < len(msg):
+                    data = ws.recv_some(timeout=5)
+                    assert data, "the WebSocket was closed by the reload"
+                    got += data
+                assert got == msg
+        finally:
+            reload(proxy, proxy.original)
