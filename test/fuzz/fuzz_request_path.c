@@ -1,0 +1,928 @@
+/* libFuzzer: the whole request path, in process, through the event loop.
+ *
+ * Every proxy source but main.c and lookup.c is linked in; this file
+ * provides the lookup.h API (a static table of real records built with
+ * record_parse, answered synchronously or on the next loop turn;
+ * route_rec_masked_host as in lookup.c) and an
+ * upstream stub: a listening socket on 127.0.0.1:STUB_PORT served by the
+ * worker's own event_base, which parses what the proxy forwards with llhttp
+ * (strict) and answers each request with a response chosen by the input
+ * (fixed length, chunked, close-delimited, 204, 100 then 200, truncated,
+ * no answer at all, or raw bytes from the input; 101 and echo for upgrades).
+ *
+ * Per input: a socketpair is handed to session_accept() as if accepted on
+ * listener 0 (plain) or 1 (PROXY protocol); the client bytes go in, in 1-3
+ * writes, with loop turns in between; then the client half-closes, the loop
+ * runs until nothing moves, the client closes, and whatever is left
+ * (sessions, pooled connections, stub connections) is torn down, so no state
+ * but the head free list and the route table survives an input.
+ *
+ * Input layout (6 control bytes, then the client's bytes):
+ *   c0  pieces = 1 + c0 % 3
+ *   c1  first split point, as a fraction (c1/256) of the client bytes
+ *   c2  second split point, fraction of what is left
+ *   c3  upstream behaviour: bits 0-2 response kind (see respond()),
+ *       bit 3 answer at the end of the head (before the body),
+ *       bit 4 refuse upgrades (a 200 instead of 101),
+ *       bit 5 vary the kind per request on a connection,
+ *       bit 6 close after every response (stale pooled connections),
+ *       bit 7 close with RST (SO_LINGER 0) instead of FIN
+ *   c4  client: bit 0 + bit 7 short timeouts (timers fire; slower),
+ *       bit 1 never half-close, bit 2 close right after the first piece,
+ *       bit 3 drain the worker after the first piece, bit 4 the PROXY
+ *       protocol listener, bits 5-6 the peer (127.0.0.1 trusted proxy,
+ *       10.1.2.3, ::1, ::ffff:127.0.0.1)
+ *   c5  R: when kind is 7, the last R bytes of the input are the raw
+ *       response the upstream sends (to every request)
+ *
+ * Sandboxes (Host "<port>-<id>.sandbox.test"; port 39481 is the stub):
+ *   pub      public                      priv    token "tok", maskRequestHost
+ *   lim      maxConnections 1            exec    executionId, token-exempt
+ *   broken   LOOKUP_BROKEN               down    LOOKUP_UNAVAILABLE
+ *   v6       address ::1 (refused)       slow*   answered on the next turn
+ *   anything else: LOOKUP_NOT_FOUND      (slow, slowpriv, slowdown)
+ *
+ * Invariants checked (abort() with a message):
+ *   - the upstream's llhttp accepts every byte the proxy forwards (before an
+ *     upgrade): anything else is request smuggling or a broken rewrite;
+ *   - the upstream never sees more requests than the client completed;
+ *   - the client's llhttp accepts the proxy's response stream, with at most
+ *     one final response per request (+1 for a reply to a broken request);
+ *   - after teardown: no session, no upstream connection, no pending
+ *     lookup, and the maxConnections slot of "lim" is free again.
+ *
+ * Found and fixed (regressions/request_path/te-*, pass since 3c17bcd): a
+ * request whose Transfer-Encoding does not end in "chunked" ("gzip",
+ * "\xa0 chunked") was rejected by llhttp only after on_headers_complete;
+ * the proxy took it for bodyless and relay_start() forwarded its head
+ * upstream, ignoring the error llhttp_execute(&s->req, "", 0) returned.
+ *
+ * Known bug (regressions/request_path/proxy-header-*): a PROXY protocol
+ * header that arrives in pieces (or a prefix, then EOF) makes
+ * proxy_header_cb() spin: it MSG_PEEKs, gets PROXY_PROTO_NEED_MORE and
+ * returns without consuming, and its level-triggered EV_READ|EV_PERSIST
+ * event is ready again at once, until the rest arrives or the header
+ * timeout (10 s by default) ends it: a worker at 100% CPU per such client.
+ *
+ * The harness aborts on it; REQUEST_PATH_ALLOW_KNOWN=1 fuzzes past it.
+ *
+ * Environment: REQUEST_PATH_TRACE=1 copies what the client receives to
+ * stderr; REQUEST_PATH_LOG=0..3 turns the proxy's log on at that level. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <llhttp.h>
+
+#include "conn_limit.h"
+#include "config.h"
+#include "log.h"
+#include "lookup.h"
+#include "access_log.h"
+#include "proxy_proto.h"
+#include "record.h"
+#include "runtime.h"
+#include "session.h"
+#include "upstream.h"
+#include "worker.h"
+
+#define STUB_PORT 39481
+#define CTRL 6
+#define MAX_METHODS 512
+
+static void die(const char *what)
+{
+    fprintf(stderr, "fuzz_request_path: %s\n", what);
+    abort();
+}
+
+/* ---- the lookup.h API, from a static table ---- */
+
+struct lookup {
+    struct worker *w;
+    struct lookup_waiter pending; /* sentinel: async answers */
+    struct event *answer_ev;
+};
+
+struct rec_row {
+    const char *id;
+    const char *json; /* NULL: LOOKUP_NOT_FOUND */
+    struct route_rec *rr;
+};
+
+static struct rec_row rows[] = {
+    {"pub", "{\"address\":\"127.0.0.1\"}", NULL},
+    {"priv",
+     "{\"address\":\"127.0.0.1\",\"allowPublicTraffic\":false,"
+     "\"trafficAccessToken\":\"tok\",\"maskRequestHost\":\"localhost:${PORT}\"}",
+     NULL},
+    {"lim", "{\"address\":\"127.0.0.1\",\"maxConnections\":1}", NULL},
+    {"exec",
+     "{\"address\":\"127.0.0.1\",\"executionId\":\"ex|1\",\"allowPublicTraffic\":false,"
+     "\"trafficAccessToken\":\"secret\"}",
+     NULL},
+    {"v6", "{\"address\":\"::1\"}", NULL},
+    {"broken", "{\"address\":\"not-an-ip\"}", NULL},
+    {NULL, NULL, NULL}, /* not found */
+};
+#define ROW_NOT_FOUND (sizeof(rows) / sizeof(rows[0]) - 1)
+
+static struct route_rec *rr_build(const char *id, const char *json)
+{
+    struct route_rec *rr = calloc(1, sizeof(*rr));
+    if (!rr)
+        die("out of memory");
+    rr->refs = 1;
+    rr->mask_len = -1;
+    if (!json) {
+        rr->status = LOOKUP_NOT_FOUND;
+        return rr;
+    }
+    rr->status = LOOKUP_FOUND;
+    if (record_parse(json, strlen(json), &rr->rec, rr->message, sizeof(rr->message)) == -1)
+        rr->status = LOOKUP_BROKEN;
+    if (rr->status == LOOKUP_FOUND && rr->rec->max_connections > 0)
+        rr->limit = limits_ref(id);
+    return rr;
+}
+
+void route_rec_unref(struct route_rec *rr)
+{
+    if (!rr || --rr->refs > 0)
+        return;
+    record_free(rr->rec);
+    limits_unref(rr->limit);
+    free(rr);
+}
+
+/* as lookup.c: the record's maskRequestHost, memoised per port */
+const char *route_rec_masked_host(struct route_rec *rr, uint16_t port, int *len)
+{
+    if (!rr->rec || !rr->rec->mask_host)
+        return NULL;
+    if (rr->mask_len < 0 || rr->mask_port != port) {
+        rr->mask_len = record_mask_host(rr->rec, port, rr->mask, sizeof(rr->mask));
+        rr->mask_port = port;
+    }
+    *len = rr->mask_len;
+    return rr->mask_len > 0 ? rr->mask : NULL;
+}
+
+static struct route_rec *rr_ref(struct route_rec *rr)
+{
+    if (rr)
+        rr->refs++;
+    return rr;
+}
+
+/* 0 found a row (status, rr set), -1 unavailable. */
+static int resolve(const char *id, int *status, struct route_rec **rr)
+{
+    if (strcmp(id, "down") == 0) {
+        *status = LOOKUP_UNAVAILABLE;
+        *rr = NULL;
+        return -1;
+    }
+    size_t i;
+    for (i = 0; rows[i].id; i++)
+        if (strcmp(rows[i].id, id) == 0)
+            break;
+    *rr = rr_ref(rows[i].rr);
+    *status = (*rr)->status;
+    return 0;
+}
+
+static void unlink_waiter(struct lookup_waiter *wt)
+{
+    if (!wt->next)
+        return;
+    wt->prev->next = wt->next;
+    wt->next->prev = wt->prev;
+    wt->next = wt->prev = NULL;
+}
+
+/* The next loop turn: every pending waiter gets its answer. */
+static void answer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct lookup *lk = arg;
+    struct lookup_waiter list = lk->pending;
+    if (list.next == &lk->pending)
+        return;
+    list.next->prev = &list;
+    list.prev->next = &list;
+    lk->pending.next = lk->pending.prev = &lk->pending;
+    while (list.next != &list) {
+        struct lookup_waiter *wt = list.next;
+        unlink_waiter(wt);
+        struct session *s = (struct session *)((char *)wt - offsetof(struct session, waiter));
+        int status;
+        struct route_rec *rr;
+        const char *rest = s->target.sandbox_id + 4; /* after "slow" */
+        resolve(*rest ? rest : "pub", &status, &rr);
+        wt->cb(wt, status, rr);
+    }
+}
+
+struct lookup *lookup_new(struct worker *w)
+{
+    struct lookup *lk = calloc(1, sizeof(*lk));
+    if (!lk)
+        return NULL;
+    lk->w = w;
+    lk->pending.next = lk->pending.prev = &lk->pending;
+    lk->answer_ev = event_new(w->base, -1, 0, answer_cb, lk);
+    return lk;
+}
+
+void lookup_free(struct lookup *lk)
+{
+    if (!lk)
+        return;
+    event_free(lk->answer_ev);
+    free(lk);
+}
+
+int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt, int *status,
+               struct route_rec **rr)
+{
+    if (strncmp(id, "slow", 4) == 0) {
+        wt->next = lk->pending.next;
+        wt->prev = &lk->pending;
+        lk->pending.next->prev = wt;
+        lk->pending.next = wt;
+        event_active(lk->answer_ev, EV_TIMEOUT, 0);
+        return 1;
+    }
+    resolve(id, status, rr);
+    return 0;
+}
+
+void lookup_cancel(struct lookup_waiter *wt)
+{
+    unlink_waiter(wt);
+}
+
+void lookup_config_changed(struct lookup *lk, const struct config *old)
+{
+}
+
+bool lookup_connected(const struct lookup *lk)
+{
+    return true;
+}
+
+/* ---- per-input state ---- */
+
+static struct worker W;
+static struct runtime *rt_normal, *rt_short;
+static struct conn_limit *lim_counter;
+
+static const uint8_t *raw_resp;
+static size_t raw_resp_len;
+static uint8_t up_mode;
+static unsigned up_requests;       /* complete requests the stub parsed */
+static unsigned activity;          /* bumped whenever bytes move */
+static int client_fd = -1;
+static struct event *spin_ev;      /* see check_not_spinning() */
+static bool spin_fired;
+static void spin_cb(evutil_socket_t fd, short what, void *arg);
+static bool trace; /* REQUEST_PATH_TRACE=1: what the client gets, on stderr */
+static bool allow_known; /* REQUEST_PATH_ALLOW_KNOWN=1 */
+
+/* the client's view */
+static unsigned client_requests;   /* complete requests in the client bytes */
+static uint8_t methods[MAX_METHODS];
+static unsigned nmethods;          /* heads completed, in order */
+static llhttp_t cresp;
+static bool cresp_stop;
+static unsigned final_responses;
+
+/* ---- the upstream stub ---- */
+
+struct stub_conn {
+    struct stub_conn *next, *prev;
+    struct bufferevent *bev;
+    llhttp_t p;
+    unsigned reqno;
+    bool answered;          /* early answer given for the current request */
+    bool echo;              /* after a 101 */
+    bool discard;           /* stopped parsing */
+    bool close_when_flushed;
+    bool close_now;
+};
+
+static struct stub_conn *stub_conns;
+static int stub_fd = -1;
+static struct event *stub_ev;
+static llhttp_settings_t stub_settings;
+
+static void stub_free(struct stub_conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        stub_conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    if (up_mode & 0x80) {
+        struct linger lg = {1, 0};
+        setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+static void stub_write(struct stub_conn *c, const char *s, size_t n)
+{
+    bufferevent_write(c->bev, s, n);
+}
+#define STUB_LIT(c, lit) stub_write(c, lit, sizeof(lit) - 1)
+
+/* One response, by kind; a HEAD gets no body. */
+static void respond(struct stub_conn *c)
+{
+    int kind = up_mode & 7;
+    if (up_mode & 0x20)
+        kind = (kind + (int)c->reqno) & 7;
+    bool head = c->p.method == HTTP_HEAD;
+    switch (kind) {
+    case 0:
+        STUB_LIT(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Up: a\r\n\r\n");
+        if (!head)
+            STUB_LIT(c, "hello");
+        break;
+    case 1:
+        STUB_LIT(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        if (!head)
+            STUB_LIT(c, "5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n");
+        break;
+    case 2:
+        STUB_LIT(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+        if (!head)
+            STUB_LIT(c, "until-eof");
+        c->close_when_flushed = true;
+        break;
+    case 3:
+        STUB_LIT(c, "HTTP/1.1 204 No Content\r\nConnection: keep-alive, X-Up\r\nX-Up: b\r\n\r\n");
+        break;
+    case 4:
+        STUB_LIT(c, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+        if (!head)
+            STUB_LIT(c, "ok");
+        break;
+    case 5:
+        STUB_LIT(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
+        if (!head)
+            STUB_LIT(c, "partial");
+        c->close_when_flushed = true;
+        break;
+    case 6:
+        c->close_now = true;
+        break;
+    default:
+        if (raw_resp_len)
+            stub_write(c, (const char *)raw_resp, raw_resp_len);
+        else
+            STUB_LIT(c, "HTTP/1.0 304 Not Modified\r\nETag: \"x\"\r\n\r\n");
+        break;
+    }
+    if (up_mode & 0x40)
+        c->close_when_flushed = true;
+    c->reqno++;
+}
+
+static int stub_on_headers_complete(llhttp_t *p)
+{
+    struct stub_conn *c = p->data;
+    c->answered = false;
+    if ((up_mode & 0x08) && !p->upgrade) {
+        respond(c);
+        c->answered = true;
+    }
+    return 0;
+}
+
+static int stub_on_message_complete(llhttp_t *p)
+{
+    struct stub_conn *c = p->data;
+    up_requests++;
+    if (!p->upgrade && !c->answered)
+        respond(c);
+    return 0;
+}
+
+static void stub_upgrade(struct stub_conn *c)
+{
+    if (up_mode & 0x10) {
+        STUB_LIT(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno");
+        c->discard = true;
+        return;
+    }
+    if ((up_mode & 7) == 7 && raw_resp_len)
+        stub_write(c, (const char *)raw_resp, raw_resp_len);
+    else
+        STUB_LIT(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\n\r\n");
+    c->echo = true;
+}
+
+static void stub_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct stub_conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    activity++;
+    while (evbuffer_get_length(in) > 0 && !c->close_now) {
+        if (c->echo) {
+            bufferevent_write_buffer(bev, in);
+            break;
+        }
+        if (c->discard || c->close_when_flushed) {
+            evbuffer_drain(in, evbuffer_get_length(in));
+            break;
+        }
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        llhttp_errno_t err = llhttp_execute(&c->p, v.iov_base, v.iov_len);
+        if (err == HPE_OK) {
+            evbuffer_drain(in, v.iov_len);
+            continue;
+        }
+        size_t used = (size_t)(llhttp_get_error_pos(&c->p) - (const char *)v.iov_base);
+        if (err == HPE_PAUSED_UPGRADE) {
+            evbuffer_drain(in, used);
+            stub_upgrade(c);
+            continue;
+        }
+        fprintf(stderr, "upstream got bytes llhttp rejects: %s (%s) at offset %zu of:\n",
+                llhttp_errno_name(err), llhttp_get_error_reason(&c->p), used);
+        fwrite(v.iov_base, 1, v.iov_len, stderr);
+        fputc('\n', stderr);
+        die("the proxy forwarded an invalid request stream");
+    }
+    if (c->close_now)
+        stub_free(c);
+}
+
+static void stub_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct stub_conn *c = arg;
+    if (c->close_when_flushed && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        stub_free(c);
+}
+
+static void stub_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    activity++;
+    stub_free(arg);
+}
+
+static void stub_accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+    for (;;) {
+        int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd == -1)
+            return;
+        activity++;
+        struct stub_conn *c = calloc(1, sizeof(*c));
+        if (!c)
+            die("out of memory");
+        c->bev = bufferevent_socket_new(W.base, cfd, BEV_OPT_CLOSE_ON_FREE);
+        if (!c->bev)
+            die("bufferevent_socket_new");
+        llhttp_init(&c->p, HTTP_REQUEST, &stub_settings);
+        c->p.data = c;
+        c->next = stub_conns;
+        if (stub_conns)
+            stub_conns->prev = c;
+        stub_conns = c;
+        bufferevent_setcb(c->bev, stub_read_cb, stub_write_cb, stub_event_cb, c);
+        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    }
+}
+
+/* ---- the client's view: an independent parse of both directions ---- */
+
+static llhttp_t creq;
+static llhttp_settings_t creq_settings, cresp_settings;
+
+static int creq_on_headers_complete(llhttp_t *p)
+{
+    if (nmethods < MAX_METHODS)
+        methods[nmethods++] = p->method;
+    return 0;
+}
+static int creq_on_message_complete(llhttp_t *p)
+{
+    client_requests++;
+    return 0;
+}
+
+/* Counts the requests a strict parser completes in what the client sends,
+ * up to an upgrade (what follows is tunnel bytes) or an error. */
+static void count_client_requests(const uint8_t *d, size_t n)
+{
+    client_requests = 0;
+    nmethods = 0;
+    llhttp_init(&creq, HTTP_REQUEST, &creq_settings);
+    llhttp_execute(&creq, (const char *)d, n);
+}
+
+static int cresp_on_headers_complete(llhttp_t *p)
+{
+    if (p->status_code < 200 && p->status_code != 101)
+        return 0; /* interim */
+    unsigned idx = final_responses++;
+    if (final_responses > client_requests + 1) {
+        fprintf(stderr, "client got %u final responses for %u complete requests\n",
+                final_responses, client_requests);
+        die("more responses than requests (response splitting?)");
+    }
+    return idx < nmethods && methods[idx] == HTTP_HEAD ? 1 : 0;
+}
+static int cresp_on_message_complete(llhttp_t *p)
+{
+    /* After Connection: close nothing should follow but this body; and a
+     * reply the proxy made for a head it rejected (431) may carry a body
+     * the HEAD bookkeeping above skipped. Stop checking here. */
+    if (!llhttp_should_keep_alive(p))
+        return HPE_PAUSED;
+    return 0;
+}
+
+static void check_client_output(const char *d, size_t n)
+{
+    if (cresp_stop || n == 0)
+        return;
+    llhttp_errno_t err = llhttp_execute(&cresp, d, n);
+    if (err == HPE_OK)
+        return;
+    cresp_stop = true;
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)
+        return;
+    fprintf(stderr, "client got a response stream llhttp rejects: %s (%s); chunk:\n",
+            llhttp_errno_name(err), llhttp_get_error_reason(&cresp));
+    fwrite(d, 1, n, stderr);
+    fputc('\n', stderr);
+    die("the proxy sent the client an invalid response stream");
+}
+
+/* ---- setup ---- */
+
+static const char *config_json(bool short_timeouts)
+{
+    static char buf[2048];
+    int t = short_timeouts ? 2 : 10000;
+    snprintf(buf, sizeof(buf),
+             "{\"workers\":1,\"domains\":[\"sandbox.test\",\"e2b.local\"],"
+             "\"listeners\":[{\"address\":\"127.0.0.1:1\"},"
+             "{\"address\":\"127.0.0.1:2\",\"proxy_protocol\":true}],"
+             "\"admin\":null,"
+             "\"redis\":{\"url\":\"redis://127.0.0.1:1/0\",\"timeout_ms\":100},"
+             "\"policy\":{\"token_exempt_ports\":[49983,%d],"
+             "\"trusted_proxies\":[\"127.0.0.0/8\",\"::1\"]},"
+             "\"client\":{\"header_timeout_ms\":%d,\"keepalive_timeout_ms\":%d,"
+             "\"body_timeout_ms\":%d,\"max_head_bytes\":2048,\"max_headers\":20,"
+             "\"max_request_line\":512,\"websocket_idle_timeout_ms\":%d},"
+             "\"upstream\":{\"connect_timeout_ms\":%d,\"connect_retries\":2,"
+             "\"retry_backoff_ms\":1,\"response_timeout_ms\":%d,\"idle_timeout_ms\":%d,"
+             "\"pool_idle_timeout_ms\":%d,\"pool_max_idle\":2},"
+             "\"log\":{\"level\":\"error\"}}",
+             STUB_PORT + 1, t, t, t, t, t, t, t, t);
+    return buf;
+}
+
+static struct runtime *make_runtime(bool short_timeouts, unsigned gen)
+{
+    struct runtime *rt = calloc(1, sizeof(*rt));
+    char err[256];
+    const char *j = config_json(short_timeouts);
+    if (!rt || config_parse(j, strlen(j), &rt->cfg, err, sizeof(err)) == -1) {
+        fprintf(stderr, "config: %s\n", err);
+        die("cannot build the configuration");
+    }
+    rt->generation = gen;
+    /* The access log is formatted for every request (its JSON escaping is
+     * fuzzed too) and written to /dev/null. */
+    rt->access_log_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    return rt;
+}
+
+static void teardown_all(void)
+{
+    if (!W.base)
+        return;
+    access_log_worker_free(&W);
+    lookup_free(W.lookup);
+    W.lookup = NULL;
+    while (stub_conns)
+        stub_free(stub_conns);
+    if (stub_ev)
+        event_free(stub_ev);
+    if (spin_ev)
+        event_free(spin_ev);
+    if (stub_fd != -1)
+        close(stub_fd);
+    worker_free(&W);
+    memset(&W, 0, sizeof(W));
+    runtime_free(rt_normal);
+    runtime_free(rt_short);
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        route_rec_unref(rows[i].rr);
+    limits_unref(lim_counter);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    signal(SIGPIPE, SIG_IGN); /* as main.c does: a closed peer is EPIPE */
+    const char *lvl = getenv("REQUEST_PATH_LOG");
+    log_level_current = lvl ? atoi(lvl) : LOG_ERROR - 1; /* silent */
+    trace = getenv("REQUEST_PATH_TRACE") != NULL;
+    allow_known = getenv("REQUEST_PATH_ALLOW_KNOWN") != NULL;
+    rt_normal = make_runtime(false, 1);
+    rt_short = make_runtime(true, 2);
+    int fds[CONFIG_MAX_LISTENERS];
+    for (size_t i = 0; i < CONFIG_MAX_LISTENERS; i++)
+        fds[i] = -1;
+    if (worker_init(&W, 0, rt_normal, fds) == -1)
+        die("worker_init");
+    W.lookup = lookup_new(&W);
+    if (!W.lookup || access_log_worker_init(&W) == -1)
+        die("lookup_new / access_log_worker_init");
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        rows[i].rr = rr_build(rows[i].id, rows[i].json);
+    lim_counter = limits_ref("lim");
+
+    llhttp_settings_init(&stub_settings);
+    stub_settings.on_headers_complete = stub_on_headers_complete;
+    stub_settings.on_message_complete = stub_on_message_complete;
+    llhttp_settings_init(&creq_settings);
+    creq_settings.on_headers_complete = creq_on_headers_complete;
+    creq_settings.on_message_complete = creq_on_message_complete;
+    llhttp_settings_init(&cresp_settings);
+    cresp_settings.on_headers_complete = cresp_on_headers_complete;
+    cresp_settings.on_message_complete = cresp_on_message_complete;
+
+    stub_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(stub_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(STUB_PORT)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(stub_fd, (struct sockaddr *)&sin, sizeof(sin)) == -1 || listen(stub_fd, 64) == -1) {
+        fprintf(stderr, "fuzz_request_path: cannot listen on 127.0.0.1:%d: %s (the seeds' "
+                        "Host headers name this port; is another fuzz_request_path running?)\n",
+                STUB_PORT, strerror(errno));
+        exit(1);
+    }
+    spin_ev = evtimer_new(W.base, spin_cb, NULL);
+    stub_ev = event_new(W.base, stub_fd, EV_READ | EV_PERSIST, stub_accept_cb, NULL);
+    event_add(stub_ev, NULL);
+    atexit(teardown_all);
+    return 0;
+}
+
+/* ---- one input ---- */
+
+
+static void read_client(void)
+{
+    char buf[8192];
+    if (client_fd == -1)
+        return;
+    for (;;) {
+        ssize_t n = read(client_fd, buf, sizeof(buf));
+        if (n <= 0)
+            return;
+        activity++;
+        if (trace)
+            fwrite(buf, 1, (size_t)n, stderr);
+        check_client_output(buf, (size_t)n);
+    }
+}
+
+/* One turn of the loop: poll once, run what is ready. (EVLOOP_NONBLOCK
+ * alone keeps turning while anything is active, forever if something is
+ * always ready.) */
+static void turn(void)
+{
+    event_base_loop(W.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+}
+
+static void spin_cb(evutil_socket_t fd, short what, void *arg)
+{
+    spin_fired = true;
+    event_base_loopbreak(W.base);
+}
+
+/* Once the harness sees nothing move: the loop must run dry. A callback
+ * that is ready again on every turn without consuming anything is a busy
+ * loop (a level-triggered read that never reads, ...). */
+static void check_not_spinning(void)
+{
+    if (W.session_count == 0)
+        return;
+    struct timeval tv = {0, 300000};
+    spin_fired = false;
+    evtimer_add(spin_ev, &tv);
+    event_base_loop(W.base, EVLOOP_NONBLOCK); /* returns when nothing is active */
+    evtimer_del(spin_ev);
+    if (spin_fired && allow_known && W.sessions && !W.sessions->next &&
+        W.sessions->state == SS_PROXY_HEADER)
+        return; /* known bug, see the top of this file */
+    if (spin_fired) {
+        for (struct session *s = W.sessions; s; s = s->next)
+            fprintf(stderr, "session in state %d%s\n", s->state,
+                    s->state == SS_PROXY_HEADER ? " (SS_PROXY_HEADER: proxy_header_cb)" : "");
+        die("the event loop never goes idle: a callback spins (busy loop)");
+    }
+}
+
+/* A session waiting out a connect retry backoff (1 ms, 2 ms): worth a
+ * short sleep, or the refused-connection path never ends. */
+static bool backing_off(void)
+{
+    for (struct session *s = W.sessions; s; s = s->next)
+        if (s->state == SS_CONNECTING && !s->up)
+            return true;
+    return false;
+}
+
+/* Runs the loop until nothing moved for a few turns (at most `max`). */
+static void settle(int max, bool short_timeouts)
+{
+    int quiet = 0;
+    for (int i = 0; i < max && quiet < 4; i++) {
+        unsigned before = activity;
+        if (quiet == 3 && (short_timeouts || backing_off())) {
+            /* let the 2 ms timers (or the backoff) fire */
+            struct timeval tv = {0, 5000};
+            event_base_loopexit(W.base, &tv);
+            event_base_dispatch(W.base);
+        } else {
+            turn();
+        }
+        read_client();
+        quiet = activity == before ? quiet + 1 : 0;
+    }
+    check_not_spinning();
+}
+
+static void write_client(const uint8_t *d, size_t n, bool short_timeouts)
+{
+    while (n > 0 && client_fd != -1) {
+        ssize_t k = write(client_fd, d, n);
+        if (k > 0) {
+            d += k;
+            n -= (size_t)k;
+            activity++;
+        } else if (k == -1 && errno == EAGAIN) {
+            turn();
+            read_client();
+        } else {
+            return; /* the proxy closed */
+        }
+    }
+    settle(50, short_timeouts);
+}
+
+static void make_peer(uint8_t kind, struct sockaddr_storage *ss, int *len)
+{
+    memset(ss, 0, sizeof(*ss));
+    if (kind < 2) {
+        struct sockaddr_in *a = (struct sockaddr_in *)ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons(40000);
+        a->sin_addr.s_addr = kind == 0 ? htonl(INADDR_LOOPBACK) : htonl(0x0a010203);
+        *len = sizeof(*a);
+    } else {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(40000);
+        if (kind == 2) {
+            a->sin6_addr = in6addr_loopback;
+        } else {
+            a->sin6_addr.s6_addr[10] = a->sin6_addr.s6_addr[11] = 0xff;
+            a->sin6_addr.s6_addr[12] = 127;
+            a->sin6_addr.s6_addr[15] = 1;
+        }
+        *len = sizeof(*a);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < CTRL)
+        return 0;
+    const uint8_t c0 = data[0], c1 = data[1], c2 = data[2], c4 = data[4];
+    up_mode = data[3];
+    const uint8_t *body = data + CTRL;
+    size_t n = size - CTRL;
+    raw_resp = NULL;
+    raw_resp_len = 0;
+    if ((up_mode & 7) == 7 && data[5] && data[5] <= n) {
+        raw_resp_len = data[5];
+        raw_resp = body + n - raw_resp_len;
+        n -= raw_resp_len;
+    }
+    const bool short_timeouts = (c4 & 0x81) == 0x81;
+    struct runtime *rt = short_timeouts ? rt_short : rt_normal;
+    W.rt = rt;
+    W.cfg = &rt->cfg;
+
+    up_requests = 0;
+    final_responses = 0;
+    cresp_stop = false;
+    if (c4 & 0x10) {
+        /* what the proxy parses comes after the PROXY header */
+        struct proxy_proto_info info;
+        char err[128];
+        size_t peek = n < PROXY_PROTO_MAX_HEADER ? n : PROXY_PROTO_MAX_HEADER;
+        int r = proxy_proto_parse(body, peek, &info, err, sizeof(err));
+        if (r > 0)
+            count_client_requests(body + r, n - (size_t)r);
+        else
+            count_client_requests(body, 0);
+    } else {
+        count_client_requests(body, n);
+    }
+    llhttp_init(&cresp, HTTP_RESPONSE, &cresp_settings);
+
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == -1)
+        die("socketpair");
+    client_fd = sv[1];
+    struct sockaddr_storage peer;
+    int peer_len;
+    make_peer((c4 >> 5) & 3, &peer, &peer_len);
+    session_accept(&W, (c4 & 0x10) ? 1 : 0, sv[0], (struct sockaddr *)&peer, peer_len);
+
+    /* the client's bytes in 1-3 writes */
+    int pieces = 1 + c0 % 3;
+    size_t cut1 = pieces > 1 ? n * c1 / 256 : n;
+    size_t cut2 = pieces > 2 ? cut1 + (n - cut1) * c2 / 256 : n;
+    write_client(body, cut1, short_timeouts);
+    if (c4 & 0x08)
+        worker_request_drain(&W);
+    if (c4 & 0x04) {
+        close(client_fd);
+        client_fd = -1;
+    }
+    write_client(body + cut1, cut2 - cut1, short_timeouts);
+    write_client(body + cut2, n - cut2, short_timeouts);
+    if (client_fd != -1 && !(c4 & 0x02))
+        shutdown(client_fd, SHUT_WR);
+    settle(200, short_timeouts);
+
+    /* teardown: the client goes, then whatever is left is closed */
+    if (client_fd != -1) {
+        close(client_fd);
+        client_fd = -1;
+    }
+    settle(50, false);
+    while (W.sessions) {
+        struct session *s = W.sessions;
+        session_enter(s);
+        session_close(s, false);
+        session_leave(s);
+    }
+    pool_close_idle(W.pool);
+    settle(20, false);
+    while (stub_conns)
+        stub_free(stub_conns);
+    /* a drain ends with the worker's loop broken; undo it for the next */
+    W.draining = false;
+    W.drain_requested = false;
+    turn(); /* eats a pending wake */
+
+    if (W.session_count != 0)
+        die("sessions left after teardown");
+    if (W.metrics.upstream_connections != 0 || W.metrics.client_connections != 0)
+        die("connection gauges not back to 0 after teardown");
+    if (W.lookup->pending.next != &W.lookup->pending)
+        die("a lookup waiter outlived its session");
+    if (!limits_acquire(lim_counter, 1))
+        die("maxConnections slot of sandbox lim leaked");
+    limits_release(lim_counter);
+    if (trace)
+        fprintf(stderr, "\n-- client requests %u, upstream requests %u, final responses %u\n",
+                client_requests, up_requests, final_responses);
+    if (up_requests > client_requests) {
+        fprintf(stderr, "upstream saw %u requests, the client completed %u\n", up_requests,
+                client_requests);
+        die("more requests upstream than the client sent (request smuggling)");
+    }
+    return 0;
+}
