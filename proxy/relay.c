@@ -199,7 +199,9 @@ static int write_response_head(struct session *s)
         return -1;
     v.iov_len = (size_t)(o.p - (char *)v.iov_base);
     s->bytes_out += v.iov_len;
-    return evbuffer_commit_space(dst, &v, 1);
+    int r = evbuffer_commit_space(dst, &v, 1);
+    stream_flush(s->cbev);
+    return r;
 }
 
 /* ---- llhttp response callbacks ---- */
@@ -222,6 +224,7 @@ static int resp_on_body(llhttp_t *p, const char *at, size_t len)
     struct session *s = p->data;
     if (s->dechunk) {
         evbuffer_add(stream_output(s->cbev), at, len);
+        stream_flush(s->cbev);
         s->bytes_out += len;
     }
     return 0;
@@ -389,6 +392,7 @@ static void relay_start(struct session *s, struct upconn *c)
         upstream_failed(s, 502, "request head too large to forward");
         return;
     }
+    stream_flush(c->bev);
     stream_enable_read(c->bev);
     if (!s->req_done) {
         llhttp_resume(&s->req);
@@ -440,6 +444,7 @@ void relay_pump_request(struct session *s)
         }
         if (used) {
             evbuffer_remove_buffer(in, out, used);
+            stream_flush(s->up->bev);
             s->req_body_started = true;
         }
         if (s->req_done)
@@ -563,6 +568,7 @@ static void pump_response(struct session *s)
             evbuffer_drain(in, used);
         } else {
             evbuffer_remove_buffer(in, out, used);
+            stream_flush(s->cbev);
             s->bytes_out += used;
         }
         if (err == HPE_PAUSED) {
@@ -591,6 +597,7 @@ static void tunnel_move(struct session *s, struct stream *from, struct stream *t
 {
     struct evbuffer *dst = stream_output(to);
     evbuffer_add_buffer(dst, stream_input(from));
+    stream_flush(to);
     s->last_activity_ms = worker_now_ms();
     if (evbuffer_get_length(dst) >= SESSION_HIGH_WATER) {
         stream_disable_read(from);

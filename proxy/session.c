@@ -330,6 +330,7 @@ void session_reply(struct session *s, struct reply *r)
     int len = reply_render(r, buf, sizeof(buf));
     if (len > 0) {
         evbuffer_add(stream_output(s->cbev), buf, (size_t)len);
+        stream_flush(s->cbev);
         s->bytes_out += (uint64_t)len;
     }
     s->status = r->status;

@@ -37,8 +37,7 @@ struct stream {
     int read_timeout_ms, write_timeout_ms;
     uint64_t last_read_ms, last_write_ms;
     uint64_t armed_until_ms;    /* when the timer fires; 0 = not armed */
-    struct evbuffer_cb_entry *in_cb, *out_cb;
-    bool in_cb_on;
+    struct evbuffer_cb_entry *in_cb; /* only while reading is held back */
 };
 
 static uint64_t now_ms(void)
@@ -131,18 +130,19 @@ static void arm_timer(struct stream *st)
     st->armed_until_ms = d;
 }
 
+static void input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
+
 static void rev_update(struct stream *st)
 {
     bool full = st->read_high && evbuffer_get_length(st->in) >= st->read_high;
     bool want = st->reading && !st->closed && !full;
     /* The input's drain callback is only needed while the high-water mark
      * holds reading back: evbuffer callbacks cost on every add and drain. */
-    if (full != st->in_cb_on) {
-        if (full)
-            evbuffer_cb_set_flags(st->in, st->in_cb, EVBUFFER_CB_ENABLED);
-        else
-            evbuffer_cb_clear_flags(st->in, st->in_cb, EVBUFFER_CB_ENABLED);
-        st->in_cb_on = full;
+    if (full && !st->in_cb) {
+        st->in_cb = evbuffer_add_cb(st->in, input_cb, st);
+    } else if (!full && st->in_cb) {
+        evbuffer_remove_cb_entry(st->in, st->in_cb);
+        st->in_cb = NULL;
     }
     if (want && !st->rev_added) {
         event_add(st->rev, NULL);
@@ -304,7 +304,6 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
     size_t left = evbuffer_get_length(st->out);
     if (left == 0) {
         st->write_queued = false;
-        evbuffer_cb_set_flags(st->out, st->out_cb, EVBUFFER_CB_ENABLED);
         if (st->wev_added) {
             event_del(st->wev);
             st->wev_added = false;
@@ -322,19 +321,12 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* Output was added: write it from the active queue, later in this same
- * loop iteration, once whoever is filling the buffer has finished. */
-static void output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+void stream_flush(struct stream *st)
 {
-    struct stream *st = arg;
-    if (!info->n_added || st->write_queued)
+    if (st->bev || st->write_queued || evbuffer_get_length(st->out) == 0)
         return;
     st->write_queued = true;
-    /* Until the output is empty again, more bytes need no callback: the
-     * queued write (or EPOLLOUT) will take them too. */
-    evbuffer_cb_clear_flags(buf, st->out_cb, EVBUFFER_CB_ENABLED);
-    if (info->orig_size == 0)
-        st->last_write_ms = now_ms(); /* the write timeout counts from now */
+    st->last_write_ms = now_ms(); /* the write timeout counts from now */
     event_active(st->wev, EV_WRITE, 1);
 }
 
@@ -356,9 +348,6 @@ struct stream *stream_new_socket(struct event_base *base, int fd)
         really_free(st);
         return NULL;
     }
-    st->in_cb = evbuffer_add_cb(st->in, input_cb, st);
-    evbuffer_cb_clear_flags(st->in, st->in_cb, EVBUFFER_CB_ENABLED);
-    st->out_cb = evbuffer_add_cb(st->out, output_cb, st);
     st->last_read_ms = st->last_write_ms = now_ms();
     return st;
 }

@@ -3,7 +3,8 @@
  * nginx model): the read event stays registered (level-triggered) for the
  * connection's life, reads go straight into reserved evbuffer space up to
  * 64 KiB at a time (no FIONREAD, no 4 KiB cap), output is written at once
- * from the active queue and EPOLLOUT is only asked for after a short write,
+ * from the active queue (stream_flush) and EPOLLOUT is only asked for after a
+ * short write,
  * and timeouts are lazy (an activity timestamp, one timer re-armed only when
  * it fires early). TLS streams wrap libevent's OpenSSL bufferevent behind the
  * same calls. */
@@ -46,6 +47,11 @@ bool stream_is_tls(const struct stream *st);
  * below. event_cb: EOF, error or timeout (reading stops after each). */
 void stream_setcb(struct stream *st, stream_data_cb read_cb, stream_data_cb write_cb,
                   stream_event_cb event_cb, void *arg);
+
+/* After adding to the output: writes it from libevent's active queue, later
+ * in this loop iteration (so several producers share one writev). Every
+ * writer calls it; TLS streams flush by themselves. */
+void stream_flush(struct stream *st);
 
 void stream_enable_read(struct stream *st);
 void stream_disable_read(struct stream *st);
