@@ -661,8 +661,26 @@ static void proxy_header_cb(evutil_socket_t fd, short what, void *arg)
     }
     struct proxy_proto_info info;
     int r = proxy_proto_parse(buf, (size_t)n, &info, err, sizeof(err));
-    if (r == PROXY_PROTO_NEED_MORE && (size_t)n < sizeof(buf))
+    if (r == PROXY_PROTO_NEED_MORE && (size_t)n < sizeof(buf)) {
+        /* Peeked bytes stay readable: without more care the level-triggered
+         * event would fire again at once, forever (found by the request-path
+         * fuzzer). Ask the kernel to wake us only when more than what we saw
+         * has arrived (SO_RCVLOWAT); a wake-up without more is the peer's
+         * FIN, i.e. a header cut short. */
+        if ((size_t)n <= s->pp_seen) {
+            log_info("client %s: connection closed inside the PROXY protocol header", s->peer_ip);
+            s->closing = true;
+            goto out;
+        }
+        s->pp_seen = (size_t)n;
+        int low = (int)n + 1;
+        setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &low, sizeof(low));
         goto out;
+    }
+    if (s->pp_seen) {
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+    }
     if (r < 0) {
         log_info("client %s: invalid PROXY protocol header (%s), closing", s->peer_ip,
                  r == PROXY_PROTO_NEED_MORE ? "too long" : err);

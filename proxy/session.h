@@ -50,6 +50,7 @@ struct session {
     bool tls;
     bool tls_up;                        /* handshake done */
     struct event *pp_ev;                /* PROXY header read event */
+    size_t pp_seen;                     /* PROXY header bytes peeked so far */
     struct sockaddr_storage peer;
     char peer_ip[INET6_ADDRSTRLEN];
     int state;

@@ -2,6 +2,8 @@
 SNI-selected certificates and ALPN."""
 
 import ipaddress
+import os
+import time
 import socket
 import ssl
 import struct
@@ -238,3 +240,34 @@ def test_tls_old_versions_refused_with_one_log_line(proxy, certs, routed):
     raw.close()
     wait_until(lambda: proxy.stderr().count("TLS handshake failed") == before + 1, timeout=5,
                what="one handshake failure line")
+
+
+def proxy_cpu_seconds(proxy):
+    with open("/proc/%d/stat" % proxy.proc.pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("then_close", [False, True], ids=["pending", "then-close"])
+def test_proxy_protocol_partial_header_does_not_spin(proxy, upstream, routed, then_close):
+    """A PROXY header that arrives in part (and maybe never completes) waits
+    quietly: no busy loop on the peeked bytes (found by the request-path
+    fuzzer). A busy loop burns a whole core; idle waiting burns next to
+    nothing, so the bound below is far from any timing noise."""
+    sid, host = routed
+    with Client(proxy.extra_ports[0]) as c:
+        c.send(b"PROXY TCP4 203.0.113.9 ")
+        time.sleep(0.2)
+        before = proxy_cpu_seconds(proxy)
+        if then_close:
+            c.sock.shutdown(socket.SHUT_WR)
+            assert c.is_closed(timeout=5), "a header cut short should close the connection"
+        time.sleep(1.0)
+        spent = proxy_cpu_seconds(proxy) - before
+        assert spent < 0.5, "the proxy burned %.2f s of CPU on a pending PROXY header" % spent
+        if not then_close:
+            c.send(b"127.0.0.1 4444 80\r\n" + build_request("GET", "/r/%s/late" % sid, host))
+            assert c.read_response().status == 200
+    if not then_close:
+        (rec,) = upstream.requests_for("/r/%s/late" % sid)
+        assert rec.header_all("x-forwarded-for") == ["203.0.113.9"]
