@@ -123,11 +123,17 @@ static int write_request_head(struct session *s, struct evbuffer *dst)
     OUT_LIT(&o, "\r\n");
     for (uint32_t i = 0; i < h->nhdrs; i++) {
         const struct hdr *x = &h->hdrs[i];
-        if (x->kind == HDR_HOST || x->kind == HDR_TRAFFIC_TOKEN ||
+        if (x->kind == HDR_HOST || x->kind == HDR_TRAFFIC_TOKEN || x->kind == HDR_TRANSFER_ENCODING ||
             is_forwarded_header(h, x) || head_is_hop_by_hop(h, x))
             continue;
         out_header(&o, h, x);
     }
+    /* The body goes up with the framing llhttp validated, so the upstream
+     * must read the same framing: say "chunked" in the one spelling every
+     * parser agrees on, whatever bytes the client used (the request-path
+     * fuzzer sent "Transfer-Encoding:\xa0 chunked"). */
+    if (s->req.flags & F_CHUNKED)
+        OUT_LIT(&o, "Transfer-Encoding: chunked\r\n");
     OUT_LIT(&o, "X-Forwarded-For: ");
     if (trusted && out_joined(&o, h, HDR_X_FORWARDED_FOR))
         OUT_LIT(&o, ", ");
@@ -179,10 +185,12 @@ static int write_response_head(struct session *s)
         const struct hdr *x = &h->hdrs[i];
         if (head_is_hop_by_hop(h, x))
             continue;
-        if (s->dechunk && x->kind == HDR_TRANSFER_ENCODING)
-            continue;
+        if (x->kind == HDR_TRANSFER_ENCODING)
+            continue; /* written below in one canonical spelling */
         out_header(&o, h, x);
     }
+    if (s->resp.flags & F_CHUNKED && !s->dechunk && !(s->resp.flags & F_SKIPBODY))
+        OUT_LIT(&o, "Transfer-Encoding: chunked\r\n");
     if (status == 101) {
         const struct hdr *up = head_find(h, HDR_UPGRADE, NULL);
         OUT_LIT(&o, "Connection: upgrade\r\n");

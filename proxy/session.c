@@ -407,6 +407,10 @@ static const char *head_framing_error(struct session *s)
         if (x->kind == HDR_TRANSFER_ENCODING &&
             (!(p->flags & F_CHUNKED) || (p->flags & F_CONTENT_LENGTH)))
             return "Transfer-Encoding must end with chunked and come without Content-Length";
+        /* RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding
+         * has faulty framing. */
+        if (x->kind == HDR_TRANSFER_ENCODING && p->http_minor == 0)
+            return "Transfer-Encoding in an HTTP/1.0 request";
     }
     return NULL;
 }

@@ -215,6 +215,9 @@ SMUGGLE_CASES = {
     "empty_header_name": "GET /r/{sid}/front HTTP/1.1\r\nHost: {host}\r\n:Transfer-Encoding: chunked\r\n"
                          "\r\n{inner}",
     "http09_with_headers": "GET /r/{sid}/front\nHost: {host}\r\n\r\n{inner}",
+    # RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing.
+    "te_in_http10": "POST /r/{sid}/front HTTP/1.0\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+                    "\r\n0\r\n\r\n{inner}",
 }
 
 
@@ -233,3 +236,24 @@ def test_malformed_or_smuggling_400_and_close(proxy, upstream, redis_server, sid
     assert upstream.requests_for("/r/%s/smuggled" % sid) == [], upstream.requests_for(sid)
     # The front request never completed upstream either.
     assert upstream.requests_for("/r/%s/front" % sid) == []
+
+
+def test_odd_chunked_spelling_goes_upstream_canonical(proxy, upstream, redis_server, sid):
+    """A Transfer-Encoding llhttp reads as chunked but spelled oddly (here a
+    no-break space, found by the request-path fuzzer) reaches the upstream as
+    plain "chunked", so both sides frame the body the same way."""
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    raw = (b"POST /r/%s/odd HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding:\xa0 chunked\r\n\r\n"
+           b"5\r\nhello\r\n0\r\n\r\n" % (sid.encode(), host.encode()))
+    with proxy.connect() as c:
+        c.send(raw)
+        r = c.read_response()
+    got = upstream.requests_for("/r/%s/odd" % sid)
+    if r.status == 400:  # refusing it is as good
+        assert got == []
+        return
+    assert r.status == 200, r
+    (rec,) = got
+    assert rec.header_all("transfer-encoding") == ["chunked"], rec
+    assert rec.body == b"hello"
