@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "host.h"
-#include "conn_limit.h"
 #include "log.h"
 #include "strmap.h"
 #include "worker.h"
@@ -70,47 +69,6 @@ struct lookup {
 static void link_connect(struct redis_link *l);
 static void link_drop(struct redis_link *l, const char *why);
 static void entry_fetch(struct cache_entry *e);
-
-/* ---- route records ---- */
-
-void route_rec_unref(struct route_rec *rr)
-{
-    if (!rr || --rr->refs > 0)
-        return;
-    record_free(rr->rec);
-    limits_unref(rr->limit);
-    free(rr);
-}
-
-static struct route_rec *rr_ref(struct route_rec *rr)
-{
-    if (rr)
-        rr->refs++;
-    return rr;
-}
-
-static struct route_rec *rr_new(int status)
-{
-    struct route_rec *rr = calloc(1, sizeof(*rr));
-    if (rr) {
-        rr->refs = 1;
-        rr->status = status;
-        rr->mask_len = -1;
-    }
-    return rr;
-}
-
-const char *route_rec_masked_host(struct route_rec *rr, uint16_t port, int *len)
-{
-    if (!rr->rec || !rr->rec->mask_host)
-        return NULL;
-    if (rr->mask_len < 0 || rr->mask_port != port) {
-        rr->mask_len = record_mask_host(rr->rec, port, rr->mask, sizeof(rr->mask));
-        rr->mask_port = port;
-    }
-    *len = rr->mask_len;
-    return rr->mask_len > 0 ? rr->mask : NULL;
-}
 
 /* ---- the table ---- */
 
@@ -180,7 +138,7 @@ static void answer_waiters(struct cache_entry *e, int status,
     while (list.next != &list) {
         struct lookup_waiter *wt = list.next;
         waiter_unlink(wt);
-        wt->cb(wt, status, rr_ref(rr));
+        wt->cb(wt, status, route_rec_ref(rr));
     }
 }
 
@@ -218,24 +176,19 @@ static void entry_timeout_cb(evutil_socket_t fd, short what, void *arg)
 static struct route_rec *parse_reply(struct cache_entry *e, redisReply *reply)
 {
     if (reply->type == REDIS_REPLY_NIL)
-        return rr_new(LOOKUP_NOT_FOUND);
+        return route_rec_new(LOOKUP_NOT_FOUND);
     struct route_rec *rr;
     if (reply->type != REDIS_REPLY_STRING) {
-        rr = rr_new(LOOKUP_BROKEN);
+        rr = route_rec_new(LOOKUP_BROKEN);
         if (rr)
             snprintf(rr->message, sizeof(rr->message),
                      "the sandbox key does not hold a string");
     } else {
-        rr = rr_new(LOOKUP_FOUND);
-        if (rr && record_parse(reply->str, reply->len, &rr->rec, rr->message,
-                               sizeof(rr->message)) == -1)
-            rr->status = LOOKUP_BROKEN;
+        rr = route_rec_parse(e->id, reply->str, reply->len);
     }
     if (rr && rr->status == LOOKUP_BROKEN)
         log_error("redis: broken record for sandbox %s: %s", e->id,
                   rr->message);
-    if (rr && rr->status == LOOKUP_FOUND && rr->rec->max_connections > 0)
-        rr->limit = limits_ref(e->id);
     return rr;
 }
 
@@ -313,7 +266,7 @@ int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt,
     if (e && e->rr && now < e->expires_ms) {
         METRIC_INC(&lk->w->metrics, cache_hits);
         *status = e->rr->status;
-        *rr = rr_ref(e->rr);
+        *rr = route_rec_ref(e->rr);
         return 0;
     }
     METRIC_INC(&lk->w->metrics, cache_misses);
@@ -330,7 +283,7 @@ int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt,
              * now from what is left instead of waiting. */
             if (e->rr && e->rr->status == LOOKUP_FOUND && now < e->stale_until_ms) {
                 *status = LOOKUP_FOUND;
-                *rr = rr_ref(e->rr);
+                *rr = route_rec_ref(e->rr);
             } else {
                 *status = LOOKUP_UNAVAILABLE;
                 *rr = NULL;

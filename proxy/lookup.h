@@ -9,38 +9,12 @@
 
 #include <stdbool.h>
 
-#include "record.h"
+#include "route_rec.h"
 
 struct worker;
 struct lookup;
 struct cache_entry;
 struct conn_limit;
-
-enum lookup_status {
-    LOOKUP_FOUND = 0,
-    LOOKUP_NOT_FOUND = 1,   /* 502: no such key */
-    LOOKUP_BROKEN = 2,      /* 502: not JSON, no address, ... */
-    LOOKUP_UNAVAILABLE = 3, /* 503: Redis down and nothing usable cached */
-};
-
-/* A parsed answer, shared by the cache and the requests using it. Immutable
- * once built; reference-counted within one worker. */
-struct route_rec {
-    int refs;
-    int status;                /* LOOKUP_FOUND / NOT_FOUND / BROKEN */
-    struct record *rec;        /* FOUND only */
-    struct conn_limit *limit;  /* FOUND with maxConnections > 0 */
-    char message[200];         /* BROKEN: what is wrong */
-    /* maskRequestHost expanded for the last port asked (a memo: most
-     * requests to a sandbox go to one port). */
-    char mask[256];
-    int mask_len;              /* -1: none computed */
-    uint16_t mask_port;
-};
-
-/* The Host to send upstream per maskRequestHost for this port, or NULL when
- * the record has no mask (or it does not fit). */
-const char *route_rec_masked_host(struct route_rec *rr, uint16_t port, int *len);
 
 struct lookup_waiter;
 /* Called once with the answer; `rr` is a new reference the callee owns (NULL

@@ -180,6 +180,18 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         arm_timer(st); /* fired early, or another deadline still runs */
 }
 
+/* EOF or an error: no more reading, tell the user (errno kept for it). */
+static void stream_end(struct stream *st, short what)
+{
+    int e = errno;
+    st->closed = true;
+    rev_update(st);
+    enter(st);
+    errno = e;
+    fire_event(st, what);
+    leave(st);
+}
+
 /* ---- reading (plain) ---- */
 
 /* Read buffers: one 64 KiB block per read, from a per-thread free list.
@@ -243,23 +255,12 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
         block_put(block, 0, NULL);
     }
     if (n == -1) {
-        if (errno == EAGAIN || errno == EINTR)
-            return;
-        int e = errno;
-        st->closed = true;
-        rev_update(st);
-        enter(st);
-        errno = e;
-        fire_event(st, STREAM_ERROR | STREAM_READING);
-        leave(st);
+        if (errno != EAGAIN && errno != EINTR)
+            stream_end(st, STREAM_ERROR | STREAM_READING);
         return;
     }
     if (n == 0) {
-        st->closed = true;
-        rev_update(st);
-        enter(st);
-        fire_event(st, STREAM_EOF | STREAM_READING);
-        leave(st);
+        stream_end(st, STREAM_EOF | STREAM_READING);
         return;
     }
     st->last_read_ms = now_ms();
@@ -291,12 +292,8 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
             event_del(st->wev);
             st->wev_added = false;
         }
-        st->closed = true;
-        rev_update(st);
-        enter(st);
         errno = e;
-        fire_event(st, STREAM_ERROR | STREAM_WRITING);
-        leave(st);
+        stream_end(st, STREAM_ERROR | STREAM_WRITING);
         return;
     }
     if (n > 0)

@@ -2,8 +2,7 @@
  *
  * Every proxy source but main.c and lookup.c is linked in; this file
  * provides the lookup.h API (a static table of real records built with
- * record_parse, answered synchronously or on the next loop turn;
- * route_rec_masked_host as in lookup.c) and an
+ * route_rec_parse, answered synchronously or on the next loop turn) and an
  * upstream stub: a listening socket on 127.0.0.1:STUB_PORT served by the
  * worker's own event_base, which parses what the proxy forwards with llhttp
  * (strict) and answers each request with a response chosen by the input
@@ -142,49 +141,10 @@ static struct rec_row rows[] = {
 
 static struct route_rec *rr_build(const char *id, const char *json)
 {
-    struct route_rec *rr = calloc(1, sizeof(*rr));
+    struct route_rec *rr = json ? route_rec_parse(id, json, strlen(json))
+                                : route_rec_new(LOOKUP_NOT_FOUND);
     if (!rr)
         die("out of memory");
-    rr->refs = 1;
-    rr->mask_len = -1;
-    if (!json) {
-        rr->status = LOOKUP_NOT_FOUND;
-        return rr;
-    }
-    rr->status = LOOKUP_FOUND;
-    if (record_parse(json, strlen(json), &rr->rec, rr->message, sizeof(rr->message)) == -1)
-        rr->status = LOOKUP_BROKEN;
-    if (rr->status == LOOKUP_FOUND && rr->rec->max_connections > 0)
-        rr->limit = limits_ref(id);
-    return rr;
-}
-
-void route_rec_unref(struct route_rec *rr)
-{
-    if (!rr || --rr->refs > 0)
-        return;
-    record_free(rr->rec);
-    limits_unref(rr->limit);
-    free(rr);
-}
-
-/* as lookup.c: the record's maskRequestHost, memoised per port */
-const char *route_rec_masked_host(struct route_rec *rr, uint16_t port, int *len)
-{
-    if (!rr->rec || !rr->rec->mask_host)
-        return NULL;
-    if (rr->mask_len < 0 || rr->mask_port != port) {
-        rr->mask_len = record_mask_host(rr->rec, port, rr->mask, sizeof(rr->mask));
-        rr->mask_port = port;
-    }
-    *len = rr->mask_len;
-    return rr->mask_len > 0 ? rr->mask : NULL;
-}
-
-static struct route_rec *rr_ref(struct route_rec *rr)
-{
-    if (rr)
-        rr->refs++;
     return rr;
 }
 
@@ -200,7 +160,7 @@ static int resolve(const char *id, int *status, struct route_rec **rr)
     for (i = 0; rows[i].id; i++)
         if (strcmp(rows[i].id, id) == 0)
             break;
-    *rr = rr_ref(rows[i].rr);
+    *rr = route_rec_ref(rows[i].rr);
     *status = (*rr)->status;
     return 0;
 }
