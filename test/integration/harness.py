@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from httpmsg import HeaderLookup
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOMAIN = "sandbox.test"
@@ -522,7 +523,7 @@ class ConnectionClosed(HTTPError):
     """The peer closed before a complete response."""
 
 
-class Response:
+class Response(HeaderLookup):
     def __init__(self, version, status, reason, headers, body, raw_head):
         self.version = version
         self.status = status
@@ -530,17 +531,6 @@ class Response:
         self.headers = headers  # list of (name, value) in order, as received
         self.body = body
         self.raw_head = raw_head
-
-    def header(self, name, default=None):
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return default
-
-    def header_all(self, name):
-        name = name.lower()
-        return [v for k, v in self.headers if k.lower() == name]
 
     def has_token(self, name, token):
         """Does the comma-separated header `name` carry `token`?"""
@@ -560,6 +550,23 @@ class Response:
     def __repr__(self):
         return "<Response %s %r headers=%r body=%r>" % (
             self.status, self.reason, self.headers, self.body[:300])
+
+
+# A WebSocket handshake (RFC 6455 section 1.3's example key).
+WS_UPGRADE_HEADERS = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                      ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]
+
+
+def tunnel_echo(c, msg, timeout=5):
+    """Sends msg through an open tunnel to the echo upstream and asserts the
+    same bytes come back."""
+    c.send(msg)
+    got = b""
+    while len(got) < len(msg):
+        data = c.recv_some(timeout=timeout)
+        assert data, "tunnel closed after %d of %d bytes" % (len(got), len(msg))
+        got += data
+    assert got == msg
 
 
 def build_request(method, target, host=None, headers=(), body=None, version="HTTP/1.1"):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness import (Client, ConnectionClosed, build_request, check_error, free_port, new_sid, public_record,
+from harness import (WS_UPGRADE_HEADERS, tunnel_echo, Client, ConnectionClosed, build_request, check_error, free_port, new_sid, public_record,
                      sandbox_host)
 from upstreams import pattern_bytes, start_later
 
@@ -215,21 +215,13 @@ def test_upstream_reset_502(proxy, upstream, routed):
 def test_websocket_tunnel(proxy, upstream, routed):
     sid, host = routed
     with proxy.connect() as c:
-        c.send(build_request("GET", "/r/%s/ws" % sid, host, [
-            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]))
+        c.send(build_request("GET", "/r/%s/ws" % sid, host, WS_UPGRADE_HEADERS))
         r = c.read_response()
         assert r.status == 101, r
         assert r.header("sec-websocket-accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         assert r.header("upgrade", "").lower() == "websocket"
         for msg in (b"hello", os.urandom(100000), b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"):
-            c.send(msg)
-            got = b""
-            while len(got) < len(msg):
-                data = c.recv_some(timeout=5)
-                assert data, "tunnel closed"
-                got += data
-            assert got == msg
+            tunnel_echo(c, msg)
     (rec,) = upstream.requests_for("/r/%s/ws" % sid)
     assert rec.header("upgrade", "").lower() == "websocket"
     assert "upgrade" in rec.header("connection", "").lower()

@@ -10,7 +10,7 @@ import ssl
 
 import pytest
 
-from harness import Client, build_request, make_cert, public_record, sandbox_host, wait_until
+from harness import WS_UPGRADE_HEADERS, Client, tunnel_echo, build_request, make_cert, public_record, sandbox_host, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +146,7 @@ def test_reload_keeps_websocket_and_applies_new_config(proxy, upstream, redis_se
     host = sandbox_host(upstream.port, sid)
     new_host = "%d-%s.sandbox5.test" % (upstream.port, sid)
     with proxy.connect() as ws:
-        ws.send(build_request("GET", "/r/%s/ws" % sid, host, [
-            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]))
+        ws.send(build_request("GET", "/r/%s/ws" % sid, host, WS_UPGRADE_HEADERS))
         assert ws.read_response().status == 101
         try:
             assert proxy.get(new_host, "/r/%s/before" % sid).status == 400
@@ -156,12 +154,6 @@ def test_reload_keeps_websocket_and_applies_new_config(proxy, upstream, redis_se
             assert "reloaded" in line, line
             assert proxy.get(new_host, "/r/%s/after" % sid).status == 200
             for msg in (b"still here", b"x" * 50000):
-                ws.send(msg)
-                got = b""
-                while len(got) < len(msg):
-                    data = ws.recv_some(timeout=5)
-                    assert data, "the WebSocket was closed by the reload"
-                    got += data
-                assert got == msg
+                tunnel_echo(ws, msg)
         finally:
             reload(proxy, proxy.original)

@@ -33,6 +33,7 @@ import socket
 import struct
 import threading
 import time
+from httpmsg import HeaderLookup
 
 PATTERN = b"0123456789abcdefghijklmnopqrstuvwxyz\n"
 
@@ -59,7 +60,7 @@ class _Pattern:
         return pattern_bytes(off + stop - start)[off:]
 
 
-class Recorded:
+class Recorded(HeaderLookup):
     def __init__(self, conn_id, peer_port, method, target, version, headers, body):
         self.conn_id = conn_id
         self.peer_port = peer_port
@@ -69,17 +70,6 @@ class Recorded:
         self.headers = headers  # [(name, value)] exactly as received, in order
         self.body = body
         self.time = time.monotonic()
-
-    def header(self, name, default=None):
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return default
-
-    def header_all(self, name):
-        name = name.lower()
-        return [v for k, v in self.headers if k.lower() == name]
 
     def has_header(self, name):
         return bool(self.header_all(name))
