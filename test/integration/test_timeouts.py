@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness import ConnectionClosed, build_request, check_error, public_record, sandbox_host
+from harness import WS_UPGRADE_HEADERS, ConnectionClosed, build_request, check_error, public_record, sandbox_host
 
 T = 0.5  # every timeout below, in seconds
 
@@ -132,9 +132,7 @@ def test_upstream_stall_mid_response_cuts_client(proxy, upstream, routed):
 def test_websocket_idle_timeout(proxy, upstream, routed):
     sid, host = routed
     with proxy.connect(timeout=10) as c:
-        c.send(build_request("GET", "/r/%s/ws" % sid, host, [
-            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]))
+        c.send(build_request("GET", "/r/%s/ws" % sid, host, WS_UPGRADE_HEADERS))
         assert c.read_response().status == 101
         # traffic keeps it open past the timeout...
         for _ in range(4):
