@@ -466,6 +466,13 @@ static int on_response_head(struct session *s)
 {
     llhttp_t *p = &s->resp;
     int status = p->status_code;
+    /* llhttp takes any digits for a status and any version: a proxy must not
+     * relay what its client cannot frame (found by the request-path fuzzer:
+     * "HTTP/2.0 20 ..." was taken for an interim response). */
+    if (p->http_major != 1 || status < 100 || status > 599) {
+        upstream_failed(s, 502, "invalid response from upstream: bad status line");
+        return -1;
+    }
     if (status < 200 && status != 101) {
         /* Interim: HTTP/1.0 clients cannot take 1xx (RFC 9110 15.2). */
         if (s->req.http_minor > 0 || s->req.http_major > 1)

@@ -3,6 +3,8 @@ connections, upstream failures, HEAD, WebSocket tunnel, admin endpoints."""
 
 import hashlib
 import os
+import socket
+import threading
 import time
 
 import pytest
@@ -420,3 +422,40 @@ def test_concurrent_clients(proxy, upstream, redis_server):
     assert not errors, errors[:5]
     total = sum(len(upstream.requests_for("/r/%s/cc-" % s)) for s in sids)
     assert total == 64 * 5
+
+
+@pytest.mark.parametrize("status_line", [b"HTTP/1.1 20 OK", b"HTTP/2.0 200 OK", b"HTTP/1.1 600 Nope"],
+                         ids=["two-digit-status", "http2-version", "status-600"])
+def test_bad_status_line_from_upstream_is_502(proxy, redis_server, sid, status_line):
+    """A status line a client could not frame (found by the request-path
+    fuzzer) is never relayed: the client gets the proxy's own 502."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+
+    def serve():
+        try:
+            conn, _ = srv.accept()
+            conn.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            conn.sendall(status_line + b"\r\nContent-Length: 2\r\n\r\nok")
+            time.sleep(0.2)
+            conn.close()
+        except OSError:
+            pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        redis_server.set_record(sid, public_record())
+        r = proxy.get(sandbox_host(port, sid), "/bad-status")
+        check_error(r, 502, sandbox_id=sid, port=port)
+    finally:
+        t.join(5)
+        srv.close()
