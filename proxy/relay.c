@@ -19,6 +19,7 @@
 #include "log.h"
 #include "record.h"
 #include "reply.h"
+#include "rewrite.h"
 #include "session.h"
 #include "stream.h"
 #include "upstream.h"
@@ -29,188 +30,6 @@ static void up_write_cb(struct stream *bev, void *arg);
 static void up_event_cb(struct stream *bev, short what, void *arg);
 static void pump_response(struct session *s);
 static void upstream_eof(struct session *s, bool error);
-
-/* ---- a small writer into reserved evbuffer space ---- */
-
-struct out {
-    char *p, *end;
-    bool overflow;
-};
-
-static void out_put(struct out *o, const char *s, size_t n)
-{
-    if ((size_t)(o->end - o->p) < n) {
-        o->overflow = true;
-        return;
-    }
-    memcpy(o->p, s, n);
-    o->p += n;
-}
-#define OUT_LIT(o, lit) out_put(o, lit, sizeof(lit) - 1)
-
-static void out_uint(struct out *o, unsigned v)
-{
-    char tmp[12];
-    size_t n = sizeof(tmp);
-    do {
-        tmp[--n] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    out_put(o, tmp + n, sizeof(tmp) - n);
-}
-
-static void out_header(struct out *o, const struct head *h, const struct hdr *x)
-{
-    out_put(o, h->buf + x->name_off, x->name_len);
-    OUT_LIT(o, ": ");
-    out_put(o, h->buf + x->val_off, x->val_len);
-    OUT_LIT(o, "\r\n");
-}
-
-/* ---- the request head sent upstream ---- */
-
-static bool is_forwarded_header(const struct head *h, const struct hdr *x)
-{
-    return x->kind == HDR_X_FORWARDED_FOR || x->kind == HDR_X_FORWARDED_PROTO ||
-           x->kind == HDR_X_FORWARDED_HOST;
-}
-
-/* Appends every value of a header, comma-joined (RFC 9110 section 5.3). */
-static bool out_joined(struct out *o, const struct head *h, int kind)
-{
-    bool any = false;
-    for (uint32_t i = 0; i < h->nhdrs; i++) {
-        const struct hdr *x = &h->hdrs[i];
-        if (x->kind != kind)
-            continue;
-        if (any)
-            OUT_LIT(o, ", ");
-        out_put(o, h->buf + x->val_off, x->val_len);
-        any = true;
-    }
-    return any;
-}
-
-static int write_request_head(struct session *s, struct evbuffer *dst)
-{
-    const struct head *h = s->rh;
-    const struct config *cfg = s->w->cfg;
-    int mask_len = -1;
-    const char *mask = route_rec_masked_host(s->rr, s->target.port, &mask_len);
-    if (!mask && s->rr->rec->mask_host)
-        return -1; /* a mask too long to expand: never send the wrong Host */
-    bool trusted = cfg->trusted_count > 0 &&
-                   config_cidr_match(cfg->trusted_proxies, cfg->trusted_count,
-                                     (const struct sockaddr *)&s->peer);
-    size_t need = h->used + 4 * (size_t)h->nhdrs + 2 * s->host_len +
-                  (mask ? (size_t)mask_len : 0) + 512;
-    struct evbuffer_iovec v;
-    if (evbuffer_reserve_space(dst, (ev_ssize_t)need, &v, 1) < 1)
-        return -1;
-    struct out o = {v.iov_base, (char *)v.iov_base + v.iov_len, false};
-
-    const char *method = llhttp_method_name(s->req.method);
-    out_put(&o, method, strlen(method));
-    OUT_LIT(&o, " ");
-    if (s->path_needs_slash)
-        OUT_LIT(&o, "/");
-    out_put(&o, s->path, s->path_len);
-    OUT_LIT(&o, " HTTP/1.1\r\nHost: ");
-    if (mask)
-        out_put(&o, mask, (size_t)mask_len);
-    else
-        out_put(&o, s->host, s->host_len);
-    OUT_LIT(&o, "\r\n");
-    for (uint32_t i = 0; i < h->nhdrs; i++) {
-        const struct hdr *x = &h->hdrs[i];
-        if (x->kind == HDR_HOST || x->kind == HDR_TRAFFIC_TOKEN || x->kind == HDR_TRANSFER_ENCODING ||
-            is_forwarded_header(h, x) || head_is_hop_by_hop(h, x))
-            continue;
-        out_header(&o, h, x);
-    }
-    /* The body goes up with the framing llhttp validated, so the upstream
-     * must read the same framing: say "chunked" in the one spelling every
-     * parser agrees on, whatever bytes the client used (the request-path
-     * fuzzer sent "Transfer-Encoding:\xa0 chunked"). */
-    if (s->req.flags & F_CHUNKED)
-        OUT_LIT(&o, "Transfer-Encoding: chunked\r\n");
-    OUT_LIT(&o, "X-Forwarded-For: ");
-    if (trusted && out_joined(&o, h, HDR_X_FORWARDED_FOR))
-        OUT_LIT(&o, ", ");
-    out_put(&o, s->peer_ip, strlen(s->peer_ip));
-    OUT_LIT(&o, "\r\nX-Forwarded-Proto: ");
-    if (!trusted || !out_joined(&o, h, HDR_X_FORWARDED_PROTO)) {
-        if (s->tls)
-            OUT_LIT(&o, "https");
-        else
-            OUT_LIT(&o, "http");
-    }
-    OUT_LIT(&o, "\r\nX-Forwarded-Host: ");
-    out_put(&o, s->host, s->host_len);
-    OUT_LIT(&o, "\r\n");
-    if (s->upgrade) {
-        const struct hdr *up = head_find(h, HDR_UPGRADE, NULL);
-        OUT_LIT(&o, "Connection: upgrade\r\n");
-        if (up)
-            out_header(&o, h, up);
-    }
-    OUT_LIT(&o, "\r\n");
-    if (o.overflow)
-        return -1;
-    v.iov_len = (size_t)(o.p - (char *)v.iov_base);
-    return evbuffer_commit_space(dst, &v, 1);
-}
-
-/* ---- the response head sent to the client ---- */
-
-static int write_response_head(struct session *s)
-{
-    const struct head *h = s->ph;
-    struct evbuffer *dst = stream_output(s->cbev);
-    int status = s->resp.status_code;
-    size_t need = h->used + 4 * (size_t)h->nhdrs + 256;
-    struct evbuffer_iovec v;
-    if (evbuffer_reserve_space(dst, (ev_ssize_t)need, &v, 1) < 1)
-        return -1;
-    struct out o = {v.iov_base, (char *)v.iov_base + v.iov_len, false};
-    OUT_LIT(&o, "HTTP/1.1 ");
-    out_uint(&o, (unsigned)status);
-    OUT_LIT(&o, " ");
-    if (h->url_len)
-        out_put(&o, h->buf + h->url_off, h->url_len);
-    else
-        out_put(&o, reply_reason(status), strlen(reply_reason(status)));
-    OUT_LIT(&o, "\r\n");
-    for (uint32_t i = 0; i < h->nhdrs; i++) {
-        const struct hdr *x = &h->hdrs[i];
-        if (head_is_hop_by_hop(h, x))
-            continue;
-        if (x->kind == HDR_TRANSFER_ENCODING)
-            continue; /* written below in one canonical spelling */
-        out_header(&o, h, x);
-    }
-    if (s->resp.flags & F_CHUNKED && !s->dechunk && !(s->resp.flags & F_SKIPBODY))
-        OUT_LIT(&o, "Transfer-Encoding: chunked\r\n");
-    if (status == 101) {
-        const struct hdr *up = head_find(h, HDR_UPGRADE, NULL);
-        OUT_LIT(&o, "Connection: upgrade\r\n");
-        if (up)
-            out_header(&o, h, up);
-    } else if (status >= 200) {
-        if (s->close_after)
-            OUT_LIT(&o, "Connection: close\r\n");
-        else if (s->req.http_minor == 0)
-            OUT_LIT(&o, "Connection: keep-alive\r\n");
-    }
-    OUT_LIT(&o, "\r\n");
-    if (o.overflow)
-        return -1;
-    v.iov_len = (size_t)(o.p - (char *)v.iov_base);
-    s->bytes_out += v.iov_len;
-    int r = evbuffer_commit_space(dst, &v, 1);
-    stream_flush(s->cbev);
-    return r;
-}
 
 /* ---- llhttp response callbacks ---- */
 
@@ -396,7 +215,7 @@ static void relay_start(struct session *s, struct upconn *c)
      * allowed to be silent while it receives a body (request_complete arms
      * it). The write timeout catches an app that stops taking the body. */
     up_set_timeouts(c, 0, cfg->upstream_idle_timeout_ms);
-    if (write_request_head(s, stream_output(c->bev)) == -1) {
+    if (rewrite_request_head(s, stream_output(c->bev)) == -1) {
         upstream_failed(s, 502, "request head too large to forward");
         return;
     }
@@ -476,7 +295,7 @@ static int on_response_head(struct session *s)
     if (status < 200 && status != 101) {
         /* Interim: HTTP/1.0 clients cannot take 1xx (RFC 9110 15.2). */
         if (s->req.http_minor > 0 || s->req.http_major > 1)
-            return write_response_head(s);
+            return rewrite_response_head(s);
         return 0;
     }
     if (status == 101 && !s->upgrade) {
@@ -495,7 +314,7 @@ static int on_response_head(struct session *s)
         s->close_after = true;
     s->resp_head_done = true;
     up_set_timeouts(s->up, s->w->cfg->upstream_idle_timeout_ms, s->w->cfg->upstream_idle_timeout_ms);
-    return write_response_head(s);
+    return rewrite_response_head(s);
 }
 
 static void tunnel_start(struct session *s);
