@@ -144,13 +144,23 @@ static void answer_waiters(struct cache_entry *e, int status,
 
 /* Redis could not answer: the last record if still within its grace, else
  * 503 for everyone waiting. */
+/* What to answer when Redis cannot: the last record while within its
+ * grace, else 503. *rr is borrowed from the entry (or NULL). */
+static int fallback(const struct cache_entry *e, struct route_rec **rr)
+{
+    if (e->rr && e->rr->status == LOOKUP_FOUND && worker_now_ms() < e->stale_until_ms) {
+        *rr = e->rr;
+        return LOOKUP_FOUND;
+    }
+    *rr = NULL;
+    return LOOKUP_UNAVAILABLE;
+}
+
 static void answer_unavailable(struct cache_entry *e)
 {
-    uint64_t now = worker_now_ms();
-    if (e->rr && e->rr->status == LOOKUP_FOUND && now < e->stale_until_ms)
-        answer_waiters(e, LOOKUP_FOUND, e->rr);
-    else
-        answer_waiters(e, LOOKUP_UNAVAILABLE, NULL);
+    struct route_rec *rr;
+    int status = fallback(e, &rr);
+    answer_waiters(e, status, rr);
 }
 
 static void entry_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -275,21 +285,14 @@ int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt,
         *rr = NULL;
         return 0;
     }
+    if (!e->pending)
+        entry_fetch(e);
     if (!e->pending || e->waiters_timed_out) {
-        if (!e->pending)
-            entry_fetch(e);
-        if (!e->pending || e->waiters_timed_out) {
-            /* Redis is down (or already too slow for this entry): answer
-             * now from what is left instead of waiting. */
-            if (e->rr && e->rr->status == LOOKUP_FOUND && now < e->stale_until_ms) {
-                *status = LOOKUP_FOUND;
-                *rr = route_rec_ref(e->rr);
-            } else {
-                *status = LOOKUP_UNAVAILABLE;
-                *rr = NULL;
-            }
-            return 0;
-        }
+        /* Redis is down (or already too slow for this entry): answer now
+         * from what is left instead of waiting. */
+        *status = fallback(e, rr);
+        route_rec_ref(*rr);
+        return 0;
     }
     wt->next = &e->waiters;
     wt->prev = e->waiters.prev;

@@ -177,8 +177,6 @@ void relay_connect(struct session *s)
 
 /* ---- the exchange ---- */
 
-static void up_set_timeouts(struct upconn *c, int read_ms, int write_ms);
-
 /* The request's last byte is on its way: the body timeout (client) ends and
  * the response timeout (upstream) starts, as with nginx's proxy_read_timeout;
  * a slow upload must not count against the app's time to answer. */
@@ -189,14 +187,9 @@ static void request_complete(struct session *s)
         stream_set_timeouts(s->cbev, 0, cfg->upstream_idle_timeout_ms);
     }
     if (s->up && s->up->bev && !s->resp_head_done)
-        up_set_timeouts(s->up, cfg->upstream_response_timeout_ms > 0 ? cfg->upstream_response_timeout_ms
+        stream_set_timeouts(s->up->bev, cfg->upstream_response_timeout_ms > 0 ? cfg->upstream_response_timeout_ms
                                                                     : cfg->upstream_idle_timeout_ms,
                         cfg->upstream_idle_timeout_ms);
-}
-
-static void up_set_timeouts(struct upconn *c, int read_ms, int write_ms)
-{
-    stream_set_timeouts(c->bev, read_ms, write_ms);
 }
 
 static void relay_start(struct session *s, struct upconn *c)
@@ -214,7 +207,7 @@ static void relay_start(struct session *s, struct upconn *c)
     /* No read timeout while the request is still going up: the app is
      * allowed to be silent while it receives a body (request_complete arms
      * it). The write timeout catches an app that stops taking the body. */
-    up_set_timeouts(c, 0, cfg->upstream_idle_timeout_ms);
+    stream_set_timeouts(c->bev, 0, cfg->upstream_idle_timeout_ms);
     if (rewrite_request_head(s, stream_output(c->bev)) == -1) {
         upstream_failed(s, 502, "request head too large to forward");
         return;
@@ -313,7 +306,7 @@ static int on_response_head(struct session *s)
         (s->upgrade && status != 101))
         s->close_after = true;
     s->resp_head_done = true;
-    up_set_timeouts(s->up, s->w->cfg->upstream_idle_timeout_ms, s->w->cfg->upstream_idle_timeout_ms);
+    stream_set_timeouts(s->up->bev, s->w->cfg->upstream_idle_timeout_ms, s->w->cfg->upstream_idle_timeout_ms);
     return rewrite_response_head(s);
 }
 

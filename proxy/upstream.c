@@ -35,15 +35,25 @@ struct pool {
 
 /* Idle connections, newest first in each bucket: close from the tail those
  * unused for longer than upstream.pool_idle_timeout_ms. */
+/* Closes a bucket's idle connections idle since before `older_than`, oldest
+ * first. upconn_close frees the bucket with its last connection, so the
+ * loop stops there without touching it again. */
+static void close_idle(struct pool_bucket *b, uint64_t older_than)
+{
+    for (;;) {
+        struct upconn *c = b->idle.prev;
+        bool last = b->count == 1;
+        if (c->idle_since_ms >= older_than)
+            return;
+        upconn_close(c);
+        if (last)
+            return;
+    }
+}
+
 static void sweep_bucket(struct strmap_node *n, void *arg)
 {
-    struct pool_bucket *b = BUCKET_OF(n);
-    uint64_t limit = *(const uint64_t *)arg;
-    /* upstream_close frees the bucket with its last connection */
-    while (b->count > 1 && b->idle.prev->idle_since_ms < limit)
-        upconn_close(b->idle.prev);
-    if (b->count == 1 && b->idle.prev->idle_since_ms < limit)
-        upconn_close(b->idle.prev);
+    close_idle(BUCKET_OF(n), *(const uint64_t *)arg);
 }
 
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
@@ -278,11 +288,7 @@ fail:
 
 static void close_bucket(struct strmap_node *n, void *arg)
 {
-    struct pool_bucket *b = BUCKET_OF(n);
-    /* upconn_close frees the bucket with its last connection. */
-    while (b->count > 1)
-        upconn_close(b->idle.next);
-    upconn_close(b->idle.next);
+    close_idle(BUCKET_OF(n), UINT64_MAX);
 }
 
 void pool_close_idle(struct pool *p)
