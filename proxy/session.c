@@ -420,11 +420,11 @@ static void on_request_head(struct session *s)
     llhttp_t *p = &s->req;
     const char *bad = head_framing_error(s);
     if (bad) {
-        s->client_keepalive = false;
-        s->state = SS_ROUTING; /* past the head: the reply path needs it */
+        /* Still SS_HEAD: answered like any malformed head (the parser is
+         * not run on, the connection closes after the reply). */
         session_clear_timer(s);
+        s->client_keepalive = false;
         log_debug("client %s: malformed request: %s", s->peer_ip, bad);
-        s->req_has_body = true; /* never run the parser on: close after */
         session_error(s, 400, bad);
         return;
     }
