@@ -133,6 +133,31 @@ def table(rows, header):
     return "\n".join(out)
 
 
+def paired_ratios(sel, target, peer, key):
+    """target/peer for each round in which both ran: runs of one round are
+    seconds apart, so these ratios cancel most of the machine's drift."""
+    by = {(r["target"], r["round"]): r.get(key) for r in sel}
+    out = []
+    for rnd in sorted({r["round"] for r in sel}):
+        a, b = by.get((target, rnd)), by.get((peer, rnd))
+        if a and b:
+            out.append(a / b)
+    return out
+
+
+def paired_line(sel):
+    parts = []
+    for peer in ("nginx", "haproxy"):
+        for key, label in (("rps", "req/s"), ("cpu", "CPU")):
+            vals = paired_ratios(sel, "edgeproxy", peer, key)
+            if vals:
+                parts.append("%s %s %.2f (%.2f-%.2f)" % (
+                    label, peer, statistics.median(vals), min(vals), max(vals)))
+    if not parts:
+        return "paired: -"
+    return "edgeproxy / peer in the same round, median (min-max): " + ", ".join(parts)
+
+
 def main():
     runs_tsv, mem_tsv, hz, idle_conns, stream_mib = sys.argv[1:6]
     failures_tsv = sys.argv[6] if len(sys.argv) > 6 else ""
@@ -203,6 +228,7 @@ def main():
                                                      len({r["round"] for r in sel})))
             print(table(rows, ["target", "req/s", "p50", "p99", "CPU us/req",
                                "CPU/origin", "req/s/nginx", "CPU/nginx", "errors"]))
+            print(paired_line(sel))
             print()
 
     print("CPU us/req: the target's utime+stime over the run / requests completed;")
