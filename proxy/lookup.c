@@ -29,6 +29,7 @@ struct cache_entry {
     struct lookup *lk;
     struct route_rec *rr;           /* last answer; NULL before the first */
     uint64_t expires_ms;            /* fresh until */
+    uint64_t refresh_ms;            /* from here a hit also re-reads Redis */
     uint64_t stale_until_ms;        /* usable while Redis is down */
     bool pending;                   /* a GET is in flight */
     bool purged;                    /* invalidated while the GET was out */
@@ -239,6 +240,7 @@ static void get_cb(redisAsyncContext *ac, void *r, void *privdata)
     int ttl = rr->status == LOOKUP_FOUND ? cfg->cache_ttl_ms
                                           : cfg->cache_negative_ttl_ms;
     e->expires_ms = now + (uint64_t)ttl;
+    e->refresh_ms = now + (uint64_t)(ttl - ttl / 4);
     e->stale_until_ms = now + (uint64_t)ttl + (uint64_t)cfg->cache_stale_grace_ms;
     route_rec_unref(e->rr);
     e->rr = rr;
@@ -275,6 +277,12 @@ int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt,
     uint64_t now = worker_now_ms();
     if (e && e->rr && now < e->expires_ms) {
         METRIC_INC(&lk->w->metrics, cache_hits);
+        /* In the last quarter of its TTL a record in use is re-read in the
+         * background, so traffic to a busy sandbox never stops to wait for
+         * Redis at expiry; the TTL bound on changes still holds (a record
+         * whose refresh has not come back by expiry waits as before). */
+        if (now >= e->refresh_ms && !e->pending)
+            entry_fetch(e);
         *status = e->rr->status;
         *rr = route_rec_ref(e->rr);
         return 0;

@@ -367,6 +367,52 @@ def test_slow_redis_times_out_waiter_not_worker(make_proxy, own_redis, upstream)
     assert status_of(p, cached_host) == 200
 
 
+def test_busy_record_refreshed_before_expiry(make_proxy, own_redis, upstream):
+    """A record in use is re-read in the last quarter of its TTL, in the
+    background: at expiry it is already fresh again, so requests to a busy
+    sandbox do not stop for Redis (here: Redis asleep past the first
+    expiry)."""
+    TTL_S, SLEEP_S = 4.0, 2
+    p = make_proxy({"workers": 1, "redis": {"timeout_ms": 5000},
+                    "cache": {"ttl_ms": int(TTL_S * 1000), "stale_grace_ms": 0}},
+                   redis_url=own_redis.url, name="refresh")
+    sid = new_sid()
+    host = sandbox_host(upstream.port, sid)
+    own_redis.set_record(sid, public_record())
+    gets = lambda: own_redis.client.command_calls("get")
+    g0 = gets()
+    t0 = time.monotonic()
+    assert status_of(p, host) == 200
+    assert gets() == g0 + 1
+    time.sleep(TTL_S * 0.25)
+    assert status_of(p, host) == 200
+    assert gets() == g0 + 1, "a hit in the first 3/4 of the TTL went to Redis"
+    time.sleep(max(0, t0 + TTL_S * 0.8 - time.monotonic()))
+    assert status_of(p, host) == 200  # in the refresh window: served, and re-read
+    wait_until(lambda: gets() == g0 + 2, timeout=2, interval=0.02,
+               what="the background GET of a record in its last quarter")
+
+    sleeper = Resp(own_redis.port, timeout=SLEEP_S + 10)
+    try:
+        sleeper.cmd("DEBUG", "SLEEP", "0")
+    except RedisError as e:
+        sleeper.close()
+        pytest.skip("DEBUG not allowed by this redis-server: %s" % e)
+    time.sleep(max(0, t0 + TTL_S + 0.3 - time.monotonic()))  # past the first expiry
+    t = threading.Thread(target=lambda: sleeper.cmd("DEBUG", "SLEEP", str(SLEEP_S)),
+                         daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: redis_busy(own_redis.port), timeout=2, interval=0.01,
+                   what="Redis busy in DEBUG SLEEP")
+        r, dt = timed_get(p, host)
+        assert r.status == 200, r
+        assert dt < 1.0, "a request after the first expiry waited %.0f ms for Redis" % (dt * 1000)
+    finally:
+        t.join(SLEEP_S + 10)
+        sleeper.close()
+
+
 # --------------------------------------------------------------------------
 # A network cut: the old connections go silent (no FIN, no RST) and the
 # server forgets them, as after a partition or a failover. SPEC 4: "Redis
