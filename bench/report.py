@@ -256,19 +256,20 @@ def main():
         def mib(v):
             return "-" if v is None else "%.1f" % (v / 1024)
 
+        idle_n = {t: kib(t, "idle_conns") or n for t in PROXIES}
         per_conn = {}
         for t in PROXIES:
             b, w = kib(t, "idle_before_kib"), kib(t, "idle_with_kib")
-            per_conn[t] = (w - b) / n if b is not None and w is not None else None
+            per_conn[t] = (w - b) / idle_n[t] if b is not None and w is not None else None
         rows = []
         for t in PROXIES:
             pc = per_conn[t]
             ratio = pc / per_conn["nginx"] if pc is not None and per_conn.get("nginx") else None
-            rows.append([t, mib(kib(t, "idle_before_kib")), mib(kib(t, "idle_with_kib")),
-                         fmt(pc, ".2f"), fmt(ratio, ".2f")])
+            rows.append([t, str(idle_n[t]), mib(kib(t, "idle_before_kib")),
+                         mib(kib(t, "idle_with_kib")), fmt(pc, ".2f"), fmt(ratio, ".2f")])
         print("memory: RSS (VmRSS of the serving process: nginx worker, haproxy, edgeproxy)")
-        print("with %d idle keep-alive client connections (one GET / each, then idle)" % n)
-        print(table(rows, ["target", "RSS before MiB", "RSS with conns MiB",
+        print("with idle keep-alive client connections (one GET / each, then idle)")
+        print(table(rows, ["target", "conns", "RSS before MiB", "RSS with conns MiB",
                            "KiB/conn", "KiB/conn / nginx"]))
         print("(KiB/conn = growth / connections. nginx allocates its whole connection table")
         print(" (worker_connections) and HAProxy its fd table (maxconn) at start, so part of")
@@ -296,12 +297,12 @@ def main():
                 if r != "-" and r.split()[:2] != ["200", expect]:
                     problems.append("%s %s of %s MiB: curl said %r" % (t, kind, stream_mib, r))
             m = re.search(r"open=(\d+) ok=(\d+) bad=(\d+) errors=(\d+)", idle)
-            if idle != "-" and (not m or int(m.group(2)) != n):
+            if idle != "-" and (not m or int(m.group(2)) != idle_n[t]):
                 problems.append("%s idle connections: %s" % (t, idle.strip()))
             m = re.search(r"still_open=(\d+)", idle)
-            if m and int(m.group(1)) != n:
+            if m and int(m.group(1)) != idle_n[t]:
                 problems.append("%s idle connections: only %s of %d still open when RSS was read"
-                                % (t, m.group(1), n))
+                                % (t, m.group(1), idle_n[t]))
         print()
 
     if failures_tsv and os.path.exists(failures_tsv):
