@@ -9,6 +9,7 @@ Every test owns its redis-server (they kill, pause and restart it) and its
 proxy. Waits are polls with deadlines; the bounds asserted are the
 configured values plus slack for a loaded 2-core machine."""
 
+import contextlib
 import socket
 import threading
 import time
@@ -289,6 +290,36 @@ def redis_busy(port):
         c.close()
 
 
+@contextlib.contextmanager
+def redis_asleep(redis, secs):
+    """Redis blocked in DEBUG SLEEP (sent from another client) while the
+    with-body runs; yields a dict that gets the sleep's "reply" (or "error")
+    once it ends. Skips the test if this redis-server refuses DEBUG."""
+    sleeper = Resp(redis.port, timeout=secs + 10)
+    try:
+        sleeper.cmd("DEBUG", "SLEEP", "0")
+    except RedisError as e:
+        sleeper.close()
+        pytest.skip("DEBUG not allowed by this redis-server: %s" % e)
+    slept = {}
+
+    def sleep():
+        try:
+            slept["reply"] = sleeper.cmd("DEBUG", "SLEEP", str(secs))
+        except Exception as e:  # reported by the caller
+            slept["error"] = e
+
+    t = threading.Thread(target=sleep, daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: redis_busy(redis.port), timeout=2, interval=0.01,
+                   what="Redis busy in DEBUG SLEEP")
+        yield slept
+    finally:
+        t.join(secs + 10)
+        sleeper.close()
+
+
 def test_slow_redis_times_out_waiter_not_worker(make_proxy, own_redis, upstream):
     SLEEP_S = 2
     timeout_ms = 500
@@ -303,27 +334,7 @@ def test_slow_redis_times_out_waiter_not_worker(make_proxy, own_redis, upstream)
     own_redis.set_record(uncached, public_record())
     assert status_of(p, cached_host) == 200
 
-    sleeper = Resp(own_redis.port, timeout=SLEEP_S + 10)
-    try:
-        sleeper.cmd("DEBUG", "SLEEP", "0")
-    except RedisError as e:
-        sleeper.close()
-        pytest.skip("DEBUG not allowed by this redis-server: %s" % e)
-    slept = {}
-
-    def sleep_redis():
-        try:
-            slept["reply"] = sleeper.cmd("DEBUG", "SLEEP", str(SLEEP_S))
-        except Exception as e:  # reported below
-            slept["error"] = e
-        slept["at"] = time.monotonic()
-
-    t = threading.Thread(target=sleep_redis, daemon=True)
-    t_sleep = time.monotonic()
-    t.start()
-    try:
-        wait_until(lambda: redis_busy(own_redis.port), timeout=2, interval=0.01,
-                   what="Redis busy in DEBUG SLEEP")
+    with redis_asleep(own_redis, SLEEP_S) as slept:
         result = {}
 
         def waiter():
@@ -356,9 +367,6 @@ def test_slow_redis_times_out_waiter_not_worker(make_proxy, own_redis, upstream)
                 result["dt"] * 1000, timeout_ms, SLEEP_S)
         during = [a for a in served if t_wait < a < result["done"]]
         assert len(during) >= 2, "cached requests not served while a lookup waited: %d" % len(during)
-    finally:
-        t.join(SLEEP_S + 10)
-        sleeper.close()
     assert slept.get("reply") == "OK", slept
     # Redis is back: the uncached sandbox resolves (late reply cached, or a
     # new GET), and the cached one still serves.
@@ -392,25 +400,11 @@ def test_busy_record_refreshed_before_expiry(make_proxy, own_redis, upstream):
     wait_until(lambda: gets() == g0 + 2, timeout=2, interval=0.02,
                what="the background GET of a record in its last quarter")
 
-    sleeper = Resp(own_redis.port, timeout=SLEEP_S + 10)
-    try:
-        sleeper.cmd("DEBUG", "SLEEP", "0")
-    except RedisError as e:
-        sleeper.close()
-        pytest.skip("DEBUG not allowed by this redis-server: %s" % e)
     time.sleep(max(0, t0 + TTL_S + 0.3 - time.monotonic()))  # past the first expiry
-    t = threading.Thread(target=lambda: sleeper.cmd("DEBUG", "SLEEP", str(SLEEP_S)),
-                         daemon=True)
-    t.start()
-    try:
-        wait_until(lambda: redis_busy(own_redis.port), timeout=2, interval=0.01,
-                   what="Redis busy in DEBUG SLEEP")
+    with redis_asleep(own_redis, SLEEP_S):
         r, dt = timed_get(p, host)
         assert r.status == 200, r
         assert dt < 1.0, "a request after the first expiry waited %.0f ms for Redis" % (dt * 1000)
-    finally:
-        t.join(SLEEP_S + 10)
-        sleeper.close()
 
 
 # --------------------------------------------------------------------------
