@@ -24,12 +24,19 @@ def duration_us(text):
     return float(m.group(1)) * UNIT_US[m.group(2)] if m else None
 
 
-def parse_wrk(path):
-    r = {"errors": [], "requests": 0, "rps": None, "p50": None, "p99": None}
+def read_run(path):
+    """An empty result for one run and the tool's output (None if unreadable)."""
+    r = {"errors": [], "requests": 0, "rps": None, "p50": None, "p99": None, "bad": 0}
     try:
-        text = open(path).read()
+        return r, open(path).read()
     except OSError as e:
         r["errors"].append(str(e))
+        return r, None
+
+
+def parse_wrk(path):
+    r, text = read_run(path)
+    if text is None:
         return r
     m = re.search(r"^\s*(\d+) requests in", text, re.M)
     if m:
@@ -66,11 +73,8 @@ def percentile(sorted_vals, p):
 
 
 def parse_h2load(path):
-    r = {"errors": [], "requests": 0, "rps": None, "p50": None, "p99": None, "bad": 0}
-    try:
-        text = open(path).read()
-    except OSError as e:
-        r["errors"].append(str(e))
+    r, text = read_run(path)
+    if text is None:
         return r
     m = re.search(r"^finished in [^,]+, ([\d.]+) req/s", text, re.M)
     if m:
