@@ -114,15 +114,6 @@ static bool waiters_empty(const struct cache_entry *e)
     return e->waiters.next == &e->waiters;
 }
 
-static void waiter_unlink(struct lookup_waiter *wt)
-{
-    if (!wt->next)
-        return;
-    wt->prev->next = wt->next;
-    wt->next->prev = wt->prev;
-    wt->next = wt->prev = NULL;
-}
-
 /* Detaches the whole list first: a callback may start a new lookup on the
  * same entry (a pipelined request) or cancel another waiter. */
 static void answer_waiters(struct cache_entry *e, int status,
@@ -138,7 +129,7 @@ static void answer_waiters(struct cache_entry *e, int status,
     e->waiters.next = e->waiters.prev = &e->waiters;
     while (list.next != &list) {
         struct lookup_waiter *wt = list.next;
-        waiter_unlink(wt);
+        lookup_cancel(wt);
         wt->cb(wt, status, route_rec_ref(rr));
     }
 }
@@ -307,11 +298,6 @@ int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt,
     e->waiters.prev->next = wt;
     e->waiters.prev = wt;
     return 1;
-}
-
-void lookup_cancel(struct lookup_waiter *wt)
-{
-    waiter_unlink(wt);
 }
 
 static void purge(struct lookup *lk, const char *id, size_t len)

@@ -166,15 +166,6 @@ static int resolve(const char *id, int *status, struct route_rec **rr)
     return 0;
 }
 
-static void unlink_waiter(struct lookup_waiter *wt)
-{
-    if (!wt->next)
-        return;
-    wt->prev->next = wt->next;
-    wt->next->prev = wt->prev;
-    wt->next = wt->prev = NULL;
-}
-
 /* The next loop turn: every pending waiter gets its answer. */
 static void answer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -187,7 +178,7 @@ static void answer_cb(evutil_socket_t fd, short what, void *arg)
     lk->pending.next = lk->pending.prev = &lk->pending;
     while (list.next != &list) {
         struct lookup_waiter *wt = list.next;
-        unlink_waiter(wt);
+        lookup_cancel(wt);
         struct session *s = (struct session *)((char *)wt - offsetof(struct session, waiter));
         int status;
         struct route_rec *rr;
@@ -229,11 +220,6 @@ int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt, int 
     }
     resolve(id, status, rr);
     return 0;
-}
-
-void lookup_cancel(struct lookup_waiter *wt)
-{
-    unlink_waiter(wt);
 }
 
 void lookup_config_changed(struct lookup *lk, const struct config *old)
