@@ -10,6 +10,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -69,11 +70,8 @@ static int resp_on_message_complete(llhttp_t *p)
 
 static llhttp_settings_t resp_settings;
 
-static void init_resp_settings_once(void)
+static void init_resp_settings(void)
 {
-    static int done;
-    if (__atomic_exchange_n(&done, 1, __ATOMIC_ACQ_REL))
-        return;
     llhttp_settings_init(&resp_settings);
     session_head_callbacks(&resp_settings);
     resp_settings.on_message_begin = resp_on_message_begin;
@@ -199,7 +197,10 @@ static void relay_start(struct session *s, struct upconn *c)
     s->up_closed = false;
     s->state = SS_FORWARDING;
     s->resp_head_done = s->resp_done = false;
-    init_resp_settings_once();
+    /* pthread_once: a second worker must not see the settings half-filled
+     * (and its fast path is a plain load, not a locked exchange per request). */
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init_resp_settings);
     llhttp_init(&s->resp, HTTP_RESPONSE, &resp_settings);
     s->resp.data = s;
     stream_setcb(c->bev, up_read_cb, up_write_cb, up_event_cb, s);

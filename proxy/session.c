@@ -9,6 +9,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -94,11 +95,8 @@ static int req_on_message_complete(llhttp_t *p)
 
 static llhttp_settings_t req_settings;
 
-static void init_settings_once(void)
+static void init_req_settings(void)
 {
-    static int done;
-    if (__atomic_exchange_n(&done, 1, __ATOMIC_ACQ_REL))
-        return;
     llhttp_settings_init(&req_settings);
     session_head_callbacks(&req_settings);
     req_settings.on_headers_complete = req_on_headers_complete;
@@ -726,7 +724,8 @@ void session_accept(struct worker *w, size_t index, int fd, const struct sockadd
         free(s);
         return;
     }
-    init_settings_once();
+    static pthread_once_t once = PTHREAD_ONCE_INIT; /* see relay_start() */
+    pthread_once(&once, init_req_settings);
     llhttp_init(&s->req, HTTP_REQUEST, &req_settings);
     s->req.data = s;
     s->next = w->sessions;
