@@ -7,6 +7,7 @@ import json
 import signal
 import socket
 import ssl
+import time
 
 import pytest
 
@@ -157,3 +158,53 @@ def test_reload_keeps_websocket_and_applies_new_config(proxy, upstream, redis_se
                 tunnel_echo(ws, msg)
         finally:
             reload(proxy, proxy.original)
+
+
+def with_client(p, **client):
+    cfg = copy.deepcopy(p.original)
+    cfg["client"].update(client)
+    return cfg
+
+
+def warm_head_arenas(p, host, sid, n=8):
+    """Requests on fresh connections, so both workers (SO_REUSEPORT spreads
+    connections) have recycled head arenas on their free lists."""
+    for i in range(n):
+        assert p.get(host, "/r/%s/warm%d" % (sid, i)).status == 200
+
+
+def test_reload_lower_max_headers_applies_to_recycled_arenas(proxy, upstream, redis_server, sid):
+    """Issue 10 item 8a: an arena recycled from before the reload must not
+    keep the old header count limit."""
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    many = [("X-Many-%d" % i, "v") for i in range(40)]  # old limit 100, new 20
+    warm_head_arenas(proxy, host, sid)
+    try:
+        reload(proxy, with_client(proxy, max_headers=20))
+        for i in range(6):  # fresh connections: both workers get some
+            r = proxy.get(host, "/r/%s/many%d" % (sid, i), headers=many)
+            assert r.status == 431, r
+        assert proxy.get(host, "/r/%s/few" % sid).status == 200
+    finally:
+        reload(proxy, proxy.original)
+
+
+def test_reload_higher_max_head_bytes_applies_to_recycled_arenas(proxy, upstream, redis_server, sid):
+    """Issue 10 item 8a: a head between the old limit (16 KiB) and the new one
+    (64 KiB) passes after the reload, whichever arena it lands in."""
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    big = [("X-Big", "b" * 30000)]
+    warm_head_arenas(proxy, host, sid)
+    assert proxy.get(host, "/r/%s/big-before" % sid, headers=big).status == 431
+    try:
+        reload(proxy, with_client(proxy, max_head_bytes=65536))
+        for i in range(6):
+            r = proxy.get(host, "/r/%s/big%d" % (sid, i), headers=big)
+            assert r.status == 200, r
+            got = upstream.wait_requests("/r/%s/big%d" % (sid, i))[0]
+            assert got.header("X-Big") == "b" * 30000
+    finally:
+        reload(proxy, proxy.original)
+
