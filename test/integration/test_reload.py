@@ -208,3 +208,40 @@ def test_reload_higher_max_head_bytes_applies_to_recycled_arenas(proxy, upstream
     finally:
         reload(proxy, proxy.original)
 
+
+def test_reload_handshake_started_before_reload_outlives_old_generation(make_proxy, certs, upstream,
+                                                                      redis_server, sid):
+    """Issue 10 item 8b: a connection accepted under the old generation does
+    its TLS handshake after the old generation was retired (SIGHUP with a
+    shorter header timeout and other certificates): the SNI callback must
+    still find its certificates. Before the fix: heap-use-after-free in
+    sni_cb (ASan) and no response."""
+    p = make_proxy({"client": {"header_timeout_ms": 10000}}, name="reload-tls",
+                   extra_listeners=[{"tls": {"certificates": [certs["a"]]}}])
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    raw = socket.create_connection(("127.0.0.1", p.extra_ports[0]), timeout=5)
+    try:
+        cfg = copy.deepcopy(p.config)
+        cfg["client"]["header_timeout_ms"] = 1000
+        cfg["listeners"][1]["tls"] = {"certificates": [certs["c"]]}
+        assert "reloaded" in reload(p, cfg)
+        # Long enough for the old generation to be retired (the code before
+        # the fix waited the new header timeout + 1 s after every worker
+        # switched; now it goes as soon as they have). New connections get
+        # the new certificate.
+        time.sleep(3)
+        assert tls_cert(p, host)[1] == der(certs, "c")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = ctx.wrap_socket(raw, server_hostname=host)
+        raw = s
+        assert s.getpeercert(binary_form=True) == der(certs, "a")  # its own generation's
+        with Client(sock=s) as c:
+            r = c.request("GET", "/r/%s/late-handshake" % sid, host=host)
+            assert r.status == 200, r
+    finally:
+        raw.close()
+    assert p.alive()
+    assert not p.sanitizer_findings(), p.stderr()[-5000:]
