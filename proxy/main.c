@@ -122,6 +122,7 @@ static void reload(struct main_ctx *m)
     }
     m->retiring[m->nretiring++] = m->rt;
     m->rt = next;
+    log_set_level(next->cfg.log_level); /* workers only read it */
     for (int i = 0; i < m->nworkers; i++)
         worker_request_reload(&m->workers[i], next);
     admin_set_config(m->admin, &next->cfg);
@@ -214,7 +215,7 @@ int main(int argc, char **argv)
         runtime_free(m.rt);
         return 0;
     }
-    log_level_current = m.rt->cfg.log_level;
+    log_set_level(m.rt->cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
     /* Read buffers are 64 KiB evbuffer chains, freed once their bytes are
      * written. glibc would hand that memory back to the kernel after each
