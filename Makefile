@@ -33,12 +33,19 @@ SAN_FLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-s
 SAN_OBJ    := $(COMMON_SRC:%.c=$(SAN)/obj/%.o) $(PROXY_SRC:%.c=$(SAN)/obj/%.o) \
               $(SAN)/obj/llhttp/llhttp.o $(SAN)/obj/llhttp/api.o $(SAN)/obj/llhttp/http.o
 
+# ThreadSanitizer build (make tsan): the integration suite against it. Not
+# part of make test (it doubles the time), but it must pass.
+TSAN       := $(BUILD)/tsan
+TSAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+TSAN_OBJ   := $(COMMON_SRC:%.c=$(TSAN)/obj/%.o) $(PROXY_SRC:%.c=$(TSAN)/obj/%.o) \
+              $(TSAN)/obj/llhttp/llhttp.o $(TSAN)/obj/llhttp/api.o $(TSAN)/obj/llhttp/http.o
+
 UNIT_SRC   := $(wildcard test/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
 
 PYTHON ?= /usr/bin/python3
 
-.PHONY: all deps run test unit integration sanitize bench fuzz clean format
+.PHONY: all deps run test unit integration sanitize tsan bench fuzz clean format
 
 all: $(BUILD)/edgeproxy
 
@@ -67,6 +74,22 @@ $(SAN)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
 	$(CC) -O1 -g $(SAN_FLAGS) $(LLHTTP_DEFS) -I$(LLHTTP_INC) -c -o $@ $<
 
 sanitize: $(SAN)/edgeproxy
+
+$(TSAN)/edgeproxy: $(TSAN_OBJ)
+	$(CC) $(CFLAGS) $(TSAN_FLAGS) -o $@ $^ $(LDLIBS)
+
+$(TSAN)/obj/%.o: %.c $(wildcard common/*.h proxy/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(TSAN_FLAGS) -c -o $@ $<
+
+$(TSAN)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g $(TSAN_FLAGS) $(LLHTTP_DEFS) -I$(LLHTTP_INC) -c -o $@ $<
+
+# The harness fails a test on any "WARNING: ThreadSanitizer" in the proxy's
+# stderr and runs the proxy with test/tsan.supp (see harness.py).
+tsan: $(TSAN)/edgeproxy
+	EDGEPROXY_BIN=$(TSAN)/edgeproxy $(PYTHON) -m pytest -q -p no:cacheprovider test/integration
 
 # Unit tests: one binary per test/unit/test_<module>.c, linked with common/
 # and with the proxy's modules through an archive, so a test pulls in only the
