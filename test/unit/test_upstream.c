@@ -136,6 +136,11 @@ static bool peer_sees_eof(int peer) {
 
 static bool peer_eof_pred(void *arg) { return peer_sees_eof(*(int *)arg); }
 
+static void close_peers(const int *peer, int n) {
+  for (int i = 0; i < n; i++)
+    close(peer[i]);
+}
+
 static void test_connect_release_acquire(void **state) {
   struct fixture *f = *state;
   int peer;
@@ -161,26 +166,23 @@ static void test_connect_release_acquire(void **state) {
 static void test_acquire_newest_first(void **state) {
   struct fixture *f = *state;
   const char *key = "sb2|127.0.0.1|80|";
-  int p1, p2, p3;
-  struct upconn *c1 = connect_one(f, key, &p1);
-  struct upconn *c2 = connect_one(f, key, &p2);
-  struct upconn *c3 = connect_one(f, key, &p3);
-  pool_release(c1);
-  pool_release(c3);
-  pool_release(c2);
+  int p[3];
+  struct upconn *c[3];
+  for (int i = 0; i < 3; i++)
+    c[i] = connect_one(f, key, &p[i]);
+  pool_release(c[0]);
+  pool_release(c[2]);
+  pool_release(c[1]);
   /* The most recently used is the warmest. */
-  assert_ptr_equal(pool_acquire(f->pool, key), c2);
-  assert_ptr_equal(pool_acquire(f->pool, key), c3);
-  pool_release(c2);
-  assert_ptr_equal(pool_acquire(f->pool, key), c2);
-  assert_ptr_equal(pool_acquire(f->pool, key), c1);
+  assert_ptr_equal(pool_acquire(f->pool, key), c[1]);
+  assert_ptr_equal(pool_acquire(f->pool, key), c[2]);
+  pool_release(c[1]);
+  assert_ptr_equal(pool_acquire(f->pool, key), c[1]);
+  assert_ptr_equal(pool_acquire(f->pool, key), c[0]);
   assert_null(pool_acquire(f->pool, key));
-  upconn_close(c1);
-  upconn_close(c2);
-  upconn_close(c3);
-  close(p1);
-  close(p2);
-  close(p3);
+  for (int i = 0; i < 3; i++)
+    upconn_close(c[i]);
+  close_peers(p, 3);
 }
 
 /* Keys differ by sandbox, address, port or executionId; one that is a
@@ -205,10 +207,9 @@ static void test_keys_never_mix(void **state) {
     assert_ptr_equal(pool_acquire(f->pool, keys[i]), c[i]);
     assert_null(pool_acquire(f->pool, keys[i]));
   }
-  for (int i = 0; i < N; i++) {
+  for (int i = 0; i < N; i++)
     upconn_close(c[i]);
-    close(peer[i]);
-  }
+  close_peers(peer, N);
 }
 
 /* pool_key builds the keys above from their parts. */
@@ -249,8 +250,7 @@ static void test_max_idle_respected(void **state) {
   pool_release(c[1]);
   assert_int_equal(f->w.metrics.upstream_connections, 3);
   upconn_close(other);
-  for (int i = 0; i < 4; i++)
-    close(p[i]);
+  close_peers(p, 4);
   close(po);
 }
 
@@ -306,33 +306,29 @@ static void test_peer_close_drops_pooled(void **state) {
 }
 
 /* The sweep (once a second) closes connections idle longer than
- * upstream.pool_idle_timeout_ms and keeps younger ones. c1's age is set
+ * upstream.pool_idle_timeout_ms and keeps younger ones. Ages are set
  * back rather than waited for, so which one goes does not depend on when
  * the sweep happens to run. */
 static void test_idle_timeout_sweep(void **state) {
   struct fixture *f = *state;
   f->cfg.upstream_pool_idle_timeout_ms = 5000;
-  const char *key = "sb6|127.0.0.1|80|";
-  int p1, p2, p3;
-  struct upconn *c1 = connect_one(f, key, &p1);
-  struct upconn *c2 = connect_one(f, key, &p2);
-  struct upconn *c3 = connect_one(f, "sb6b|127.0.0.1|80|", &p3);
-  pool_release(c1);
-  pool_release(c2);
-  pool_release(c3);
-  c1->idle_since_ms -= 6000;
-  c3->idle_since_ms -= 6000; /* its bucket empties: freed with it */
-  assert_true(run_until(f, peer_eof_pred, &p1, 3000));
-  assert_true(run_until(f, peer_eof_pred, &p3, 3000));
-  assert_false(peer_sees_eof(p2));
-  assert_ptr_equal(pool_acquire(f->pool, key), c2);
+  const char *key = "sb6|127.0.0.1|80|", *alone = "sb6b|127.0.0.1|80|";
+  int p[3];
+  struct upconn *c[3] = {connect_one(f, key, &p[0]), connect_one(f, key, &p[1]),
+                         connect_one(f, alone, &p[2])};
+  for (int i = 0; i < 3; i++)
+    pool_release(c[i]);
+  c[0]->idle_since_ms -= 6000;
+  c[2]->idle_since_ms -= 6000; /* its bucket empties: freed with it */
+  assert_true(run_until(f, peer_eof_pred, &p[0], 3000));
+  assert_true(run_until(f, peer_eof_pred, &p[2], 3000));
+  assert_false(peer_sees_eof(p[1]));
+  assert_ptr_equal(pool_acquire(f->pool, key), c[1]);
   assert_null(pool_acquire(f->pool, key));
-  assert_null(pool_acquire(f->pool, "sb6b|127.0.0.1|80|"));
+  assert_null(pool_acquire(f->pool, alone));
   assert_int_equal(f->w.metrics.upstream_connections, 1);
-  upconn_close(c2);
-  close(p1);
-  close(p2);
-  close(p3);
+  upconn_close(c[1]);
+  close_peers(p, 3);
 }
 
 /* The same in real time: a short timeout, nothing set back. */
@@ -362,9 +358,25 @@ static void test_release_while_draining_closes(void **state) {
   close(p);
 }
 
-/* A port nobody listens on: the refusal (which loopback reports from
- * connect() itself) still arrives through the callback, after
- * upconn_connect has returned. */
+/* A connect to sa fails with err, reported through the callback only after
+ * upconn_connect returned. */
+static void expect_connect_error(struct fixture *f, struct sockaddr_in *sa,
+                                 int err) {
+  struct connect_result r = {0};
+  struct upconn *c = upconn_connect(f->pool, "sb9|x|1|", (struct sockaddr *)sa,
+                                    sizeof(*sa), 2000, on_connect, &r);
+  assert_non_null(c);
+  assert_false(r.called);
+  assert_true(run_until(f, connect_done, &r, 3000));
+  assert_null(r.c);
+  assert_int_equal(r.err, err);
+  assert_int_equal(f->w.metrics.upstream_connect_errors, 1);
+  assert_int_equal(f->w.metrics.upstream_connections, 0);
+}
+
+/* A port nobody listens on: the refusal (on loopback connect() says
+ * EINPROGRESS, then the socket has the error) arrives through the
+ * callback. */
 static void test_connect_refused_through_callback(void **state) {
   struct fixture *f = *state;
   struct sockaddr_in dead = f->addr;
@@ -374,17 +386,7 @@ static void test_connect_refused_through_callback(void **state) {
   assert_int_equal(bind(s, (struct sockaddr *)&dead, sizeof(dead)), 0);
   assert_int_equal(getsockname(s, (struct sockaddr *)&dead, &len), 0);
   close(s); /* bound once, never listening: refused */
-  struct connect_result r = {0};
-  struct upconn *c = upconn_connect(f->pool, "sb9|127.0.0.1|1|",
-                                    (struct sockaddr *)&dead, sizeof(dead),
-                                    2000, on_connect, &r);
-  assert_non_null(c);
-  assert_false(r.called);
-  assert_true(run_until(f, connect_done, &r, 3000));
-  assert_null(r.c);
-  assert_int_equal(r.err, ECONNREFUSED);
-  assert_int_equal(f->w.metrics.upstream_connect_errors, 1);
-  assert_int_equal(f->w.metrics.upstream_connections, 0);
+  expect_connect_error(f, &dead, ECONNREFUSED);
 }
 
 /* connect() itself failing (Linux refuses TCP to a broadcast address with
@@ -393,16 +395,7 @@ static void test_connect_immediate_error_through_callback(void **state) {
   struct fixture *f = *state;
   struct sockaddr_in bcast = f->addr;
   bcast.sin_addr.s_addr = htonl(INADDR_BROADCAST);
-  struct connect_result r = {0};
-  struct upconn *c = upconn_connect(f->pool, "sb11|255.255.255.255|80|",
-                                    (struct sockaddr *)&bcast, sizeof(bcast),
-                                    2000, on_connect, &r);
-  assert_non_null(c);
-  assert_false(r.called);
-  assert_true(run_until(f, connect_done, &r, 3000));
-  assert_null(r.c);
-  assert_int_equal(r.err, ENETUNREACH);
-  assert_int_equal(f->w.metrics.upstream_connect_errors, 1);
+  expect_connect_error(f, &bcast, ENETUNREACH);
 }
 
 /* Cancelled before it completes: no callback, nothing left behind. */
