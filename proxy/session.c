@@ -169,7 +169,7 @@ static void session_free(struct session *s)
         w->sessions = s->next;
     if (s->next)
         s->next->prev = s->prev;
-    w->session_count--;
+    __atomic_store_n(&w->session_count, w->session_count - 1, __ATOMIC_RELAXED); /* main reads it */
     METRIC_DEC(&w->metrics, client_connections);
     free(s);
     worker_session_gone(w);
@@ -732,7 +732,7 @@ void session_accept(struct worker *w, size_t index, int fd, const struct sockadd
     if (w->sessions)
         w->sessions->prev = s;
     w->sessions = s;
-    w->session_count++;
+    __atomic_store_n(&w->session_count, w->session_count + 1, __ATOMIC_RELAXED); /* main reads it */
     METRIC_INC(&w->metrics, client_connections);
     session_enter(s);
     if (w->cfg->listeners[index].proxy_protocol) {

@@ -53,7 +53,7 @@ struct worker {
     bool done;                   /* loop exited; read by main */
 
     struct session *sessions;    /* all open client sessions (for drain) */
-    size_t session_count;
+    size_t session_count;        /* stored atomically: main reads it */
 
     struct access_log_buf *access_log;
 

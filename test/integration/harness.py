@@ -26,7 +26,13 @@ SANITIZER_PATTERNS = (
     "ERROR: AddressSanitizer",
     "ERROR: LeakSanitizer",
     "runtime error:",
+    "WARNING: ThreadSanitizer",
+    "FATAL: ThreadSanitizer",
 )
+
+# The ThreadSanitizer build (make tsan) reads its suppressions from here:
+# only reports inside uninstrumented libraries, each with its reason.
+TSAN_SUPPRESSIONS = Path(__file__).resolve().parents[1] / "tsan.supp"
 
 
 # --------------------------------------------------------------------------
@@ -395,12 +401,17 @@ class Proxy:
     def is_asan(self):
         return "/san/" in str(self.exe)
 
+    @property
+    def is_tsan(self):
+        return "/tsan/" in str(self.exe)
+
     def start(self, timeout=10.0):
         if not self.exe.exists():
             raise ProxyError("edgeproxy binary not found at %s (run make, or set EDGEPROXY_BIN)" % self.exe)
         self.config_path.write_text(json.dumps(self.config, indent=2))
         env = dict(os.environ)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        env.setdefault("TSAN_OPTIONS", "suppressions=%s second_deadlock_stack=1" % TSAN_SUPPRESSIONS)
         err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen([str(self.exe), "--config", str(self.config_path)],
                                      stdout=err, stderr=subprocess.STDOUT,
