@@ -502,6 +502,19 @@ class Proxy:
     def admin(self, path):
         return admin_get(self.admin_port, path)
 
+    def metric(self, name, **labels):
+        """One sample of /metrics: the line for `name` with exactly these
+        labels (0.0 when absent)."""
+        r = self.admin("/metrics")
+        assert r.status == 200, r
+        want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+        key = "%s{%s}" % (name, want) if want else name
+        for line in r.text.splitlines():
+            k, _, v = line.rpartition(" ")
+            if k == key:
+                return float(v)
+        return 0.0
+
 
 def _can_connect(port):
     try:

@@ -207,6 +207,20 @@ def test_upstream_connection_reused_on_keepalive(proxy, upstream, redis_server, 
     assert len({r.conn_id for r in upstream.requests_for("/r/%s/" % sid)}) == 1
 
 
+def test_pool_max_idle_zero_never_reuses(make_proxy, upstream, redis_server, sid):
+    # upstream.pool_max_idle: 0 means no reuse: every request on one client
+    # connection (one worker) gets its own upstream connection.
+    p = make_proxy({"upstream": {"pool_max_idle": 0}}, name="nopool")
+    host = sandbox_host(upstream.port, sid)
+    redis_server.set_record(sid, public_record())
+    with p.connect() as c:
+        ids = [c.request("GET", "/r/%s/np%d" % (sid, i), host=host).header("x-upstream-conn")
+               for i in range(4)]
+    assert len(set(ids)) == 4, ids
+    assert len({r.conn_id for r in upstream.requests_for("/r/%s/" % sid)}) == 4
+    assert p.metric("edgeproxy_upstream_pool_reuses_total") == 0
+
+
 def test_upstream_connection_reused_across_client_connections(proxy, upstream, redis_server, sid):
     # Pools are per worker, and a new client connection may land on either
     # of the 2 workers: sequential requests use at most one upstream
