@@ -84,7 +84,8 @@ struct config {
     /* "upstream" */
     int upstream_connect_timeout_ms;    /* default 5000 */
     int upstream_connect_retries;       /* default 3 (refused only) */
-    int upstream_retry_backoff_ms;      /* default 100, doubled per retry */
+    int upstream_retry_backoff_ms;      /* default 100, doubled per retry,
+                                           each wait at most 60 s (backoff.h) */
     int upstream_response_timeout_ms;   /* default 0 = off, else 504 */
     int upstream_idle_timeout_ms;       /* default 60000, read/write idle */
     int upstream_pool_idle_timeout_ms;  /* default 30000, pooled conns */

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "access_log.h"
+#include "backoff.h"
 #include "config.h"
 #include "head.h"
 #include "log.h"
@@ -119,9 +120,8 @@ static void on_connected(struct upconn *c, int err, void *arg)
         relay_start(s, c);
     } else if (err == ECONNREFUSED && s->connect_attempts <= s->w->cfg->upstream_connect_retries) {
         /* The app may still be binding its port: back off and try again. */
-        int backoff = s->w->cfg->upstream_retry_backoff_ms << (s->connect_attempts - 1);
         METRIC_INC(&s->w->metrics, upstream_retries);
-        session_set_timer(s, backoff);
+        session_set_timer(s, backoff_ms(s->w->cfg->upstream_retry_backoff_ms, s->connect_attempts));
     } else if (err == ETIMEDOUT) {
         upstream_failed(s, 504, "upstream connect timed out");
     } else if (err == ECONNREFUSED) {
