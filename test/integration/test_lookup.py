@@ -285,6 +285,36 @@ def test_upstream_closed_idle_connection_is_not_an_error(proxy, upstream, redis_
             assert r.status == 200, r
 
 
+# A pooled connection the app closes as the request arrives: the request may
+# have been acted on, so only an idempotent one (RFC 9110 section 9.2.2) is
+# sent again, and only while none of its body went up.
+@pytest.mark.parametrize("method,body,replayed", [
+    ("GET", None, True), ("PUT", b"", True), ("DELETE", b"", True),
+    ("POST", b"", False), ("PATCH", b"", False),
+    ("PUT", b"x" * 100, False),  # idempotent, but its body went up already
+], ids=["GET", "PUT", "DELETE", "POST", "PATCH", "PUT-with-body"])
+def test_stale_pooled_connection_replays_only_idempotent(proxy, upstream, redis_server, sid,
+                                                         method, body, replayed):
+    host = sandbox_host(upstream.port, sid)
+    redis_server.set_record(sid, public_record())
+    with proxy.connect() as c:
+        r = c.request("GET", "/r/%s/first" % sid, host=host, headers=[("X-Test-Drop-Next", "1")])
+        assert r.status == 200, r
+        first = int(r.header("x-upstream-conn"))
+        r = c.request(method, "/r/%s/second" % sid, host=host, body=body)
+        seen = upstream.requests_for("/r/%s/second" % sid)
+        assert seen and seen[0].conn_id == first, seen  # it did go to the pooled connection
+        if replayed:
+            assert r.status == 200, r
+            assert [x.method for x in seen] == [method, method], seen
+            assert seen[1].conn_id != first, seen
+        else:
+            check_error(r, 502, sandbox_id=sid, port=upstream.port)
+            assert [x.method for x in seen] == [method], seen
+        # The client connection is still good.
+        assert c.request("GET", "/r/%s/third" % sid, host=host).status == 200
+
+
 # --------------------------------------------------------------------------
 # Redis outage
 
