@@ -1,0 +1,106 @@
+"""SPEC section 11, hostile clients: limits that hold whatever a client
+does. Pipelined requests the proxy answers itself are not parsed ahead of
+unsent output; running out of file descriptors pauses accepting instead of
+spinning; client.max_connections bounds the open connections of the whole
+process, the next ones waiting in the kernel's backlog."""
+
+import threading
+import time
+
+from harness import build_request, new_sid, sandbox_host, wait_until
+
+
+def vmrss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+class PipelineSender(threading.Thread):
+    """Sends `count` copies of `request` on the socket, in batches, counting
+    what went out; blocks when the proxy stops reading (what the test
+    wants to see)."""
+
+    def __init__(self, sock, request, count, batch=500):
+        super().__init__(daemon=True)
+        self.sock, self.request, self.count, self.batch = sock, request, count, batch
+        self.sent = 0
+        self.error = None
+
+    def run(self):
+        try:
+            while self.sent < self.count:
+                n = min(self.batch, self.count - self.sent)
+                self.sock.sendall(self.request * n)
+                self.sent += n
+        except OSError as e:
+            self.error = e
+
+    def wait_stalled_or_done(self, quiet=1.0, timeout=60):
+        """Returns once everything is sent, or nothing more went out for
+        `quiet` seconds."""
+        deadline = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
+        while self.is_alive() and time.monotonic() < deadline:
+            if self.sent != last:
+                last, since = self.sent, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.05)
+
+
+def count_responses(sock, want, timeout=60):
+    """Reads until `want` response status lines arrived; returns how many
+    did (a proxy reply's JSON body never contains "HTTP/1.1 ")."""
+    marker = b"HTTP/1.1 "
+    seen, tail = 0, b""
+    deadline = time.monotonic() + timeout
+    sock.settimeout(5)
+    while seen < want and time.monotonic() < deadline:
+        data = sock.recv(1 << 20)
+        if not data:
+            break
+        buf = tail + data
+        seen += buf.count(marker)
+        # Keep what could be the start of a marker cut by this read.
+        tail = buf[-(len(marker) - 1):]
+        if marker in tail:
+            tail = b""
+    return seen
+
+
+def test_pipelined_proxy_replies_wait_for_unsent_output(proxy, upstream):
+    # An unknown sandbox: every request gets the proxy's own 502, and the
+    # connection stays open (keep-alive). The client pipelines many of them
+    # and reads nothing: the proxy must not parse and answer ahead of what
+    # it could send.
+    host = sandbox_host(upstream.port, new_sid())
+    request = build_request("GET", "/p", host=host)
+    n = 100000
+    with proxy.connect(timeout=60) as warm:
+        assert warm.request("GET", "/warm", host=host).status == 502
+    pid = proxy.proc.pid
+    rss_before = vmrss_kib(pid)
+    replies_before = proxy.metric("edgeproxy_proxy_replies_total")
+    with proxy.connect(timeout=60) as c:
+        sender = PipelineSender(c.sock, request, n)
+        sender.start()
+        sender.wait_stalled_or_done()
+        time.sleep(0.5)
+        grown_kib = vmrss_kib(pid) - rss_before
+        answered = proxy.metric("edgeproxy_proxy_replies_total") - replies_before
+        print("sent %d of %d, answered %d, VmRSS +%d KiB" % (sender.sent, n, answered, grown_kib))
+        # What the proxy may hold: its output high-water mark (256 KiB),
+        # the kernel's socket buffers (the proxy's send buffer grows to
+        # 4 MiB), one input buffer. Not the 100000 replies (~30 MB).
+        assert grown_kib < 16 * 1024, "VmRSS grew by %d KiB (sent %d, answered %d)" % (
+            grown_kib, sender.sent, answered)
+        assert answered < n / 2, "answered %d of %d requests nobody read" % (answered, sender.sent)
+        # Nothing is lost: once the client reads, every request is answered.
+        got = count_responses(c.sock, n)
+        sender.join(30)
+        assert sender.error is None, sender.error
+        assert sender.sent == n
+        assert got == n, "%d responses for %d requests" % (got, n)
