@@ -13,9 +13,15 @@ struct worker;
 int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name,
                   char *err, size_t errlen);
 
-/* Starts accepting on the worker's fds. 0 ok, -1 error. */
+/* Starts accepting on the worker's fds. 0 ok, -1 error. Accepting pauses
+ * for a moment when accept() runs out of descriptors, and while
+ * client.max_connections are open in the process. */
 int listener_start(struct worker *w);
 /* Stops accepting and closes the worker's listening sockets. */
 void listener_stop(struct worker *w);
+
+/* A client connection accepted by this worker closed: its slot of
+ * client.max_connections is free again. */
+void listener_conn_closed(struct worker *w);
 
 #endif

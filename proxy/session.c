@@ -18,6 +18,7 @@
 
 #include "access_log.h"
 #include "head.h"
+#include "listener.h"
 #include "proxy_proto.h"
 #include "runtime.h"
 #include "tls.h"
@@ -172,6 +173,7 @@ static void session_free(struct session *s)
     w->session_count--;
     METRIC_DEC(&w->metrics, client_connections);
     free(s);
+    listener_conn_closed(w);
     worker_session_gone(w);
 }
 
@@ -716,12 +718,12 @@ out:
     session_leave(s);
 }
 
-void session_accept(struct worker *w, size_t index, int fd, const struct sockaddr *sa, int salen)
+int session_accept(struct worker *w, size_t index, int fd, const struct sockaddr *sa, int salen)
 {
     struct session *s = calloc(1, sizeof(*s));
     if (!s) {
         close(fd);
-        return;
+        return -1;
     }
     s->w = w;
     s->fd = fd;
@@ -734,7 +736,7 @@ void session_accept(struct worker *w, size_t index, int fd, const struct sockadd
     if (!s->timer) {
         close(fd);
         free(s);
-        return;
+        return -1;
     }
     static pthread_once_t once = PTHREAD_ONCE_INIT; /* see relay_start() */
     pthread_once(&once, init_req_settings);
@@ -758,4 +760,5 @@ void session_accept(struct worker *w, size_t index, int fd, const struct sockadd
         start_io(s);
     }
     session_leave(s);
+    return 0;
 }

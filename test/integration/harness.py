@@ -390,6 +390,7 @@ class Proxy:
         self.stderr_path = self.workdir / ("%s-%d.stderr" % (name, self.port))
         self.proc = None
         self.returncode = None
+        self.preexec_fn = None  # run in the child before exec (e.g. setrlimit)
 
     @property
     def is_asan(self):
@@ -404,7 +405,8 @@ class Proxy:
         err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen([str(self.exe), "--config", str(self.config_path)],
                                      stdout=err, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env)
+                                     stdin=subprocess.DEVNULL, env=env,
+                                     preexec_fn=self.preexec_fn)
         err.close()
         ACTIVE_PROXIES.append(self)
         deadline = time.monotonic() + timeout

@@ -4,10 +4,15 @@ unsent output; running out of file descriptors pauses accepting instead of
 spinning; client.max_connections bounds the open connections of the whole
 process, the next ones waiting in the kernel's backlog."""
 
+import os
+import resource
+import socket
 import threading
 import time
 
-from harness import build_request, new_sid, sandbox_host, wait_until
+import pytest
+
+from harness import build_request, new_sid, public_record, sandbox_host, wait_until
 
 
 def vmrss_kib(pid):
@@ -104,3 +109,92 @@ def test_pipelined_proxy_replies_wait_for_unsent_output(proxy, upstream):
         assert sender.error is None, sender.error
         assert sender.sent == n
         assert got == n, "%d responses for %d requests" % (got, n)
+
+
+# --------------------------------------------------------------------------
+# Out of file descriptors: accepting pauses, nothing spins.
+
+
+def cpu_seconds(pid):
+    """utime + stime of the whole process, from /proc/<pid>/stat."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def accept_lines(proxy):
+    return [l for l in proxy.stderr().splitlines() if "accept" in l and "Too many open files" in l]
+
+
+def test_fd_exhaustion_pauses_accepting(make_proxy, redis_server, upstream):
+    limit = 64  # descriptors for the whole proxy process
+    # A max_connections far above the fd limit: the descriptors run out first.
+    p = make_proxy({"client": {"max_connections": 100000}}, name="fds", start=False)
+    p.preexec_fn = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    p.start()
+    sid = new_sid()
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    assert p.get(host, "/r/%s/before" % sid).status == 200
+    conns = []
+    try:
+        # More connections than the proxy has descriptors: the kernel
+        # completes them all (listen backlog), the proxy cannot take them.
+        for _ in range(limit + 40):
+            conns.append(socket.create_connection(("127.0.0.1", p.port), timeout=5))
+        wait_until(lambda: accept_lines(p), timeout=10, what="an accept error in the log")
+        t0 = time.monotonic()
+        cpu0 = cpu_seconds(p.proc.pid)
+        time.sleep(2)
+        cpu = cpu_seconds(p.proc.pid) - cpu0
+        lines = accept_lines(p)
+        elapsed = time.monotonic() - t0 + 1  # since a little before the first line
+        print("CPU %.2f s in 2 s, %d accept lines" % (cpu, len(lines)))
+        # A spinning accept loop burns a core per worker; a paused one sleeps.
+        assert cpu < 0.5, "%.2f s of CPU in 2 s while out of descriptors" % cpu
+        # One line per pause (250 ms) per worker (2), not one per turn.
+        assert len(lines) <= 2 * (elapsed / 0.25 + 2), "%d accept log lines in %.1f s" % (
+            len(lines), elapsed)
+    finally:
+        for s in conns:
+            s.close()
+    # Descriptors come back as the connections close: served again.
+    r = p.get(host, "/r/%s/after" % sid, timeout=10)
+    assert r.status == 200, r
+    assert p.metric("edgeproxy_accept_pauses_total", reason="fds") >= 1
+
+
+# --------------------------------------------------------------------------
+# client.max_connections: further connections wait in the backlog.
+
+
+def test_max_connections_waits_until_one_closes(make_proxy, redis_server, upstream):
+    n = 3
+    p = make_proxy({"client": {"max_connections": n}}, name="maxconn")
+    sid = new_sid()
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    held = []
+    try:
+        for i in range(n):
+            c = p.connect()
+            held.append(c)
+            assert c.request("GET", "/r/%s/held%d" % (sid, i), host=host).status == 200
+        extra = p.connect(timeout=10)  # the kernel completes it: the backlog
+        held.append(extra)
+        extra.send(build_request("GET", "/r/%s/extra" % sid, host=host))
+        extra.settimeout(1.0)
+        with pytest.raises(socket.timeout):
+            extra.sock.recv(1)  # not accepted: no response, no reset
+        assert not upstream.requests_for("/r/%s/extra" % sid)
+        assert p.metric("edgeproxy_client_connections") <= n
+        assert p.metric("edgeproxy_accept_pauses_total", reason="max_connections") >= 1
+        # One closes: the waiting one is taken and served.
+        held[0].close()
+        extra.settimeout(10)
+        r = extra.read_response()
+        assert r.status == 200, r
+        assert p.metric("edgeproxy_client_connections") <= n
+    finally:
+        for c in held:
+            c.close()
