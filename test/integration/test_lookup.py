@@ -197,27 +197,29 @@ def test_unknown_sandbox_negative_cached(proxy_long, upstream, redis_server, sid
 # Upstream connection reuse
 
 
-def test_upstream_connection_reused_on_keepalive(proxy, upstream, redis_server, sid):
+def upstream_conns_of_sequential_requests(proxy, upstream, redis_server, sid, n):
+    """n requests one after another on one client connection (one worker):
+    the upstream connection ids the responses name, and how many distinct
+    ones the upstream saw."""
     host = sandbox_host(upstream.port, sid)
     redis_server.set_record(sid, public_record())
     with proxy.connect() as c:
-        ids = [c.request("GET", "/r/%s/ka%d" % (sid, i), host=host).header("x-upstream-conn")
-               for i in range(5)]
-    assert len(set(ids)) == 1, ids
-    assert len({r.conn_id for r in upstream.requests_for("/r/%s/" % sid)}) == 1
+        ids = [c.request("GET", "/r/%s/seq%d" % (sid, i), host=host).header("x-upstream-conn")
+               for i in range(n)]
+    return ids, len({r.conn_id for r in upstream.requests_for("/r/%s/" % sid)})
+
+
+def test_upstream_connection_reused_on_keepalive(proxy, upstream, redis_server, sid):
+    ids, seen = upstream_conns_of_sequential_requests(proxy, upstream, redis_server, sid, 5)
+    assert len(set(ids)) == 1 and seen == 1, ids
 
 
 def test_pool_max_idle_zero_never_reuses(make_proxy, upstream, redis_server, sid):
-    # upstream.pool_max_idle: 0 means no reuse: every request on one client
-    # connection (one worker) gets its own upstream connection.
+    # upstream.pool_max_idle: 0 means no reuse: every request gets its own
+    # upstream connection.
     p = make_proxy({"upstream": {"pool_max_idle": 0}}, name="nopool")
-    host = sandbox_host(upstream.port, sid)
-    redis_server.set_record(sid, public_record())
-    with p.connect() as c:
-        ids = [c.request("GET", "/r/%s/np%d" % (sid, i), host=host).header("x-upstream-conn")
-               for i in range(4)]
-    assert len(set(ids)) == 4, ids
-    assert len({r.conn_id for r in upstream.requests_for("/r/%s/" % sid)}) == 4
+    ids, seen = upstream_conns_of_sequential_requests(p, upstream, redis_server, sid, 4)
+    assert len(set(ids)) == 4 and seen == 4, ids
     assert p.metric("edgeproxy_upstream_pool_reuses_total") == 0
 
 
