@@ -58,11 +58,6 @@ enum accept_pause {
     PAUSED_FULL, /* client.max_connections are open */
 };
 
-/* Out of descriptors, the pending connection cannot be taken and the
- * level-triggered event would fire again at once: a spinning loop and a log
- * line per turn. Accepting pauses instead (nginx: accept_mutex_delay, 500 ms);
- * the connections wait in the backlog meanwhile. */
-#define ACCEPT_PAUSE_MS 250
 /* Full: a paused worker looks for a free slot this often. The worker where
  * a connection closes resumes at once; another one learns it from here. */
 #define ACCEPT_RECHECK_MS 100
@@ -157,8 +152,8 @@ static void accept_ready(evutil_socket_t lfd, short what, void *arg)
                 return;
             /* One line per pause, not per turn of the loop. */
             log_error("accept on %s: %s; not accepting for %d ms",
-                      w->cfg->listeners[slot->index].address, strerror(err), ACCEPT_PAUSE_MS);
-            accept_pause(w, PAUSED_FDS, ACCEPT_PAUSE_MS);
+                      w->cfg->listeners[slot->index].address, strerror(err), LISTENER_PAUSE_MS);
+            accept_pause(w, PAUSED_FDS, LISTENER_PAUSE_MS);
             return;
         }
         if (session_accept(w, slot->index, fd, (struct sockaddr *)&ss, (int)len) == -1)

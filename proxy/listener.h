@@ -9,6 +9,12 @@
 
 struct worker;
 
+/* Out of descriptors, a pending connection cannot be taken and its
+ * level-triggered event fires again at once: a spinning loop and a log line
+ * per turn. Accepting pauses this long instead (nginx: accept_mutex_delay,
+ * 500 ms); the connections wait in the backlog meanwhile. */
+#define LISTENER_PAUSE_MS 250
+
 /* A bound, listening, non-blocking socket; -1 with err filled. */
 int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name,
                   char *err, size_t errlen);
