@@ -120,6 +120,8 @@ static int classify(const char *n, uint32_t len)
         return IS("accept") ? HDR_ACCEPT : HDR_OTHER;
     case 7:
         return IS("upgrade") ? HDR_UPGRADE : IS("trailer") ? HDR_TRAILER : HDR_OTHER;
+    case 9:
+        return IS("forwarded") ? HDR_FORWARDED : IS("x-real-ip") ? HDR_X_REAL_IP : HDR_OTHER;
     case 10:
         return IS("connection")   ? HDR_CONNECTION
                : IS("user-agent") ? HDR_USER_AGENT

@@ -396,6 +396,7 @@ class Proxy:
         self.stderr_path = self.workdir / ("%s-%d.stderr" % (name, self.port))
         self.proc = None
         self.returncode = None
+        self.preexec_fn = None  # run in the child before exec (e.g. setrlimit)
 
     @property
     def is_asan(self):
@@ -415,7 +416,8 @@ class Proxy:
         err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen([str(self.exe), "--config", str(self.config_path)],
                                      stdout=err, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env)
+                                     stdin=subprocess.DEVNULL, env=env,
+                                     preexec_fn=self.preexec_fn)
         err.close()
         ACTIVE_PROXIES.append(self)
         deadline = time.monotonic() + timeout
@@ -512,6 +514,19 @@ class Proxy:
 
     def admin(self, path):
         return admin_get(self.admin_port, path)
+
+    def metric(self, name, **labels):
+        """One sample of /metrics: the line for `name` with exactly these
+        labels (0.0 when absent)."""
+        r = self.admin("/metrics")
+        assert r.status == 200, r
+        want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+        key = "%s{%s}" % (name, want) if want else name
+        for line in r.text.splitlines():
+            k, _, v = line.rpartition(" ")
+            if k == key:
+                return float(v)
+        return 0.0
 
 
 def _can_connect(port):
