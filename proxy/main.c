@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -47,6 +48,22 @@ static struct timeval ms_tv(int ms)
 {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     return tv;
+}
+
+/* Every client connection costs a descriptor (two while proxied), and the
+ * usual soft limit (1024) is far below what the hard limit allows: take the
+ * hard limit, as HAProxy does, before client.max_connections is derived from
+ * it. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+        log_warn("cannot raise the open-files limit from %llu to %llu: %s",
+                 (unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
 }
 
 static void drain_poll_cb(evutil_socket_t fd, short what, void *arg)
@@ -228,6 +245,7 @@ int main(int argc, char **argv)
      * per 4 KiB of every body. Keep it: trim only past 64 MiB of slack. */
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    raise_fd_limit();
 
     m.nworkers = m.rt->cfg.workers > 0 ? m.rt->cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (m.nworkers < 1)
