@@ -124,8 +124,8 @@ def test_hostile_hosts_logged_as_valid_json(make_proxy, workdir, upstream):
     (b"\xe2\x82\xac", 3),  # a budget of 512 is not a multiple of 3
     (b"\xff", 6),       # written as \ufffd
     (b'"', 2),          # written as \"
-])
-def test_long_host_cut_at_its_budget(make_proxy, workdir, upstream, unit, width):
+], ids=["2-byte", "3-byte", "ill-formed", "quote"])
+def test_long_host_cut_at_its_budget(make_proxy, workdir, upstream, unit, width, request):
     """A Host of 12,000 bytes: cut to HOST_BUDGET bytes as written, never
     inside a UTF-8 sequence or an escape (the line parses), the rest of the
     line intact."""
@@ -133,7 +133,7 @@ def test_long_host_cut_at_its_budget(make_proxy, workdir, upstream, unit, width)
     target = "/r/%s" % sid
     host = unit * (12000 // len(unit))
     reqs = [raw_request(target.encode(), host)] * 20
-    statuses, objs = logged_lines(make_proxy, workdir, reqs, "alog-longhost-%d" % width)
+    statuses, objs = logged_lines(make_proxy, workdir, reqs, "alog-longhost-" + request.node.callspec.id)
     for o in objs:
         n = HOST_BUDGET // width
         assert len(o["host"]) == n, (len(o["host"]), n)
