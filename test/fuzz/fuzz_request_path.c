@@ -48,7 +48,19 @@
  *   - the client's llhttp accepts the proxy's response stream, with at most
  *     one final response per request (+1 for a reply to a broken request);
  *   - after teardown: no session, no upstream connection, no pending
- *     lookup, and the maxConnections slot of "lim" is free again.
+ *     lookup, and the maxConnections slot of "lim" is free again;
+ *   - the access log is on (a memfd): every line written for the input is
+ *     at most ACCESS_LOG_LINE_CAP bytes with its newline and one strict
+ *     JSON object (test/json_strict.h: RFC 8259 and well-formed UTF-8;
+ *     cJSON lets raw control bytes and bad UTF-8 through). Before each
+ *     input, filler lines leave the worker's 64 KiB log buffer with 0-8 KiB
+ *     free (by a hash of the input), so the input's own lines land at the
+ *     buffer's end, where the overrun of issue 10 was.
+ *
+ * Limits: the normal runtime allows a request line of 3600 bytes (so a
+ * path can outgrow the access log's 3000-byte budget once escaped); the
+ * short-timeout one keeps 512 (and 2048 for the head) so the 414/431
+ * replies stay in reach of short inputs.
  *
  * Found and fixed (regressions/request_path/te-*, pass since 3c17bcd): a
  * request whose Transfer-Encoding does not end in "chunked" ("gzip",
@@ -82,9 +94,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <llhttp.h>
 
 #include "conn_limit.h"
@@ -99,7 +114,10 @@
 #include "upstream.h"
 #include "worker.h"
 
+#include "../json_strict.h"
+
 #define STUB_PORT 39481
+#define ACCESS_LOG_LINE_CAP 4096 /* README, "Access log" */
 #define CTRL 6
 #define MAX_METHODS 512
 
@@ -528,10 +546,13 @@ static void check_client_output(const char *d, size_t n)
 
 /* ---- setup ---- */
 
+static int alog_fd = -1; /* the access log: memfd, O_APPEND */
+
 static const char *config_json(bool short_timeouts)
 {
     static char buf[2048];
     int t = short_timeouts ? 2 : 10000;
+    int head = short_timeouts ? 2048 : 4096, line = short_timeouts ? 512 : 3600;
     snprintf(buf, sizeof(buf),
              "{\"workers\":1,\"domains\":[\"sandbox.test\",\"e2b.local\"],"
              "\"listeners\":[{\"address\":\"127.0.0.1:1\"},"
@@ -541,13 +562,13 @@ static const char *config_json(bool short_timeouts)
              "\"policy\":{\"token_exempt_ports\":[49983,%d],"
              "\"trusted_proxies\":[\"127.0.0.0/8\",\"::1\"]},"
              "\"client\":{\"header_timeout_ms\":%d,\"keepalive_timeout_ms\":%d,"
-             "\"body_timeout_ms\":%d,\"max_head_bytes\":2048,\"max_headers\":20,"
-             "\"max_request_line\":512,\"websocket_idle_timeout_ms\":%d},"
+             "\"body_timeout_ms\":%d,\"max_head_bytes\":%d,\"max_headers\":20,"
+             "\"max_request_line\":%d,\"websocket_idle_timeout_ms\":%d},"
              "\"upstream\":{\"connect_timeout_ms\":%d,\"connect_retries\":2,"
              "\"retry_backoff_ms\":1,\"response_timeout_ms\":%d,\"idle_timeout_ms\":%d,"
              "\"pool_idle_timeout_ms\":%d,\"pool_max_idle\":2},"
              "\"log\":{\"level\":\"error\"}}",
-             STUB_PORT + 1, t, t, t, t, t, t, t, t);
+             STUB_PORT + 1, t, t, t, head, line, t, t, t, t, t);
     return buf;
 }
 
@@ -561,9 +582,10 @@ static struct runtime *make_runtime(bool short_timeouts, unsigned gen)
         die("cannot build the configuration");
     }
     rt->generation = gen;
-    /* The access log is formatted for every request (its JSON escaping is
-     * fuzzed too) and written to /dev/null. */
-    rt->access_log_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    /* Both generations append to the one memfd check_access_log() reads. */
+    rt->access_log_fd = dup(alog_fd);
+    if (rt->access_log_fd == -1)
+        die("dup");
     return rt;
 }
 
@@ -591,12 +613,17 @@ static void teardown_all(void)
     limits_unref(lim_counter);
 }
 
+static void filler_init(void);
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     signal(SIGPIPE, SIG_IGN); /* as main.c does: a closed peer is EPIPE */
     const char *lvl = getenv("REQUEST_PATH_LOG");
     log_level_current = lvl ? atoi(lvl) : LOG_ERROR - 1; /* silent */
     trace = getenv("REQUEST_PATH_TRACE") != NULL;
+    alog_fd = memfd_create("access.log", MFD_CLOEXEC);
+    if (alog_fd == -1 || fcntl(alog_fd, F_SETFL, O_APPEND) == -1)
+        die("memfd_create");
     rt_normal = make_runtime(false, 1);
     rt_short = make_runtime(true, 2);
     int fds[CONFIG_MAX_LISTENERS];
@@ -610,6 +637,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         rows[i].rr = rr_build(rows[i].id, rows[i].json);
     lim_counter = limits_ref("lim");
+    filler_init();
 
     llhttp_settings_init(&stub_settings);
     stub_settings.on_headers_complete = stub_on_headers_complete;
@@ -640,6 +668,89 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 }
 
 /* ---- one input ---- */
+
+static void bad_line(const char *why, const char *line, size_t len)
+{
+    fprintf(stderr, "access log line (%zu bytes) %s:\n", len, why);
+    fwrite(line, 1, len, stderr);
+    fputc('\n', stderr);
+    die("the access log wrote a line that is not valid JSON (or too long)");
+}
+
+/* Filler lines (valid, plain): a session with a path of up to 3000 'f'. */
+#define ACCESS_LOG_BUF_BYTES (64 * 1024) /* README, "Access log" */
+static struct session filler;
+static char filler_path[3000];
+static size_t filler_base; /* the filler line with an empty path */
+
+static void fill_access_log(size_t leave)
+{
+    size_t left = ACCESS_LOG_BUF_BYTES - leave;
+    while (left >= filler_base) {
+        size_t p = left - filler_base;
+        filler.path_len = p < sizeof(filler_path) ? p : sizeof(filler_path);
+        access_log_request(&filler, 0);
+        left -= filler_base + filler.path_len;
+    }
+}
+
+static void filler_init(void)
+{
+    struct stat st;
+    memset(filler_path, 'f', sizeof(filler_path));
+    filler.w = &W;
+    strcpy(filler.peer_ip, "192.0.2.1");
+    filler.path = filler_path;
+    filler.status = 200;
+    access_log_request(&filler, 0); /* path_len 0 */
+    access_log_flush(&W);
+    if (fstat(alog_fd, &st) == -1 || st.st_size == 0 || ftruncate(alog_fd, 0) == -1)
+        die("measuring the filler line");
+    filler_base = (size_t)st.st_size;
+}
+
+/* FNV-1a: where the input's lines start in the log buffer. */
+static size_t fill_leave(const uint8_t *d, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ d[i]) * 16777619u;
+    return h % 8192;
+}
+
+/* Every line written since the last call (the input's whole exchange: its
+ * sessions are gone by now), then the file is emptied for the next. */
+static void check_access_log(void)
+{
+    struct stat st;
+    access_log_flush(&W);
+    if (fstat(alog_fd, &st) == -1)
+        die("fstat");
+    if (st.st_size == 0)
+        return;
+    size_t size = (size_t)st.st_size;
+    char *buf = malloc(size);
+    if (!buf || pread(alog_fd, buf, size, 0) != (ssize_t)size)
+        die("reading the access log");
+    for (size_t off = 0; off < size;) {
+        const char *line = buf + off, *nl = memchr(line, '\n', size - off);
+        size_t len = nl ? (size_t)(nl - line) : size - off;
+        if (!nl)
+            bad_line("without a newline", line, len);
+        if (len + 1 > ACCESS_LOG_LINE_CAP)
+            bad_line("over the line cap", line, len);
+        if (!json_strict_valid(line, len))
+            bad_line("not strict JSON", line, len);
+        cJSON *j = cJSON_ParseWithLength(line, len);
+        if (!cJSON_IsObject(j) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "path")))
+            bad_line("not an object with a path", line, len);
+        cJSON_Delete(j);
+        off += len + 1;
+    }
+    free(buf);
+    if (ftruncate(alog_fd, 0) == -1)
+        die("ftruncate");
+}
 
 
 static void read_client(void)
@@ -804,6 +915,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         count_client_requests(body, n);
     }
     llhttp_init(&cresp, HTTP_RESPONSE, &cresp_settings);
+    fill_access_log(fill_leave(data, size));
 
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == -1)
@@ -861,6 +973,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!limits_acquire(lim_counter, 1))
         die("maxConnections slot of sandbox lim leaked");
     limits_release(lim_counter);
+    check_access_log();
     if (trace)
         fprintf(stderr, "\n-- client requests %u, upstream requests %u, final responses %u\n",
                 client_requests, up_requests, final_responses);
