@@ -10,8 +10,10 @@
  * no answer at all, or raw bytes from the input; 101 and echo for upgrades).
  *
  * Per input: a socketpair is handed to session_accept() as if accepted on
- * listener 0 (plain) or 1 (PROXY protocol); the client bytes go in, in 1-3
- * writes, with loop turns in between; then the client half-closes, the loop
+ * listener 0 (plain), 1 (PROXY protocol), 2 (TLS) or 3 (PROXY protocol,
+ * then TLS); the client bytes go in, in 1-3 writes (through a TLS client
+ * on listeners 2-3, after the PROXY header sent as is), with loop turns in
+ * between; then the client half-closes, the loop
  * runs until nothing moves, the client closes, and whatever is left
  * (sessions, pooled connections, stub connections) is torn down, so no state
  * but the head free list and the route table survives an input.
@@ -32,7 +34,11 @@
  *       protocol listener, bits 5-6 the peer (127.0.0.1 trusted proxy,
  *       10.1.2.3, ::1, ::ffff:127.0.0.1)
  *   c5  R: when kind is 7, the last R bytes of the input are the raw
- *       response the upstream sends (to every request)
+ *       response the upstream sends (to every request); otherwise
+ *       bit 0 TLS (listener 2, or 3 with c4 bit 4), bits 1-2 the client's
+ *       SNI (none, x.sandbox.test, x.e2b.local, other.example: the two
+ *       certificates are *.sandbox.test and *.e2b.local), bit 3 TLS 1.2
+ *       at most (else 1.3)
  *
  * Sandboxes (Host "<port>-<id>.sandbox.test"; port 39481 is the stub):
  *   pub      public                      priv    token "tok", maskRequestHost
@@ -100,7 +106,12 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <llhttp.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "conn_limit.h"
 #include "config.h"
@@ -111,6 +122,7 @@
 #include "record.h"
 #include "runtime.h"
 #include "session.h"
+#include "tls.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -261,6 +273,8 @@ static uint8_t up_mode;
 static unsigned up_requests;       /* complete requests the stub parsed */
 static unsigned activity;          /* bumped whenever bytes move */
 static int client_fd = -1;
+static SSL *client_ssl;            /* on listeners 2-3, after the handshake */
+static SSL_CTX *client_ctx;
 static struct event *spin_ev;      /* see check_not_spinning() */
 static bool spin_fired;
 static void spin_cb(evutil_socket_t fd, short what, void *arg);
@@ -548,15 +562,90 @@ static void check_client_output(const char *d, size_t n)
 
 static int alog_fd = -1; /* the access log: memfd, O_APPEND */
 
+/* Two self-signed certificates for the TLS listeners, made at start in a
+ * temporary directory (removed at exit). */
+static const char *const cert_names[2] = {"*.sandbox.test", "*.e2b.local"};
+static char cert_dir[64];
+static char cert_file[2][96], key_file[2][96];
+
+static void write_pem(const char *path, X509 *x, EVP_PKEY *key)
+{
+    FILE *f = fopen(path, "w");
+    if (!f || (x ? PEM_write_X509(f, x) : PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL)) != 1)
+        die("writing a PEM file");
+    fclose(f);
+}
+
+static void make_cert(const char *name, const char *cert_path, const char *key_path)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *x = X509_new();
+    char san[128];
+    X509V3_CTX v3;
+    if (!key || !x)
+        die("certificate: out of memory");
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 365);
+    X509_set_pubkey(x, key);
+    X509_NAME *subject = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC, (const unsigned char *)name, -1, -1, 0);
+    X509_set_issuer_name(x, subject);
+    snprintf(san, sizeof(san), "DNS:%s", name);
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
+    if (!ext || X509_add_ext(x, ext, -1) != 1 || X509_sign(x, key, EVP_sha256()) == 0)
+        die("certificate: cannot sign");
+    X509_EXTENSION_free(ext);
+    write_pem(cert_path, x, NULL);
+    write_pem(key_path, NULL, key);
+    X509_free(x);
+    EVP_PKEY_free(key);
+}
+
+static void make_certs(void)
+{
+    strcpy(cert_dir, "/tmp/fuzz_request_path.XXXXXX");
+    if (!mkdtemp(cert_dir))
+        die("mkdtemp");
+    for (int i = 0; i < 2; i++) {
+        snprintf(cert_file[i], sizeof(cert_file[i]), "%s/cert%d.pem", cert_dir, i);
+        snprintf(key_file[i], sizeof(key_file[i]), "%s/key%d.pem", cert_dir, i);
+        make_cert(cert_names[i], cert_file[i], key_file[i]);
+    }
+    client_ctx = SSL_CTX_new(TLS_client_method());
+    if (!client_ctx)
+        die("SSL_CTX_new");
+    SSL_CTX_set_verify(client_ctx, SSL_VERIFY_NONE, NULL);
+}
+
+static void remove_certs(void)
+{
+    for (int i = 0; i < 2; i++) {
+        unlink(cert_file[i]);
+        unlink(key_file[i]);
+    }
+    rmdir(cert_dir);
+    SSL_CTX_free(client_ctx);
+}
+
 static const char *config_json(bool short_timeouts)
 {
-    static char buf[2048];
+    static char buf[4096];
+    char tls[512];
+    snprintf(tls, sizeof(tls),
+             "\"tls\":{\"certificates\":[{\"cert\":\"%s\",\"key\":\"%s\"},"
+             "{\"cert\":\"%s\",\"key\":\"%s\"}]}",
+             cert_file[0], key_file[0], cert_file[1], key_file[1]);
     int t = short_timeouts ? 2 : 10000;
     int head = short_timeouts ? 2048 : 4096, line = short_timeouts ? 512 : 3600;
     snprintf(buf, sizeof(buf),
              "{\"workers\":1,\"domains\":[\"sandbox.test\",\"e2b.local\"],"
              "\"listeners\":[{\"address\":\"127.0.0.1:1\"},"
-             "{\"address\":\"127.0.0.1:2\",\"proxy_protocol\":true}],"
+             "{\"address\":\"127.0.0.1:2\",\"proxy_protocol\":true},"
+             "{\"address\":\"127.0.0.1:3\",%s},"
+             "{\"address\":\"127.0.0.1:4\",\"proxy_protocol\":true,%s}],"
              "\"admin\":null,"
              "\"redis\":{\"url\":\"redis://127.0.0.1:1/0\",\"timeout_ms\":100},"
              "\"policy\":{\"token_exempt_ports\":[49983,%d],"
@@ -568,7 +657,7 @@ static const char *config_json(bool short_timeouts)
              "\"retry_backoff_ms\":1,\"response_timeout_ms\":%d,\"idle_timeout_ms\":%d,"
              "\"pool_idle_timeout_ms\":%d,\"pool_max_idle\":2},"
              "\"log\":{\"level\":\"error\"}}",
-             STUB_PORT + 1, t, t, t, head, line, t, t, t, t, t);
+             tls, tls, STUB_PORT + 1, t, t, t, head, line, t, t, t, t, t);
     return buf;
 }
 
@@ -582,6 +671,12 @@ static struct runtime *make_runtime(bool short_timeouts, unsigned gen)
         die("cannot build the configuration");
     }
     rt->generation = gen;
+    for (size_t i = 0; i < rt->cfg.listener_count; i++)
+        if (rt->cfg.listeners[i].tls && !(rt->tls[i] = tls_ctx_new(&rt->cfg.listeners[i], i, err,
+                                                                    sizeof(err)))) {
+            fprintf(stderr, "tls: %s\n", err);
+            die("cannot load the certificates");
+        }
     /* Both generations append to the one memfd check_access_log() reads. */
     rt->access_log_fd = dup(alog_fd);
     if (rt->access_log_fd == -1)
@@ -611,6 +706,7 @@ static void teardown_all(void)
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         route_rec_unref(rows[i].rr);
     limits_unref(lim_counter);
+    remove_certs();
 }
 
 static void filler_init(void);
@@ -624,6 +720,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     alog_fd = memfd_create("access.log", MFD_CLOEXEC);
     if (alog_fd == -1 || fcntl(alog_fd, F_SETFL, O_APPEND) == -1)
         die("memfd_create");
+    make_certs();
     rt_normal = make_runtime(false, 1);
     rt_short = make_runtime(true, 2);
     int fds[CONFIG_MAX_LISTENERS];
@@ -753,13 +850,43 @@ static void check_access_log(void)
 }
 
 
+/* The client's end: read or write, through TLS when it is on. The client's
+ * OpenSSL errors are cleared at once: the thread's error queue is the
+ * proxy's too (bufferevent_openssl reads it). */
+static ssize_t client_io(bool wr, void *buf, size_t n, bool *again)
+{
+    if (!client_ssl) {
+        ssize_t k = wr ? write(client_fd, buf, n) : read(client_fd, buf, n);
+        *again = k == -1 && errno == EAGAIN;
+        return k;
+    }
+    int len = n > INT_MAX ? INT_MAX : (int)n;
+    int k = wr ? SSL_write(client_ssl, buf, len) : SSL_read(client_ssl, buf, len);
+    int e = k > 0 ? SSL_ERROR_NONE : SSL_get_error(client_ssl, k);
+    ERR_clear_error();
+    *again = e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE;
+    return k > 0 ? k : -1;
+}
+
+static void close_client(void)
+{
+    if (client_ssl) {
+        SSL_free(client_ssl);
+        client_ssl = NULL;
+    }
+    if (client_fd != -1)
+        close(client_fd);
+    client_fd = -1;
+}
+
 static void read_client(void)
 {
     char buf[8192];
+    bool again;
     if (client_fd == -1)
         return;
     for (;;) {
-        ssize_t n = read(client_fd, buf, sizeof(buf));
+        ssize_t n = client_io(false, buf, sizeof(buf), &again);
         if (n <= 0)
             return;
         activity++;
@@ -838,13 +965,14 @@ static void settle(int max, bool short_timeouts)
 
 static void write_client(const uint8_t *d, size_t n, bool short_timeouts)
 {
+    bool again;
     while (n > 0 && client_fd != -1) {
-        ssize_t k = write(client_fd, d, n);
+        ssize_t k = client_io(true, (void *)d, n, &again);
         if (k > 0) {
             d += k;
             n -= (size_t)k;
             activity++;
-        } else if (k == -1 && errno == EAGAIN) {
+        } else if (again) {
             turn();
             read_client();
         } else {
@@ -852,6 +980,31 @@ static void write_client(const uint8_t *d, size_t n, bool short_timeouts)
         }
     }
     settle(50, short_timeouts);
+}
+
+/* A TLS client on client_fd, handshake done with loop turns in between.
+ * On failure (the proxy closed, or refused the hello) the client stays
+ * plain-less: writes fail and the input goes on to teardown. */
+static void start_tls_client(uint8_t c5)
+{
+    static const char *const sni[] = {NULL, "x.sandbox.test", "x.e2b.local", "other.example"};
+    client_ssl = SSL_new(client_ctx);
+    if (!client_ssl || SSL_set_fd(client_ssl, client_fd) != 1)
+        die("SSL_new");
+    SSL_set_connect_state(client_ssl);
+    if (sni[(c5 >> 1) & 3])
+        SSL_set_tlsext_host_name(client_ssl, sni[(c5 >> 1) & 3]);
+    if (c5 & 8)
+        SSL_set_max_proto_version(client_ssl, TLS1_2_VERSION);
+    for (int i = 0; i < 200; i++) {
+        int r = SSL_do_handshake(client_ssl);
+        int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(client_ssl, r);
+        ERR_clear_error();
+        if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+            return;
+        activity++;
+        turn();
+    }
 }
 
 static void make_peer(uint8_t kind, struct sockaddr_storage *ss, int *len)
@@ -901,12 +1054,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     up_requests = 0;
     final_responses = 0;
     cresp_stop = false;
+    int pp_len = 0;
     if (c4 & 0x10) {
         /* what the proxy parses comes after the PROXY header */
         struct proxy_proto_info info;
         char err[128];
         size_t peek = n < PROXY_PROTO_MAX_HEADER ? n : PROXY_PROTO_MAX_HEADER;
         int r = proxy_proto_parse(body, peek, &info, err, sizeof(err));
+        pp_len = r;
         if (r > 0)
             count_client_requests(body + r, n - (size_t)r);
         else
@@ -916,6 +1071,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     llhttp_init(&cresp, HTTP_RESPONSE, &cresp_settings);
     fill_access_log(fill_leave(data, size));
+    const bool tls = (up_mode & 7) != 7 && (data[5] & 1);
+    const size_t listener = (c4 & 0x10 ? 1 : 0) + (tls ? 2 : 0);
+    /* PROXY then TLS: the header goes as it is (all of the input when it is
+     * not a valid one: the proxy closes). */
+    size_t raw = 0;
+    if (tls && (c4 & 0x10))
+        raw = pp_len > 0 ? (size_t)pp_len : n;
 
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == -1)
@@ -924,7 +1086,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct sockaddr_storage peer;
     int peer_len;
     make_peer((c4 >> 5) & 3, &peer, &peer_len);
-    session_accept(&W, (c4 & 0x10) ? 1 : 0, sv[0], (struct sockaddr *)&peer, peer_len);
+    session_accept(&W, listener, sv[0], (struct sockaddr *)&peer, peer_len);
+    if (raw > 0)
+        write_client(body, raw, short_timeouts);
+    if (tls && client_fd != -1)
+        start_tls_client(data[5]);
+    body += raw;
+    n -= raw;
 
     /* the client's bytes in 1-3 writes */
     int pieces = 1 + c0 % 3;
@@ -933,21 +1101,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     write_client(body, cut1, short_timeouts);
     if (c4 & 0x08)
         worker_request_drain(&W);
-    if (c4 & 0x04) {
-        close(client_fd);
-        client_fd = -1;
-    }
+    if (c4 & 0x04)
+        close_client();
     write_client(body + cut1, cut2 - cut1, short_timeouts);
     write_client(body + cut2, n - cut2, short_timeouts);
-    if (client_fd != -1 && !(c4 & 0x02))
+    if (client_fd != -1 && !(c4 & 0x02)) {
+        if (client_ssl) {
+            SSL_shutdown(client_ssl); /* close_notify */
+            ERR_clear_error();
+        }
         shutdown(client_fd, SHUT_WR);
+    }
     settle(200, short_timeouts);
 
     /* teardown: the client goes, then whatever is left is closed */
-    if (client_fd != -1) {
-        close(client_fd);
-        client_fd = -1;
-    }
+    close_client();
     settle(50, false);
     while (W.sessions) {
         struct session *s = W.sessions;
