@@ -128,6 +128,14 @@ static cJSON *line(struct fixture *f, size_t i, size_t *len)
     return j;
 }
 
+/* The request went to the upstream at this record's address. */
+static void use_upstream(struct fixture *f, const char *record)
+{
+    f->s.rr = route_rec_parse("abc", record, strlen(record));
+    assert_non_null(f->s.rr);
+    f->s.upstream_used = true;
+}
+
 static const char *str_of(const cJSON *j, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
@@ -141,8 +149,7 @@ static void test_plain_line(void **state)
     struct fixture *f = *state;
     size_t len;
 
-    f->s.rr = route_rec_parse("abc", "{\"address\":\"127.0.0.1\"}", 23);
-    f->s.upstream_used = true;
+    use_upstream(f, "{\"address\":\"127.0.0.1\"}");
     access_log_request(&f->s, 1204);
     read_log(f);
     cJSON_Delete(line(f, 0, &len));
@@ -165,8 +172,7 @@ static void test_upstream_v6_and_none(void **state)
     struct fixture *f = *state;
     size_t len;
 
-    f->s.rr = route_rec_parse("abc", "{\"address\":\"::1\"}", 17);
-    f->s.upstream_used = true;
+    use_upstream(f, "{\"address\":\"::1\"}");
     access_log_request(&f->s, 0);
     f->s.upstream_used = false; /* the proxy answered itself */
     f->s.rh = NULL;             /* no request line parsed */
@@ -232,8 +238,7 @@ static void test_long_fields_cut_and_bounded(void **state)
     char *host = malloc(BIG), *path = malloc(BIG);
     size_t len;
 
-    f->s.rr = route_rec_parse("abc", "{\"address\":\"127.0.0.1\"}", 23);
-    f->s.upstream_used = true;
+    use_upstream(f, "{\"address\":\"127.0.0.1\"}");
     strcpy(f->s.target.sandbox_id, "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz");
     strcpy(f->s.peer_ip, "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255");
     f->s.status = -2147483647 - 1;

@@ -199,34 +199,33 @@ static void test_json_budget_cuts_between_units(void **state)
     expect(S("a\xff"), 7, "a\\ufffd", true);
 }
 
-/* The writer's capacity, not the budget, stops the body: marked truncated,
- * nothing past cap. */
+/* The writer's capacity (6 of a 10-byte buffer), not the budget, stops the
+ * string: marked truncated, nothing past cap, no escape split. */
 static void test_json_capacity_cut(void **state)
 {
-    char buf[6 + 4];
-    struct outbuf ob;
+    static const struct {
+        const char *in;
+        size_t budget;
+        bool truncated;
+        const char *want; /* all 10 bytes of the buffer */
+    } c[] = {
+        {"abcdefgh", 100, true, "\"abcde####"},
+        {"abc\x01", 100, true, "\"abc######"}, /* \u0001 would end past cap */
+        {"ab\xc3\xa9\xc3\xa9", 100, true, "\"ab\xc3\xa9######"},
+        /* a budget of exactly what the capacity leaves: a budget cut */
+        {"abcdefgh", 4, false, "\"abcd\"####"},
+    };
 
-    memset(buf, '#', sizeof(buf));
-    outbuf_init(&ob, buf, 6);
-    assert_false(outbuf_json_str(&ob, S("abcdefgh"), 100));
-    assert_true(ob.truncated);
-    assert_int_equal(ob.len, 6);
-    assert_memory_equal(buf, "\"abcde####", 10);
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        char buf[10];
+        struct outbuf ob;
 
-    /* an escape that would end exactly past cap is not split */
-    memset(buf, '#', sizeof(buf));
-    outbuf_init(&ob, buf, 6);
-    assert_false(outbuf_json_str(&ob, S("abc\x01"), 100));
-    assert_true(ob.truncated);
-    assert_int_equal(ob.len, 4);
-    assert_memory_equal(buf, "\"abc######", 10);
-
-    /* budget exactly what capacity leaves: a budget cut, not truncation */
-    outbuf_init(&ob, buf, 6);
-    assert_false(outbuf_json_str(&ob, S("abcdefgh"), 4));
-    assert_false(ob.truncated);
-    assert_int_equal(ob.len, 6);
-    assert_memory_equal(buf, "\"abcd\"", 6);
+        memset(buf, '#', sizeof(buf));
+        outbuf_init(&ob, buf, 6);
+        assert_false(outbuf_json_str(&ob, c[i].in, strlen(c[i].in), c[i].budget));
+        assert_int_equal(ob.truncated, c[i].truncated);
+        assert_memory_equal(buf, c[i].want, sizeof(buf));
+    }
 }
 
 /* Every input of two bytes under every budget up to 14: the quoted output
