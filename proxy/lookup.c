@@ -1,17 +1,24 @@
 #include "lookup.h"
 
 #include <ctype.h>
+#include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/util.h>
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "host.h"
 #include "log.h"
+#include "redis_reply.h"
 #include "strmap.h"
 #include "worker.h"
 
@@ -23,6 +30,13 @@
  * (a network cut without RST never errors by itself). */
 #define TIMEOUTS_BEFORE_RECONNECT 3
 #define HEARTBEAT_MS 500
+/* A connection's setup (connect, AUTH, SELECT, first PUBLISH) gets
+ * redis.timeout_ms, and at least this: requests waiting on it have their own
+ * timers, and a loaded machine must not fail it forever. */
+#define SETUP_TIMEOUT_MIN_MS 1000
+/* Failed tries are logged once per this many (about a minute at the 2 s
+ * backoff), and whenever the cause changes. */
+#define FAILURES_PER_LOG 30
 
 struct cache_entry {
     struct strmap_node node;        /* keyed by id */
@@ -32,6 +46,7 @@ struct cache_entry {
     uint64_t refresh_ms;            /* from here a hit also re-reads Redis */
     uint64_t stale_until_ms;        /* usable while Redis is down */
     bool pending;                   /* a GET is in flight */
+    bool deferred;                  /* ...or waits for the data link's setup */
     bool purged;                    /* invalidated while the GET was out */
     bool waiters_timed_out;         /* current waiters already answered */
     struct event *timeout_ev;       /* bounds the wait for a pending GET */
@@ -42,10 +57,20 @@ struct cache_entry {
 struct redis_link {
     struct lookup *lk;
     redisAsyncContext *ac;
-    bool connected;                 /* written atomically: /readyz reads it */
+    struct evdns_getaddrinfo_request *resolving;
+    struct evutil_addrinfo *addrs;  /* the last resolution's answers */
+    struct evutil_addrinfo *next_addr; /* tried next; NULL: resolve again */
+    bool connected;                 /* usable: Redis accepted the setup
+                                     * (written atomically: /readyz reads it) */
     bool subscriber;
+    bool failed;                    /* this connection's failure is counted */
     int backoff_ms;
-    int failures;                   /* connect failures in a row */
+    int failures;                   /* failed tries in a row */
+    char failed_at[24];             /* the stage the last one failed at */
+    uint64_t setup_ms;              /* when this connection's setup began */
+    int steps, steps_done;          /* setup commands sent, answered */
+    char step[3][24];               /* their log labels: "AUTH to", ... */
+    char peer[340];                 /* "name:port (address)" for the log */
     struct event *reconnect_ev;
 };
 
@@ -53,6 +78,7 @@ struct lookup {
     struct worker *w;
     struct strmap table;            /* sandbox id -> cache_entry */
     struct redis_link data, sub;
+    struct evdns_base *dns;         /* resolves redis.url's host */
     int consecutive_timeouts;
     /* Liveness: the data link PUBLISHes to a channel only this worker's
      * subscriber listens to. An unanswered PUBLISH means the data link is
@@ -159,6 +185,14 @@ static void entry_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct cache_entry *e = arg;
     struct lookup *lk = e->lk;
+    if (e->deferred) {
+        /* The GET never went out (see fail_deferred): nothing will answer. */
+        e->deferred = e->pending = false;
+        log_warn("redis: no data connection for the GET for sandbox %s", e->id);
+        METRIC_INC(&lk->w->metrics, redis_errors);
+        answer_unavailable(e);
+        return;
+    }
     log_warn("redis: GET for sandbox %s timed out after %d ms", e->id,
              lk->w->cfg->redis_timeout_ms);
     METRIC_INC(&lk->w->metrics, redis_errors);
@@ -177,17 +211,7 @@ static void entry_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 static struct route_rec *parse_reply(struct cache_entry *e, redisReply *reply)
 {
-    if (reply->type == REDIS_REPLY_NIL)
-        return route_rec_new(LOOKUP_NOT_FOUND);
-    struct route_rec *rr;
-    if (reply->type != REDIS_REPLY_STRING) {
-        rr = route_rec_new(LOOKUP_BROKEN);
-        if (rr)
-            snprintf(rr->message, sizeof(rr->message),
-                     "the sandbox key does not hold a string");
-    } else {
-        rr = route_rec_parse(e->id, reply->str, reply->len);
-    }
+    struct route_rec *rr = redis_reply_record(e->id, reply);
     if (rr && rr->status == LOOKUP_BROKEN)
         log_error("redis: broken record for sandbox %s: %s", e->id,
                   rr->message);
@@ -244,16 +268,32 @@ static void get_cb(redisAsyncContext *ac, void *r, void *privdata)
 }
 
 /* Sends the GET (if Redis is up); leaves e->pending false when it could not. */
-static void entry_fetch(struct cache_entry *e)
+static int entry_send_get(struct cache_entry *e)
 {
     struct lookup *lk = e->lk;
-    if (!lk->data.ac || !lk->data.connected)
-        return;
     if (redisAsyncCommand(lk->data.ac, get_cb, e, "GET %s%s", lk->w->cfg->key_prefix,
                           e->id) != REDIS_OK) {
         METRIC_INC(&lk->w->metrics, redis_errors);
-        return;
+        return -1;
     }
+    return 0;
+}
+
+/* The data link is connected and Redis is answering its setup: a GET now
+ * waits for that (send_deferred) rather than failing at once. Not sent
+ * behind the setup commands: after a refused SELECT it would read db 0. */
+static bool data_link_setting_up(const struct lookup *lk)
+{
+    const struct redis_link *l = &lk->data;
+    return l->ac && !l->connected && !l->failed && l->steps > 0;
+}
+
+static void entry_fetch(struct cache_entry *e)
+{
+    struct lookup *lk = e->lk;
+    e->deferred = data_link_setting_up(lk);
+    if (!e->deferred && (!lk->data.ac || !lk->data.connected || entry_send_get(e) == -1))
+        return;
     e->pending = true;
     e->waiters_timed_out = false;
     struct timeval tv = {lk->w->cfg->redis_timeout_ms / 1000,
@@ -351,35 +391,135 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     strmap_each(&lk->table, sweep_entry, &now);
 }
 
-/* ---- Redis connections ---- */
+/* ---- Redis connections ----
+ *
+ * Each link (data, subscriber) goes round: resolve redis.url's host, connect
+ * to one of its addresses, set the connection up (AUTH; then SELECT and a
+ * first heartbeat PUBLISH on the data link, SUBSCRIBE on the subscriber),
+ * serve (`connected`) until it fails, reconnect. The host is resolved with
+ * evdns on the worker's loop, never with getaddrinfo (which blocks the
+ * worker while a nameserver does not answer), and again on every reconnect
+ * (a failover may move the name). A failed try goes on to the resolution's
+ * next address at once, and after the last one waits the backoff. */
+
+static void setup_cb(redisAsyncContext *ac, void *r, void *privdata);
+
+static void link_forget_addrs(struct redis_link *l)
+{
+    if (l->addrs)
+        evutil_freeaddrinfo(l->addrs);
+    l->addrs = l->next_addr = NULL;
+}
+
+static void link_set_connected(struct redis_link *l, bool up)
+{
+    __atomic_store_n(&l->connected, up, __ATOMIC_RELAXED); /* /readyz reads it */
+}
+
+static const char *link_kind(const struct redis_link *l)
+{
+    return l->subscriber ? "subscriber" : "data";
+}
+
+/* Where the connection is: what a failure now would have failed at. */
+static const char *link_stage(const struct redis_link *l)
+{
+    if (l->steps == 0)
+        return "connect to"; /* setup commands go out once connected */
+    return l->steps_done < l->steps ? l->step[l->steps_done] : "connection to";
+}
+
+/* Sends the GETs that waited for the data link's setup. A walk of the
+ * table runs no request callbacks (they may add entries): a GET that cannot
+ * be sent stays deferred, and its timer answers it. */
+static void send_deferred(struct strmap_node *n, void *arg)
+{
+    struct cache_entry *e = ENTRY_OF(n);
+    if (!e->deferred || entry_send_get(e) == -1)
+        return;
+    e->deferred = false;
+    e->purged = false; /* this GET goes out after any purge */
+}
+
+static void fail_deferred(struct strmap_node *n, void *arg)
+{
+    static const struct timeval now = {0, 0};
+    struct cache_entry *e = ENTRY_OF(n);
+    if (e->deferred)
+        evtimer_add(e->timeout_ev, &now);
+}
+
+/* The data link leaves its setup unfinished: what waited for it is
+ * answered now, each by its own timer (entry_timeout_cb). */
+static void link_abandon_deferred(struct redis_link *l)
+{
+    if (!l->subscriber && l->steps > 0 && !l->connected && !l->lk->closing)
+        strmap_each(&l->lk->table, fail_deferred, NULL);
+}
+
+/* Counts a failed try, logged the first time, then once per
+ * FAILURES_PER_LOG tries unless the cause changes: not a line per try. */
+static void link_failure(struct redis_link *l, const char *stage, const char *subject,
+                         const char *why)
+{
+    bool new_cause = strcmp(l->failed_at, stage) != 0;
+    link_abandon_deferred(l);
+    if (l->failures++ % FAILURES_PER_LOG == 0 || new_cause)
+        log_warn("redis: %s %s failed: %s (%s connection, try %d)", stage, subject, why,
+                 link_kind(l), l->failures);
+    snprintf(l->failed_at, sizeof(l->failed_at), "%s", stage);
+    l->failed = true;
+    METRIC_INC(&l->lk->w->metrics, redis_errors);
+}
+
+/* Redis accepted the setup: the link serves from now on. */
+static void link_ready(struct redis_link *l)
+{
+    link_set_connected(l, true);
+    l->backoff_ms = RECONNECT_MIN_MS;
+    if (l->failures)
+        log_info("redis: %s connection to %s restored after %d failed tries", link_kind(l),
+                 l->peer, l->failures);
+    l->failures = 0;
+    l->failed_at[0] = '\0';
+    link_forget_addrs(l); /* the next reconnect resolves again */
+    if (l->subscriber)
+        l->lk->heartbeat_seen_ms = worker_now_ms(); /* judged from now on */
+    else
+        strmap_each(&l->lk->table, send_deferred, NULL);
+    METRIC_INC(&l->lk->w->metrics, redis_reconnects);
+    log_debug("redis: %s connection to %s up", link_kind(l), l->peer);
+}
+
+/* Invalidations published while we were not subscribed are lost: after
+ * every (re)subscription, treat the whole cache as stale. The confirmation
+ * for <prefix>invalidate completes the subscriber's setup. */
+static void subscribed(struct lookup *lk, const struct redis_push *push)
+{
+    lk->heartbeat_seen_ms = worker_now_ms();
+    if (redis_push_channel_is(push, lk->heartbeat_channel))
+        return;
+    purge_all(lk);
+    if (!lk->sub.connected) {
+        lk->sub.steps_done = lk->sub.steps;
+        link_ready(&lk->sub);
+    }
+    log_info("redis: worker %d subscribed to %sinvalidate", lk->w->id, lk->w->cfg->key_prefix);
+}
 
 static void sub_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
     struct lookup *lk = privdata;
-    redisReply *reply = r;
-    if (!reply || lk->closing || reply->type != REDIS_REPLY_ARRAY ||
-        reply->elements < 3)
+    struct redis_push push;
+    if (!r || lk->closing || ac != lk->sub.ac)
         return;
-    redisReply *kind = reply->element[0];
-    if (kind->type != REDIS_REPLY_STRING)
-        return;
-    if (strcmp(kind->str, "message") == 0 && reply->element[1]->type == REDIS_REPLY_STRING &&
-        strcmp(reply->element[1]->str, lk->heartbeat_channel) == 0) {
+    redis_reply_push(r, &push);
+    if (push.kind == REDIS_PUSH_SUBSCRIBED)
+        subscribed(lk, &push);
+    else if (push.kind == REDIS_PUSH_MESSAGE && redis_push_channel_is(&push, lk->heartbeat_channel))
         lk->heartbeat_seen_ms = worker_now_ms();
-    } else if (strcmp(kind->str, "message") == 0 &&
-        reply->element[2]->type == REDIS_REPLY_STRING) {
-        purge(lk, reply->element[2]->str, reply->element[2]->len);
-    } else if (strcmp(kind->str, "subscribe") == 0) {
-        /* Invalidations published while we were not subscribed are lost:
-         * after every (re)subscription, treat the whole cache as stale. */
-        lk->heartbeat_seen_ms = worker_now_ms();
-        if (reply->element[1]->type == REDIS_REPLY_STRING &&
-            strcmp(reply->element[1]->str, lk->heartbeat_channel) == 0)
-            return;
-        purge_all(lk);
-        log_info("redis: worker %d subscribed to %sinvalidate", lk->w->id,
-                 lk->w->cfg->key_prefix);
-    }
+    else if (push.kind == REDIS_PUSH_MESSAGE)
+        purge(lk, push.payload, push.payload_len);
 }
 
 static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
@@ -390,15 +530,18 @@ static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
 static void schedule_reconnect(struct redis_link *l)
 {
     l->ac = NULL;
-    __atomic_store_n(&l->connected, false, __ATOMIC_RELAXED); /* /readyz reads it */
+    link_set_connected(l, false);
     if (!l->subscriber)
         l->lk->publish_sent_ms = 0;
     if (l->lk->closing)
         return;
-    struct timeval tv = {l->backoff_ms / 1000, (l->backoff_ms % 1000) * 1000};
+    /* The resolution's next address at once; after the last, the backoff. */
+    int ms = l->next_addr ? 0 : l->backoff_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     evtimer_add(l->reconnect_ev, &tv);
-    l->backoff_ms = l->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
-                                                         : l->backoff_ms * 2;
+    if (!l->next_addr)
+        l->backoff_ms = l->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
+                                                             : l->backoff_ms * 2;
 }
 
 /* Frees the connection now; pending GETs are answered as failures (their
@@ -406,8 +549,14 @@ static void schedule_reconnect(struct redis_link *l)
 static void link_close(struct redis_link *l)
 {
     redisAsyncContext *ac = l->ac;
+    link_abandon_deferred(l);
+    if (l->resolving) {
+        /* It still calls back, with EVUTIL_EAI_CANCEL: see resolved_cb. */
+        evdns_getaddrinfo_cancel(l->resolving);
+        l->resolving = NULL;
+    }
     l->ac = NULL;
-    __atomic_store_n(&l->connected, false, __ATOMIC_RELAXED); /* /readyz reads it */
+    link_set_connected(l, false);
     if (!l->subscriber)
         l->lk->publish_sent_ms = 0;
     if (ac) {
@@ -420,9 +569,38 @@ static void link_close(struct redis_link *l)
  * with backoff. Never called from inside a hiredis callback. */
 static void link_drop(struct redis_link *l, const char *why)
 {
-    log_warn("redis: %s connection %s, reconnecting", l->subscriber ? "subscriber" : "data",
-             why);
+    log_warn("redis: %s connection %s, reconnecting", link_kind(l), why);
     METRIC_INC(&l->lk->w->metrics, redis_errors);
+    link_close(l);
+    schedule_reconnect(l);
+}
+
+/* Redis refused what this connection needs. Called from one of its reply
+ * callbacks, where it cannot be freed: no longer usable now, closed by
+ * hiredis once the replies in flight are in, and then on_disconnect
+ * reconnects with backoff. */
+static void link_fail(struct redis_link *l, const char *stage, const char *why)
+{
+    link_failure(l, stage, l->peer, why);
+    link_set_connected(l, false);
+    l->setup_ms = worker_now_ms(); /* link_check_setup bounds that wait */
+    redisAsyncDisconnect(l->ac);
+}
+
+/* A connection Redis does not set up in time (a SYN into a black hole, a
+ * server that stopped answering) is given up like a refused one. */
+static void link_check_setup(struct redis_link *l, uint64_t now)
+{
+    int limit = l->lk->w->cfg->redis_timeout_ms;
+    if (limit < SETUP_TIMEOUT_MIN_MS)
+        limit = SETUP_TIMEOUT_MIN_MS;
+    if (!l->ac || l->connected || now - l->setup_ms <= (uint64_t)limit)
+        return;
+    if (!l->failed) {
+        char why[48];
+        snprintf(why, sizeof(why), "no answer within %d ms", limit);
+        link_failure(l, link_stage(l), l->peer, why);
+    }
     link_close(l);
     schedule_reconnect(l);
 }
@@ -430,9 +608,16 @@ static void link_drop(struct redis_link *l, const char *why)
 static void publish_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
     struct lookup *lk = privdata;
-    if (!r || lk->closing)
+    redisReply *reply = r;
+    if (!reply || lk->closing || ac != lk->data.ac)
         return;
     lk->publish_sent_ms = 0;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /* An answer, but no beat: the subscriber cannot be judged by it,
+         * and a link Redis refuses the heartbeat is not one we can trust. */
+        link_fail(&lk->data, "PUBLISH on", reply->str);
+        return;
+    }
     lk->publish_answered_ms = worker_now_ms();
 }
 
@@ -441,6 +626,8 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
     struct lookup *lk = arg;
     uint64_t now = worker_now_ms();
     uint64_t limit = (uint64_t)lk->w->cfg->redis_timeout_ms;
+    link_check_setup(&lk->data, now);
+    link_check_setup(&lk->sub, now);
     if (lk->data.connected && lk->publish_sent_ms && now - lk->publish_sent_ms > limit) {
         lk->publish_sent_ms = 0;
         link_drop(&lk->data, "stopped answering");
@@ -460,51 +647,111 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
         lk->publish_sent_ms = now;
 }
 
+static void setup_step(struct redis_link *l, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Names the next setup command for the log (replies come in order). */
+static void setup_step(struct redis_link *l, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(l->step[l->steps++], sizeof(l->step[0]), fmt, ap);
+    va_end(ap);
+}
+
+/* Connected: what must succeed before the link serves. A command that
+ * cannot be queued leaves its step unanswered, for link_check_setup. */
+static void link_setup(struct redis_link *l)
+{
+    const struct config *cfg = l->lk->w->cfg;
+    if (cfg->redis_password) {
+        setup_step(l, "AUTH to");
+        redisAsyncCommand(l->ac, setup_cb, l, "AUTH %s", cfg->redis_password);
+    }
+    if (l->subscriber) {
+        /* Completed by its confirmation (subscribed); a refusal makes
+         * hiredis close the connection (on_disconnect). */
+        setup_step(l, "SUBSCRIBE to");
+        redisAsyncCommand(l->ac, sub_cb, l->lk, "SUBSCRIBE %sinvalidate %s", cfg->key_prefix,
+                          l->lk->heartbeat_channel);
+        return;
+    }
+    /* SELECT even db 0: it is also how a Redis that wants a password says
+     * we have none. The PUBLISH is the first heartbeat. */
+    setup_step(l, "SELECT %d on", cfg->redis_db);
+    redisAsyncCommand(l->ac, setup_cb, l, "SELECT %d", cfg->redis_db);
+    setup_step(l, "PUBLISH on");
+    redisAsyncCommand(l->ac, setup_cb, l, "PUBLISH %s 1", l->lk->heartbeat_channel);
+}
+
+static void setup_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct redis_link *l = privdata;
+    redisReply *reply = r;
+    if (!reply || ac != l->ac || l->failed || l->steps_done == l->steps)
+        return;
+    const char *step = l->step[l->steps_done++];
+    if (reply->type == REDIS_REPLY_ERROR)
+        link_fail(l, step, reply->str);
+    else if (l->steps_done == l->steps && !l->subscriber)
+        link_ready(l);
+}
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct redis_link *l = ac->data;
-    if (!l)
+    if (!l || ac != l->ac)
         return;
     if (status != REDIS_OK) {
-        /* First failure and then one line every ~minute, not one per try. */
-        if (l->failures++ % 30 == 0)
-            log_warn("redis: connect to %s:%d failed (%d tries so far): %s",
-                     l->lk->w->cfg->redis_host, l->lk->w->cfg->redis_port, l->failures,
-                     ac->errstr);
-        METRIC_INC(&l->lk->w->metrics, redis_errors);
-        schedule_reconnect(l);
+        link_failure(l, "connect to", l->peer, ac->errstr);
+        schedule_reconnect(l); /* hiredis frees ac */
         return;
     }
-    __atomic_store_n(&l->connected, true, __ATOMIC_RELAXED);
-    l->backoff_ms = RECONNECT_MIN_MS;
-    if (l->subscriber)
-        l->lk->heartbeat_seen_ms = worker_now_ms(); /* judged from now on */
-    if (l->failures)
-        log_info("redis: %s connection restored after %d failed tries",
-                 l->subscriber ? "subscriber" : "data", l->failures);
-    l->failures = 0;
-    METRIC_INC(&l->lk->w->metrics, redis_reconnects);
-    log_debug("redis: %s connection up", l->subscriber ? "subscriber" : "data");
+    link_setup(l);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
 {
     struct redis_link *l = ac->data;
-    if (!l || l->lk->closing)
+    if (!l || l->lk->closing || ac != l->ac)
         return;
-    log_warn("redis: %s connection lost: %s", l->subscriber ? "subscriber" : "data",
-             status == REDIS_OK ? "closed" : ac->errstr);
-    METRIC_INC(&l->lk->w->metrics, redis_errors);
+    const char *why = status == REDIS_OK ? "closed" : ac->errstr;
+    if (l->connected) {
+        log_warn("redis: %s connection lost: %s", link_kind(l), why);
+        METRIC_INC(&l->lk->w->metrics, redis_errors);
+    } else if (!l->failed) {
+        link_failure(l, link_stage(l), l->peer, why); /* e.g. a refused SUBSCRIBE */
+    }
     schedule_reconnect(l);
 }
 
-static void link_connect(struct redis_link *l)
+/* "127.0.0.1:6379", or "redis:6379 (10.0.0.5)": log lines keep the name. */
+static void link_set_peer(struct redis_link *l, const char *addr)
 {
     const struct config *cfg = l->lk->w->cfg;
-    redisAsyncContext *ac = redisAsyncConnect(cfg->redis_host, cfg->redis_port);
+    const char *fmt = strchr(cfg->redis_host, ':') ? "[%s]:%d" : "%s:%d";
+    int n = snprintf(l->peer, sizeof(l->peer), fmt, cfg->redis_host, cfg->redis_port);
+    if (strcmp(addr, cfg->redis_host) != 0 && n > 0 && (size_t)n < sizeof(l->peer))
+        snprintf(l->peer + n, sizeof(l->peer) - (size_t)n, " (%s)", addr);
+}
+
+/* Connects to the numeric address (hiredis resolves what it is given with
+ * a blocking getaddrinfo; an address needs no lookup). */
+static void link_connect_next(struct redis_link *l)
+{
+    const struct config *cfg = l->lk->w->cfg;
+    const struct evutil_addrinfo *ai = l->next_addr;
+    char addr[64]; /* an IPv6 address with a %scope fits */
+    l->next_addr = ai->ai_next;
+    l->failed = false;
+    l->steps = l->steps_done = 0;
+    int rc = getnameinfo(ai->ai_addr, (socklen_t)ai->ai_addrlen, addr, sizeof(addr), NULL, 0,
+                         NI_NUMERICHOST);
+    link_set_peer(l, rc == 0 ? addr : "?");
+    redisAsyncContext *ac = rc == 0 ? redisAsyncConnect(addr, cfg->redis_port) : NULL;
     if (!ac || ac->err) {
-        log_warn("redis: cannot connect to %s:%d: %s", cfg->redis_host,
-                 cfg->redis_port, ac ? ac->errstr : "out of memory");
+        link_failure(l, "connect to", l->peer,
+                     ac ? ac->errstr : rc ? gai_strerror(rc) : "out of memory");
         if (ac)
             redisAsyncFree(ac);
         schedule_reconnect(l);
@@ -512,17 +759,94 @@ static void link_connect(struct redis_link *l)
     }
     ac->data = l;
     l->ac = ac;
+    l->setup_ms = worker_now_ms();
     redisLibeventAttach(ac, l->lk->w->base);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    /* Commands queue until the connection is up. */
-    if (cfg->redis_password)
-        redisAsyncCommand(ac, NULL, NULL, "AUTH %s", cfg->redis_password);
-    if (l->subscriber)
-        redisAsyncCommand(ac, sub_cb, l->lk, "SUBSCRIBE %sinvalidate %s",
-                          cfg->key_prefix, l->lk->heartbeat_channel);
-    else if (cfg->redis_db)
-        redisAsyncCommand(ac, NULL, NULL, "SELECT %d", cfg->redis_db);
+}
+
+static void resolved_cb(int err, struct evutil_addrinfo *res, void *arg)
+{
+    struct redis_link *l = arg;
+    if (err == EVUTIL_EAI_CANCEL)
+        return; /* link_close gave it up: nothing here is its business */
+    l->resolving = NULL;
+    if (err || !res) {
+        link_failure(l, "resolving", l->lk->w->cfg->redis_host,
+                     err ? evutil_gai_strerror(err) : "no address");
+        schedule_reconnect(l);
+        return;
+    }
+    l->addrs = l->next_addr = res;
+    link_connect_next(l);
+}
+
+/* IPv4 answers come first (evdns orders them so); an address or a name in
+ * /etc/hosts is answered before evdns_getaddrinfo returns (NULL then). */
+static void link_resolve(struct redis_link *l)
+{
+    const struct config *cfg = l->lk->w->cfg;
+    struct evutil_addrinfo hints;
+    char port[8];
+    link_forget_addrs(l);
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    snprintf(port, sizeof(port), "%d", cfg->redis_port);
+    l->resolving = evdns_getaddrinfo(l->lk->dns, cfg->redis_host, port, &hints, resolved_cb, l);
+}
+
+static void link_connect(struct redis_link *l)
+{
+    if (l->next_addr)
+        link_connect_next(l);
+    else
+        link_resolve(l);
+}
+
+static void dns_log(int is_warn, const char *msg)
+{
+    if (is_warn)
+        log_warn("dns: %s", msg);
+    else
+        log_debug("dns: %s", msg);
+}
+
+static void dns_log_init(void)
+{
+    evdns_set_log_fn(dns_log); /* process-wide */
+}
+
+/* The system resolver's settings, read as glibc reads them: /etc/hosts,
+ * then nameserver, search, domain and options (ndots, timeout, attempts)
+ * from /etc/resolv.conf; no file, or no nameserver in it, means 127.0.0.1.
+ * Read once per worker start. */
+static struct evdns_base *dns_new(struct event_base *base)
+{
+    static pthread_once_t log_once = PTHREAD_ONCE_INIT;
+    pthread_once(&log_once, dns_log_init);
+    struct evdns_base *dns = evdns_base_new(base, 0);
+    if (!dns)
+        return NULL;
+    int rc = evdns_base_resolv_conf_parse(dns, DNS_OPTIONS_ALL, "/etc/resolv.conf");
+    if (rc != 0 && rc != 1 && rc != 6) /* 1: no file; 6: no nameserver */
+        log_warn("redis: cannot read /etc/resolv.conf (evdns error %d), names resolve from "
+                 "/etc/hosts only", rc);
+    return dns;
+}
+
+/* A cancelled resolution still calls back (EVUTIL_EAI_CANCEL), from a
+ * deferred callback that frees evdns's request and reads the evdns_base:
+ * those run before the base goes. lookup_free calls this once the worker's
+ * loop has stopped and the lookup's own events are gone. */
+static void dns_free(struct lookup *lk, bool cancelled)
+{
+    if (!lk->dns)
+        return;
+    if (cancelled)
+        event_base_loop(lk->w->base, EVLOOP_NONBLOCK);
+    evdns_base_free(lk->dns, 0);
 }
 
 static int link_init(struct lookup *lk, struct redis_link *l, bool subscriber)
@@ -557,7 +881,9 @@ struct lookup *lookup_new(struct worker *w)
         goto fail;
     struct timeval hb = {HEARTBEAT_MS / 1000, (HEARTBEAT_MS % 1000) * 1000};
     evtimer_add(lk->heartbeat_ev, &hb);
-    if (link_init(lk, &lk->data, false) == -1 || link_init(lk, &lk->sub, true) == -1)
+    lk->dns = dns_new(w->base);
+    if (!lk->dns || link_init(lk, &lk->data, false) == -1 ||
+        link_init(lk, &lk->sub, true) == -1)
         goto fail;
     return lk;
 fail:
@@ -567,9 +893,10 @@ fail:
 
 static void link_free(struct redis_link *l)
 {
-    if (l->ac)
-        redisAsyncFree(l->ac);
-    l->ac = NULL;
+    if (!l->lk)
+        return; /* never initialised */
+    link_close(l);
+    link_forget_addrs(l);
     if (l->reconnect_ev)
         event_free(l->reconnect_ev);
 }
@@ -584,6 +911,7 @@ void lookup_free(struct lookup *lk)
     if (!lk)
         return;
     lk->closing = true;
+    bool resolving = lk->data.resolving || lk->sub.resolving;
     link_free(&lk->data);
     link_free(&lk->sub);
     if (lk->sweep_ev)
@@ -593,6 +921,7 @@ void lookup_free(struct lookup *lk)
     if (lk->table.buckets)
         strmap_each(&lk->table, free_entry_node, NULL);
     strmap_destroy(&lk->table);
+    dns_free(lk, resolving);
     free(lk);
 }
 
@@ -605,6 +934,7 @@ static void link_restart(struct redis_link *l)
 {
     evtimer_del(l->reconnect_ev);
     link_close(l);
+    link_forget_addrs(l); /* the host may have changed */
     l->backoff_ms = RECONNECT_MIN_MS;
     link_connect(l);
 }

@@ -178,10 +178,13 @@ class RedisServer:
     Stopped by pid."""
 
     def __init__(self, workdir, port=None, exe="/usr/bin/redis-server", password=None,
-                 extra_args=()):
-        """extra_args: more redis-server options, e.g. redis_debug_args()."""
+                 extra_args=(), host="127.0.0.1"):
+        """extra_args: more redis-server options, e.g. redis_debug_args().
+        host: the loopback address to bind (127.0.0.2 for a second server on
+        the same port)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host = host
         self.port = port or free_port()
         self.exe = exe
         self.password = password
@@ -190,9 +193,9 @@ class RedisServer:
         self._client = None
 
     def start(self, timeout=10.0):
-        log = open(self.workdir / ("redis-%d.log" % self.port), "ab")
+        log = open(self.workdir / ("redis-%s-%d.log" % (self.host, self.port)), "ab")
         self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1",
+            [self.exe, "--port", str(self.port), "--bind", self.host,
              "--save", "", "--appendonly", "no", "--daemonize", "no",
              "--dir", str(self.workdir), "--protected-mode", "no"] +
             (["--requirepass", self.password] if self.password else []) +
@@ -204,7 +207,7 @@ class RedisServer:
             if self.proc.poll() is not None:
                 raise RuntimeError("redis-server exited with %s" % self.proc.returncode)
             try:
-                c = Resp(self.port, timeout=1.0)
+                c = Resp(self.port, host=self.host, timeout=1.0)
                 if self.password:
                     c.cmd("AUTH", self.password)
                 if c.cmd("PING") == "PONG":
@@ -223,14 +226,14 @@ class RedisServer:
     def client(self):
         """A shared client for the test thread."""
         if self._client is None:
-            self._client = Resp(self.port)
+            self._client = Resp(self.port, host=self.host)
             if self.password:
                 self._client.cmd("AUTH", self.password)
         return self._client
 
     @property
     def url(self):
-        return "redis://127.0.0.1:%d/0" % self.port
+        return "redis://%s:%d/0" % (self.host, self.port)
 
     def pause(self):
         """SIGSTOP: the server keeps its sockets but answers nothing (a
@@ -376,10 +379,13 @@ class Proxy:
     """build/edgeproxy --config <tmpfile>, stopped by pid with SIGTERM."""
 
     def __init__(self, workdir, redis_url, overrides=None, name="proxy", exe=None,
-                 extra_listeners=()):
+                 extra_listeners=(), argv_prefix=()):
         """extra_listeners: listener objects without "address" (e.g.
         {"proxy_protocol": True}); each gets 127.0.0.1:<free port>, listed in
-        self.extra_ports, after the plain listener on self.port."""
+        self.extra_ports, after the plain listener on self.port.
+        argv_prefix: a command that execs the rest of its arguments (the
+        process keeps its pid), e.g. own_resolver_argv()."""
+        self.argv_prefix = list(argv_prefix)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.exe = Path(exe) if exe else edgeproxy_bin()
@@ -414,7 +420,7 @@ class Proxy:
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         env.setdefault("TSAN_OPTIONS", "suppressions=%s second_deadlock_stack=1" % TSAN_SUPPRESSIONS)
         err = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen([str(self.exe), "--config", str(self.config_path)],
+        self.proc = subprocess.Popen(self.argv_prefix + [str(self.exe), "--config", str(self.config_path)],
                                      stdout=err, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env,
                                      preexec_fn=self.preexec_fn)
@@ -991,3 +997,127 @@ class TcpRelay:
             pairs = list(self.pairs)
         for p in pairs:
             self._close(p)
+
+
+# --------------------------------------------------------------------------
+# A DNS server of our own, and the proxy run with a resolv.conf naming it
+
+
+class DnsUnavailable(Exception):
+    """This machine cannot run DnsServer or own_resolver_argv() (not root,
+    no mount namespaces): the test should skip."""
+
+
+class DnsServer:
+    """A tiny DNS server on UDP <127.53.x.y>:53 (port 53 because glibc's
+    resolv.conf cannot name another; a random loopback address so tests
+    running at once do not collide). It answers A queries for the names in
+    `records` (name -> list of IPv4 strings), other names with NXDOMAIN and
+    AAAA queries for known names with no data. While `silent` it answers
+    nothing at all: a resolver asking it waits for its own timeout, as with
+    a nameserver that is down or unreachable. `queries` lists (name, qtype)
+    as received."""
+
+    def __init__(self, records=None, silent=False):
+        self.records = dict(records or {})
+        self.silent = silent
+        self.queries = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(20):
+            addr = "127.53.%d.%d" % (uuid.uuid4().int % 250 + 1, uuid.uuid4().int % 250 + 1)
+            try:
+                self.sock.bind((addr, 53))
+                break
+            except PermissionError as e:
+                self.sock.close()
+                raise DnsUnavailable("cannot bind UDP port 53: %s" % e)
+            except OSError:
+                continue
+        else:
+            self.sock.close()
+            raise DnsUnavailable("no free 127.53.x.y:53")
+        self.address = addr
+        self.sock.settimeout(0.1)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True, name="dns-" + addr)
+        self.thread.start()
+
+    def resolv_conf(self, path, options="timeout:5 attempts:1"):
+        """Writes a resolv.conf naming only this server; returns path."""
+        Path(path).write_text("nameserver %s\noptions %s\n" % (self.address, options))
+        return path
+
+    def _serve(self):
+        while not self._stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            reply = self._answer(data)
+            if reply is not None:
+                try:
+                    self.sock.sendto(reply, peer)
+                except OSError:
+                    pass
+
+    def _answer(self, data):
+        if len(data) < 12:
+            return None
+        qid, flags, qdcount = int.from_bytes(data[0:2], "big"), \
+            int.from_bytes(data[2:4], "big"), int.from_bytes(data[4:6], "big")
+        if qdcount != 1:
+            return None
+        i, labels = 12, []
+        while i < len(data) and data[i]:
+            labels.append(data[i + 1:i + 1 + data[i]].decode("ascii", "replace"))
+            i += 1 + data[i]
+        if i + 5 > len(data):
+            return None
+        qtype = int.from_bytes(data[i + 1:i + 3], "big")
+        name = ".".join(labels).lower()
+        self.queries.append((name, qtype))
+        if self.silent:
+            return None
+        ips = self.records.get(name)
+        answers = []
+        if ips and qtype == 1:
+            for ip in ips:
+                # name = pointer to the question (offset 12), A, IN, TTL 0, 4 bytes
+                answers.append(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x00\x00\x04" +
+                               socket.inet_aton(ip))
+        rcode = 0 if ips is not None else 3
+        # QR, AA, the query's RD, RA; the question echoed as received (0x20
+        # case randomisation included).
+        rflags = 0x8480 | (flags & 0x0100) | rcode
+        head = qid.to_bytes(2, "big") + rflags.to_bytes(2, "big") + b"\x00\x01" + \
+            len(answers).to_bytes(2, "big") + b"\x00\x00\x00\x00"
+        return head + data[12:i + 5] + b"".join(answers)
+
+    def stop(self):
+        self._stop.set()
+        self.sock.close()
+        self.thread.join(2)
+
+
+_UNSHARE_OK = None
+
+
+def own_resolver_argv(resolv_conf):
+    """An argv prefix that runs a command with `resolv_conf` mounted over
+    /etc/resolv.conf, in a mount namespace of its own (the machine's file is
+    untouched; other processes see nothing). The command keeps the pid:
+    unshare and sh both exec. Raises DnsUnavailable where that is not
+    possible."""
+    global _UNSHARE_OK
+    if _UNSHARE_OK is None:
+        probe = subprocess.run(["unshare", "--mount", "sh", "-c",
+                                "mount --bind /etc/hostname /etc/hostname"],
+                               capture_output=True, text=True)
+        _UNSHARE_OK = True if probe.returncode == 0 else \
+            (probe.stderr.strip() or "exit status %d" % probe.returncode)
+    if _UNSHARE_OK is not True:
+        raise DnsUnavailable("unshare --mount: %s" % _UNSHARE_OK)
+    return ["unshare", "--mount", "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+            str(resolv_conf)]

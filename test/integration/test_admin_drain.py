@@ -54,7 +54,9 @@ def test_inflight_request_finishes(make_proxy, upstream, redis_server, sid):
 def test_readyz_503_while_draining(make_proxy, upstream, redis_server, sid):
     p = make_proxy({"drain": {"delay_ms": 1500, "timeout_ms": 30000}}, name="drain-delay")
     redis_server.set_record(sid, public_record())
-    assert p.admin("/readyz").status == 200
+    # Ready once a worker's data link is set up (AUTH, SELECT, a PUBLISH):
+    # a round trip after the connect, maybe after /healthz answers.
+    wait_until(lambda: p.admin("/readyz").status == 200, timeout=5, what="/readyz 200")
     p.signal(signal.SIGTERM)
     wait_until(lambda: p.admin("/readyz").status == 503, timeout=1.0, what="/readyz 503 after SIGTERM")
     assert p.admin("/healthz").status == 200
