@@ -9,6 +9,8 @@
 #   N=562000 WORKERS=1 bash bench/random_ids.sh   # the issue's reproduction
 #   MAX_ENTRIES=64 N=5000 bash bench/random_ids.sh
 #   CACHED_SECONDS=10 bash bench/random_ids.sh    # + wrk on one known sandbox
+#   # memory per entry: entries that stay (no eviction, no sweep)
+#   N=200000 WORKERS=1 MAX_ENTRIES=200000 NEGATIVE_TTL_MS=600000 bash bench/random_ids.sh
 #
 # With CACHED_SECONDS > 0 (needs nginx as the origin) it first measures the
 # cached path: wrk on one known sandbox, before the flood and again after it.
@@ -18,6 +20,7 @@ set -euo pipefail
 N=${N:-1000000}                  # random-id requests in total
 WORKERS=${WORKERS:-0}            # edgeproxy "workers" (0 = one per core)
 MAX_ENTRIES=${MAX_ENTRIES:-}     # cache.max_entries; empty = the default
+NEGATIVE_TTL_MS=${NEGATIVE_TTL_MS:-}  # cache.negative_ttl_ms; empty = the default
 CONNS=${CONNS:-32}               # wrk connections
 THREADS=${THREADS:-2}            # wrk threads
 AFTER_WAIT=${AFTER_WAIT:-20}     # seconds between "after" and "later"
@@ -106,8 +109,10 @@ cached_run() {  # LABEL
         END { printf "cached path (%s): %s req/s, non-2xx %d\n", l, rps, bad }' "$TMP/cached-$1.txt"
 }
 
-cache_json='{}'
-[ -n "$MAX_ENTRIES" ] && cache_json="{\"max_entries\": $MAX_ENTRIES}"
+cache_keys=()
+[ -n "$MAX_ENTRIES" ] && cache_keys+=("\"max_entries\": $MAX_ENTRIES")
+[ -n "$NEGATIVE_TTL_MS" ] && cache_keys+=("\"negative_ttl_ms\": $NEGATIVE_TTL_MS")
+cache_json="{$(IFS=,; echo "${cache_keys[*]}")}"
 cat >"$TMP/edgeproxy.json" <<EOF
 {
   "workers": $WORKERS,
@@ -146,7 +151,7 @@ start edgeproxy "${SRV[@]}" "$EDGEPROXY_BIN" --config "$TMP/edgeproxy.json"
 wait_port edgeproxy "$PROXY_PORT"
 
 echo "random_ids: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $EDGEPROXY_BIN," \
-    "workers $WORKERS, cache.max_entries ${MAX_ENTRIES:-default}, N=$N, wrk -t$THREADS -c$CONNS"
+    "workers $WORKERS, cache $cache_json, N=$N, wrk -t$THREADS -c$CONNS"
 [ "$CACHED_SECONDS" -gt 0 ] && cached_run before
 sleep 1
 before=$(rss_mib)
@@ -172,6 +177,10 @@ later=$(rss_mib)
 awk '/requests in/ { print "wrk: " $1 " requests" } /Socket errors/ { print "wrk: " $0 } /^statuses:/' "$TMP/wrk.txt"
 awk -v a="$t0" -v b="$t1" 'BEGIN { printf "flood took %.1f s\n", b - a }'
 echo "VmRSS MiB: before $before, right after $after, ${AFTER_WAIT} s later $later"
+if [ "$entries_after" != - ] && [ "$entries_after" -gt 0 ]; then
+    awk -v a="$after" -v b="$before" -v n="$entries_after" \
+        'BEGIN { printf "RSS growth / entries right after: %.0f bytes\n", (a - b) * 1048576 / n }'
+fi
 echo "metrics: misses $(metric edgeproxy_route_cache_misses_total)," \
     "evictions $(metric edgeproxy_route_cache_evictions_total)," \
     "entries right after $entries_after, entries later $(metric edgeproxy_route_cache_entries)"
