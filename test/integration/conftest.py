@@ -43,9 +43,10 @@ def make_proxy(workdir, redis_server):
     All are stopped (SIGTERM, exit 0, clean sanitizer output) at module end."""
     started = []
 
-    def make(overrides=None, redis_url=None, name="proxy", start=True, extra_listeners=()):
+    def make(overrides=None, redis_url=None, name="proxy", start=True, extra_listeners=(),
+             env=None):
         p = Proxy(workdir / "proxy", redis_url or redis_server.url, overrides, name=name,
-                  extra_listeners=extra_listeners)
+                  extra_listeners=extra_listeners, env=env)
         started.append(p)
         if start:
             p.start()

@@ -370,10 +370,11 @@ class Proxy:
     """build/edgeproxy --config <tmpfile>, stopped by pid with SIGTERM."""
 
     def __init__(self, workdir, redis_url, overrides=None, name="proxy", exe=None,
-                 extra_listeners=()):
+                 extra_listeners=(), env=None):
         """extra_listeners: listener objects without "address" (e.g.
         {"proxy_protocol": True}); each gets 127.0.0.1:<free port>, listed in
-        self.extra_ports, after the plain listener on self.port."""
+        self.extra_ports, after the plain listener on self.port. env: more
+        environment variables for the process."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.exe = Path(exe) if exe else edgeproxy_bin()
@@ -386,6 +387,7 @@ class Proxy:
             self.extra_ports.append(port)
             self.config["listeners"].append(dict(lst, address="127.0.0.1:%d" % port))
         self.name = name
+        self.env = dict(env or {})
         self.config_path = self.workdir / ("%s-%d.json" % (name, self.port))
         self.stderr_path = self.workdir / ("%s-%d.stderr" % (name, self.port))
         self.proc = None
@@ -401,6 +403,7 @@ class Proxy:
         self.config_path.write_text(json.dumps(self.config, indent=2))
         env = dict(os.environ)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        env.update(self.env)
         err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen([str(self.exe), "--config", str(self.config_path)],
                                      stdout=err, stderr=subprocess.STDOUT,
