@@ -47,13 +47,9 @@ ADMIN_PORT=$((BASE_PORT + 2))
 REDIS_PORT=$((BASE_PORT + 3))
 ORIGIN_PORT=$((BASE_PORT + 4))
 DOMAIN=bench.local
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in $PROXY_PORT $ADMIN_PORT $REDIS_PORT $ORIGIN_PORT; do
-    if port_open "$p"; then
-        echo "random_ids: 127.0.0.1:$p is in use (set BASE_PORT)" >&2
-        exit 1
-    fi
-done
+NAME=random_ids
+. bench/lib.sh
+ports_free $PROXY_PORT $ADMIN_PORT $REDIS_PORT $ORIGIN_PORT
 
 if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
     SRV=(taskset -c 0)
@@ -63,41 +59,8 @@ else
     CLI=()
 fi
 
-TMP=$(mktemp -d /tmp/eprandom.XXXXXX)
-chmod 755 "$TMP"
-STARTED=()
-declare -A PID
-cleanup() {
-    local i p
-    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
-        kill -TERM "${STARTED[i]}" 2>/dev/null || true
-    done
-    for p in "${STARTED[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
-    done
-    if [ -n "${KEEP_TMP:-}" ]; then echo "random_ids: kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'echo "random_ids: interrupted" >&2; exit 130' INT TERM
-
-start() {  # NAME CMD...
-    local name=$1; shift
-    "$@" >"$TMP/$name.out" 2>&1 &
-    PID[$name]=$!
-    STARTED+=($!)
-}
-wait_port() {  # NAME PORT
-    for _ in $(seq 100); do
-        port_open "$2" && return 0
-        kill -0 "${PID[$1]}" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "random_ids: $1 did not come up on port $2; its output:" >&2
-    tail -n 30 "$TMP/$1.out" >&2
-    exit 1
-}
-rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/${PID[edgeproxy]}/status"; }
+make_tmp eprandom
+rss_mib() { awk -v k="$(rss_kib "${PID[edgeproxy]}")" 'BEGIN { printf "%.1f", k / 1024 }'; }
 metric() {  # NAME -> value summed over the lines of that metric ("-" if absent)
     curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
         awk -v m="$1" '$1 == m { v += $2; found = 1 } END { print found ? v : "-" }'

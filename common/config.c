@@ -940,7 +940,7 @@ void config_defaults(struct config *cfg)
     cfg->cache_ttl_ms = 1000;
     cfg->cache_negative_ttl_ms = 250;
     cfg->cache_stale_grace_ms = 30000;
-    /* Per worker. A sandbox id the internet makes up costs ~190 bytes
+    /* Per worker. A sandbox id the internet makes up costs ~180 bytes
      * (README, "Route cache memory"): 32768 of them are ~6 MiB a worker. */
     cfg->cache_max_entries = 32768;
 

@@ -32,7 +32,7 @@
  * past any use: negative ones after their TTL, found ones after TTL + stale
  * grace.
  *
- * Memory (bench/random_ids.sh, README "Route cache memory"): about 190 bytes
+ * Memory (bench/random_ids.sh, README "Route cache memory"): about 180 bytes
  * of RSS per negative entry, measured as RSS growth / entries with a 20-byte
  * id: the entry (120 bytes + the id, one allocation) and its share of the
  * bucket array. "Not found" answers share one route_rec per worker, and GET

@@ -763,6 +763,46 @@ def admin_get(port, path, timeout=5.0):
 JSON_CT = "application/json; charset=utf-8"
 
 
+# --------------------------------------------------------------------------
+# What the proxy reports: /metrics, and its memory
+
+
+def parse_metrics(text):
+    """Prometheus text -> {(name, ((label, value), ...)): float}."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)', line)
+        assert m, "bad metrics line %r" % line
+        labels = tuple(sorted(re.findall(r'([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"', m.group(3) or "")))
+        out[(m.group(1), labels)] = float(m.group(4))
+    return out
+
+
+def metrics(proxy):
+    r = proxy.admin("/metrics")
+    assert r.status == 200, r
+    return parse_metrics(r.text)
+
+
+def value(m, name, **labels):
+    """The sample with exactly these labels; 0.0 if absent."""
+    return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def family(m, name):
+    return {k: v for k, v in m.items() if k[0] == name}
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
 def check_error(resp, status, sandbox_id=None, port=None, connection_limit=None,
                 html=False):
     """Asserts resp is a proxy-made error: status, ACAO *, content type, and a

@@ -235,6 +235,59 @@ static int lookup_status(struct fixture *f, const char *id, struct answer *a)
     return a->status;
 }
 
+/* A public record for id, in Redis and (one miss) in the cache. */
+static void cache_found(struct fixture *f, const char *id)
+{
+    struct answer a = {0};
+    set_record(f, id, PUBLIC_RECORD);
+    assert_int_equal(lookup_status(f, id, &a), LOOKUP_FOUND);
+    answer_clear(&a);
+}
+
+/* id is answered at once (from the cache) with this status. */
+static void expect_now(struct fixture *f, const char *id, int status)
+{
+    struct answer a = {0};
+    if (!ask(f, id, &a))
+        fail_msg("%s: not answered at once", id);
+    assert_int_equal(a.status, status);
+    answer_clear(&a);
+}
+
+/* id is not in the cache: answered after a GET, with this status. */
+static void expect_miss(struct fixture *f, const char *id, int status)
+{
+    struct answer a = {0};
+    if (ask(f, id, &a))
+        fail_msg("%s: answered at once, from the cache", id);
+    await(f, &a, 3000);
+    assert_int_equal(a.status, status);
+    answer_clear(&a);
+}
+
+/* prefix<from> .. prefix<to - 1>: each looked up, a miss, with this status
+ * (found ones get a public record first). */
+static void cache_range(struct fixture *f, const char *prefix, int from, int to, int status)
+{
+    char id[32];
+    for (int i = from; i < to; i++) {
+        snprintf(id, sizeof(id), "%s%d", prefix, i);
+        if (status == LOOKUP_FOUND)
+            set_record(f, id, PUBLIC_RECORD);
+        expect_miss(f, id, status);
+    }
+}
+
+/* prefix<from> .. prefix<to - 1>: each answered at once with this status. */
+static void expect_range_now(struct fixture *f, const char *prefix, int from, int to, int status)
+{
+    char id[32];
+    for (int i = from; i < to; i++) {
+        snprintf(id, sizeof(id), "%s%d", prefix, i);
+        expect_now(f, id, status);
+    }
+}
+
 static uint64_t metric(struct fixture *f, size_t offset)
 {
     return *(const uint64_t *)((const char *)&f->w.metrics + offset);
@@ -326,8 +379,7 @@ static void test_negative_ttl(void **state)
     assert_int_equal(lookup_status(f, "ghost", &a), LOOKUP_NOT_FOUND);
     /* Created now, but the "not found" is cached for negative_ttl_ms. */
     set_record(f, "ghost", PUBLIC_RECORD);
-    assert_true(ask(f, "ghost", &a));
-    assert_int_equal(a.status, LOOKUP_NOT_FOUND);
+    expect_now(f, "ghost", LOOKUP_NOT_FOUND);
     assert_int_equal(gets_served(f), 1);
     /* Every "not found" is the same shared answer (memory per entry). */
     assert_int_equal(lookup_status(f, "ghost2", &b), LOOKUP_NOT_FOUND);
@@ -376,8 +428,7 @@ static void test_purge_on_publish(void **state)
     struct fixture *f = *state;
     struct answer a = {0};
     start_lookup(f);
-    set_record(f, "moving", PUBLIC_RECORD);
-    assert_int_equal(lookup_status(f, "moving", &a), LOOKUP_FOUND);
+    cache_found(f, "moving");
     set_record(f, "moving", "{\"address\":\"127.0.0.2\"}");
     assert_true(ask(f, "moving", &a)); /* cached for 60 s */
     assert_string_equal(a.rr->rec->address, "127.0.0.1");
@@ -404,8 +455,7 @@ static void test_stale_grace_redis_stopped(void **state)
     f->cfg.cache_stale_grace_ms = 60000;
     f->cfg.redis_timeout_ms = 300;
     start_lookup(f);
-    set_record(f, "kept", PUBLIC_RECORD);
-    assert_int_equal(lookup_status(f, "kept", &a), LOOKUP_FOUND);
+    cache_found(f, "kept");
     run_for(f, 250); /* expired */
     kill(f->redis_pid, SIGSTOP);
     uint64_t t0 = now_ms();
@@ -420,8 +470,7 @@ static void test_stale_grace_redis_stopped(void **state)
     assert_int_equal(b.status, LOOKUP_UNAVAILABLE);
     assert_null(b.rr);
     /* Its GET is late: the next request does not wait again. */
-    assert_true(ask(f, "kept", &a));
-    assert_int_equal(a.status, LOOKUP_FOUND);
+    expect_now(f, "kept", LOOKUP_FOUND);
     kill(f->redis_pid, SIGCONT);
     run_for(f, 100);
     assert_int_equal(lookup_status(f, "kept", &a), LOOKUP_FOUND);
@@ -434,23 +483,17 @@ static void test_stale_grace_redis_stopped(void **state)
 static void test_stale_grace_redis_gone(void **state)
 {
     struct fixture *f = *state;
-    struct answer a = {0};
     f->cfg.cache_ttl_ms = 100;
     f->cfg.cache_stale_grace_ms = 600;
     start_lookup(f);
-    set_record(f, "kept", PUBLIC_RECORD);
-    assert_int_equal(lookup_status(f, "kept", &a), LOOKUP_FOUND);
+    cache_found(f, "kept");
     redis_kill(f);
     run_for(f, 150); /* expired, and the loss seen */
     assert_false(lookup_connected(f->lk));
-    assert_true(ask(f, "kept", &a));
-    assert_int_equal(a.status, LOOKUP_FOUND);
-    assert_true(ask(f, "unknown", &a));
-    assert_int_equal(a.status, LOOKUP_UNAVAILABLE);
+    expect_now(f, "kept", LOOKUP_FOUND);
+    expect_now(f, "unknown", LOOKUP_UNAVAILABLE);
     run_for(f, 600); /* past TTL + grace */
-    assert_true(ask(f, "kept", &a));
-    assert_int_equal(a.status, LOOKUP_UNAVAILABLE);
-    answer_clear(&a);
+    expect_now(f, "kept", LOOKUP_UNAVAILABLE);
 }
 
 /* In the last quarter of the TTL a hit answers at once and re-reads the
@@ -461,8 +504,7 @@ static void test_refresh_ahead(void **state)
     struct answer a = {0};
     f->cfg.cache_ttl_ms = 400;
     start_lookup(f);
-    set_record(f, "hot", PUBLIC_RECORD);
-    assert_int_equal(lookup_status(f, "hot", &a), LOOKUP_FOUND);
+    cache_found(f, "hot");
     set_record(f, "hot", "{\"address\":\"127.0.0.2\"}");
     run_for(f, 200); /* before the last quarter: plain hits */
     assert_true(ask(f, "hot", &a));
@@ -484,55 +526,32 @@ static void test_refresh_ahead(void **state)
 static void test_eviction_order(void **state)
 {
     struct fixture *f = *state;
-    struct answer a = {0};
-    char id[32];
     f->cfg.cache_max_entries = 16;
     start_lookup(f);
-    for (int i = 0; i < 8; i++) {
-        snprintf(id, sizeof(id), "found%d", i);
-        set_record(f, id, PUBLIC_RECORD);
-        assert_int_equal(lookup_status(f, id, &a), LOOKUP_FOUND);
-    }
-    for (int i = 0; i < 8; i++) {
-        snprintf(id, sizeof(id), "neg%d", i);
-        assert_int_equal(lookup_status(f, id, &a), LOOKUP_NOT_FOUND);
-    }
+    cache_range(f, "found", 0, 8, LOOKUP_FOUND);
+    cache_range(f, "neg", 0, 8, LOOKUP_NOT_FOUND);
     assert_int_equal(METRIC(f, cache_entries), 16);
     assert_int_equal(METRIC(f, cache_evictions), 0);
     /* neg0 used again: neg1 is now the least recently used negative. */
-    assert_true(ask(f, "neg0", &a));
-    assert_int_equal(lookup_status(f, "new0", &a), LOOKUP_NOT_FOUND);
+    expect_now(f, "neg0", LOOKUP_NOT_FOUND);
+    cache_range(f, "new", 0, 1, LOOKUP_NOT_FOUND);
     assert_int_equal(METRIC(f, cache_evictions), 1);
     assert_int_equal(METRIC(f, cache_entries), 16);
-    assert_true(ask(f, "neg0", &a));
-    assert_true(ask(f, "found0", &a)); /* the oldest entry of all stays */
-    for (int i = 2; i < 8; i++) {
-        snprintf(id, sizeof(id), "neg%d", i);
-        assert_true(ask(f, id, &a));
-    }
-    assert_false(ask(f, "neg1", &a)); /* it went: asking again is a miss */
-    await(f, &a, 3000);
-    /* That re-added neg1 and pushed out the least recently used negative:
-     * new0. Now make every entry found: fresh ids with records. */
-    for (int i = 0; i < 16; i++) {
-        snprintf(id, sizeof(id), "pos%d", i);
-        set_record(f, id, PUBLIC_RECORD);
-        assert_int_equal(lookup_status(f, id, &a), LOOKUP_FOUND);
-    }
-    /* 16 found ids in: every negative went first, then the older found. */
+    expect_now(f, "neg0", LOOKUP_NOT_FOUND);
+    expect_range_now(f, "found", 0, 8, LOOKUP_FOUND); /* older, but found */
+    expect_range_now(f, "neg", 2, 8, LOOKUP_NOT_FOUND);
+    expect_miss(f, "neg1", LOOKUP_NOT_FOUND); /* it went */
+    /* That re-added neg1 and pushed out the least recently used negative,
+     * new0. Now 16 new found ids: every negative goes first, then the
+     * found ones from before. */
+    cache_range(f, "pos", 0, 16, LOOKUP_FOUND);
     assert_int_equal(METRIC(f, cache_entries), 16);
-    assert_true(ask(f, "pos0", &a)); /* pos1 is the LRU now */
-    set_record(f, "pos16", PUBLIC_RECORD);
-    assert_int_equal(lookup_status(f, "pos16", &a), LOOKUP_FOUND);
-    assert_true(ask(f, "pos0", &a));
-    for (int i = 2; i <= 16; i++) {
-        snprintf(id, sizeof(id), "pos%d", i);
-        assert_true(ask(f, id, &a));
-    }
-    assert_false(ask(f, "pos1", &a));
-    await(f, &a, 3000);
-    assert_int_equal(a.status, LOOKUP_FOUND);
-    answer_clear(&a);
+    expect_range_now(f, "pos", 0, 16, LOOKUP_FOUND);
+    expect_now(f, "pos0", LOOKUP_FOUND); /* pos1 is the LRU now */
+    cache_found(f, "pos16");
+    expect_now(f, "pos0", LOOKUP_FOUND);
+    expect_range_now(f, "pos", 2, 17, LOOKUP_FOUND);
+    expect_miss(f, "pos1", LOOKUP_FOUND);
 }
 
 /* Random ids never grow the cache past the cap. */
@@ -544,8 +563,7 @@ static void test_cap_under_random_ids(void **state)
     enum { CAP = 64, N = 2000 };
     f->cfg.cache_max_entries = CAP;
     start_lookup(f);
-    set_record(f, "known", PUBLIC_RECORD);
-    assert_int_equal(lookup_status(f, "known", &a), LOOKUP_FOUND);
+    cache_found(f, "known");
     srandom(1);
     for (int i = 0; i < N; i++) {
         snprintf(id, sizeof(id), "r%08lx%08lx", random(), random());
@@ -628,8 +646,7 @@ static void test_answer_outlives_eviction(void **state)
     start_lookup(f);
     for (int i = 0; i < 15; i++) {
         snprintf(id, sizeof(id), "filler%d", i);
-        set_record(f, id, PUBLIC_RECORD);
-        assert_int_equal(lookup_status(f, id, &b), LOOKUP_FOUND);
+        cache_found(f, id);
     }
     set_record(f, "target", PUBLIC_RECORD);
     int status;
@@ -688,22 +705,25 @@ static void test_deadlines_share_one_timer(void **state)
         answer_clear(&a[i]);
 }
 
+/* Each test gets its own redis-server and lookup. */
+#define WITH_REDIS(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_miss_then_hit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_negative_ttl, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_single_flight, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_purge_on_publish, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stale_grace_redis_stopped, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stale_grace_redis_gone, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refresh_ahead, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_eviction_order, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cap_under_random_ids, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_full_of_lookups_in_flight, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_answer_outlives_eviction, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_deadlines_share_one_timer, setup, teardown),
+        WITH_REDIS(test_miss_then_hit),
+        WITH_REDIS(test_negative_ttl),
+        WITH_REDIS(test_single_flight),
+        WITH_REDIS(test_purge_on_publish),
+        WITH_REDIS(test_stale_grace_redis_stopped),
+        WITH_REDIS(test_stale_grace_redis_gone),
+        WITH_REDIS(test_refresh_ahead),
+        WITH_REDIS(test_eviction_order),
+        WITH_REDIS(test_cap_under_random_ids),
+        WITH_REDIS(test_full_of_lookups_in_flight),
+        WITH_REDIS(test_answer_outlives_eviction),
+        WITH_REDIS(test_deadlines_share_one_timer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
