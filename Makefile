@@ -30,15 +30,22 @@ OBJ_COMMON := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
 OBJ_PROXY  := $(PROXY_SRC:%.c=$(BUILD)/obj/%.o)
 OBJ_LLHTTP := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
 SAN_FLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
-SAN_OBJ    := $(COMMON_SRC:%.c=$(SAN)/obj/%.o) $(PROXY_SRC:%.c=$(SAN)/obj/%.o) \
-              $(SAN)/obj/llhttp/llhttp.o $(SAN)/obj/llhttp/api.o $(SAN)/obj/llhttp/http.o
+# The objects of an instrumented build in directory $(1).
+inst_objs   = $(COMMON_SRC:%.c=$(1)/obj/%.o) $(PROXY_SRC:%.c=$(1)/obj/%.o) \
+              $(1)/obj/llhttp/llhttp.o $(1)/obj/llhttp/api.o $(1)/obj/llhttp/http.o
+SAN_OBJ    := $(call inst_objs,$(SAN))
+
+# ThreadSanitizer build (make tsan): the integration suite against it. Not
+# part of make test (it doubles the time), but it must pass.
+TSAN       := $(BUILD)/tsan
+TSAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
 
 UNIT_SRC   := $(wildcard test/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
 
 PYTHON ?= /usr/bin/python3
 
-.PHONY: all deps run test unit integration sanitize bench fuzz clean format
+.PHONY: all deps run test unit integration sanitize tsan bench fuzz clean format
 
 all: $(BUILD)/edgeproxy
 
@@ -54,19 +61,31 @@ $(BUILD)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g $(LLHTTP_DEFS) $(LLHTTP_SIMD) -I$(LLHTTP_INC) -c -o $@ $<
 
+# An instrumented build: $(1)/edgeproxy and its objects, compiled with the
+# flags $(2) (llhttp as shipped, without our warning set).
+define inst_build
+$(1)/edgeproxy: $(call inst_objs,$(1))
+	$$(CC) $$(CFLAGS) $(2) -o $$@ $$^ $$(LDLIBS)
+
+$(1)/obj/%.o: %.c $$(wildcard common/*.h proxy/*.h)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS) $(2) -c -o $$@ $$<
+
+$(1)/obj/llhttp/%.o: $$(LLHTTP_SRC)/%.c
+	@mkdir -p $$(dir $$@)
+	$$(CC) -O1 -g $(2) $$(LLHTTP_DEFS) -I$$(LLHTTP_INC) -c -o $$@ $$<
+endef
+
 # The sanitizer build the integration tests run against.
-$(SAN)/edgeproxy: $(SAN_OBJ)
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
-
-$(SAN)/obj/%.o: %.c $(wildcard common/*.h proxy/*.h)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -c -o $@ $<
-
-$(SAN)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
-	@mkdir -p $(dir $@)
-	$(CC) -O1 -g $(SAN_FLAGS) $(LLHTTP_DEFS) -I$(LLHTTP_INC) -c -o $@ $<
-
+$(eval $(call inst_build,$(SAN),$(SAN_FLAGS)))
 sanitize: $(SAN)/edgeproxy
+
+$(eval $(call inst_build,$(TSAN),$(TSAN_FLAGS)))
+
+# The harness fails a test on any "WARNING: ThreadSanitizer" in the proxy's
+# stderr and runs the proxy with test/tsan.supp (see harness.py).
+tsan: $(TSAN)/edgeproxy
+	EDGEPROXY_BIN=$(TSAN)/edgeproxy $(PYTHON) -m pytest -q -p no:cacheprovider test/integration
 
 # Unit tests: one binary per test/unit/test_<module>.c, linked with common/
 # and with the proxy's modules through an archive, so a test pulls in only the

@@ -808,7 +808,7 @@ static int parse_client(const cJSON *obj, struct config *cfg, char *err,
     static const char *const keys[] = {
         "header_timeout_ms", "keepalive_timeout_ms", "body_timeout_ms",
         "max_head_bytes", "max_headers", "max_request_line",
-        "websocket_idle_timeout_ms", NULL};
+        "websocket_idle_timeout_ms", "max_connections", NULL};
     const char *p = "client";
 
     if (check_keys(obj, p, keys, err, errlen) == -1 ||
@@ -825,7 +825,9 @@ static int parse_client(const cJSON *obj, struct config *cfg, char *err,
         get_int(obj, p, "max_request_line", 256, 1048576,
                 &cfg->client_max_request_line, err, errlen) == -1 ||
         get_int(obj, p, "websocket_idle_timeout_ms", 1, MS_MAX,
-                &cfg->websocket_idle_timeout_ms, err, errlen) == -1)
+                &cfg->websocket_idle_timeout_ms, err, errlen) == -1 ||
+        get_int(obj, p, "max_connections", 0, CONFIG_MAX_CONNECTIONS,
+                &cfg->client_max_connections, err, errlen) == -1)
         return -1;
     return 0;
 }
@@ -955,6 +957,7 @@ void config_defaults(struct config *cfg)
     cfg->client_max_headers = 100;
     cfg->client_max_request_line = 8192;
     cfg->websocket_idle_timeout_ms = 3600000;
+    cfg->client_max_connections = 0;
 
     cfg->upstream_connect_timeout_ms = 5000;
     cfg->upstream_connect_retries = 3;
@@ -1126,4 +1129,15 @@ io_fail:
         fclose(f);
     free(buf);
     return fail(err, errlen, "%s: %s", path, strerror(rc ? rc : EIO));
+}
+
+int config_derived_max_connections(unsigned long long nofile, int workers,
+                                   size_t listeners)
+{
+    unsigned long long reserve =
+        64 + (unsigned long long)(workers > 0 ? workers : 1) * (listeners + 8);
+    unsigned long long n = nofile > reserve ? (nofile - reserve) / 2 : 0;
+    if (n < 1)
+        return 1;
+    return n < CONFIG_MAX_CONNECTIONS ? (int)n : CONFIG_MAX_CONNECTIONS;
 }

@@ -82,11 +82,15 @@ struct config {
     int client_max_headers;             /* default 100 -> 431 */
     int client_max_request_line;        /* default 8192 -> 414 */
     int websocket_idle_timeout_ms;      /* default 3600000 */
+    int client_max_connections;         /* default 0 = derived from the
+                                           open-files limit, see
+                                           config_derived_max_connections */
 
     /* "upstream" */
     int upstream_connect_timeout_ms;    /* default 5000 */
     int upstream_connect_retries;       /* default 3 (refused only) */
-    int upstream_retry_backoff_ms;      /* default 100, doubled per retry */
+    int upstream_retry_backoff_ms;      /* default 100, doubled per retry,
+                                           each wait at most 60 s (backoff.h) */
     int upstream_response_timeout_ms;   /* default 0 = off, else 504 */
     int upstream_idle_timeout_ms;       /* default 60000, read/write idle */
     int upstream_pool_idle_timeout_ms;  /* default 30000, pooled conns */
@@ -126,6 +130,16 @@ void config_free(struct config *cfg);
 /* "IPv4:port" or "[IPv6]:port" -> sockaddr. 0 ok, -1 bad. */
 int config_parse_address(const char *s, struct sockaddr_storage *ss,
                          socklen_t *len);
+
+/* client.max_connections 0: the open client connections a process with
+ * `nofile` descriptors (RLIMIT_NOFILE) can carry. Each proxied connection
+ * may hold two (the client's and the upstream's), after a reserve for what
+ * the process itself keeps open: 64, plus per worker its listening sockets
+ * and 8 more (event loop, wake-up, Redis links, access log). At least 1,
+ * at most CONFIG_MAX_CONNECTIONS. */
+#define CONFIG_MAX_CONNECTIONS 16777216
+int config_derived_max_connections(unsigned long long nofile, int workers,
+                                   size_t listeners);
 
 /* Is `sa` inside one of the networks? */
 bool config_cidr_match(const struct config_cidr *nets, size_t count,

@@ -2,8 +2,9 @@
 #include "reply.h"
 
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
+
+#include "outbuf.h"
 
 static inline unsigned char lower(unsigned char c)
 {
@@ -109,105 +110,17 @@ const char *reply_reason(int status)
     }
 }
 
-/* A writer that counts what it could not store, so the body can be sized in
- * a first pass (buf NULL) and written in a second: no scratch buffer. */
-struct out {
-    char *buf;
-    size_t cap;
-    size_t len;
-};
-
-static void put(struct out *o, const char *s, size_t n)
+/* JSON string (RFC 8259 section 7), whole: quote, backslash and C0
+ * controls escaped; ill-formed UTF-8 becomes U+FFFD so the document stays
+ * valid. */
+static void put_json_str(struct outbuf *o, const char *str)
 {
-    if (o->buf != NULL && n <= o->cap && o->len <= o->cap - n)
-        memcpy(o->buf + o->len, s, n);
-    o->len += n;
-}
-
-static void puts_(struct out *o, const char *s)
-{
-    put(o, s, strlen(s));
-}
-
-static void put_long(struct out *o, long v)
-{
-    char tmp[24];
-    int n = snprintf(tmp, sizeof(tmp), "%ld", v);
-
-    put(o, tmp, (size_t)n);
-}
-
-/* Length of the well-formed UTF-8 sequence at s (RFC 3629 section 4: no
- * overlongs, no surrogates, nothing above U+10FFFF), 0 if ill-formed. */
-static size_t utf8_seq(const unsigned char *s, size_t len)
-{
-    unsigned char c = s[0];
-    size_t n;
-    uint32_t cp;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (len < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-        return 0;
-    return n;
-}
-
-/* JSON string body (RFC 8259 section 7): quote, backslash and C0 controls
- * escaped; ill-formed UTF-8 becomes U+FFFD so the document stays valid. */
-static void put_json_str(struct out *o, const char *str)
-{
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *s = (const unsigned char *)str;
-    size_t len = strlen(str);
-
-    put(o, "\"", 1);
-    for (size_t i = 0; i < len;) {
-        unsigned char c = s[i];
-        size_t n;
-
-        if (c == '"') {
-            put(o, "\\\"", 2);
-        } else if (c == '\\') {
-            put(o, "\\\\", 2);
-        } else if (c < 0x20 || c == 0x7f) {
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-
-            put(o, e, sizeof(e));
-        } else if ((n = utf8_seq(s + i, len - i)) > 0) {
-            put(o, str + i, n);
-            i += n;
-            continue;
-        } else {
-            put(o, "\\ufffd", 6);
-        }
-        i++;
-    }
-    put(o, "\"", 1);
+    outbuf_json_str(o, str, strlen(str), SIZE_MAX);
 }
 
 /* HTML text and attribute safe; controls and ill-formed UTF-8 become
  * U+FFFD (a page never needs them). */
-static void put_html_str(struct out *o, const char *str)
+static void put_html_str(struct outbuf *o, const char *str)
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t len = strlen(str);
@@ -217,20 +130,20 @@ static void put_html_str(struct out *o, const char *str)
         size_t n;
 
         switch (c) {
-        case '&': puts_(o, "&amp;"); break;
-        case '<': puts_(o, "&lt;"); break;
-        case '>': puts_(o, "&gt;"); break;
-        case '"': puts_(o, "&quot;"); break;
-        case '\'': puts_(o, "&#39;"); break;
+        case '&': outbuf_str(o, "&amp;"); break;
+        case '<': outbuf_str(o, "&lt;"); break;
+        case '>': outbuf_str(o, "&gt;"); break;
+        case '"': outbuf_str(o, "&quot;"); break;
+        case '\'': outbuf_str(o, "&#39;"); break;
         default:
             if (c < 0x20 || c == 0x7f) {
-                puts_(o, "&#xfffd;");
-            } else if ((n = utf8_seq(s + i, len - i)) > 0) {
-                put(o, str + i, n);
+                outbuf_str(o, "&#xfffd;");
+            } else if ((n = outbuf_utf8_len(s + i, len - i)) > 0) {
+                outbuf_put(o, str + i, n);
                 i += n;
                 continue;
             } else {
-                puts_(o, "&#xfffd;");
+                outbuf_str(o, "&#xfffd;");
             }
         }
         i++;
@@ -242,97 +155,99 @@ static const char *message_of(const struct reply *r)
     return r->message != NULL ? r->message : reply_reason(r->status);
 }
 
-static void render_json(struct out *o, const struct reply *r)
+static void render_json(struct outbuf *o, const struct reply *r)
 {
-    puts_(o, "{\"code\":");
-    put_long(o, r->status);
-    puts_(o, ",\"message\":");
+    outbuf_str(o, "{\"code\":");
+    outbuf_int(o, r->status);
+    outbuf_str(o, ",\"message\":");
     put_json_str(o, message_of(r));
     if (r->sandbox_id != NULL) {
-        puts_(o, ",\"sandboxId\":");
+        outbuf_str(o, ",\"sandboxId\":");
         put_json_str(o, r->sandbox_id);
     }
     if (r->port != 0) {
-        puts_(o, ",\"port\":");
-        put_long(o, r->port);
+        outbuf_str(o, ",\"port\":");
+        outbuf_int(o, r->port);
     }
     if (r->connection_limit >= 0) {
-        puts_(o, ",\"connectionLimit\":");
-        put_long(o, r->connection_limit);
+        outbuf_str(o, ",\"connectionLimit\":");
+        outbuf_int(o, r->connection_limit);
     }
-    puts_(o, "}\n");
+    outbuf_str(o, "}\n");
 }
 
-static void render_html(struct out *o, const struct reply *r)
+static void render_html(struct outbuf *o, const struct reply *r)
 {
-    puts_(o, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+    outbuf_str(o, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
              "<meta name=\"viewport\" content=\"width=device-width,"
              "initial-scale=1\"><title>");
-    put_long(o, r->status);
-    puts_(o, " ");
-    puts_(o, reply_reason(r->status));
-    puts_(o, "</title><style>body{font-family:system-ui,sans-serif;"
+    outbuf_int(o, r->status);
+    outbuf_str(o, " ");
+    outbuf_str(o, reply_reason(r->status));
+    outbuf_str(o, "</title><style>body{font-family:system-ui,sans-serif;"
              "max-width:40em;margin:4em auto;padding:0 1em;color:#222}"
              "h1{font-size:1.4em}code{background:#eee;padding:0 .3em}"
              "</style></head><body><h1>");
-    put_long(o, r->status);
-    puts_(o, " ");
-    puts_(o, reply_reason(r->status));
-    puts_(o, "</h1><p>");
+    outbuf_int(o, r->status);
+    outbuf_str(o, " ");
+    outbuf_str(o, reply_reason(r->status));
+    outbuf_str(o, "</h1><p>");
     put_html_str(o, message_of(r));
-    puts_(o, "</p>");
+    outbuf_str(o, "</p>");
     if (r->sandbox_id != NULL) {
-        puts_(o, "<p>Sandbox: <code>");
+        outbuf_str(o, "<p>Sandbox: <code>");
         put_html_str(o, r->sandbox_id);
-        puts_(o, "</code></p>");
+        outbuf_str(o, "</code></p>");
     }
     if (r->port != 0) {
-        puts_(o, "<p>Port: <code>");
-        put_long(o, r->port);
-        puts_(o, "</code></p>");
+        outbuf_str(o, "<p>Port: <code>");
+        outbuf_int(o, r->port);
+        outbuf_str(o, "</code></p>");
     }
     if (r->connection_limit >= 0) {
-        puts_(o, "<p>Connection limit: <code>");
-        put_long(o, r->connection_limit);
-        puts_(o, "</code></p>");
+        outbuf_str(o, "<p>Connection limit: <code>");
+        outbuf_int(o, r->connection_limit);
+        outbuf_str(o, "</code></p>");
     }
-    puts_(o, "</body></html>\n");
+    outbuf_str(o, "</body></html>\n");
 }
 
 int reply_render(const struct reply *r, char *buf, size_t cap)
 {
-    struct out sizing = {NULL, 0, 0};
-    struct out o = {buf, cap, 0};
-    void (*body)(struct out *, const struct reply *);
+    struct outbuf sizing, o;
+    void (*body)(struct outbuf *, const struct reply *);
 
     /* The status line needs three digits (RFC 9112 section 4). */
     if (r == NULL || buf == NULL || r->status < 100 || r->status > 599)
         return -1;
     body = r->html ? render_html : render_json;
+    /* Two passes, no scratch buffer: count the body, then write it all. */
+    outbuf_init(&sizing, NULL, SIZE_MAX);
     body(&sizing, r);
+    outbuf_init(&o, buf, cap);
 
-    puts_(&o, "HTTP/1.1 ");
-    put_long(&o, r->status);
-    puts_(&o, " ");
-    puts_(&o, reply_reason(r->status));
-    puts_(&o, r->html ? "\r\nContent-Type: text/html; charset=utf-8"
+    outbuf_str(&o, "HTTP/1.1 ");
+    outbuf_int(&o, r->status);
+    outbuf_str(&o, " ");
+    outbuf_str(&o, reply_reason(r->status));
+    outbuf_str(&o, r->html ? "\r\nContent-Type: text/html; charset=utf-8"
                       : "\r\nContent-Type: application/json; charset=utf-8");
-    puts_(&o, "\r\nContent-Length: ");
-    put_long(&o, (long)sizing.len);
-    puts_(&o, "\r\nAccess-Control-Allow-Origin: *"
+    outbuf_str(&o, "\r\nContent-Length: ");
+    outbuf_uint(&o, sizing.len, 1);
+    outbuf_str(&o, "\r\nAccess-Control-Allow-Origin: *"
               "\r\nCache-Control: no-store\r\n");
     if (r->retry_after > 0) {
-        puts_(&o, "Retry-After: ");
-        put_long(&o, r->retry_after);
-        puts_(&o, "\r\n");
+        outbuf_str(&o, "Retry-After: ");
+        outbuf_int(&o, r->retry_after);
+        outbuf_str(&o, "\r\n");
     }
     if (r->close)
-        puts_(&o, "Connection: close\r\n");
-    puts_(&o, "\r\n");
+        outbuf_str(&o, "Connection: close\r\n");
+    outbuf_str(&o, "\r\n");
     if (!r->head_only)
         body(&o, r);
 
-    if (o.len > cap || o.len > INT32_MAX)
+    if (o.truncated || o.len > INT32_MAX)
         return -1;
     /* A convenience for logs and tests, not part of the length. */
     if (o.len < cap)

@@ -12,6 +12,7 @@
 
 #include "head.h"
 #include "log.h"
+#include "outbuf.h"
 #include "runtime.h"
 #include "session.h"
 #include "worker.h"
@@ -83,23 +84,104 @@ void access_log_worker_free(struct worker *w)
     w->access_log = NULL;
 }
 
-/* JSON string body: request bytes are already validated by llhttp, but a
- * path may still hold '"' or '\\'. */
-static size_t put_json(char *dst, size_t cap, const char *s, size_t n)
+/* A line is built in place in the worker buffer, through one bounded writer
+ * (common/outbuf.h), so it cannot run past the line or the buffer. The
+ * client's free text (method, host, path) gets a budget, in bytes as
+ * written (escapes count); within budgets the rest of the line always fits:
+ * ALOG_WIDEST is the line with every number at its widest and every string
+ * empty. */
+#define ALOG_METHOD_MAX 32
+#define ALOG_HOST_MAX 512
+#define ALOG_PATH_MAX 3000
+#define ALOG_ADDR_MAX 64 /* client, sandbox_id, upstream address */
+#define ALOG_WIDEST                                                                    \
+    "{\"time\":\"-2147481748-12-31T23:59:60.999Z\",\"client\":\"\",\"method\":\"\","   \
+    "\"host\":\"\",\"path\":\"\",\"status\":-2147483648,\"bytes\":18446744073709551615," \
+    "\"duration_ms\":18446744073709551.615,\"sandbox_id\":\"\",\"port\":65535,"        \
+    "\"upstream\":\"[]:65535\"}\n"
+_Static_assert(sizeof(ALOG_WIDEST) - 1 + ALOG_METHOD_MAX + ALOG_HOST_MAX + ALOG_PATH_MAX +
+                       3 * ALOG_ADDR_MAX <=
+                   ACCESS_LOG_LINE_MAX,
+               "access log budgets exceed the line cap");
+_Static_assert(ACCESS_LOG_LINE_MAX <= ACCESS_LOG_BUF, "a line must fit the worker buffer");
+
+static void put_time(struct outbuf *ob)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < n && o + 6 < cap; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            dst[o++] = '\\';
-            dst[o++] = (char)c;
-        } else if (c < 0x20 || c == 0x7f) {
-            o += (size_t)snprintf(dst + o, cap - o, "\\u%04x", c);
-        } else {
-            dst[o++] = (char)c;
-        }
+    struct timeval tv;
+    struct tm tm;
+
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    outbuf_int(ob, (int64_t)tm.tm_year + 1900);
+    outbuf_lit(ob, "-");
+    outbuf_uint(ob, (uint64_t)tm.tm_mon + 1, 2);
+    outbuf_lit(ob, "-");
+    outbuf_uint(ob, (uint64_t)tm.tm_mday, 2);
+    outbuf_lit(ob, "T");
+    outbuf_uint(ob, (uint64_t)tm.tm_hour, 2);
+    outbuf_lit(ob, ":");
+    outbuf_uint(ob, (uint64_t)tm.tm_min, 2);
+    outbuf_lit(ob, ":");
+    outbuf_uint(ob, (uint64_t)tm.tm_sec, 2);
+    outbuf_lit(ob, ".");
+    outbuf_uint(ob, (uint64_t)tv.tv_usec / 1000, 3);
+    outbuf_lit(ob, "Z");
+}
+
+static void put_view(struct outbuf *ob, const char *s, size_t n, size_t budget)
+{
+    outbuf_json_str(ob, s ? s : "", s ? n : 0, budget);
+}
+
+static void put_upstream(struct outbuf *ob, const struct session *s)
+{
+    if (!(s->rr && s->rr->rec && s->upstream_used)) {
+        outbuf_lit(ob, "null");
+        return;
     }
-    return o;
+    const char *addr = s->rr->rec->address;
+    bool v6 = strchr(addr, ':') != NULL;
+    outbuf_lit(ob, "\"");
+    if (v6)
+        outbuf_lit(ob, "[");
+    outbuf_json_body(ob, addr, strlen(addr), ALOG_ADDR_MAX);
+    if (v6)
+        outbuf_lit(ob, "]");
+    outbuf_lit(ob, ":");
+    outbuf_uint(ob, s->target.port, 1);
+    outbuf_lit(ob, "\"");
+}
+
+/* The keys, their order and the budgets are README's ("Access log"). */
+static void format_line(struct outbuf *ob, const struct session *s, uint64_t duration_us)
+{
+    const char *method = s->rh && s->rh->url_len ? llhttp_method_name(s->req.method) : "";
+
+    outbuf_lit(ob, "{\"time\":\"");
+    put_time(ob);
+    outbuf_lit(ob, "\",\"client\":");
+    put_view(ob, s->peer_ip, strlen(s->peer_ip), ALOG_ADDR_MAX);
+    outbuf_lit(ob, ",\"method\":");
+    put_view(ob, method, strlen(method), ALOG_METHOD_MAX);
+    outbuf_lit(ob, ",\"host\":");
+    put_view(ob, s->host, s->host_len, ALOG_HOST_MAX);
+    outbuf_lit(ob, ",\"path\":");
+    put_view(ob, s->path, s->path_len, ALOG_PATH_MAX);
+    outbuf_lit(ob, ",\"status\":");
+    outbuf_int(ob, s->status);
+    outbuf_lit(ob, ",\"bytes\":");
+    outbuf_uint(ob, s->bytes_out, 1);
+    outbuf_lit(ob, ",\"duration_ms\":");
+    outbuf_uint(ob, duration_us / 1000, 1);
+    outbuf_lit(ob, ".");
+    outbuf_uint(ob, duration_us % 1000, 3);
+    outbuf_lit(ob, ",\"sandbox_id\":");
+    put_view(ob, s->target.sandbox_id, strlen(s->target.sandbox_id), ALOG_ADDR_MAX);
+    outbuf_lit(ob, ",\"port\":");
+    outbuf_uint(ob, s->target.port, 1);
+    outbuf_lit(ob, ",\"upstream\":");
+    put_upstream(ob, s);
+    outbuf_lit(ob, "}\n");
 }
 
 void access_log_request(struct session *s, uint64_t duration_us)
@@ -110,37 +192,16 @@ void access_log_request(struct session *s, uint64_t duration_us)
         return;
     if (ACCESS_LOG_BUF - b->len < ACCESS_LOG_LINE_MAX)
         access_log_flush(w);
-    char *p = b->buf + b->len;
-    size_t cap = ACCESS_LOG_LINE_MAX - 2, o = 0;
-
-    struct timeval tv;
-    struct tm tm;
-    gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    o += strftime(p + o, cap - o, "{\"time\":\"%Y-%m-%dT%H:%M:%S", &tm);
-    o += (size_t)snprintf(p + o, cap - o, ".%03ldZ\",\"client\":\"%s\",\"method\":\"%s\",\"host\":\"",
-                          (long)(tv.tv_usec / 1000), s->peer_ip,
-                          s->rh && s->rh->url_len ? llhttp_method_name(s->req.method) : "");
-    if (s->host)
-        o += put_json(p + o, cap - o, s->host, s->host_len > 255 ? 255 : s->host_len);
-    o += (size_t)snprintf(p + o, cap - o, "\",\"path\":\"");
-    if (s->path)
-        o += put_json(p + o, cap - o, s->path, s->path_len > 2048 ? 2048 : s->path_len);
-    o += (size_t)snprintf(p + o, cap - o,
-                          "\",\"status\":%d,\"bytes\":%llu,\"duration_ms\":%.3f,\"sandbox_id\":\"%s\","
-                          "\"port\":%u,\"upstream\":",
-                          s->status, (unsigned long long)s->bytes_out, (double)duration_us / 1000.0,
-                          s->target.sandbox_id, (unsigned)s->target.port);
-    if (s->rr && s->rr->rec && s->upstream_used) {
-        const char *addr = s->rr->rec->address;
-        bool v6 = strchr(addr, ':') != NULL;
-        o += (size_t)snprintf(p + o, cap - o, "\"%s%s%s:%u\"}", v6 ? "[" : "", addr, v6 ? "]" : "",
-                              (unsigned)s->target.port);
-    } else {
-        o += (size_t)snprintf(p + o, cap - o, "null}");
+    /* The line's bound is the smaller of the cap and what the buffer has
+     * left (the same after the flush above; the min makes it local). */
+    size_t room = ACCESS_LOG_BUF - b->len;
+    struct outbuf ob;
+    outbuf_init(&ob, b->buf + b->len, room < ACCESS_LOG_LINE_MAX ? room : ACCESS_LOG_LINE_MAX);
+    format_line(&ob, s, duration_us);
+    if (ob.truncated) {
+        /* Ruled out by the budgets above; a cut line would not be JSON. */
+        log_error("access log: line over %d bytes dropped", ACCESS_LOG_LINE_MAX);
+        return;
     }
-    if (o > cap)
-        o = cap;
-    p[o++] = '\n';
-    b->len += o;
+    b->len += ob.len;
 }

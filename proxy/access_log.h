@@ -1,6 +1,6 @@
 /* The access log: one JSON object per line (SPEC section 7), off by default.
  * Each worker formats into its own buffer and writes it out when it is full
- * or once a second, so the hot path costs a snprintf, not a syscall. The
+ * or once a second, so the hot path costs formatting, not a syscall. The
  * file is opened per configuration generation, so SIGHUP reopens it (log
  * rotation). */
 #ifndef EDGEPROXY_ACCESS_LOG_H

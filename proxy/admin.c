@@ -1,22 +1,48 @@
 #include "admin.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "listener.h"
+#include "log.h"
 #include "lookup.h"
 #include "metrics.h"
 #include "worker.h"
 
 struct admin {
     struct evhttp *http;
+    struct event *accept_resume; /* ends an accept pause */
     struct worker *workers;
     int nworkers;
     bool draining;
 };
+
+/* evhttp owns the listener and hands its error callback the evhttp, not
+ * us: the one admin's resume timer is found here. */
+static struct event *accept_resume_ev;
+
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    evconnlistener_enable(arg);
+}
+
+/* accept() failed with more than a retriable error (libevent retries
+ * EAGAIN, EINTR, ECONNABORTED itself): out of descriptors, most likely.
+ * Left enabled, the listener would spin the main thread with a log line per
+ * turn; it pauses like the workers' (listener.c). */
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    log_error("admin accept: %s; not accepting for %d ms", strerror(errno), LISTENER_PAUSE_MS);
+    struct timeval tv = {LISTENER_PAUSE_MS / 1000, (LISTENER_PAUSE_MS % 1000) * 1000};
+    evconnlistener_disable(l);
+    evtimer_add(accept_resume_ev, &tv);
+}
 
 static void reply_text(struct evhttp_request *req, int code, const char *reason,
                        const char *text)
@@ -94,10 +120,19 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg,
                            cfg->admin_address, err, errlen);
     if (fd == -1)
         goto fail;
-    if (!evhttp_accept_socket_with_handle(a->http, fd)) {
+    struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(a->http, fd);
+    if (!bound) {
         snprintf(err, errlen, "admin %s: cannot accept", cfg->admin_address);
         goto fail;
     }
+    struct evconnlistener *l = evhttp_bound_socket_get_listener(bound);
+    a->accept_resume = evtimer_new(base, accept_resume_cb, l);
+    if (!a->accept_resume) {
+        snprintf(err, errlen, "admin %s: out of memory", cfg->admin_address);
+        goto fail;
+    }
+    accept_resume_ev = a->accept_resume;
+    evconnlistener_set_error_cb(l, accept_error_cb);
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
     evhttp_set_cb(a->http, "/healthz", healthz, a);
     evhttp_set_cb(a->http, "/readyz", readyz, a);
@@ -124,6 +159,9 @@ void admin_free(struct admin *a)
 {
     if (!a)
         return;
+    if (a->accept_resume)
+        event_free(a->accept_resume);
+    accept_resume_ev = NULL;
     if (a->http)
         evhttp_free(a->http);
     free(a);

@@ -62,18 +62,28 @@ void limits_unref(struct conn_limit *l)
     pthread_mutex_unlock(&table_lock);
 }
 
-bool limits_acquire(struct conn_limit *l, uint32_t max)
+bool limits_take(uint32_t *active, uint32_t max)
 {
-    uint32_t cur = __atomic_load_n(&l->active, __ATOMIC_RELAXED);
+    uint32_t cur = __atomic_load_n(active, __ATOMIC_RELAXED);
     do {
         if (cur >= max)
             return false;
-    } while (!__atomic_compare_exchange_n(&l->active, &cur, cur + 1, true,
+    } while (!__atomic_compare_exchange_n(active, &cur, cur + 1, true,
                                           __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
     return true;
 }
 
+void limits_give(uint32_t *active)
+{
+    __atomic_fetch_sub(active, 1, __ATOMIC_ACQ_REL);
+}
+
+bool limits_acquire(struct conn_limit *l, uint32_t max)
+{
+    return limits_take(&l->active, max);
+}
+
 void limits_release(struct conn_limit *l)
 {
-    __atomic_fetch_sub(&l->active, 1, __ATOMIC_ACQ_REL);
+    limits_give(&l->active);
 }

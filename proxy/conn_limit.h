@@ -19,4 +19,9 @@ void limits_unref(struct conn_limit *l);
 bool limits_acquire(struct conn_limit *l, uint32_t max);
 void limits_release(struct conn_limit *l);
 
+/* The same on any counter shared by the workers (client.max_connections):
+ * increments *active unless it is at max already. */
+bool limits_take(uint32_t *active, uint32_t max);
+void limits_give(uint32_t *active);
+
 #endif

@@ -36,17 +36,36 @@ struct head *head_get(struct worker *w)
     return h;
 }
 
+/* Was the arena sized by the configuration now in force? One allocated
+ * before a reload keeps the old limits and must not serve a new request. */
+static bool head_fits_config(const struct head *h, const struct config *cfg)
+{
+    return h->cap == (uint32_t)cfg->client_max_head_bytes &&
+           h->max_hdrs == (uint32_t)cfg->client_max_headers &&
+           h->max_url == (uint32_t)cfg->client_max_request_line;
+}
+
 void head_put(struct worker *w, struct head *h)
 {
     if (!h)
         return;
-    if (w->free_head_count >= HEAD_FREE_MAX) {
+    if (w->free_head_count >= HEAD_FREE_MAX || !head_fits_config(h, w->cfg)) {
         free(h);
         return;
     }
     h->next_free = w->free_heads;
     w->free_heads = h;
     w->free_head_count++;
+}
+
+void head_free_all(struct worker *w)
+{
+    while (w->free_heads) {
+        struct head *h = w->free_heads;
+        w->free_heads = h->next_free;
+        free(h);
+    }
+    w->free_head_count = 0;
 }
 
 static int append(struct head *h, const char *at, size_t len)
@@ -101,6 +120,8 @@ static int classify(const char *n, uint32_t len)
         return IS("accept") ? HDR_ACCEPT : HDR_OTHER;
     case 7:
         return IS("upgrade") ? HDR_UPGRADE : IS("trailer") ? HDR_TRAILER : HDR_OTHER;
+    case 9:
+        return IS("forwarded") ? HDR_FORWARDED : IS("x-real-ip") ? HDR_X_REAL_IP : HDR_OTHER;
     case 10:
         return IS("connection")   ? HDR_CONNECTION
                : IS("user-agent") ? HDR_USER_AGENT

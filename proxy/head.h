@@ -29,6 +29,8 @@ enum hdr_kind {
     HDR_X_FORWARDED_FOR,
     HDR_X_FORWARDED_PROTO,
     HDR_X_FORWARDED_HOST,
+    HDR_FORWARDED,          /* RFC 7239 */
+    HDR_X_REAL_IP,
     HDR_USER_AGENT,
     HDR_ACCEPT,
     HDR_SEC_FETCH_MODE,
@@ -62,8 +64,12 @@ struct head {
     int err;                          /* enum head_err */
 };
 
+/* An arena sized by the worker's current client limits: recycled ones
+ * always are (head_put drops arenas of an older configuration and a reload
+ * empties the free list with head_free_all). */
 struct head *head_get(struct worker *w);
 void head_put(struct worker *w, struct head *h);
+void head_free_all(struct worker *w);
 
 /* Appenders for the llhttp span callbacks. 0 ok, -1 limit hit (h->err set). */
 int head_on_url(struct head *h, const char *at, size_t len);

@@ -1,12 +1,14 @@
 #include "listener.h"
 
 #include <errno.h>
-#include <event2/listener.h>
+#include <event2/event.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include "conn_limit.h"
 #include "log.h"
 #include "session.h"
 #include "worker.h"
@@ -41,28 +43,160 @@ int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name,
     return fd;
 }
 
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+/* ---- accepting ---- */
+
+/* Client connections open in the whole process, every worker's: what
+ * client.max_connections bounds. A slot is taken before accept(), so not
+ * even two workers at once can pass the bound (HAProxy's maxconn). */
+static uint32_t open_conns;
+/* client.max_connections 0: the value derived from RLIMIT_NOFILE at start. */
+static uint32_t derived_max;
+
+enum accept_pause {
+    ACCEPTING = 0,
+    PAUSED_FDS,  /* accept() failed for want of descriptors or memory */
+    PAUSED_FULL, /* client.max_connections are open */
+};
+
+/* Full: a paused worker looks for a free slot this often. The worker where
+ * a connection closes resumes at once; another one learns it from here. */
+#define ACCEPT_RECHECK_MS 100
+/* Connections taken per wake-up: the event fires again for the rest, after
+ * the other ready events had their turn. */
+#define ACCEPT_BATCH 64
+
+static uint32_t max_connections(const struct config *cfg)
 {
-    struct listener_slot *slot = arg;
-    session_accept(slot->w, slot->index, fd, sa, salen);
+    return cfg->client_max_connections > 0 ? (uint32_t)cfg->client_max_connections
+                                            : __atomic_load_n(&derived_max, __ATOMIC_RELAXED);
 }
 
-static void accept_error_cb(struct evconnlistener *l, void *arg)
+static void accept_enable(struct worker *w, bool on)
 {
-    /* EMFILE and friends: log and keep the listener; libevent retries. */
-    log_error("accept: %s", strerror(errno));
+    for (size_t i = 0; i < w->listener_count; i++) {
+        if (!w->accept_evs[i])
+            continue;
+        if (on)
+            event_add(w->accept_evs[i], NULL);
+        else
+            event_del(w->accept_evs[i]);
+    }
+}
+
+static void accept_pause(struct worker *w, enum accept_pause why, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    w->accept_paused = why;
+    accept_enable(w, false);
+    evtimer_add(w->accept_timer, &tv);
+    METRIC_INC(&w->metrics, accept_pauses[why == PAUSED_FULL]);
+}
+
+static void accept_resume(struct worker *w)
+{
+    w->accept_paused = ACCEPTING;
+    evtimer_del(w->accept_timer);
+    accept_enable(w, true);
+}
+
+static void accept_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    if (w->accept_paused == PAUSED_FULL &&
+        __atomic_load_n(&open_conns, __ATOMIC_RELAXED) >= max_connections(w->cfg)) {
+        struct timeval tv = {0, ACCEPT_RECHECK_MS * 1000};
+        evtimer_add(w->accept_timer, &tv);
+        return;
+    }
+    accept_resume(w);
+}
+
+/* accept(2): errors of the pending connection itself, to be retried. */
+static bool accept_error_transient(int err)
+{
+    switch (err) {
+    case EAGAIN:
+    case EINTR:
+    case ECONNABORTED:
+    case EPROTO:
+    case EPERM:
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void accept_ready(evutil_socket_t lfd, short what, void *arg)
+{
+    struct listener_slot *slot = arg;
+    struct worker *w = slot->w;
+    for (int i = 0; i < ACCEPT_BATCH && w->accept_paused == ACCEPTING; i++) {
+        if (!limits_take(&open_conns, max_connections(w->cfg))) {
+            accept_pause(w, PAUSED_FULL, ACCEPT_RECHECK_MS);
+            return;
+        }
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd == -1) {
+            int err = errno;
+            limits_give(&open_conns);
+            if (accept_error_transient(err))
+                return;
+            /* One line per pause, not per turn of the loop. */
+            log_error("accept on %s: %s; not accepting for %d ms",
+                      w->cfg->listeners[slot->index].address, strerror(err), LISTENER_PAUSE_MS);
+            accept_pause(w, PAUSED_FDS, LISTENER_PAUSE_MS);
+            return;
+        }
+        if (session_accept(w, slot->index, fd, (struct sockaddr *)&ss, (int)len) == -1)
+            limits_give(&open_conns);
+    }
+}
+
+void listener_conn_closed(struct worker *w)
+{
+    limits_give(&open_conns);
+    if (w->accept_paused == PAUSED_FULL)
+        accept_resume(w);
+}
+
+/* client.max_connections 0: derived once, by whichever worker starts first
+ * (they all compute the same), before any worker accepts. */
+static void derive_max_connections(const struct config *cfg)
+{
+    if (__atomic_load_n(&derived_max, __ATOMIC_ACQUIRE))
+        return;
+    struct rlimit rl;
+    unsigned long long nofile = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : RLIM_INFINITY;
+    /* The worker count as main.c makes it. */
+    int workers = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    uint32_t expect = 0;
+    uint32_t n = (uint32_t)config_derived_max_connections(nofile, workers, cfg->listener_count);
+    if (__atomic_compare_exchange_n(&derived_max, &expect, n, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE) &&
+        cfg->client_max_connections == 0)
+        log_info("client.max_connections: %u, from the open-files limit %llu", n, nofile);
 }
 
 int listener_start(struct worker *w)
 {
+    derive_max_connections(w->cfg);
+    w->accept_timer = evtimer_new(w->base, accept_timer_cb, w);
+    if (!w->accept_timer)
+        return -1;
     for (size_t i = 0; i < w->listener_count; i++) {
-        w->listeners[i] = evconnlistener_new(w->base, accept_cb, &w->slots[i], LEV_OPT_CLOSE_ON_FREE, 0,
-                                             w->listen_fds[i]);
-        if (!w->listeners[i])
+        w->accept_evs[i] = event_new(w->base, w->listen_fds[i], EV_READ | EV_PERSIST, accept_ready,
+                                     &w->slots[i]);
+        if (!w->accept_evs[i] || event_add(w->accept_evs[i], NULL) == -1)
             return -1;
-        w->listen_fds[i] = -1; /* owned by the evconnlistener */
-        evconnlistener_set_error_cb(w->listeners[i], accept_error_cb);
     }
     return 0;
 }
@@ -70,11 +204,15 @@ int listener_start(struct worker *w)
 void listener_stop(struct worker *w)
 {
     for (size_t i = 0; i < w->listener_count; i++) {
-        if (w->listeners[i])
-            evconnlistener_free(w->listeners[i]);
-        w->listeners[i] = NULL;
+        if (w->accept_evs[i])
+            event_free(w->accept_evs[i]);
+        w->accept_evs[i] = NULL;
         if (w->listen_fds[i] != -1)
             close(w->listen_fds[i]);
         w->listen_fds[i] = -1;
     }
+    if (w->accept_timer)
+        event_free(w->accept_timer);
+    w->accept_timer = NULL;
+    w->accept_paused = ACCEPTING; /* nothing left to resume */
 }

@@ -14,7 +14,7 @@ static const char *const level_names[] = {"error", "warn", "info", "debug"};
  * different workers never interleave mid-line. */
 void log_msg(int level, const char *fmt, ...)
 {
-    if (level > log_level_current)
+    if (level > log_level_get())
         return;
     char line[1024];
     struct timeval tv;

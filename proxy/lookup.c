@@ -88,7 +88,7 @@ struct cache_entry {
 struct redis_link {
     struct lookup *lk;
     redisAsyncContext *ac;
-    bool connected;
+    bool connected;                 /* written atomically: /readyz reads it */
     bool subscriber;
     int backoff_ms;
     int failures;                   /* connect failures in a row */
@@ -565,7 +565,7 @@ static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
 static void schedule_reconnect(struct redis_link *l)
 {
     l->ac = NULL;
-    l->connected = false;
+    __atomic_store_n(&l->connected, false, __ATOMIC_RELAXED); /* /readyz reads it */
     if (!l->subscriber)
         l->lk->publish_sent_ms = 0;
     if (l->lk->closing)
@@ -582,7 +582,7 @@ static void link_close(struct redis_link *l)
 {
     redisAsyncContext *ac = l->ac;
     l->ac = NULL;
-    l->connected = false;
+    __atomic_store_n(&l->connected, false, __ATOMIC_RELAXED); /* /readyz reads it */
     if (!l->subscriber)
         l->lk->publish_sent_ms = 0;
     if (ac) {
@@ -650,7 +650,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         schedule_reconnect(l);
         return;
     }
-    l->connected = true;
+    __atomic_store_n(&l->connected, true, __ATOMIC_RELAXED);
     l->backoff_ms = RECONNECT_MIN_MS;
     if (l->subscriber)
         l->lk->heartbeat_seen_ms = worker_now_ms(); /* judged from now on */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -23,16 +24,11 @@
 #define MAX_RETIRING 16
 #define RETIRE_POLL_MS 100
 
-struct retiring {
-    struct runtime *rt;
-    uint64_t free_after_ms;             /* 0 until every worker switched */
-};
-
 struct main_ctx {
     struct event_base *base;
     const char *path;
     struct runtime *rt;                 /* current generation */
-    struct retiring retiring[MAX_RETIRING]; /* older ones, until unused */
+    struct runtime *retiring[MAX_RETIRING]; /* older ones, until unused */
     size_t nretiring;
     struct event *retire_ev;
     struct worker *workers;
@@ -54,6 +50,22 @@ static struct timeval ms_tv(int ms)
     return tv;
 }
 
+/* Every client connection costs a descriptor (two while proxied), and the
+ * usual soft limit (1024) is far below what the hard limit allows: take the
+ * hard limit, as HAProxy does, before client.max_connections is derived from
+ * it. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+        log_warn("cannot raise the open-files limit from %llu to %llu: %s",
+                 (unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
+}
+
 static void drain_poll_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct main_ctx *m = arg;
@@ -68,8 +80,13 @@ static void drain_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct main_ctx *m = arg;
     size_t open = 0;
-    for (int i = 0; i < m->nworkers; i++)
+    for (int i = 0; i < m->nworkers; i++) {
         open += __atomic_load_n(&m->workers[i].session_count, __ATOMIC_RELAXED);
+        /* Reap the workers that are done: only the stuck ones are left
+         * behind by _exit (ThreadSanitizer reports unjoined threads). */
+        if (__atomic_load_n(&m->workers[i].done, __ATOMIC_ACQUIRE))
+            pthread_join(m->workers[i].thread, NULL);
+    }
     log_warn("drain timeout (%d ms) reached with %zu connections open, exiting",
              m->rt->cfg.drain_timeout_ms, open);
     fflush(stderr);
@@ -88,33 +105,23 @@ static void drain_delay_cb(evutil_socket_t fd, short what, void *arg)
     event_add(m->drain_deadline_ev, &deadline);
 }
 
-/* An old generation is freed once every worker has switched past it and
- * every connection accepted under it has had its header timeout to finish a
- * TLS handshake (the SNI callback still points at the old contexts). */
+/* Old generations are freed once every worker has switched to the current
+ * one. A TLS handshake that started under an old generation holds its own
+ * reference on that generation's contexts (tls.c), so how long handshakes
+ * take does not matter here. */
 static void retire_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct main_ctx *m = arg;
-    bool all_switched = true;
     for (int i = 0; i < m->nworkers; i++)
         if (__atomic_load_n(&m->workers[i].applied_generation, __ATOMIC_ACQUIRE) !=
-            m->rt->generation)
-            all_switched = false;
-    uint64_t now = worker_now_ms();
-    size_t kept = 0;
-    for (size_t i = 0; i < m->nretiring; i++) {
-        struct retiring *r = &m->retiring[i];
-        if (all_switched && r->free_after_ms == 0)
-            r->free_after_ms = now + (uint64_t)m->rt->cfg.client_header_timeout_ms + 1000;
-        if (r->free_after_ms && now >= r->free_after_ms)
-            runtime_free(r->rt);
-        else
-            m->retiring[kept++] = *r;
-    }
-    m->nretiring = kept;
-    if (m->nretiring) {
-        struct timeval again = ms_tv(RETIRE_POLL_MS);
-        event_add(m->retire_ev, &again);
-    }
+            m->rt->generation) {
+            struct timeval again = ms_tv(RETIRE_POLL_MS);
+            event_add(m->retire_ev, &again);
+            return;
+        }
+    for (size_t i = 0; i < m->nretiring; i++)
+        runtime_free(m->retiring[i]);
+    m->nretiring = 0;
 }
 
 static void reload(struct main_ctx *m)
@@ -135,10 +142,9 @@ static void reload(struct main_ctx *m)
         runtime_free(next);
         return;
     }
-    m->retiring[m->nretiring].rt = m->rt;
-    m->retiring[m->nretiring].free_after_ms = 0;
-    m->nretiring++;
+    m->retiring[m->nretiring++] = m->rt;
     m->rt = next;
+    log_set_level(next->cfg.log_level); /* workers only read it */
     for (int i = 0; i < m->nworkers; i++)
         worker_request_reload(&m->workers[i], next);
     admin_set_config(m->admin, &next->cfg);
@@ -231,7 +237,7 @@ int main(int argc, char **argv)
         runtime_free(m.rt);
         return 0;
     }
-    log_level_current = m.rt->cfg.log_level;
+    log_set_level(m.rt->cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
     /* Read buffers are 64 KiB evbuffer chains, freed once their bytes are
      * written. glibc would hand that memory back to the kernel after each
@@ -239,6 +245,7 @@ int main(int argc, char **argv)
      * per 4 KiB of every body. Keep it: trim only past 64 MiB of slack. */
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    raise_fd_limit();
 
     m.nworkers = m.rt->cfg.workers > 0 ? m.rt->cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (m.nworkers < 1)
@@ -304,7 +311,7 @@ int main(int argc, char **argv)
     event_base_free(m.base);
     free(m.workers);
     for (size_t i = 0; i < m.nretiring; i++)
-        runtime_free(m.retiring[i].rt);
+        runtime_free(m.retiring[i]);
     runtime_free(m.rt);
     return 0;
 }

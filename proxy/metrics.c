@@ -125,4 +125,13 @@ void metrics_render(struct evbuffer *out, struct metrics *const *all, int n)
     counter(out, "edgeproxy_proxy_replies_total",
             "Responses made by the proxy itself (errors).", "counter",
             SUM(rejected_by_proxy));
+    evbuffer_add_printf(out,
+                        "# HELP edgeproxy_accept_pauses_total Times a worker stopped accepting: "
+                        "out of file descriptors (for a moment), or at client.max_connections "
+                        "(until one closes).\n"
+                        "# TYPE edgeproxy_accept_pauses_total counter\n"
+                        "edgeproxy_accept_pauses_total{reason=\"fds\"} %llu\n"
+                        "edgeproxy_accept_pauses_total{reason=\"max_connections\"} %llu\n",
+                        (unsigned long long)SUM(accept_pauses[0]),
+                        (unsigned long long)SUM(accept_pauses[1]));
 }

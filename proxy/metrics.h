@@ -36,6 +36,8 @@ struct metrics {
     uint64_t upstream_retries;
     uint64_t rejected_by_proxy;       /* proxy-made error responses */
     uint64_t tls_handshake_failures;
+    uint64_t accept_pauses[2];        /* [0] out of descriptors, [1] at
+                                         client.max_connections */
 };
 
 extern const double metrics_duration_bounds[METRICS_DURATION_BUCKETS];

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "access_log.h"
+#include "backoff.h"
 #include "config.h"
 #include "head.h"
 #include "log.h"
@@ -119,9 +120,8 @@ static void on_connected(struct upconn *c, int err, void *arg)
         relay_start(s, c);
     } else if (err == ECONNREFUSED && s->connect_attempts <= s->w->cfg->upstream_connect_retries) {
         /* The app may still be binding its port: back off and try again. */
-        int backoff = s->w->cfg->upstream_retry_backoff_ms << (s->connect_attempts - 1);
         METRIC_INC(&s->w->metrics, upstream_retries);
-        session_set_timer(s, backoff);
+        session_set_timer(s, backoff_ms(s->w->cfg->upstream_retry_backoff_ms, s->connect_attempts));
     } else if (err == ETIMEDOUT) {
         upstream_failed(s, 504, "upstream connect timed out");
     } else if (err == ECONNREFUSED) {
@@ -339,6 +339,24 @@ static void response_complete(struct session *s)
     session_exchange_done(s);
 }
 
+/* RFC 9110 section 9.2.2: methods whose repetition has the effect of one
+ * request. Only these may be sent again after the connection closed under
+ * them: the app may have acted on the request before it closed. */
+static bool method_is_idempotent(int method)
+{
+    switch (method) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_TRACE:
+    case HTTP_PUT:
+    case HTTP_DELETE:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static void upstream_eof(struct session *s, bool error)
 {
     if (s->resp_head_done && llhttp_message_needs_eof(&s->resp) && !error) {
@@ -350,9 +368,13 @@ static void upstream_eof(struct session *s, bool error)
         }
     }
     if (!s->resp_head_done && s->up && s->up->reused && !s->req_body_started &&
-        !s->stale_retry_done && evbuffer_get_length(stream_input(s->up->bev)) == 0 && !s->ph) {
-        /* A pooled connection the upstream closed while idle: the request
-         * never reached the app. Send it again on a fresh connection. */
+        !s->stale_retry_done && evbuffer_get_length(stream_input(s->up->bev)) == 0 && !s->ph &&
+        method_is_idempotent(s->req.method)) {
+        /* A pooled connection the upstream closed as the request arrived:
+         * most likely its keep-alive timeout won the race and the app never
+         * saw the request, but it may have. An idempotent request whose body
+         * has not started going up is sent again on a fresh connection
+         * (RFC 9110 section 9.2.2); anything else gets the 502 below. */
         s->stale_retry_done = true;
         METRIC_INC(&s->w->metrics, upstream_retries);
         relay_abort_upstream(s);

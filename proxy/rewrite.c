@@ -55,6 +55,15 @@ static bool is_forwarded_header(const struct head *h, const struct hdr *x)
            x->kind == HDR_X_FORWARDED_HOST;
 }
 
+/* Forwarded (RFC 7239) and X-Real-IP say who the client is, like
+ * X-Forwarded-For: only a trusted proxy may say it (RFC 7239 section 8.1),
+ * anyone else could claim any address to the app. They pass as sent or not
+ * at all; the proxy's own account is X-Forwarded-*. */
+static bool is_address_claim(const struct hdr *x)
+{
+    return x->kind == HDR_FORWARDED || x->kind == HDR_X_REAL_IP;
+}
+
 /* Appends every value of a header, comma-joined (RFC 9110 section 5.3). */
 static bool out_joined(struct out *o, const struct head *h, int kind)
 {
@@ -104,7 +113,8 @@ int rewrite_request_head(struct session *s, struct evbuffer *dst)
     for (uint32_t i = 0; i < h->nhdrs; i++) {
         const struct hdr *x = &h->hdrs[i];
         if (x->kind == HDR_HOST || x->kind == HDR_TRAFFIC_TOKEN || x->kind == HDR_TRANSFER_ENCODING ||
-            is_forwarded_header(h, x) || head_is_hop_by_hop(h, x))
+            is_forwarded_header(h, x) || (!trusted && is_address_claim(x)) ||
+            head_is_hop_by_hop(h, x))
             continue;
         out_header(&o, h, x);
     }

@@ -1,5 +1,6 @@
 /* The heads the proxy writes: the request going upstream (Host or its mask,
- * hop-by-hop and client X-Forwarded-* removed, the proxy's X-Forwarded-*
+ * hop-by-hop and client X-Forwarded-* removed, Forwarded and X-Real-IP
+ * removed unless the peer is a trusted proxy, the proxy's X-Forwarded-*
  * added, framing in one canonical spelling) and the response going back to
  * the client (hop-by-hop removed, connection fate said). Written straight
  * into reserved evbuffer space: one copy, no per-header allocation. */

@@ -45,7 +45,7 @@ void runtime_free(struct runtime *rt)
     if (!rt)
         return;
     for (size_t i = 0; i < CONFIG_MAX_LISTENERS; i++)
-        tls_ctx_free(rt->tls[i]);
+        tls_ctx_unref(rt->tls[i]);
     if (rt->access_log_fd != -1)
         close(rt->access_log_fd);
     config_free(&rt->cfg);

@@ -18,6 +18,7 @@
 
 #include "access_log.h"
 #include "head.h"
+#include "listener.h"
 #include "proxy_proto.h"
 #include "runtime.h"
 #include "tls.h"
@@ -169,9 +170,10 @@ static void session_free(struct session *s)
         w->sessions = s->next;
     if (s->next)
         s->next->prev = s->prev;
-    w->session_count--;
+    __atomic_store_n(&w->session_count, w->session_count - 1, __ATOMIC_RELAXED); /* main reads it */
     METRIC_DEC(&w->metrics, client_connections);
     free(s);
+    listener_conn_closed(w);
     worker_session_gone(w);
 }
 
@@ -180,15 +182,25 @@ void session_enter(struct session *s)
     s->busy++;
 }
 
+/* Is the next pipelined request to be parsed now? Not while the client has
+ * not taken what was already answered: a client that pipelines requests the
+ * proxy answers itself (400, 403, 429, 502...) and reads nothing would
+ * otherwise grow the output without bound. Parsing resumes from
+ * client_write_cb once the output drained to the low-water mark, as the
+ * relay does for bodies. */
+static bool next_request_ready(struct session *s)
+{
+    return evbuffer_get_length(stream_input(s->cbev)) > 0 &&
+           evbuffer_get_length(stream_output(s->cbev)) < SESSION_HIGH_WATER;
+}
+
 void session_leave(struct session *s)
 {
     /* Pipelined requests are parsed here, at the outermost level, rather
      * than from deep inside the end of the previous exchange: the stack
      * stays flat however many requests a client packs into one read. */
-    while (s->busy == 1 && !s->closing && s->state == SS_IDLE &&
-           evbuffer_get_length(stream_input(s->cbev)) > 0) {
+    while (s->busy == 1 && !s->closing && s->state == SS_IDLE && next_request_ready(s))
         parse_head(s);
-    }
     if (--s->busy == 0 && s->closing)
         session_free(s);
 }
@@ -446,6 +458,8 @@ static void parse_head(struct session *s)
     const uint32_t max = (uint32_t)s->w->cfg->client_max_head_bytes;
     while (s->state == SS_IDLE || s->state == SS_HEAD) {
         struct evbuffer_iovec v;
+        if (s->state == SS_IDLE && !next_request_ready(s))
+            return; /* the input waits; reading stops at its high-water mark */
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
             return;
         if (s->state == SS_IDLE)
@@ -704,12 +718,12 @@ out:
     session_leave(s);
 }
 
-void session_accept(struct worker *w, size_t index, int fd, const struct sockaddr *sa, int salen)
+int session_accept(struct worker *w, size_t index, int fd, const struct sockaddr *sa, int salen)
 {
     struct session *s = calloc(1, sizeof(*s));
     if (!s) {
         close(fd);
-        return;
+        return -1;
     }
     s->w = w;
     s->fd = fd;
@@ -722,7 +736,7 @@ void session_accept(struct worker *w, size_t index, int fd, const struct sockadd
     if (!s->timer) {
         close(fd);
         free(s);
-        return;
+        return -1;
     }
     static pthread_once_t once = PTHREAD_ONCE_INIT; /* see relay_start() */
     pthread_once(&once, init_req_settings);
@@ -732,7 +746,7 @@ void session_accept(struct worker *w, size_t index, int fd, const struct sockadd
     if (w->sessions)
         w->sessions->prev = s;
     w->sessions = s;
-    w->session_count++;
+    __atomic_store_n(&w->session_count, w->session_count + 1, __ATOMIC_RELAXED); /* main reads it */
     METRIC_INC(&w->metrics, client_connections);
     session_enter(s);
     if (w->cfg->listeners[index].proxy_protocol) {
@@ -746,4 +760,5 @@ void session_accept(struct worker *w, size_t index, int fd, const struct sockadd
         start_io(s);
     }
     session_leave(s);
+    return 0;
 }

@@ -112,9 +112,10 @@ struct session {
     uint64_t timer_armed_ms;            /* when it is set to fire; 0 = not */
 };
 
-/* Accepted socket on listener `index` -> new session (owns fd). */
-void session_accept(struct worker *w, size_t index, int fd,
-                    const struct sockaddr *sa, int salen);
+/* Accepted socket on listener `index` -> new session (owns fd), whose end
+ * calls listener_conn_closed. -1: no session, fd closed already. */
+int session_accept(struct worker *w, size_t index, int fd,
+                   const struct sockaddr *sa, int salen);
 
 /* Replies with the proxy's own response (SPEC section 6) and ends the
  * exchange; closes the connection when `close` or when the request body was

@@ -2,6 +2,7 @@
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +20,13 @@ struct tls_name {
     SSL_CTX *ctx;
 };
 
+/* Shared by the generation that built it (one reference, dropped by
+ * runtime_free on the main thread) and by every handshake that started on it
+ * (one each, dropped by a worker when the handshake is done or the
+ * connection goes): the SNI callback of a slow handshake may run long after
+ * a reload retired its generation. */
 struct tls_ctx {
+    unsigned refs; /* atomic */
     SSL_CTX *ctxs[CONFIG_MAX_CERTS];
     size_t nctx;
     struct tls_name names[TLS_MAX_NAMES];
@@ -103,11 +110,55 @@ static SSL_CTX *match_name(const struct tls_ctx *t, const char *host)
     return NULL;
 }
 
+void tls_ctx_unref(struct tls_ctx *t)
+{
+    if (!t || __atomic_sub_fetch(&t->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    for (size_t i = 0; i < t->nctx; i++)
+        SSL_CTX_free(t->ctxs[i]); /* live SSLs hold their own references */
+    for (size_t i = 0; i < t->nnames; i++)
+        free(t->names[i].name);
+    free(t);
+}
+
+/* The SSL's slot holding its handshake's reference (NULL once dropped). */
+static int ssl_ref_index = -1;
+
+static void ssl_ref_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                         void *argp)
+{
+    tls_ctx_unref(ptr); /* SSL_free before the handshake finished */
+}
+
+static void ssl_ref_index_init(void)
+{
+    ssl_ref_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, ssl_ref_free);
+}
+
+static void ssl_ref_drop(SSL *ssl)
+{
+    struct tls_ctx *t = SSL_get_ex_data(ssl, ssl_ref_index);
+    if (t) {
+        SSL_set_ex_data(ssl, ssl_ref_index, NULL);
+        tls_ctx_unref(t);
+    }
+}
+
+/* Once the handshake is done nothing looks at the tls_ctx again
+ * (renegotiation is off): its certificates can go with their generation. */
+static void info_cb(const SSL *ssl, int where, int ret)
+{
+    if (where & SSL_CB_HANDSHAKE_DONE)
+        ssl_ref_drop((SSL *)ssl);
+}
+
+/* The tls_ctx comes from the SSL's own reference, not from the callback
+ * argument: that is only the generation that set the callback up. */
 static int sni_cb(SSL *ssl, int *alert, void *arg)
 {
-    const struct tls_ctx *t = arg;
+    const struct tls_ctx *t = SSL_get_ex_data(ssl, ssl_ref_index);
     const char *host = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    if (!host)
+    if (!t || !host)
         return SSL_TLSEXT_ERR_OK; /* no SNI: the first certificate */
     SSL_CTX *ctx = match_name(t, host);
     if (ctx && ctx != SSL_get_SSL_CTX(ssl))
@@ -168,11 +219,18 @@ fail:
 struct tls_ctx *tls_ctx_new(const struct config_listener *l, size_t index, char *err,
                             size_t errlen)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, ssl_ref_index_init);
+    if (ssl_ref_index == -1) {
+        snprintf(err, errlen, "cannot allocate SSL ex_data index");
+        return NULL;
+    }
     struct tls_ctx *t = calloc(1, sizeof(*t));
     if (!t) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    t->refs = 1;
     for (size_t i = 0; i < l->cert_count; i++) {
         char where[96];
         snprintf(where, sizeof(where), "listeners[%zu].tls.certificates[%zu]", index, i);
@@ -190,25 +248,23 @@ struct tls_ctx *tls_ctx_new(const struct config_listener *l, size_t index, char 
         for (size_t i = 1; i < t->nctx; i++)
             SSL_CTX_set_tlsext_ticket_keys(t->ctxs[i], keys, sizeof(keys));
     SSL_CTX_set_tlsext_servername_callback(t->ctxs[0], sni_cb);
-    SSL_CTX_set_tlsext_servername_arg(t->ctxs[0], t);
     return t;
 fail:
-    tls_ctx_free(t);
+    tls_ctx_unref(t);
     return NULL;
-}
-
-void tls_ctx_free(struct tls_ctx *t)
-{
-    if (!t)
-        return;
-    for (size_t i = 0; i < t->nctx; i++)
-        SSL_CTX_free(t->ctxs[i]); /* live SSLs hold their own references */
-    for (size_t i = 0; i < t->nnames; i++)
-        free(t->names[i].name);
-    free(t);
 }
 
 SSL *tls_ssl_new(struct tls_ctx *t)
 {
-    return SSL_new(t->ctxs[0]);
+    SSL *ssl = SSL_new(t->ctxs[0]);
+    if (!ssl)
+        return NULL;
+    __atomic_add_fetch(&t->refs, 1, __ATOMIC_RELAXED); /* the caller holds one */
+    if (SSL_set_ex_data(ssl, ssl_ref_index, t) != 1) {
+        tls_ctx_unref(t);
+        SSL_free(ssl);
+        return NULL;
+    }
+    SSL_set_info_callback(ssl, info_cb);
+    return ssl;
 }

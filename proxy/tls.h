@@ -15,9 +15,12 @@ struct tls_ctx;
  * the key path on failure. */
 struct tls_ctx *tls_ctx_new(const struct config_listener *l, size_t index,
                             char *err, size_t errlen);
-void tls_ctx_free(struct tls_ctx *t);
+/* Drops a reference (the generation's, from runtime_free): the memory goes
+ * once no handshake that started on it is still running. NULL is a no-op. */
+void tls_ctx_unref(struct tls_ctx *t);
 
-/* A new server-side SSL for an accepted connection, or NULL. */
+/* A new server-side SSL for an accepted connection, or NULL. It holds a
+ * reference on t until its handshake is done or it is freed. */
 SSL *tls_ssl_new(struct tls_ctx *t);
 
 /* The last OpenSSL error as text, for a one-line log. */

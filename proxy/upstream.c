@@ -176,7 +176,9 @@ void pool_release(struct upconn *c)
 {
     struct pool *p = c->pool;
     const struct config *cfg = p->w->cfg;
-    if (p->w->draining) {
+    /* pool_max_idle 0 means no reuse: checked before a bucket is made, or
+     * a new key would always get its first connection pooled. */
+    if (p->w->draining || cfg->upstream_pool_max_idle == 0) {
         upconn_close(c);
         return;
     }

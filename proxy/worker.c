@@ -53,7 +53,8 @@ static void apply_runtime(struct worker *w, struct runtime *rt)
     access_log_flush(w); /* what is buffered belongs to the old file */
     w->rt = rt;
     w->cfg = &rt->cfg;
-    log_level_current = rt->cfg.log_level;
+    /* Recycled head arenas have the old client limits. */
+    head_free_all(w);
     if (w->lookup)
         lookup_config_changed(w->lookup, old);
     /* Pooled connections were made under the old policy; let new ones be
@@ -164,11 +165,7 @@ void worker_free(struct worker *w)
 {
     listener_stop(w);
     pool_free(w->pool);
-    while (w->free_heads) {
-        struct head *h = w->free_heads;
-        w->free_heads = h->next_free;
-        free(h);
-    }
+    head_free_all(w);
     if (w->wake_ev)
         event_free(w->wake_ev);
     if (w->wake_fd > 0)

@@ -1,7 +1,7 @@
 /* One worker = one thread = one event_base, with its own listening sockets
  * (SO_REUSEPORT), Redis connections, route cache and upstream pools. Workers
- * share nothing mutable on the request path (maxConnections counters aside,
- * see limits.h). */
+ * share nothing mutable on the request path (maxConnections counters and the
+ * client.max_connections count aside, see conn_limit.h and listener.c). */
 #ifndef EDGEPROXY_WORKER_H
 #define EDGEPROXY_WORKER_H
 
@@ -14,7 +14,6 @@
 
 struct event_base;
 struct event;
-struct evconnlistener;
 struct lookup;
 struct pool;
 struct session;
@@ -39,9 +38,11 @@ struct worker {
     bool drain_requested;               /* set by main */
 
     int listen_fds[CONFIG_MAX_LISTENERS];
-    struct evconnlistener *listeners[CONFIG_MAX_LISTENERS];
+    struct event *accept_evs[CONFIG_MAX_LISTENERS];
     struct listener_slot slots[CONFIG_MAX_LISTENERS];
     size_t listener_count;
+    struct event *accept_timer;  /* ends an accept pause (listener.c) */
+    int accept_paused;           /* why accepting is paused, 0 = it is not */
 
     struct lookup *lookup;
     struct pool *pool;
@@ -53,7 +54,7 @@ struct worker {
     bool done;                   /* loop exited; read by main */
 
     struct session *sessions;    /* all open client sessions (for drain) */
-    size_t session_count;
+    size_t session_count;        /* stored atomically: main reads it */
 
     struct access_log_buf *access_log;
 

@@ -10,8 +10,10 @@
  * no answer at all, or raw bytes from the input; 101 and echo for upgrades).
  *
  * Per input: a socketpair is handed to session_accept() as if accepted on
- * listener 0 (plain) or 1 (PROXY protocol); the client bytes go in, in 1-3
- * writes, with loop turns in between; then the client half-closes, the loop
+ * listener 0 (plain), 1 (PROXY protocol), 2 (TLS) or 3 (PROXY protocol,
+ * then TLS); the client bytes go in, in 1-3 writes (through a TLS client
+ * on listeners 2-3, after the PROXY header sent as is), with loop turns in
+ * between; then the client half-closes, the loop
  * runs until nothing moves, the client closes, and whatever is left
  * (sessions, pooled connections, stub connections) is torn down, so no state
  * but the head free list and the route table survives an input.
@@ -32,7 +34,11 @@
  *       protocol listener, bits 5-6 the peer (127.0.0.1 trusted proxy,
  *       10.1.2.3, ::1, ::ffff:127.0.0.1)
  *   c5  R: when kind is 7, the last R bytes of the input are the raw
- *       response the upstream sends (to every request)
+ *       response the upstream sends (to every request); otherwise
+ *       bit 0 TLS (listener 2, or 3 with c4 bit 4), bits 1-2 the client's
+ *       SNI (none, x.sandbox.test, x.e2b.local, other.example: the two
+ *       certificates are *.sandbox.test and *.e2b.local), bit 3 TLS 1.2
+ *       at most (else 1.3)
  *
  * Sandboxes (Host "<port>-<id>.sandbox.test"; port 39481 is the stub):
  *   pub      public                      priv    token "tok", maskRequestHost
@@ -48,7 +54,19 @@
  *   - the client's llhttp accepts the proxy's response stream, with at most
  *     one final response per request (+1 for a reply to a broken request);
  *   - after teardown: no session, no upstream connection, no pending
- *     lookup, and the maxConnections slot of "lim" is free again.
+ *     lookup, and the maxConnections slot of "lim" is free again;
+ *   - the access log is on (a memfd): every line written for the input is
+ *     at most ACCESS_LOG_LINE_CAP bytes with its newline and one strict
+ *     JSON object (test/json_strict.h: RFC 8259 and well-formed UTF-8;
+ *     cJSON lets raw control bytes and bad UTF-8 through). Before each
+ *     input, filler lines leave the worker's 64 KiB log buffer with 0-8 KiB
+ *     free (by a hash of the input), so the input's own lines land at the
+ *     buffer's end, where the overrun of issue 10 was.
+ *
+ * Limits: the normal runtime allows a request line of 3600 bytes (so a
+ * path can outgrow the access log's 3000-byte budget once escaped); the
+ * short-timeout one keeps 512 (and 2048 for the head) so the 414/431
+ * replies stay in reach of short inputs.
  *
  * Found and fixed (regressions/request_path/te-*, pass since 3c17bcd): a
  * request whose Transfer-Encoding does not end in "chunked" ("gzip",
@@ -82,10 +100,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+#include <limits.h>
 #include <llhttp.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "conn_limit.h"
 #include "config.h"
@@ -96,10 +122,14 @@
 #include "record.h"
 #include "runtime.h"
 #include "session.h"
+#include "tls.h"
 #include "upstream.h"
 #include "worker.h"
 
+#include "../json_strict.h"
+
 #define STUB_PORT 39481
+#define ACCESS_LOG_LINE_CAP 4096 /* README, "Access log" */
 #define CTRL 6
 #define MAX_METHODS 512
 
@@ -243,6 +273,8 @@ static uint8_t up_mode;
 static unsigned up_requests;       /* complete requests the stub parsed */
 static unsigned activity;          /* bumped whenever bytes move */
 static int client_fd = -1;
+static SSL *client_ssl;            /* on listeners 2-3, after the handshake */
+static SSL_CTX *client_ctx;
 static struct event *spin_ev;      /* see check_not_spinning() */
 static bool spin_fired;
 static void spin_cb(evutil_socket_t fd, short what, void *arg);
@@ -528,26 +560,104 @@ static void check_client_output(const char *d, size_t n)
 
 /* ---- setup ---- */
 
+static int alog_fd = -1; /* the access log: memfd, O_APPEND */
+
+/* Two self-signed certificates for the TLS listeners, made at start in a
+ * temporary directory (removed at exit). */
+static const char *const cert_names[2] = {"*.sandbox.test", "*.e2b.local"};
+static char cert_dir[64];
+static char cert_file[2][96], key_file[2][96];
+
+static void write_pem(const char *path, X509 *x, EVP_PKEY *key)
+{
+    FILE *f = fopen(path, "w");
+    if (!f || (x ? PEM_write_X509(f, x) : PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL)) != 1)
+        die("writing a PEM file");
+    fclose(f);
+}
+
+static void make_cert(const char *name, const char *cert_path, const char *key_path)
+{
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *x = X509_new();
+    char san[128];
+    X509V3_CTX v3;
+    if (!key || !x)
+        die("certificate: out of memory");
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 365);
+    X509_set_pubkey(x, key);
+    X509_NAME *subject = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC, (const unsigned char *)name, -1, -1, 0);
+    X509_set_issuer_name(x, subject);
+    snprintf(san, sizeof(san), "DNS:%s", name);
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
+    if (!ext || X509_add_ext(x, ext, -1) != 1 || X509_sign(x, key, EVP_sha256()) == 0)
+        die("certificate: cannot sign");
+    X509_EXTENSION_free(ext);
+    write_pem(cert_path, x, NULL);
+    write_pem(key_path, NULL, key);
+    X509_free(x);
+    EVP_PKEY_free(key);
+}
+
+static void make_certs(void)
+{
+    strcpy(cert_dir, "/tmp/fuzz_request_path.XXXXXX");
+    if (!mkdtemp(cert_dir))
+        die("mkdtemp");
+    for (int i = 0; i < 2; i++) {
+        snprintf(cert_file[i], sizeof(cert_file[i]), "%s/cert%d.pem", cert_dir, i);
+        snprintf(key_file[i], sizeof(key_file[i]), "%s/key%d.pem", cert_dir, i);
+        make_cert(cert_names[i], cert_file[i], key_file[i]);
+    }
+    client_ctx = SSL_CTX_new(TLS_client_method());
+    if (!client_ctx)
+        die("SSL_CTX_new");
+    SSL_CTX_set_verify(client_ctx, SSL_VERIFY_NONE, NULL);
+}
+
+static void remove_certs(void)
+{
+    for (int i = 0; i < 2; i++) {
+        unlink(cert_file[i]);
+        unlink(key_file[i]);
+    }
+    rmdir(cert_dir);
+    SSL_CTX_free(client_ctx);
+}
+
 static const char *config_json(bool short_timeouts)
 {
-    static char buf[2048];
+    static char buf[4096];
+    char tls[512];
+    snprintf(tls, sizeof(tls),
+             "\"tls\":{\"certificates\":[{\"cert\":\"%s\",\"key\":\"%s\"},"
+             "{\"cert\":\"%s\",\"key\":\"%s\"}]}",
+             cert_file[0], key_file[0], cert_file[1], key_file[1]);
     int t = short_timeouts ? 2 : 10000;
+    int head = short_timeouts ? 2048 : 4096, line = short_timeouts ? 512 : 3600;
     snprintf(buf, sizeof(buf),
              "{\"workers\":1,\"domains\":[\"sandbox.test\",\"e2b.local\"],"
              "\"listeners\":[{\"address\":\"127.0.0.1:1\"},"
-             "{\"address\":\"127.0.0.1:2\",\"proxy_protocol\":true}],"
+             "{\"address\":\"127.0.0.1:2\",\"proxy_protocol\":true},"
+             "{\"address\":\"127.0.0.1:3\",%s},"
+             "{\"address\":\"127.0.0.1:4\",\"proxy_protocol\":true,%s}],"
              "\"admin\":null,"
              "\"redis\":{\"url\":\"redis://127.0.0.1:1/0\",\"timeout_ms\":100},"
              "\"policy\":{\"token_exempt_ports\":[49983,%d],"
              "\"trusted_proxies\":[\"127.0.0.0/8\",\"::1\"]},"
              "\"client\":{\"header_timeout_ms\":%d,\"keepalive_timeout_ms\":%d,"
-             "\"body_timeout_ms\":%d,\"max_head_bytes\":2048,\"max_headers\":20,"
-             "\"max_request_line\":512,\"websocket_idle_timeout_ms\":%d},"
+             "\"body_timeout_ms\":%d,\"max_head_bytes\":%d,\"max_headers\":20,"
+             "\"max_request_line\":%d,\"websocket_idle_timeout_ms\":%d},"
              "\"upstream\":{\"connect_timeout_ms\":%d,\"connect_retries\":2,"
              "\"retry_backoff_ms\":1,\"response_timeout_ms\":%d,\"idle_timeout_ms\":%d,"
              "\"pool_idle_timeout_ms\":%d,\"pool_max_idle\":2},"
              "\"log\":{\"level\":\"error\"}}",
-             STUB_PORT + 1, t, t, t, t, t, t, t, t);
+             tls, tls, STUB_PORT + 1, t, t, t, head, line, t, t, t, t, t);
     return buf;
 }
 
@@ -561,9 +671,16 @@ static struct runtime *make_runtime(bool short_timeouts, unsigned gen)
         die("cannot build the configuration");
     }
     rt->generation = gen;
-    /* The access log is formatted for every request (its JSON escaping is
-     * fuzzed too) and written to /dev/null. */
-    rt->access_log_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    for (size_t i = 0; i < rt->cfg.listener_count; i++)
+        if (rt->cfg.listeners[i].tls && !(rt->tls[i] = tls_ctx_new(&rt->cfg.listeners[i], i, err,
+                                                                    sizeof(err)))) {
+            fprintf(stderr, "tls: %s\n", err);
+            die("cannot load the certificates");
+        }
+    /* Both generations append to the one memfd check_access_log() reads. */
+    rt->access_log_fd = dup(alog_fd);
+    if (rt->access_log_fd == -1)
+        die("dup");
     return rt;
 }
 
@@ -589,7 +706,10 @@ static void teardown_all(void)
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         route_rec_unref(rows[i].rr);
     limits_unref(lim_counter);
+    remove_certs();
 }
+
+static void filler_init(void);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -597,6 +717,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     const char *lvl = getenv("REQUEST_PATH_LOG");
     log_level_current = lvl ? atoi(lvl) : LOG_ERROR - 1; /* silent */
     trace = getenv("REQUEST_PATH_TRACE") != NULL;
+    alog_fd = memfd_create("access.log", MFD_CLOEXEC);
+    if (alog_fd == -1 || fcntl(alog_fd, F_SETFL, O_APPEND) == -1)
+        die("memfd_create");
+    make_certs();
     rt_normal = make_runtime(false, 1);
     rt_short = make_runtime(true, 2);
     int fds[CONFIG_MAX_LISTENERS];
@@ -610,6 +734,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         rows[i].rr = rr_build(rows[i].id, rows[i].json);
     lim_counter = limits_ref("lim");
+    filler_init();
 
     llhttp_settings_init(&stub_settings);
     stub_settings.on_headers_complete = stub_on_headers_complete;
@@ -641,14 +766,127 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 /* ---- one input ---- */
 
+static void bad_line(const char *why, const char *line, size_t len)
+{
+    fprintf(stderr, "access log line (%zu bytes) %s:\n", len, why);
+    fwrite(line, 1, len, stderr);
+    fputc('\n', stderr);
+    die("the access log wrote a line that is not valid JSON (or too long)");
+}
+
+/* Filler lines (valid, plain): a session with a path of up to 3000 'f'. */
+#define ACCESS_LOG_BUF_BYTES (64 * 1024) /* README, "Access log" */
+static struct session filler;
+static char filler_path[3000];
+static size_t filler_base; /* the filler line with an empty path */
+
+static void fill_access_log(size_t leave)
+{
+    size_t left = ACCESS_LOG_BUF_BYTES - leave;
+    while (left >= filler_base) {
+        size_t p = left - filler_base;
+        filler.path_len = p < sizeof(filler_path) ? p : sizeof(filler_path);
+        access_log_request(&filler, 0);
+        left -= filler_base + filler.path_len;
+    }
+}
+
+static void filler_init(void)
+{
+    struct stat st;
+    memset(filler_path, 'f', sizeof(filler_path));
+    filler.w = &W;
+    strcpy(filler.peer_ip, "192.0.2.1");
+    filler.path = filler_path;
+    filler.status = 200;
+    access_log_request(&filler, 0); /* path_len 0 */
+    access_log_flush(&W);
+    if (fstat(alog_fd, &st) == -1 || st.st_size == 0 || ftruncate(alog_fd, 0) == -1)
+        die("measuring the filler line");
+    filler_base = (size_t)st.st_size;
+}
+
+/* FNV-1a: where the input's lines start in the log buffer. */
+static size_t fill_leave(const uint8_t *d, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ d[i]) * 16777619u;
+    return h % 8192;
+}
+
+/* Every line written since the last call (the input's whole exchange: its
+ * sessions are gone by now), then the file is emptied for the next. */
+static void check_access_log(void)
+{
+    struct stat st;
+    access_log_flush(&W);
+    if (fstat(alog_fd, &st) == -1)
+        die("fstat");
+    if (st.st_size == 0)
+        return;
+    size_t size = (size_t)st.st_size;
+    char *buf = malloc(size);
+    if (!buf || pread(alog_fd, buf, size, 0) != (ssize_t)size)
+        die("reading the access log");
+    for (size_t off = 0; off < size;) {
+        const char *line = buf + off, *nl = memchr(line, '\n', size - off);
+        size_t len = nl ? (size_t)(nl - line) : size - off;
+        if (!nl)
+            bad_line("without a newline", line, len);
+        if (len + 1 > ACCESS_LOG_LINE_CAP)
+            bad_line("over the line cap", line, len);
+        if (!json_strict_valid(line, len))
+            bad_line("not strict JSON", line, len);
+        cJSON *j = cJSON_ParseWithLength(line, len);
+        if (!cJSON_IsObject(j) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "path")))
+            bad_line("not an object with a path", line, len);
+        cJSON_Delete(j);
+        off += len + 1;
+    }
+    free(buf);
+    if (ftruncate(alog_fd, 0) == -1)
+        die("ftruncate");
+}
+
+
+/* The client's end: read or write, through TLS when it is on. The client's
+ * OpenSSL errors are cleared at once: the thread's error queue is the
+ * proxy's too (bufferevent_openssl reads it). */
+static ssize_t client_io(bool wr, void *buf, size_t n, bool *again)
+{
+    if (!client_ssl) {
+        ssize_t k = wr ? write(client_fd, buf, n) : read(client_fd, buf, n);
+        *again = k == -1 && errno == EAGAIN;
+        return k;
+    }
+    int len = n > INT_MAX ? INT_MAX : (int)n;
+    int k = wr ? SSL_write(client_ssl, buf, len) : SSL_read(client_ssl, buf, len);
+    int e = k > 0 ? SSL_ERROR_NONE : SSL_get_error(client_ssl, k);
+    ERR_clear_error();
+    *again = e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE;
+    return k > 0 ? k : -1;
+}
+
+static void close_client(void)
+{
+    if (client_ssl) {
+        SSL_free(client_ssl);
+        client_ssl = NULL;
+    }
+    if (client_fd != -1)
+        close(client_fd);
+    client_fd = -1;
+}
 
 static void read_client(void)
 {
     char buf[8192];
+    bool again;
     if (client_fd == -1)
         return;
     for (;;) {
-        ssize_t n = read(client_fd, buf, sizeof(buf));
+        ssize_t n = client_io(false, buf, sizeof(buf), &again);
         if (n <= 0)
             return;
         activity++;
@@ -727,13 +965,14 @@ static void settle(int max, bool short_timeouts)
 
 static void write_client(const uint8_t *d, size_t n, bool short_timeouts)
 {
+    bool again;
     while (n > 0 && client_fd != -1) {
-        ssize_t k = write(client_fd, d, n);
+        ssize_t k = client_io(true, (void *)d, n, &again);
         if (k > 0) {
             d += k;
             n -= (size_t)k;
             activity++;
-        } else if (k == -1 && errno == EAGAIN) {
+        } else if (again) {
             turn();
             read_client();
         } else {
@@ -741,6 +980,31 @@ static void write_client(const uint8_t *d, size_t n, bool short_timeouts)
         }
     }
     settle(50, short_timeouts);
+}
+
+/* A TLS client on client_fd, handshake done with loop turns in between.
+ * On failure (the proxy closed, or refused the hello) the client stays
+ * plain-less: writes fail and the input goes on to teardown. */
+static void start_tls_client(uint8_t c5)
+{
+    static const char *const sni[] = {NULL, "x.sandbox.test", "x.e2b.local", "other.example"};
+    client_ssl = SSL_new(client_ctx);
+    if (!client_ssl || SSL_set_fd(client_ssl, client_fd) != 1)
+        die("SSL_new");
+    SSL_set_connect_state(client_ssl);
+    if (sni[(c5 >> 1) & 3])
+        SSL_set_tlsext_host_name(client_ssl, sni[(c5 >> 1) & 3]);
+    if (c5 & 8)
+        SSL_set_max_proto_version(client_ssl, TLS1_2_VERSION);
+    for (int i = 0; i < 200; i++) {
+        int r = SSL_do_handshake(client_ssl);
+        int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(client_ssl, r);
+        ERR_clear_error();
+        if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+            return;
+        activity++;
+        turn();
+    }
 }
 
 static void make_peer(uint8_t kind, struct sockaddr_storage *ss, int *len)
@@ -790,12 +1054,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     up_requests = 0;
     final_responses = 0;
     cresp_stop = false;
+    int pp_len = 0;
     if (c4 & 0x10) {
         /* what the proxy parses comes after the PROXY header */
         struct proxy_proto_info info;
         char err[128];
         size_t peek = n < PROXY_PROTO_MAX_HEADER ? n : PROXY_PROTO_MAX_HEADER;
         int r = proxy_proto_parse(body, peek, &info, err, sizeof(err));
+        pp_len = r;
         if (r > 0)
             count_client_requests(body + r, n - (size_t)r);
         else
@@ -804,6 +1070,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         count_client_requests(body, n);
     }
     llhttp_init(&cresp, HTTP_RESPONSE, &cresp_settings);
+    fill_access_log(fill_leave(data, size));
+    const bool tls = (up_mode & 7) != 7 && (data[5] & 1);
+    const size_t listener = (c4 & 0x10 ? 1 : 0) + (tls ? 2 : 0);
+    /* PROXY then TLS: the header goes as it is (all of the input when it is
+     * not a valid one: the proxy closes). */
+    size_t raw = 0;
+    if (tls && (c4 & 0x10))
+        raw = pp_len > 0 ? (size_t)pp_len : n;
 
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == -1)
@@ -812,7 +1086,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct sockaddr_storage peer;
     int peer_len;
     make_peer((c4 >> 5) & 3, &peer, &peer_len);
-    session_accept(&W, (c4 & 0x10) ? 1 : 0, sv[0], (struct sockaddr *)&peer, peer_len);
+    session_accept(&W, listener, sv[0], (struct sockaddr *)&peer, peer_len);
+    if (raw > 0)
+        write_client(body, raw, short_timeouts);
+    if (tls && client_fd != -1)
+        start_tls_client(data[5]);
+    body += raw;
+    n -= raw;
 
     /* the client's bytes in 1-3 writes */
     int pieces = 1 + c0 % 3;
@@ -821,21 +1101,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     write_client(body, cut1, short_timeouts);
     if (c4 & 0x08)
         worker_request_drain(&W);
-    if (c4 & 0x04) {
-        close(client_fd);
-        client_fd = -1;
-    }
+    if (c4 & 0x04)
+        close_client();
     write_client(body + cut1, cut2 - cut1, short_timeouts);
     write_client(body + cut2, n - cut2, short_timeouts);
-    if (client_fd != -1 && !(c4 & 0x02))
+    if (client_fd != -1 && !(c4 & 0x02)) {
+        if (client_ssl) {
+            SSL_shutdown(client_ssl); /* close_notify */
+            ERR_clear_error();
+        }
         shutdown(client_fd, SHUT_WR);
+    }
     settle(200, short_timeouts);
 
     /* teardown: the client goes, then whatever is left is closed */
-    if (client_fd != -1) {
-        close(client_fd);
-        client_fd = -1;
-    }
+    close_client();
     settle(50, false);
     while (W.sessions) {
         struct session *s = W.sessions;
@@ -861,6 +1141,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!limits_acquire(lim_counter, 1))
         die("maxConnections slot of sandbox lim leaked");
     limits_release(lim_counter);
+    check_access_log();
     if (trace)
         fprintf(stderr, "\n-- client requests %u, upstream requests %u, final responses %u\n",
                 client_requests, up_requests, final_responses);

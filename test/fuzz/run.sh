@@ -40,13 +40,14 @@ declare -A EXTRA=(
     [record]="$COMMON_LIBS"
     [config]="$COMMON_LIBS"
     [reply]="$COMMON_LIBS"
+    [outbuf]="$COMMON_LIBS"
     [proxy_proto]="$COMMON_LIBS"
     [http_head]="$COMMON_LIBS proxy/head.c $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c"
     # The whole request path: every proxy/*.c but main.c and lookup.c (the
     # harness stands in for the Redis cache); upstream stub on 127.0.0.1:39481.
     [request_path]="$COMMON_LIBS $(ls proxy/*.c | grep -v -e '^proxy/main\.c$' -e '^proxy/lookup\.c$' | tr '\n' ' ') $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c -levent_core -levent_extra -levent_openssl -lssl -lcrypto -lpthread"
 )
-ALL="host record config reply proxy_proto http_head request_path"
+ALL="host record config reply outbuf proxy_proto http_head request_path"
 NAMES=${FUZZ_ONLY:-$ALL}
 
 mkdir -p "$OUT/artifacts"

@@ -26,7 +26,13 @@ SANITIZER_PATTERNS = (
     "ERROR: AddressSanitizer",
     "ERROR: LeakSanitizer",
     "runtime error:",
+    "WARNING: ThreadSanitizer",
+    "FATAL: ThreadSanitizer",
 )
+
+# The ThreadSanitizer build (make tsan) reads its suppressions from here:
+# only reports inside uninstrumented libraries, each with its reason.
+TSAN_SUPPRESSIONS = Path(__file__).resolve().parents[1] / "tsan.supp"
 
 
 # --------------------------------------------------------------------------
@@ -392,10 +398,15 @@ class Proxy:
         self.stderr_path = self.workdir / ("%s-%d.stderr" % (name, self.port))
         self.proc = None
         self.returncode = None
+        self.preexec_fn = None  # run in the child before exec (e.g. setrlimit)
 
     @property
     def is_asan(self):
         return "/san/" in str(self.exe)
+
+    @property
+    def is_tsan(self):
+        return "/tsan/" in str(self.exe)
 
     def start(self, timeout=10.0):
         if not self.exe.exists():
@@ -403,11 +414,13 @@ class Proxy:
         self.config_path.write_text(json.dumps(self.config, indent=2))
         env = dict(os.environ)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        env.setdefault("TSAN_OPTIONS", "suppressions=%s second_deadlock_stack=1" % TSAN_SUPPRESSIONS)
         env.update(self.env)
         err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen([str(self.exe), "--config", str(self.config_path)],
                                      stdout=err, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env)
+                                     stdin=subprocess.DEVNULL, env=env,
+                                     preexec_fn=self.preexec_fn)
         err.close()
         ACTIVE_PROXIES.append(self)
         deadline = time.monotonic() + timeout
@@ -504,6 +517,19 @@ class Proxy:
 
     def admin(self, path):
         return admin_get(self.admin_port, path)
+
+    def metric(self, name, **labels):
+        """One sample of /metrics: the line for `name` with exactly these
+        labels (0.0 when absent)."""
+        r = self.admin("/metrics")
+        assert r.status == 200, r
+        want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+        key = "%s{%s}" % (name, want) if want else name
+        for line in r.text.splitlines():
+            k, _, v = line.rpartition(" ")
+            if k == key:
+                return float(v)
+        return 0.0
 
 
 def _can_connect(port):

@@ -63,3 +63,27 @@ def test_readyz_503_while_draining(make_proxy, upstream, redis_server, sid):
     with Client(p.port) as c:
         assert c.request("GET", "/r/%s/during" % sid, host=sandbox_host(upstream.port, sid)).status == 200
     assert p.wait(10) == 0
+
+
+def test_drain_timeout_exits_with_request_in_flight(make_proxy, upstream, redis_server, sid):
+    """drain.timeout_ms bounds the drain: a request still held upstream does
+    not keep the process alive; the log says how many connections were open
+    (main reads the workers' session counts: issue 10 item 12, a data race
+    under make tsan before the counts were atomic)."""
+    p = make_proxy({"drain": {"delay_ms": 0, "timeout_ms": 500}}, name="drain-timeout")
+    redis_server.set_record(sid, public_record())
+    hold = "hold-" + sid
+    c = p.connect(timeout=10)
+    try:
+        c.send(build_request("GET", "/r/%s/stuck" % sid, sandbox_host(upstream.port, sid),
+                             [("X-Test-Hold", hold)]))
+        upstream.wait_requests("/r/%s/stuck" % sid)
+        t0 = time.monotonic()
+        p.signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+        assert time.monotonic() - t0 >= 0.5
+        assert "drain timeout (500 ms) reached with 1 connections open" in p.stderr(), p.stderr()[-3000:]
+        assert not p.sanitizer_findings(), p.stderr()[-5000:]
+    finally:
+        upstream.release(hold)
+        c.close()

@@ -459,3 +459,35 @@ def test_bad_status_line_from_upstream_is_502(proxy, redis_server, sid, status_l
     finally:
         t.join(5)
         srv.close()
+
+
+# --------------------------------------------------------------------------
+# Forwarded (RFC 7239) and X-Real-IP: the same claims as X-Forwarded-For, so
+# the same rule: only a peer in policy.trusted_proxies may make them.
+
+ADDRESS_CLAIMS = [("Forwarded", "for=203.0.113.7;proto=https;host=evil.example"),
+                  ("forwarded", "for=198.51.100.1"),
+                  ("X-Real-IP", "203.0.113.7")]
+
+
+def test_forwarded_and_x_real_ip_removed_from_untrusted_peer(proxy, upstream, routed):
+    sid, host = routed
+    r = proxy.get(host, "/r/%s/claims" % sid, headers=ADDRESS_CLAIMS + [("X-Other", "kept")])
+    assert r.status == 200, r
+    (rec,) = upstream.requests_for("/r/%s/" % sid)
+    assert not rec.has_header("forwarded"), rec.headers
+    assert not rec.has_header("x-real-ip"), rec.headers
+    assert rec.header_all("x-other") == ["kept"], rec.headers
+    assert rec.header_all("x-forwarded-for") == ["127.0.0.1"], rec.headers
+
+
+def test_forwarded_and_x_real_ip_kept_from_trusted_peer(make_proxy, upstream, routed):
+    p = make_proxy({"policy": {"trusted_proxies": ["127.0.0.0/8"]}}, name="trusted")
+    sid, host = routed
+    r = p.get(host, "/r/%s/claims" % sid, headers=ADDRESS_CLAIMS)
+    assert r.status == 200, r
+    (rec,) = upstream.requests_for("/r/%s/" % sid)
+    # As sent: every value, in order, nothing added.
+    assert rec.header_all("forwarded") == ["for=203.0.113.7;proto=https;host=evil.example",
+                                           "for=198.51.100.1"], rec.headers
+    assert rec.header_all("x-real-ip") == ["203.0.113.7"], rec.headers

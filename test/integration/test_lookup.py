@@ -197,14 +197,30 @@ def test_unknown_sandbox_negative_cached(proxy_long, upstream, redis_server, sid
 # Upstream connection reuse
 
 
-def test_upstream_connection_reused_on_keepalive(proxy, upstream, redis_server, sid):
+def upstream_conns_of_sequential_requests(proxy, upstream, redis_server, sid, n):
+    """n requests one after another on one client connection (one worker):
+    the upstream connection ids the responses name, and how many distinct
+    ones the upstream saw."""
     host = sandbox_host(upstream.port, sid)
     redis_server.set_record(sid, public_record())
     with proxy.connect() as c:
-        ids = [c.request("GET", "/r/%s/ka%d" % (sid, i), host=host).header("x-upstream-conn")
-               for i in range(5)]
-    assert len(set(ids)) == 1, ids
-    assert len({r.conn_id for r in upstream.requests_for("/r/%s/" % sid)}) == 1
+        ids = [c.request("GET", "/r/%s/seq%d" % (sid, i), host=host).header("x-upstream-conn")
+               for i in range(n)]
+    return ids, len({r.conn_id for r in upstream.requests_for("/r/%s/" % sid)})
+
+
+def test_upstream_connection_reused_on_keepalive(proxy, upstream, redis_server, sid):
+    ids, seen = upstream_conns_of_sequential_requests(proxy, upstream, redis_server, sid, 5)
+    assert len(set(ids)) == 1 and seen == 1, ids
+
+
+def test_pool_max_idle_zero_never_reuses(make_proxy, upstream, redis_server, sid):
+    # upstream.pool_max_idle: 0 means no reuse: every request gets its own
+    # upstream connection.
+    p = make_proxy({"upstream": {"pool_max_idle": 0}}, name="nopool")
+    ids, seen = upstream_conns_of_sequential_requests(p, upstream, redis_server, sid, 4)
+    assert len(set(ids)) == 4 and seen == 4, ids
+    assert p.metric("edgeproxy_upstream_pool_reuses_total") == 0
 
 
 def test_upstream_connection_reused_across_client_connections(proxy, upstream, redis_server, sid):
@@ -269,6 +285,36 @@ def test_upstream_closed_idle_connection_is_not_an_error(proxy, upstream, redis_
         for i in range(3):
             r = c.request("GET", "/r/%s/c2-%d" % (sid, i), host=host)
             assert r.status == 200, r
+
+
+# A pooled connection the app closes as the request arrives: the request may
+# have been acted on, so only an idempotent one (RFC 9110 section 9.2.2) is
+# sent again, and only while none of its body went up.
+@pytest.mark.parametrize("method,body,replayed", [
+    ("GET", None, True), ("PUT", b"", True), ("DELETE", b"", True),
+    ("POST", b"", False), ("PATCH", b"", False),
+    ("PUT", b"x" * 100, False),  # idempotent, but its body went up already
+], ids=["GET", "PUT", "DELETE", "POST", "PATCH", "PUT-with-body"])
+def test_stale_pooled_connection_replays_only_idempotent(proxy, upstream, redis_server, sid,
+                                                         method, body, replayed):
+    host = sandbox_host(upstream.port, sid)
+    redis_server.set_record(sid, public_record())
+    with proxy.connect() as c:
+        r = c.request("GET", "/r/%s/first" % sid, host=host, headers=[("X-Test-Drop-Next", "1")])
+        assert r.status == 200, r
+        first = int(r.header("x-upstream-conn"))
+        r = c.request(method, "/r/%s/second" % sid, host=host, body=body)
+        seen = upstream.requests_for("/r/%s/second" % sid)
+        assert seen and seen[0].conn_id == first, seen  # it did go to the pooled connection
+        if replayed:
+            assert r.status == 200, r
+            assert [x.method for x in seen] == [method, method], seen
+            assert seen[1].conn_id != first, seen
+        else:
+            check_error(r, 502, sandbox_id=sid, port=upstream.port)
+            assert [x.method for x in seen] == [method], seen
+        # The client connection is still good.
+        assert c.request("GET", "/r/%s/third" % sid, host=host).status == 200
 
 
 # --------------------------------------------------------------------------

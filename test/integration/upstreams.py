@@ -22,6 +22,11 @@ headers (they pass through the proxy like any other header):
   X-Test-Reset: 1            close the connection (RST) without answering
   X-Test-Close-After-Ms: N   answer normally (keep-alive), then close the
                              connection N ms later without having said so
+  X-Test-Drop-Next: 1        answer normally (keep-alive); the next request on
+                             this connection is read and recorded, then the
+                             connection closes (FIN) without an answer (an
+                             app closing a keep-alive connection just as the
+                             proxy reuses it)
   Upgrade: websocket (with Connection: upgrade)
                              answer 101 and echo raw bytes until EOF
 """
@@ -147,6 +152,7 @@ class EchoUpstream:
         self.open_conns = {}
         self.events = []  # (time, "accept"/"close", conn_id)
         self.holds = {}
+        self.drop_next = set()  # connection ids whose next request is dropped
         self.body_bytes_sent = 0  # response body bytes written, all connections
         self._stop = threading.Event()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -335,6 +341,12 @@ class EchoUpstream:
         rec.body_len, rec.body_sha256 = body_len, body_sha
         with self.lock:
             self.requests.append(rec)
+            dropped = cid in self.drop_next
+            self.drop_next.discard(cid)
+            if rec.header("x-test-drop-next") and not dropped:
+                self.drop_next.add(cid)
+        if dropped:
+            return False  # seen, never answered: the connection just closes
         return self._answer(s, r, rec)
 
     def _answer(self, s, r, rec):

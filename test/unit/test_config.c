@@ -99,6 +99,7 @@ static void assert_defaults_except_listeners(const struct config *c)
     assert_int_equal(c->client_max_headers, 100);
     assert_int_equal(c->client_max_request_line, 8192);
     assert_int_equal(c->websocket_idle_timeout_ms, 3600000);
+    assert_int_equal(c->client_max_connections, 0);
     assert_int_equal(c->upstream_connect_timeout_ms, 5000);
     assert_int_equal(c->upstream_connect_retries, 3);
     assert_int_equal(c->upstream_retry_backoff_ms, 100);
@@ -185,7 +186,8 @@ static void test_everything_set(void **state)
        "  \"trusted_proxies\":[\"10.0.0.0/8\",\"::1\",\"fd00::/8\"]},"
        "\"client\":{\"header_timeout_ms\":1,\"keepalive_timeout_ms\":2,"
        "  \"body_timeout_ms\":3,\"max_head_bytes\":1024,\"max_headers\":1,"
-       "  \"max_request_line\":256,\"websocket_idle_timeout_ms\":4},"
+       "  \"max_request_line\":256,\"websocket_idle_timeout_ms\":4,"
+       "  \"max_connections\":16777216},"
        "\"upstream\":{\"connect_timeout_ms\":5,\"connect_retries\":0,"
        "  \"retry_backoff_ms\":0,\"response_timeout_ms\":86400000,"
        "  \"idle_timeout_ms\":6,\"pool_idle_timeout_ms\":7,"
@@ -245,6 +247,7 @@ static void test_everything_set(void **state)
     assert_int_equal(cfg.client_max_headers, 1);
     assert_int_equal(cfg.client_max_request_line, 256);
     assert_int_equal(cfg.websocket_idle_timeout_ms, 4);
+    assert_int_equal(cfg.client_max_connections, 16777216);
     assert_int_equal(cfg.upstream_connect_timeout_ms, 5);
     assert_int_equal(cfg.upstream_connect_retries, 0);
     assert_int_equal(cfg.upstream_retry_backoff_ms, 0);
@@ -479,6 +482,10 @@ static void test_errors(void **state)
          "client.keepalive_timeout_ms: must be an integer in 1..86400000"},
         {"{" MIN_LISTENER ",\"client\":{\"body_timeout_ms\":-5}}",
          "client.body_timeout_ms: must be an integer in 1..86400000"},
+        {"{" MIN_LISTENER ",\"client\":{\"max_connections\":-1}}",
+         "client.max_connections: must be an integer in 0..16777216"},
+        {"{" MIN_LISTENER ",\"client\":{\"max_connections\":16777217}}",
+         "client.max_connections: must be an integer in 0..16777216"},
         {"{" MIN_LISTENER ",\"client\":{\"websocket_idle_timeout_ms\":0}}",
          "client.websocket_idle_timeout_ms: must be an integer in "
          "1..86400000"},
@@ -929,6 +936,21 @@ static void test_load_file(void **state)
     unlink(path);
 }
 
+/* client.max_connections 0: half of what the reserve leaves, 1 at least,
+ * the key's maximum at most (RLIM_INFINITY is all ones). */
+static void test_derived_max_connections(void **state)
+{
+    /* 64 + 2 * (1 + 8) = 82 reserved: (1024 - 82) / 2 = 471 (README);
+     * 64 + 16 * (2 + 8) = 224: (1048576 - 224) / 2 = 524176. */
+    assert_int_equal(config_derived_max_connections(1024, 2, 1), 471);
+    assert_int_equal(config_derived_max_connections(1048576, 16, 2), 524176);
+    assert_int_equal(config_derived_max_connections(84, 2, 1), 1);
+    assert_int_equal(config_derived_max_connections(64, 2, 1), 1);
+    assert_int_equal(config_derived_max_connections(0, 1, 1), 1);
+    assert_int_equal(config_derived_max_connections(~0ULL, 1024, 16),
+                     CONFIG_MAX_CONNECTIONS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -944,6 +966,7 @@ int main(void)
         cmocka_unit_test(test_parse_address),
         cmocka_unit_test(test_cidr_match),
         cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_derived_max_connections),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

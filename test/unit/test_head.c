@@ -283,6 +283,37 @@ static void test_recycled_head_keeps_its_limits(void **state) {
   head_put(w, h);
 }
 
+/* After a reload (a new config under the worker) an arena sized by the old
+ * limits is not recycled: the next head_get has the new ones. */
+static void test_arena_of_old_config_not_recycled(void **state) {
+  struct fixture *f = *state;
+  struct worker *w = &f->w;
+  struct head *old = head_get(w), *spare = head_get(w);
+  head_put(w, spare);
+  assert_int_equal(w->free_head_count, 1);
+  struct config next = f->cfg;
+  next.client_max_headers = 5;
+  next.client_max_head_bytes = 128;
+  next.client_max_request_line = 32;
+  w->cfg = &next;
+  head_free_all(w); /* what apply_runtime does */
+  assert_int_equal(w->free_head_count, 0);
+  assert_null(w->free_heads);
+  head_put(w, old); /* in flight across the reload: freed, not kept */
+  assert_int_equal(w->free_head_count, 0);
+  struct head *h = head_get(w);
+  assert_int_equal(h->max_hdrs, 5);
+  assert_int_equal(h->cap, 128);
+  assert_int_equal(h->max_url, 32);
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(add_hdr(h, "A", "1"), 0);
+  assert_int_equal(head_on_field(h, "F", 1), -1);
+  head_put(w, h);
+  assert_int_equal(w->free_head_count, 1);
+  w->cfg = &f->cfg;
+  head_free_all(w);
+}
+
 /* ---- lookups ---- */
 
 static void test_find_case_insensitive_first(void **state) {
@@ -447,6 +478,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_too_many_headers_431, setup_small,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_recycled_head_keeps_its_limits,
+                                      setup_small, teardown),
+      cmocka_unit_test_setup_teardown(test_arena_of_old_config_not_recycled,
                                       setup_small, teardown),
       cmocka_unit_test_setup_teardown(test_find_case_insensitive_first, setup,
                                       teardown),

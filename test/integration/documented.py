@@ -1,0 +1,44 @@
+"""What README.md documents, read from README.md itself: the one place the
+access-log keys and the metric names are listed. Tests compare the proxy's
+output with these exactly, so an undocumented key or metric (or a documented
+one the proxy does not emit) fails a test instead of drifting.
+
+- access_log_keys(): the keys of the example line under "**Access log.**",
+  in order.
+- metric_families(): {name: type} from the metrics table under "## Admin
+  endpoints and metrics" (first column `name{labels}`, second the type).
+"""
+
+import json
+import re
+
+from harness import REPO_ROOT
+
+README = REPO_ROOT / "README.md"
+
+
+def _text():
+    return README.read_text(encoding="utf-8")
+
+
+def access_log_keys():
+    text = _text()
+    start = text.index("**Access log.**")
+    m = re.compile(r"```json\n(.*?)\n```", re.S).search(text, start)
+    assert m, "README: no ```json example after **Access log.**"
+    obj = json.loads(m.group(1), object_pairs_hook=list)
+    return [k for k, _ in obj]
+
+
+def metric_families():
+    text = _text()
+    start = text.index("## Admin endpoints and metrics")
+    end = text.index("\n## ", start + 1)
+    out = {}
+    for line in text[start:end].splitlines():
+        m = re.match(r"^\| `(edgeproxy_[a-z0-9_]+)(\{[^`]*\})?` \| (counter|gauge|histogram) \|", line)
+        if m:
+            assert m.group(1) not in out, "README lists %s twice" % m.group(1)
+            out[m.group(1)] = m.group(3)
+    assert out, "README: no metrics table rows found"
+    return out
