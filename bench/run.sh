@@ -98,53 +98,12 @@ DOMAIN=bench.local
 HOST_HDR="$ORIGIN_PORT-$SANDBOX.$DOMAIN"        # edgeproxy -> origin
 DISCARD_HOST="$DISCARD_PORT-$SANDBOX.$DOMAIN"   # edgeproxy -> discard server
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in $ORIGIN_PORT $NGINX_PORT $HAPROXY_PORT $EDGEPROXY_PORT $REDIS_PORT $DISCARD_PORT; do
-    if port_open "$p"; then
-        echo "bench: 127.0.0.1:$p is in use (set BASE_PORT)" >&2
-        exit 1
-    fi
-done
+NAME=bench
+. "$BENCH/lib.sh"
+ports_free $ORIGIN_PORT $NGINX_PORT $HAPROXY_PORT $EDGEPROXY_PORT $REDIS_PORT $DISCARD_PORT
 
 # ---------------------------------------------------------------- processes
-TMP=$(mktemp -d /tmp/epbench.XXXXXX)
-chmod 755 "$TMP"       # nginx workers run as nobody when started as root
-STARTED=()             # pids, in start order
-declare -A PID         # name -> pid
-
-cleanup() {
-    local i p
-    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
-        p=${STARTED[i]}
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for p in "${STARTED[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
-    done
-    if [ -n "${KEEP_TMP:-}" ]; then echo "bench: kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'echo "bench: interrupted" >&2; exit 130' INT TERM
-
-# start NAME CMD...: background process whose pid is the server itself.
-start() {
-    local name=$1; shift
-    "$@" >"$TMP/$name.out" 2>&1 &
-    PID[$name]=$!
-    STARTED+=($!)
-}
-
-wait_port() {  # NAME PORT
-    for _ in $(seq 100); do
-        port_open "$2" && return 0
-        kill -0 "${PID[$1]}" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "bench: $1 did not come up on port $2; its output:" >&2
-    tail -n 30 "$TMP/$1.out" >&2
-    exit 1
-}
+make_tmp epbench
 
 render() {  # TEMPLATE OUT
     sed -e "s|@TMP@|$TMP|g" -e "s|@ORIGIN_PORT@|$ORIGIN_PORT|g" \
@@ -197,8 +156,6 @@ cpu_ticks() {  # PIDS... -> utime+stime summed, in clock ticks
     done
     echo "$t"
 }
-
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 alive() { kill -0 "${PID[$1]}" 2>/dev/null; }
 

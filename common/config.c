@@ -735,7 +735,7 @@ static int parse_cache(const cJSON *obj, struct config *cfg, char *err,
                        size_t errlen)
 {
     static const char *const keys[] = {"ttl_ms", "negative_ttl_ms",
-                                       "stale_grace_ms", NULL};
+                                       "stale_grace_ms", "max_entries", NULL};
 
     if (check_keys(obj, "cache", keys, err, errlen) == -1 ||
         get_int(obj, "cache", "ttl_ms", 0, MS_MAX, &cfg->cache_ttl_ms, err,
@@ -743,7 +743,9 @@ static int parse_cache(const cJSON *obj, struct config *cfg, char *err,
         get_int(obj, "cache", "negative_ttl_ms", 0, MS_MAX,
                 &cfg->cache_negative_ttl_ms, err, errlen) == -1 ||
         get_int(obj, "cache", "stale_grace_ms", 0, MS_MAX,
-                &cfg->cache_stale_grace_ms, err, errlen) == -1)
+                &cfg->cache_stale_grace_ms, err, errlen) == -1 ||
+        get_int(obj, "cache", "max_entries", 16, 10000000,
+                &cfg->cache_max_entries, err, errlen) == -1)
         return -1;
     return 0;
 }
@@ -940,6 +942,9 @@ void config_defaults(struct config *cfg)
     cfg->cache_ttl_ms = 1000;
     cfg->cache_negative_ttl_ms = 250;
     cfg->cache_stale_grace_ms = 30000;
+    /* Per worker. A sandbox id the internet makes up costs ~180 bytes
+     * (README, "Route cache memory"): 32768 of them are ~6 MiB a worker. */
+    cfg->cache_max_entries = 32768;
 
     cfg->token_exempt_ports[0] = 49983;
     cfg->token_exempt_count = 1;

@@ -64,6 +64,8 @@ struct config {
     int cache_stale_grace_ms;           /* "stale_grace_ms", default 30000:
                                            how long an expired record keeps
                                            serving while Redis is down */
+    int cache_max_entries;              /* "max_entries", default 32768 per
+                                           worker, 16..10000000 */
 
     /* "policy" */
     uint16_t token_exempt_ports[CONFIG_MAX_EXEMPT_PORTS];

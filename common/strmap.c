@@ -1,18 +1,51 @@
 #include "strmap.h"
 
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+
+#include "siphash.h"
+
+/* Keys come from clients (sandbox ids in the Host header): with a hash they
+ * can compute, they could send ids that all land in one chain and turn
+ * every lookup into a walk of the whole table. SipHash with a key drawn at
+ * start and never shown makes the bucket of an id unpredictable. One key per
+ * process, set once by the first strmap_init (pthread_once: the main thread
+ * and the workers both make maps); every later read of it happens after
+ * that pthread_once or after a pthread_create that follows it. */
+static struct siphash_key process_key;
+static pthread_once_t process_key_once = PTHREAD_ONCE_INIT;
+
+static void process_key_init(void)
+{
+    uint8_t bytes[SIPHASH_KEY_BYTES];
+    size_t got = 0;
+    while (got < sizeof(bytes)) {
+        ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            /* No kernel randomness (Linux < 3.17, or a seccomp filter): an
+             * unkeyed table would be a denial of service waiting to happen. */
+            fprintf(stderr, "strmap: getrandom: %s\n", strerror(errno));
+            abort();
+        }
+        got += (size_t)n;
+    }
+    process_key = siphash_key_from_bytes(bytes);
+}
 
 static size_t hash_str(const char *s)
 {
-    size_t h = 1469598103934665603ull; /* FNV-1a, 64 bit */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
+    return (size_t)siphash24(s, strlen(s), &process_key);
 }
 
 int strmap_init(struct strmap *m, size_t nbuckets)
 {
+    pthread_once(&process_key_once, process_key_init);
     size_t n = 16;
     while (n < nbuckets)
         n *= 2;

@@ -1,6 +1,8 @@
 /* An intrusive string-keyed hash table: the entry embeds a strmap_node and
  * owns its key; the map allocates only its bucket array. Used for the route
- * cache and the upstream pools. Pure, single-threaded. */
+ * cache and the upstream pools. Keys are hashed with SipHash-2-4 under a
+ * random per-process key (see strmap.c), so clients cannot choose keys that
+ * collide. A map is single-threaded; maps in different threads are fine. */
 #ifndef EDGEPROXY_STRMAP_H
 #define EDGEPROXY_STRMAP_H
 

@@ -1,3 +1,43 @@
+/* The route cache: sandbox id -> route_rec, one per worker, in front of
+ * Redis (one GET per sandbox per TTL, shared by concurrent misses).
+ *
+ * Each entry is in one state, and on the list of lk that goes with it (one
+ * intrusive link per entry: every move is O(1)):
+ *
+ *   idle, nothing usable        negative  "not found", broken, or no answer
+ *                                         yet (Redis down when asked)
+ *   idle, a found record        positive  fresh, expired, or in stale grace
+ *   GET in flight               waiting   its waiters wait; FIFO, which is
+ *                                         deadline order
+ *   GET in flight, past its     (none)    waiters already answered (stale
+ *   deadline (redis.timeout_ms)           record or 503); the late reply
+ *                                         still refreshes the entry
+ *
+ * Idle lists run from most to least recently used. On top of the state:
+ * `purged` (PUBLISH invalidated it while its GET was out: ask again when the
+ * reply comes), and refresh-ahead: a hit in the last quarter of the TTL sends
+ * a GET in the background, so the entry is "in flight" while it still
+ * answers hits.
+ *
+ * The bound (SPEC section 11): at most cache.max_entries entries per worker,
+ * GETs in flight included, so those are bounded too. Before a new id is
+ * added, the least recently used negative entry goes, else the least
+ * recently used found one (edgeproxy_route_cache_evictions_total). An entry
+ * with its GET in flight is never evicted: hiredis holds it as the GET's
+ * privdata and its waiters are owed an answer. Detaching it for get_cb to
+ * free would not free anything now, so it could not make room; instead, when
+ * every entry is in flight (Redis stalled under max_entries outstanding
+ * GETs), a new id is answered at once with 503 + Retry-After and no GET
+ * (edgeproxy_route_cache_full_total). A sweep every 10 s frees idle entries
+ * past any use: negative ones after their TTL, found ones after TTL + stale
+ * grace.
+ *
+ * Memory (bench/random_ids.sh, README "Route cache memory"): about 180 bytes
+ * of RSS per negative entry, measured as RSS growth / entries with a 20-byte
+ * id: the entry (120 bytes + the id, one allocation) and its share of the
+ * bucket array. "Not found" answers share one route_rec per worker, and GET
+ * deadlines one timer per worker. A found entry adds its route_rec and
+ * record (about 800 bytes more). */
 #include "lookup.h"
 
 #include <ctype.h>
@@ -38,20 +78,26 @@
  * backoff), and whenever the cause changes. */
 #define FAILURES_PER_LOG 30
 
+/* A circular doubly-linked list; a detached link points at itself. */
+struct entry_link {
+    struct entry_link *prev, *next;
+};
+
 struct cache_entry {
     struct strmap_node node;        /* keyed by id */
+    struct entry_link link;         /* on the list of its state (see top) */
     struct lookup *lk;
     struct route_rec *rr;           /* last answer; NULL before the first */
     uint64_t expires_ms;            /* fresh until */
     uint64_t refresh_ms;            /* from here a hit also re-reads Redis */
     uint64_t stale_until_ms;        /* usable while Redis is down */
+    uint64_t deadline_ms;           /* on lk->waiting: waiters answered then */
+    struct lookup_waiter waiters;   /* sentinel of a circular list */
     bool pending;                   /* a GET is in flight */
     bool deferred;                  /* ...or waits for the data link's setup */
     bool purged;                    /* invalidated while the GET was out */
     bool waiters_timed_out;         /* current waiters already answered */
-    struct event *timeout_ev;       /* bounds the wait for a pending GET */
-    struct lookup_waiter waiters;   /* sentinel of a circular list */
-    char id[HOST_ID_MAX + 1];
+    char id[];                      /* lower-case, at most HOST_ID_MAX */
 };
 
 struct redis_link {
@@ -77,6 +123,11 @@ struct redis_link {
 struct lookup {
     struct worker *w;
     struct strmap table;            /* sandbox id -> cache_entry */
+    struct entry_link negative;     /* idle, nothing usable; MRU first */
+    struct entry_link positive;     /* idle, a found record; MRU first */
+    struct entry_link waiting;      /* GET in flight, by deadline */
+    struct event *timeout_ev;       /* fires at the first deadline */
+    struct route_rec *not_found;    /* shared by every "not found" entry */
     struct redis_link data, sub;
     struct evdns_base *dns;         /* resolves redis.url's host */
     int consecutive_timeouts;
@@ -97,6 +148,54 @@ static void link_connect(struct redis_link *l);
 static void link_drop(struct redis_link *l, const char *why);
 static void entry_fetch(struct cache_entry *e);
 
+/* ---- the lists ---- */
+
+static void list_init(struct entry_link *head)
+{
+    head->prev = head->next = head;
+}
+
+static void list_unlink(struct entry_link *l)
+{
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+    l->prev = l->next = l;
+}
+
+/* Moves l (from whatever list it is on) to the front of `head`. */
+static void list_push_front(struct entry_link *head, struct entry_link *l)
+{
+    list_unlink(l);
+    l->next = head->next;
+    l->prev = head;
+    head->next->prev = l;
+    head->next = l;
+}
+
+static void list_push_back(struct entry_link *head, struct entry_link *l)
+{
+    list_push_front(head->prev, l);
+}
+
+#define ENTRY_OF_LINK(l) ((struct cache_entry *)((char *)(l) - offsetof(struct cache_entry, link)))
+
+static struct cache_entry *list_first(struct entry_link *head)
+{
+    return head->next == head ? NULL : ENTRY_OF_LINK(head->next);
+}
+
+static struct cache_entry *list_last(struct entry_link *head)
+{
+    return head->prev == head ? NULL : ENTRY_OF_LINK(head->prev);
+}
+
+/* An idle entry (no GET in flight) goes to the front of its list. */
+static void entry_touch(struct cache_entry *e)
+{
+    bool found = e->rr && e->rr->status == LOOKUP_FOUND;
+    list_push_front(found ? &e->lk->positive : &e->lk->negative, &e->link);
+}
+
 /* ---- the table ---- */
 
 #define ENTRY_OF(n) ((struct cache_entry *)((char *)(n) - offsetof(struct cache_entry, node)))
@@ -107,30 +206,55 @@ static struct cache_entry *table_find(struct lookup *lk, const char *id)
     return n ? ENTRY_OF(n) : NULL;
 }
 
-static void entry_timeout_cb(evutil_socket_t fd, short what, void *arg);
+/* Unlinks e from the table and its list and frees it. Never for an entry
+ * with a GET in flight (hiredis holds it). */
+static void table_remove(struct cache_entry *e)
+{
+    struct lookup *lk = e->lk;
+    strmap_remove(&lk->table, &e->node);
+    list_unlink(&e->link);
+    route_rec_unref(e->rr);
+    free(e);
+    METRIC_DEC(&lk->w->metrics, cache_entries);
+}
+
+/* Room for one more entry under cache.max_entries (a reload may have lowered
+ * it: then several go). Idle negative entries go first (a made-up id is
+ * worth nothing), then idle found ones, least recently used first. false
+ * when every entry has a GET in flight. */
+static bool table_make_room(struct lookup *lk)
+{
+    while (lk->table.count >= (size_t)lk->w->cfg->cache_max_entries) {
+        struct cache_entry *victim = list_last(&lk->negative);
+        if (!victim)
+            victim = list_last(&lk->positive);
+        if (!victim)
+            return false;
+        log_debug("cache: evict %s", victim->id);
+        table_remove(victim);
+        METRIC_INC(&lk->w->metrics, cache_evictions);
+    }
+    return true;
+}
 
 static struct cache_entry *table_add(struct lookup *lk, const char *id)
 {
-    struct cache_entry *e = calloc(1, sizeof(*e));
+    if (!table_make_room(lk)) {
+        METRIC_INC(&lk->w->metrics, cache_full);
+        return NULL;
+    }
+    size_t len = strnlen(id, HOST_ID_MAX);
+    struct cache_entry *e = calloc(1, sizeof(*e) + len + 1);
     if (!e)
         return NULL;
     e->lk = lk;
-    strncpy(e->id, id, HOST_ID_MAX);
+    memcpy(e->id, id, len);
     e->waiters.next = e->waiters.prev = &e->waiters;
-    e->timeout_ev = evtimer_new(lk->w->base, entry_timeout_cb, e);
-    if (!e->timeout_ev) {
-        free(e);
-        return NULL;
-    }
+    list_init(&e->link);
+    list_push_front(&lk->negative, &e->link);
     strmap_put(&lk->table, &e->node, e->id);
+    METRIC_INC(&lk->w->metrics, cache_entries);
     return e;
-}
-
-static void entry_free(struct cache_entry *e)
-{
-    event_free(e->timeout_ev);
-    route_rec_unref(e->rr);
-    free(e);
 }
 
 /* ---- answering waiters ---- */
@@ -141,7 +265,9 @@ static bool waiters_empty(const struct cache_entry *e)
 }
 
 /* Detaches the whole list first: a callback may start a new lookup on the
- * same entry (a pipelined request) or cancel another waiter. */
+ * same entry (a pipelined request) or cancel another waiter. A callback may
+ * also look up new ids and so evict e (it is idle by now): e is not touched
+ * after the detach, and rr (e's) is held until the last waiter has it. */
 static void answer_waiters(struct cache_entry *e, int status,
                            struct route_rec *rr)
 {
@@ -153,11 +279,13 @@ static void answer_waiters(struct cache_entry *e, int status,
     list.next->prev = &list;
     list.prev->next = &list;
     e->waiters.next = e->waiters.prev = &e->waiters;
+    route_rec_ref(rr);
     while (list.next != &list) {
         struct lookup_waiter *wt = list.next;
         lookup_cancel(wt);
         wt->cb(wt, status, route_rec_ref(rr));
     }
+    route_rec_unref(rr);
 }
 
 /* Redis could not answer: the last record if still within its grace, else
@@ -181,13 +309,41 @@ static void answer_unavailable(struct cache_entry *e)
     answer_waiters(e, status, rr);
 }
 
-static void entry_timeout_cb(evutil_socket_t fd, short what, void *arg)
+/* ---- GET deadlines: one timer per worker ---- */
+
+static void timer_arm(struct lookup *lk, uint64_t in_ms)
 {
-    struct cache_entry *e = arg;
+    struct timeval tv = {(time_t)(in_ms / 1000), (suseconds_t)(in_ms % 1000) * 1000};
+    evtimer_add(lk->timeout_ev, &tv);
+}
+
+/* Puts e, whose GET was just sent, at the back of the waiting list. Every
+ * GET gets the same redis.timeout_ms, so the list stays in deadline order
+ * and the timer only ever needs the first one. (After a reload that
+ * shortens the timeout, GETs sent later may wait until an earlier one's
+ * deadline: once, at most the old timeout.) */
+static void waiting_add(struct cache_entry *e)
+{
     struct lookup *lk = e->lk;
+    uint64_t timeout = (uint64_t)lk->w->cfg->redis_timeout_ms;
+    e->deadline_ms = worker_now_ms() + timeout;
+    list_push_back(&lk->waiting, &e->link);
+    if (!evtimer_pending(lk->timeout_ev, NULL))
+        timer_arm(lk, timeout);
+}
+
+/* e's GET is late: its waiters get the stale record or 503 now; e stays in
+ * flight (on no list) until the reply or the disconnect comes. */
+static void entry_timed_out(struct cache_entry *e)
+{
+    struct lookup *lk = e->lk;
+    list_unlink(&e->link);
     if (e->deferred) {
-        /* The GET never went out (see fail_deferred): nothing will answer. */
+        /* The GET never went out (see link_abandon_deferred): nothing will
+         * answer it. e is idle again; its waiters may evict it, so nothing
+         * touches e after answering. */
         e->deferred = e->pending = false;
+        entry_touch(e);
         log_warn("redis: no data connection for the GET for sandbox %s", e->id);
         METRIC_INC(&lk->w->metrics, redis_errors);
         answer_unavailable(e);
@@ -204,9 +360,23 @@ static void entry_timeout_cb(evutil_socket_t fd, short what, void *arg)
                  lk->consecutive_timeouts);
         lk->consecutive_timeouts = 0;
         /* Not redisAsyncDisconnect: it waits for the pending replies, which
-         * a silent network cut never delivers. */
+         * a silent network cut never delivers. (Freeing the context answers
+         * every GET in flight: entries leave the waiting list.) */
         link_drop(&lk->data, "stopped answering");
     }
+}
+
+static void timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct lookup *lk = arg;
+    uint64_t now = worker_now_ms();
+    struct cache_entry *e;
+    /* Re-read the front every time: answering runs callbacks, and dropping
+     * the link answers (and moves) every entry in flight. */
+    while ((e = list_first(&lk->waiting)) && e->deadline_ms <= now)
+        entry_timed_out(e);
+    if (e)
+        timer_arm(lk, e->deadline_ms - now);
 }
 
 static struct route_rec *parse_reply(struct cache_entry *e, redisReply *reply)
@@ -224,9 +394,9 @@ static void get_cb(redisAsyncContext *ac, void *r, void *privdata)
     struct lookup *lk = e->lk;
     redisReply *reply = r;
     e->pending = false;
-    evtimer_del(e->timeout_ev);
     if (lk->closing)
         return;
+    entry_touch(e); /* idle again, and just used */
     if (!reply || reply->type == REDIS_REPLY_ERROR) {
         log_warn("redis: GET for sandbox %s failed: %s", e->id,
                  reply ? reply->str : (ac->errstr[0] ? ac->errstr : "disconnected"));
@@ -250,6 +420,11 @@ static void get_cb(redisAsyncContext *ac, void *r, void *privdata)
         answer_unavailable(e);
         return;
     }
+    if (rr->status == LOOKUP_NOT_FOUND) {
+        /* Every "not found" is alike: made-up ids share one answer. */
+        route_rec_unref(rr);
+        rr = route_rec_ref(lk->not_found);
+    }
     uint64_t now = worker_now_ms();
     const struct config *cfg = lk->w->cfg;
     int ttl = rr->status == LOOKUP_FOUND ? cfg->cache_ttl_ms
@@ -259,6 +434,7 @@ static void get_cb(redisAsyncContext *ac, void *r, void *privdata)
     e->stale_until_ms = now + (uint64_t)ttl + (uint64_t)cfg->cache_stale_grace_ms;
     route_rec_unref(e->rr);
     e->rr = rr;
+    entry_touch(e); /* to the list of its new answer */
     if (e->waiters_timed_out) {
         e->waiters_timed_out = false;
         if (waiters_empty(e))
@@ -296,9 +472,7 @@ static void entry_fetch(struct cache_entry *e)
         return;
     e->pending = true;
     e->waiters_timed_out = false;
-    struct timeval tv = {lk->w->cfg->redis_timeout_ms / 1000,
-                         (lk->w->cfg->redis_timeout_ms % 1000) * 1000};
-    evtimer_add(e->timeout_ev, &tv);
+    waiting_add(e);
 }
 
 int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt,
@@ -312,8 +486,11 @@ int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt,
          * background, so traffic to a busy sandbox never stops to wait for
          * Redis at expiry; the TTL bound on changes still holds (a record
          * whose refresh has not come back by expiry waits as before). */
-        if (now >= e->refresh_ms && !e->pending)
-            entry_fetch(e);
+        if (!e->pending) {
+            entry_touch(e);
+            if (now >= e->refresh_ms)
+                entry_fetch(e);
+        }
         *status = e->rr->status;
         *rr = route_rec_ref(e->rr);
         return 0;
@@ -324,8 +501,10 @@ int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt,
         *rr = NULL;
         return 0;
     }
-    if (!e->pending)
+    if (!e->pending) {
+        entry_touch(e); /* used now, even if Redis cannot be asked */
         entry_fetch(e);
+    }
     if (!e->pending || e->waiters_timed_out) {
         /* Redis is down (or already too slow for this entry): answer now
          * from what is left instead of waiting. */
@@ -370,18 +549,17 @@ static void purge_all(struct lookup *lk)
     strmap_each(&lk->table, expire_entry, NULL);
 }
 
-/* Drops entries nobody uses that are past any use (stale grace included),
- * so random sandbox ids from the internet cannot grow the cache forever. */
+/* Frees idle entries past any use: found records after their stale grace,
+ * anything else after its TTL (only found records are ever served stale). */
 static void sweep_entry(struct strmap_node *n, void *arg)
 {
     struct cache_entry *e = ENTRY_OF(n);
     uint64_t now = *(const uint64_t *)arg;
-    uint64_t until = e->stale_until_ms > e->expires_ms ? e->stale_until_ms
-                                                       : e->expires_ms;
-    if (!e->pending && waiters_empty(e) && now >= until) {
-        strmap_remove(&e->lk->table, n);
-        entry_free(e);
-    }
+    uint64_t until = e->expires_ms;
+    if (e->rr && e->rr->status == LOOKUP_FOUND && e->stale_until_ms > until)
+        until = e->stale_until_ms;
+    if (!e->pending && now >= until)
+        table_remove(e);
 }
 
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
@@ -441,20 +619,28 @@ static void send_deferred(struct strmap_node *n, void *arg)
     e->purged = false; /* this GET goes out after any purge */
 }
 
+/* Moves a deferred entry to the front of the waiting list, due now (the
+ * list stays in deadline order). */
 static void fail_deferred(struct strmap_node *n, void *arg)
 {
-    static const struct timeval now = {0, 0};
     struct cache_entry *e = ENTRY_OF(n);
-    if (e->deferred)
-        evtimer_add(e->timeout_ev, &now);
+    if (!e->deferred)
+        return;
+    e->deadline_ms = 0;
+    list_push_front(&e->lk->waiting, &e->link);
 }
 
 /* The data link leaves its setup unfinished: what waited for it is
- * answered now, each by its own timer (entry_timeout_cb). */
+ * answered now, from the deadline timer (entry_timed_out), not from inside
+ * this walk of the table. */
 static void link_abandon_deferred(struct redis_link *l)
 {
-    if (!l->subscriber && l->steps > 0 && !l->connected && !l->lk->closing)
-        strmap_each(&l->lk->table, fail_deferred, NULL);
+    if (l->subscriber || l->steps == 0 || l->connected || l->lk->closing)
+        return;
+    strmap_each(&l->lk->table, fail_deferred, NULL);
+    struct cache_entry *first = list_first(&l->lk->waiting);
+    if (first && first->deadline_ms == 0)
+        timer_arm(l->lk, 0);
 }
 
 /* Counts a failed try, logged the first time, then once per
@@ -867,8 +1053,14 @@ struct lookup *lookup_new(struct worker *w)
     if (!lk)
         return NULL;
     lk->w = w;
+    list_init(&lk->negative);
+    list_init(&lk->positive);
+    list_init(&lk->waiting);
     lk->sweep_ev = event_new(w->base, -1, EV_PERSIST, sweep_cb, lk);
-    if (strmap_init(&lk->table, CACHE_BUCKETS_MIN) == -1 || !lk->sweep_ev)
+    lk->timeout_ev = evtimer_new(w->base, timeout_cb, lk);
+    lk->not_found = route_rec_new(LOOKUP_NOT_FOUND);
+    if (strmap_init(&lk->table, CACHE_BUCKETS_MIN) == -1 || !lk->sweep_ev ||
+        !lk->timeout_ev || !lk->not_found)
         goto fail;
     struct timeval tv = {SWEEP_INTERVAL_MS / 1000, 0};
     evtimer_add(lk->sweep_ev, &tv);
@@ -903,7 +1095,7 @@ static void link_free(struct redis_link *l)
 
 static void free_entry_node(struct strmap_node *n, void *arg)
 {
-    entry_free(ENTRY_OF(n));
+    table_remove(ENTRY_OF(n));
 }
 
 void lookup_free(struct lookup *lk)
@@ -918,10 +1110,13 @@ void lookup_free(struct lookup *lk)
         event_free(lk->sweep_ev);
     if (lk->heartbeat_ev)
         event_free(lk->heartbeat_ev);
+    if (lk->timeout_ev)
+        event_free(lk->timeout_ev);
     if (lk->table.buckets)
         strmap_each(&lk->table, free_entry_node, NULL);
     strmap_destroy(&lk->table);
     dns_free(lk, resolving);
+    route_rec_unref(lk->not_found);
     free(lk);
 }
 

@@ -3,7 +3,8 @@
  * One GET per sandbox per TTL; concurrent misses for one sandbox share that
  * GET; PUBLISH <prefix>invalidate <id> purges an entry (a subscriber
  * connection per worker); expired records keep serving for a grace period
- * while Redis is unreachable. */
+ * while Redis is unreachable. At most cache.max_entries ids per worker,
+ * "not found" ones evicted first (states and memory: lookup.c). */
 #ifndef EDGEPROXY_LOOKUP_H
 #define EDGEPROXY_LOOKUP_H
 

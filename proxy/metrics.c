@@ -95,6 +95,15 @@ void metrics_render(struct evbuffer *out, struct metrics *const *all, int n)
             SUM(cache_hits));
     counter(out, "edgeproxy_route_cache_misses_total",
             "Route lookups that needed Redis.", "counter", SUM(cache_misses));
+    counter(out, "edgeproxy_route_cache_entries",
+            "Sandbox ids in the route caches (cache.max_entries per worker).", "gauge",
+            SUM(cache_entries));
+    counter(out, "edgeproxy_route_cache_evictions_total",
+            "Route cache entries dropped to make room for a new sandbox id.", "counter",
+            SUM(cache_evictions));
+    counter(out, "edgeproxy_route_cache_full_total",
+            "New sandbox ids answered 503 because every cache entry was waiting on Redis.",
+            "counter", SUM(cache_full));
     counter(out, "edgeproxy_redis_errors_total",
             "Redis errors, timeouts and disconnects.", "counter",
             SUM(redis_errors));

@@ -26,6 +26,9 @@ struct metrics {
     int64_t upstream_connections;     /* gauge */
     uint64_t cache_hits;
     uint64_t cache_misses;
+    int64_t cache_entries;            /* gauge */
+    uint64_t cache_evictions;
+    uint64_t cache_full;              /* new ids refused: all entries in flight */
     uint64_t redis_errors;
     uint64_t redis_reconnects;
     uint64_t upstream_connect_errors;

@@ -44,9 +44,9 @@ def make_proxy(workdir, redis_server):
     started = []
 
     def make(overrides=None, redis_url=None, name="proxy", start=True, extra_listeners=(),
-             argv_prefix=()):
+             argv_prefix=(), env=None):
         p = Proxy(workdir / "proxy", redis_url or redis_server.url, overrides, name=name,
-                  extra_listeners=extra_listeners, argv_prefix=argv_prefix)
+                  extra_listeners=extra_listeners, argv_prefix=argv_prefix, env=env)
         started.append(p)
         if start:
             p.start()

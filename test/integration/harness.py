@@ -379,12 +379,13 @@ class Proxy:
     """build/edgeproxy --config <tmpfile>, stopped by pid with SIGTERM."""
 
     def __init__(self, workdir, redis_url, overrides=None, name="proxy", exe=None,
-                 extra_listeners=(), argv_prefix=()):
+                 extra_listeners=(), argv_prefix=(), env=None):
         """extra_listeners: listener objects without "address" (e.g.
         {"proxy_protocol": True}); each gets 127.0.0.1:<free port>, listed in
         self.extra_ports, after the plain listener on self.port.
         argv_prefix: a command that execs the rest of its arguments (the
-        process keeps its pid), e.g. own_resolver_argv()."""
+        process keeps its pid), e.g. own_resolver_argv(). env: more
+        environment variables for the process."""
         self.argv_prefix = list(argv_prefix)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -398,6 +399,7 @@ class Proxy:
             self.extra_ports.append(port)
             self.config["listeners"].append(dict(lst, address="127.0.0.1:%d" % port))
         self.name = name
+        self.env = dict(env or {})
         self.config_path = self.workdir / ("%s-%d.json" % (name, self.port))
         self.stderr_path = self.workdir / ("%s-%d.stderr" % (name, self.port))
         self.proc = None
@@ -419,6 +421,7 @@ class Proxy:
         env = dict(os.environ)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         env.setdefault("TSAN_OPTIONS", "suppressions=%s second_deadlock_stack=1" % TSAN_SUPPRESSIONS)
+        env.update(self.env)
         err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(self.argv_prefix + [str(self.exe), "--config", str(self.config_path)],
                                      stdout=err, stderr=subprocess.STDOUT,
@@ -790,6 +793,46 @@ def admin_get(port, path, timeout=5.0):
 # Assertions on the proxy's own responses (SPEC section 6)
 
 JSON_CT = "application/json; charset=utf-8"
+
+
+# --------------------------------------------------------------------------
+# What the proxy reports: /metrics, and its memory
+
+
+def parse_metrics(text):
+    """Prometheus text -> {(name, ((label, value), ...)): float}."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)', line)
+        assert m, "bad metrics line %r" % line
+        labels = tuple(sorted(re.findall(r'([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"', m.group(3) or "")))
+        out[(m.group(1), labels)] = float(m.group(4))
+    return out
+
+
+def metrics(proxy):
+    r = proxy.admin("/metrics")
+    assert r.status == 200, r
+    return parse_metrics(r.text)
+
+
+def value(m, name, **labels):
+    """The sample with exactly these labels; 0.0 if absent."""
+    return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def family(m, name):
+    return {k: v for k, v in m.items() if k[0] == name}
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for pid %d" % pid)
 
 
 def check_error(resp, status, sandbox_id=None, port=None, connection_limit=None,

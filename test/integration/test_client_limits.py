@@ -12,15 +12,7 @@ import time
 
 import pytest
 
-from harness import build_request, new_sid, public_record, sandbox_host, wait_until
-
-
-def vmrss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for pid %d" % pid)
+from harness import build_request, new_sid, public_record, rss_kib, sandbox_host, wait_until
 
 
 class PipelineSender(threading.Thread):
@@ -87,14 +79,14 @@ def test_pipelined_proxy_replies_wait_for_unsent_output(proxy, upstream):
     with proxy.connect(timeout=60) as warm:
         assert warm.request("GET", "/warm", host=host).status == 502
     pid = proxy.proc.pid
-    rss_before = vmrss_kib(pid)
+    rss_before = rss_kib(pid)
     replies_before = proxy.metric("edgeproxy_proxy_replies_total")
     with proxy.connect(timeout=60) as c:
         sender = PipelineSender(c.sock, request, n)
         sender.start()
         sender.wait_stalled_or_done()
         time.sleep(0.5)
-        grown_kib = vmrss_kib(pid) - rss_before
+        grown_kib = rss_kib(pid) - rss_before
         answered = proxy.metric("edgeproxy_proxy_replies_total") - replies_before
         print("sent %d of %d, answered %d, VmRSS +%d KiB" % (sender.sent, n, answered, grown_kib))
         # What the proxy may hold: its output high-water mark (256 KiB),

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from harness import (WS_UPGRADE_HEADERS, tunnel_echo, Client, ConnectionClosed, build_request, check_error, free_port, new_sid, public_record,
-                     sandbox_host)
+                     rss_kib, sandbox_host)
 from upstreams import pattern_bytes, start_later
 
 
@@ -267,11 +267,7 @@ BP_SLACK = 48 << 20   # kernel socket buffers + proxy buffers, generously
 
 
 def rss_bytes(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    return rss_kib(pid) * 1024
 
 
 def test_upload_backpressure(proxy, upstream, routed):

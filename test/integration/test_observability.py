@@ -11,7 +11,8 @@ import re
 import pytest
 
 from documented import access_log_keys, metric_families
-from harness import free_port, new_sid, public_record, sandbox_host, wait_until
+from harness import (family, free_port, metrics, new_sid, parse_metrics, public_record,
+                     sandbox_host, value, wait_until)
 
 
 @pytest.fixture(scope="module")
@@ -22,33 +23,6 @@ def access_log(workdir):
 @pytest.fixture(scope="module")
 def proxy(make_proxy, access_log):
     return make_proxy({"access_log": {"path": str(access_log)}}, name="obs")
-
-
-def parse_metrics(text):
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)', line)
-        assert m, "bad metrics line %r" % line
-        labels = tuple(sorted(re.findall(r'([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"', m.group(3) or "")))
-        out[(m.group(1), labels)] = float(m.group(4))
-    return out
-
-
-def metrics(proxy):
-    r = proxy.admin("/metrics")
-    assert r.status == 200, r
-    return parse_metrics(r.text)
-
-
-def value(m, name, **labels):
-    """The sample with exactly these labels; 0.0 if absent."""
-    return m.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def family(m, name):
-    return {k: v for k, v in m.items() if k[0] == name}
 
 
 # SPEC section 7's minimum, as README names the families.

@@ -88,6 +88,7 @@ static void assert_defaults_except_listeners(const struct config *c)
     assert_int_equal(c->cache_ttl_ms, 1000);
     assert_int_equal(c->cache_negative_ttl_ms, 250);
     assert_int_equal(c->cache_stale_grace_ms, 30000);
+    assert_int_equal(c->cache_max_entries, 32768);
     assert_int_equal(c->token_exempt_count, 1);
     assert_int_equal(c->token_exempt_ports[0], 49983);
     assert_int_equal(c->trusted_count, 0);
@@ -179,7 +180,8 @@ static void test_everything_set(void **state)
        "\"admin\":{\"address\":\"[::1]:9191\"},"
        "\"redis\":{\"url\":\"redis://:p%40ss:w/rd@redis.internal:6380/3\","
        "  \"key_prefix\":\"sb:\",\"timeout_ms\":250},"
-       "\"cache\":{\"ttl_ms\":0,\"negative_ttl_ms\":0,\"stale_grace_ms\":0},"
+       "\"cache\":{\"ttl_ms\":0,\"negative_ttl_ms\":0,\"stale_grace_ms\":0,"
+       "  \"max_entries\":16},"
        "\"policy\":{\"token_exempt_ports\":[1,65535,49983],"
        "  \"trusted_proxies\":[\"10.0.0.0/8\",\"::1\",\"fd00::/8\"]},"
        "\"client\":{\"header_timeout_ms\":1,\"keepalive_timeout_ms\":2,"
@@ -227,6 +229,7 @@ static void test_everything_set(void **state)
     assert_int_equal(cfg.cache_ttl_ms, 0);
     assert_int_equal(cfg.cache_negative_ttl_ms, 0);
     assert_int_equal(cfg.cache_stale_grace_ms, 0);
+    assert_int_equal(cfg.cache_max_entries, 16);
     assert_int_equal(cfg.token_exempt_count, 3);
     assert_int_equal(cfg.token_exempt_ports[0], 1);
     assert_int_equal(cfg.token_exempt_ports[1], 65535);
@@ -506,6 +509,12 @@ static void test_errors(void **state)
          "cache.negative_ttl_ms: must be an integer in 0..86400000"},
         {"{" MIN_LISTENER ",\"cache\":{\"stale_grace_ms\":0.5}}",
          "cache.stale_grace_ms: must be an integer in 0..86400000"},
+        {"{" MIN_LISTENER ",\"cache\":{\"max_entries\":15}}",
+         "cache.max_entries: must be an integer in 16..10000000"},
+        {"{" MIN_LISTENER ",\"cache\":{\"max_entries\":10000001}}",
+         "cache.max_entries: must be an integer in 16..10000000"},
+        {"{" MIN_LISTENER ",\"cache\":{\"max_entries\":null}}",
+         "cache.max_entries: must be an integer in 16..10000000"},
         {"{" MIN_LISTENER ",\"drain\":{\"delay_ms\":-1}}",
          "drain.delay_ms: must be an integer in 0..86400000"},
         {"{" MIN_LISTENER ",\"drain\":{\"timeout_ms\":\"30s\"}}",
