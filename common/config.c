@@ -1,6 +1,8 @@
-/* The JSON configuration: SPEC section 3 plus the team's keys. Every key,
- * its default and its range is documented in README.md and shown with its
- * default in conf/edgeproxy.json. */
+/* The JSON configuration: SPEC section 3 plus the team's keys. Every key is
+ * one row of the table below (path, type, range, default, restart-only, one
+ * line of doc); parsing, defaults, unknown-key detection, the reload check
+ * and `edgeproxy --print-config` (the Configuration table of README.md) all
+ * walk it. conf/edgeproxy.json shows every key with its default. */
 #include "config.h"
 
 #include <arpa/inet.h>
@@ -20,20 +22,12 @@
  * never overflows an int64 of microseconds anywhere downstream. */
 #define MS_MAX 86400000
 #define CONFIG_FILE_MAX (1 << 20)
-#define KEY_PREFIX_MAX 128
 #define PATH_MAX_LEN 128
 
-/* Defaults for the string fields live here, not on the heap, so that
- * config_defaults() owns nothing; config_free() knows not to free them. */
-static char def_admin_address[] = "127.0.0.1:9090";
+/* The default Redis host lives here, not on the heap, so that
+ * config_defaults() owns nothing (string keys' defaults are the table's
+ * literals, for the same reason); config_free() knows not to free it. */
 static char def_redis_host[] = "127.0.0.1";
-static char def_key_prefix[] = "sandbox:";
-
-static void free_owned(char *p)
-{
-    if (p != def_admin_address && p != def_redis_host && p != def_key_prefix)
-        free(p);
-}
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -245,31 +239,6 @@ static int json_error(const char *json, size_t len, size_t off, char *err,
                 col);
 }
 
-/* Every member of obj must be in `allowed` and appear once. cJSON keeps
- * duplicates and GetObjectItem returns the first: the second would be
- * silently ignored. */
-static int check_keys(const cJSON *obj, const char *path,
-                      const char *const *allowed, char *err, size_t errlen)
-{
-    char kp[PATH_MAX_LEN + 64];
-    const cJSON *it, *prev;
-
-    cJSON_ArrayForEach(it, obj) {
-        bool known = false;
-
-        for (size_t i = 0; allowed[i] != NULL; i++)
-            if (strcmp(it->string, allowed[i]) == 0)
-                known = true;
-        join(kp, sizeof(kp), path, it->string);
-        if (!known)
-            return fail(err, errlen, "unknown key \"%s\"", kp);
-        for (prev = obj->child; prev != it; prev = prev->next)
-            if (strcmp(prev->string, it->string) == 0)
-                return fail(err, errlen, "duplicate key \"%s\"", kp);
-    }
-    return 0;
-}
-
 static const cJSON *item(const cJSON *obj, const char *key)
 {
     return cJSON_GetObjectItemCaseSensitive(obj, key);
@@ -286,80 +255,565 @@ static bool int_in(const cJSON *it, int lo, int hi, int *out)
     return true;
 }
 
-static int get_int(const cJSON *obj, const char *path, const char *key,
-                   int lo, int hi, int *out, char *err, size_t errlen)
-{
-    const cJSON *it = item(obj, key);
-    char kp[PATH_MAX_LEN];
+/* ---- the key table ------------------------------------------------------- */
 
-    if (it == NULL)
-        return 0;
-    if (!int_in(it, lo, hi, out)) {
-        join(kp, sizeof(kp), path, key);
-        return fail(err, errlen, "%s: must be an integer in %d..%d", kp, lo,
-                    hi);
-    }
-    return 0;
+/* What a row's offset points at, and how its value is read when the row has
+ * no parser of its own. */
+enum key_type {
+    KEY_INT,    /* int: an integer in .min..max */
+    KEY_BOOL,   /* bool: true or false */
+    KEY_ENUM,   /* int: the index of one of .names */
+    KEY_TOKEN,  /* char *: visible ASCII, at most .max bytes */
+    KEY_TEXT,   /* char *: a non-empty string (a file, an address) */
+    KEY_CUSTOM, /* nothing of its own: .parse does it all */
+};
+
+struct config_key;
+
+/* Reads `it` into base. `it` is NULL when the key is absent: a parser still
+ * runs then, it may have something to check. `path` names the key in
+ * messages ("listeners[1].address"). */
+typedef int key_parse_fn(const struct config_key *k, const cJSON *it,
+                         void *base, const char *path, char *err,
+                         size_t errlen);
+
+struct config_key {
+    /* "client.max_headers". A row "a.b" with no row "a" is member b of the
+     * section "a": an object of such rows, absent, or null when every one of
+     * them takes null (then each of them is null). Sections are one level
+     * deep. "listeners[].tls" is member tls of each element of the array
+     * "listeners", read by that row's parser. */
+    const char *path;
+    enum key_type type;
+    /* Into struct config; for a member of an array element, into the
+     * element's struct (config_listener, config_cert), where every member
+     * defaults to zero: elements start zeroed. */
+    size_t offset;
+    int min, max;                   /* KEY_INT range; KEY_TOKEN max bytes */
+    int def;                        /* KEY_INT, KEY_BOOL, KEY_ENUM default */
+    const char *def_text;           /* KEY_TOKEN, KEY_TEXT default: static,
+                                       never freed; NULL = none */
+    const char *const *names;       /* KEY_ENUM, NULL-terminated */
+    bool nullable;                  /* null is accepted: off */
+    bool required;                  /* no default: absent is an error */
+    /* NULL: a SIGHUP applies a change. Otherwise a change needs a restart,
+     * and the refusal says this after the key path. */
+    const char *restart;
+    const char *doc;                /* one line of Markdown */
+    /* --print-config, where the type's own rendering does not fit */
+    const char *shown_default, *values;
+    key_parse_fn *parse;            /* instead of the type's reader */
+    void (*set_default)(struct config *cfg); /* after the type's default */
+    /* Restart-only keys the type cannot compare: the same in a and b (the
+     * bases offset is into)? */
+    bool (*same)(const void *a, const void *b);
+    /* Restart-only keys with more to compare (an array's elements) */
+    int (*reload)(const struct config_key *k, const struct config *a,
+                  const struct config *b, char *err, size_t errlen);
+};
+
+static key_parse_fn parse_domains, parse_listeners, parse_listener_address,
+    parse_tls, parse_certificates, parse_admin_address, parse_redis,
+    parse_exempt_ports, parse_trusted_proxies;
+static void default_admin(struct config *cfg);
+static void default_redis(struct config *cfg);
+static void default_exempt_ports(struct config *cfg);
+static bool same_listener_address(const void *a, const void *b);
+static bool same_admin(const void *a, const void *b);
+static int reload_listeners(const struct config_key *k,
+                            const struct config *a, const struct config *b,
+                            char *err, size_t errlen);
+
+static const char *const log_levels[] = {"error", "warn", "info", "debug",
+                                         NULL};
+
+#define STR(x) #x
+#define XSTR(x) STR(x)
+#define OFF(field) offsetof(struct config, field)
+#define INT(p, field, lo, hi, d)                                               \
+    .path = p, .type = KEY_INT, .offset = OFF(field), .min = lo, .max = hi,    \
+    .def = d
+/* A duration in milliseconds: at most a day. */
+#define MS(p, field, lo, d) INT(p, field, lo, MS_MAX, d)
+#define CUSTOM(p, fn) .path = p, .type = KEY_CUSTOM, .parse = fn
+#define LISTENER(p, t, field)                                                  \
+    .path = "listeners[]." p, .type = t,                                       \
+    .offset = offsetof(struct config_listener, field),                         \
+    .restart = "address, tls on/off and proxy_protocol need a restart"
+#define CERT(p, field, doc_)                                                   \
+    .path = "listeners[].tls.certificates[]." p, .type = KEY_TEXT,             \
+    .offset = offsetof(struct config_cert, field), .required = true,           \
+    .values = "file path", .doc = doc_
+
+/* Every key, in the order they are read (which decides the error reported
+ * when there are several) and shown. */
+static const struct config_key keys[] = {
+    {INT("workers", workers, 0, 1024, 0),
+     .restart = "changing the worker count needs a restart",
+     .doc = "event loops (threads); 0 = one per online core"},
+    {CUSTOM("domains", parse_domains), .shown_default = "`[]`",
+     .values = "array of domain names",
+     .doc = "accepted Host suffixes (case-insensitive, dots trimmed). A Host "
+            "under none of them gets 400. Empty = any suffix"},
+    {CUSTOM("listeners", parse_listeners), .required = true,
+     .values = "array of 1 to " XSTR(CONFIG_MAX_LISTENERS) " objects",
+     .restart = "adding or removing listeners needs a restart",
+     .reload = reload_listeners,
+     .doc = "the listening sockets, each bound once per worker with "
+            "`SO_REUSEPORT`"},
+    {LISTENER("address", KEY_TEXT, address), .required = true,
+     .parse = parse_listener_address, .same = same_listener_address,
+     .values = "`IPv4:port` or `[IPv6]:port`",
+     .doc = "two listeners on one address are an error"},
+    {LISTENER("proxy_protocol", KEY_BOOL, proxy_protocol),
+     .doc = "require a PROXY protocol v1 or v2 header on every connection, "
+            "within `client.header_timeout_ms`; a missing or invalid one "
+            "closes the connection without a response. The address it "
+            "carries becomes the client address everywhere "
+            "(`X-Forwarded-For`, `trusted_proxies`, access log); "
+            "`LOCAL`/`UNKNOWN` keep the socket's"},
+    {LISTENER("tls", KEY_BOOL, tls), .parse = parse_tls,
+     .shown_default = "absent: plain HTTP", .values = "object",
+     .doc = "turns on TLS termination: TLS 1.2 and 1.3, ALPN `http/1.1`, "
+            "session tickets. On or off needs a restart; the certificate "
+            "files reload on SIGHUP"},
+    {CUSTOM("listeners[].tls.certificates", parse_certificates),
+     .required = true,
+     .values = "array of 1 to " XSTR(CONFIG_MAX_CERTS) " objects",
+     .doc = "chosen by SNI against each certificate's DNS subjectAltNames "
+            "(or its CN) — exact names first, then `*.` wildcards covering "
+            "one label — the first one when there is no SNI or no match"},
+    {CERT("cert", cert, "PEM certificate chain")},
+    {CERT("key", key, "PEM private key")},
+    {.path = "admin.address", .type = KEY_TEXT, .offset = OFF(admin_address),
+     .def_text = "127.0.0.1:9090", .nullable = true,
+     .parse = parse_admin_address, .set_default = default_admin,
+     .same = same_admin, .restart = "changing it needs a restart",
+     .values = "`IPv4:port`, `[IPv6]:port` or `null`",
+     .doc = "address of `/healthz`, `/readyz`, `/metrics`; `\"admin\": null` "
+            "or `\"address\": null` turns it off. Must differ from every "
+            "listener"},
+    {CUSTOM("redis.url", parse_redis), .set_default = default_redis,
+     .shown_default = "`\"redis://127.0.0.1:6379/0\"`",
+     .values = "`redis://[:password@]host[:port][/db]`",
+     .doc = "host is a name, IPv4 or `[IPv6]`; the password is %-decoded. No "
+            "`rediss://`, no user names. A name is resolved without blocking "
+            "(libevent's evdns: `/etc/hosts`, then the nameservers, `search` "
+            "and `options` of `/etc/resolv.conf`, read when a worker starts), "
+            "again at every reconnect, its addresses tried in turn"},
+    /* It becomes part of every key and of the invalidation channel name:
+     * spaces or controls there are always a mistake. */
+    {.path = "redis.key_prefix", .type = KEY_TOKEN, .offset = OFF(key_prefix),
+     .max = 128, .def_text = "sandbox:",
+     .doc = "sandbox keys are `<prefix><id>`, the invalidation channel "
+            "`<prefix>invalidate`"},
+    {MS("redis.timeout_ms", redis_timeout_ms, 1, 1000),
+     .doc = "how long requests wait for one `GET`; then they get the stale "
+            "record (see `cache.stale_grace_ms`) or 503. Three timeouts in a "
+            "row reconnect the data connection"},
+    {MS("cache.ttl_ms", cache_ttl_ms, 0, 1000),
+     .doc = "how long a found record is served from the worker cache without "
+            "asking Redis. A record still in use in the last quarter of its "
+            "TTL is re-read in the background. 0 = ask every time"},
+    {MS("cache.negative_ttl_ms", cache_negative_ttl_ms, 0, 250),
+     .doc = "the same for \"not found\" and broken records"},
+    {MS("cache.stale_grace_ms", cache_stale_grace_ms, 0, 30000),
+     .doc = "after its TTL, how long a found record keeps serving while "
+            "Redis is unreachable"},
+    /* A sandbox id the internet makes up costs ~180 bytes (README, "Route
+     * cache memory"): 32768 of them are ~6 MiB a worker. */
+    {INT("cache.max_entries", cache_max_entries, 16, 10000000, 32768),
+     .doc = "sandbox ids each worker's cache holds, lookups in flight "
+            "included. When full, a new id first evicts the least recently "
+            "used \"not found\"/broken entry, else the least recently used "
+            "found one; if every entry is waiting on Redis, the new id gets "
+            "503 at once. About 180 bytes per unknown id (see Route cache "
+            "memory). Lowered by SIGHUP, it takes effect as new ids come"},
+    {CUSTOM("policy.token_exempt_ports", parse_exempt_ports),
+     .set_default = default_exempt_ports, .shown_default = "`[49983]`",
+     .values = "array of at most " XSTR(CONFIG_MAX_EXEMPT_PORTS) " ports",
+     .doc = "sandbox ports that skip the traffic token check"},
+    {CUSTOM("policy.trusted_proxies", parse_trusted_proxies),
+     .shown_default = "`[]`",
+     .values = "array of at most " XSTR(CONFIG_MAX_TRUSTED) " networks",
+     .doc = "networks (`\"10.0.0.0/8\"`, `\"::1\"`) whose `X-Forwarded-For` "
+            "is appended to, whose `X-Forwarded-Proto` is kept and whose "
+            "`Forwarded` (RFC 7239) and `X-Real-IP` pass as sent; from anyone "
+            "else the first two are replaced and the last two removed"},
+    {MS("client.header_timeout_ms", client_header_timeout_ms, 1, 10000),
+     .doc = "time to receive a whole request head; then 408 and close"},
+    {MS("client.keepalive_timeout_ms", client_keepalive_timeout_ms, 1, 75000),
+     .doc = "idle time between requests on a client connection"},
+    {MS("client.body_timeout_ms", client_body_timeout_ms, 1, 60000),
+     .doc = "idle time while reading a request body; then the connection is "
+            "closed"},
+    {INT("client.max_head_bytes", client_max_head_bytes, 1024, 1048576,
+         16384),
+     .doc = "request head size limit; over it: 431"},
+    {INT("client.max_headers", client_max_headers, 1, 10000, 100),
+     .doc = "header count limit; over it: 431"},
+    {INT("client.max_request_line", client_max_request_line, 256, 1048576,
+         8192),
+     .doc = "request target length limit; over it: 414"},
+    {MS("client.websocket_idle_timeout_ms", websocket_idle_timeout_ms, 1,
+        3600000),
+     .doc = "a tunnel (after `101`) with no byte either way for this long is "
+            "closed"},
+    {INT("client.max_connections", client_max_connections, 0,
+         CONFIG_MAX_CONNECTIONS, 0),
+     .doc = "open client connections of the whole process (all workers). "
+            "When reached, workers stop accepting until some close: new "
+            "connections wait in the kernel's listen backlog (4096 per "
+            "listener per worker, or net.core.somaxconn if lower), they are "
+            "not refused (HAProxy's `maxconn`). 0 = derived from the "
+            "open-files limit (at start the proxy raises its soft limit to "
+            "the hard one, as HAProxy does): (RLIMIT_NOFILE − 64 − workers × "
+            "(listeners + 8)) / 2, since a proxied connection may hold two "
+            "descriptors (client and upstream) and the process keeps some of "
+            "its own; 471 with 1024, 2 workers and one listener; logged at "
+            "start"},
+    {MS("upstream.connect_timeout_ms", upstream_connect_timeout_ms, 1, 5000),
+     .doc = "upstream connect timeout; then 504"},
+    {INT("upstream.connect_retries", upstream_connect_retries, 0, 100, 3),
+     .doc = "retries after *connection refused* (the app may still be "
+            "binding); then 502"},
+    {INT("upstream.retry_backoff_ms", upstream_retry_backoff_ms, 0, 60000,
+         100),
+     .doc = "wait before the first retry, doubled for each next one (100, "
+            "200, 400 ms); a single wait never exceeds 60000 ms (with the "
+            "default, from the 11th retry on)"},
+    {MS("upstream.response_timeout_ms", upstream_response_timeout_ms, 0, 0),
+     .doc = "time from sending the request to the response head; 0 = off "
+            "(the idle timeout below still applies). Over it: 504"},
+    {MS("upstream.idle_timeout_ms", upstream_idle_timeout_ms, 1, 60000),
+     .doc = "read/write idle timeout on upstream connections: no response "
+            "head in time is 504, a stall mid-response closes the client "
+            "connection"},
+    {MS("upstream.pool_idle_timeout_ms", upstream_pool_idle_timeout_ms, 1,
+        30000),
+     .doc = "how long an idle keep-alive upstream connection stays pooled"},
+    {INT("upstream.pool_max_idle", upstream_pool_max_idle, 0, 100000, 64),
+     .doc = "idle connections kept per pool key per worker (0 = no reuse)"},
+    {MS("drain.delay_ms", drain_delay_ms, 0, 0),
+     .doc = "on SIGTERM/SIGINT, time between `/readyz` turning 503 and the "
+            "listeners closing"},
+    {MS("drain.timeout_ms", drain_timeout_ms, 0, 30000),
+     .doc = "upper bound on the drain; when reached the process exits 0 with "
+            "a warning"},
+    {.path = "log.level", .type = KEY_ENUM, .offset = OFF(log_level),
+     .names = log_levels, .def = 2,
+     .doc = "the error log (stderr) gets lines of this level and the more "
+            "severe ones"},
+    {.path = "access_log.path", .type = KEY_TEXT,
+     .offset = OFF(access_log_path), .nullable = true,
+     .values = "file path or `null`",
+     .doc = "access log file, opened for appending (reopened on SIGHUP, for "
+            "rotation); `null` = off. See below"},
+};
+
+#define KEYS_END (keys + sizeof(keys) / sizeof(keys[0]))
+
+/* ---- walking the table --------------------------------------------------- */
+
+/* Stands for each key of a section that is null. */
+static const cJSON json_null = {.type = cJSON_NULL};
+
+static void *field(const void *base, const struct config_key *k)
+{
+    return (char *)base + k->offset;
 }
 
-static int get_bool(const cJSON *obj, const char *path, const char *key,
-                    bool *out, char *err, size_t errlen)
+/* Array members ("listeners[].tls") are their array's business. */
+static bool in_array(const struct config_key *k)
 {
-    const cJSON *it = item(obj, key);
-    char kp[PATH_MAX_LEN];
-
-    if (it == NULL)
-        return 0;
-    if (!cJSON_IsBool(it)) {
-        join(kp, sizeof(kp), path, key);
-        return fail(err, errlen, "%s: must be true or false", kp);
-    }
-    *out = cJSON_IsTrue(it);
-    return 0;
+    return strchr(k->path, '[') != NULL;
 }
 
-/* A section object: NULL when absent; -1 when present but not an object
- * (null included, except where the caller handles it first). */
-static int get_object(const cJSON *obj, const char *key, const cJSON **out,
+/* k's path after `section` and a dot ("client" and "client.max_headers":
+ * "max_headers"); the whole path for the top level (""); NULL when k is not
+ * under section. */
+static const char *member_rest(const struct config_key *k, const char *section)
+{
+    size_t n = strlen(section);
+
+    if (n == 0)
+        return k->path;
+    if (strncmp(k->path, section, n) != 0 || k->path[n] != '.')
+        return NULL;
+    return k->path + n + 1;
+}
+
+/* The member's own name at the start of rest: up to a "." or "[". */
+static size_t name_len(const char *rest)
+{
+    return strcspn(rest, ".[");
+}
+
+/* The row for exactly section's member `name` (n bytes), if any. */
+static const struct config_key *find_row(const char *section, const char *name,
+                                         size_t n)
+{
+    for (const struct config_key *k = keys; k < KEYS_END; k++) {
+        const char *rest = member_rest(k, section);
+
+        if (rest != NULL && strlen(rest) == n && memcmp(rest, name, n) == 0)
+            return k;
+    }
+    return NULL;
+}
+
+static bool key_allowed(const char *section, const char *name)
+{
+    size_t n = strlen(name);
+
+    for (const struct config_key *k = keys; k < KEYS_END; k++) {
+        const char *rest = member_rest(k, section);
+
+        if (rest != NULL && name_len(rest) == n && memcmp(rest, name, n) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Every member of obj, the object at `section` (named `path` in messages),
+ * must have a row and appear once. cJSON keeps duplicates and GetObjectItem
+ * returns the first: the second would be silently ignored. */
+static int check_keys(const cJSON *obj, const char *path, const char *section,
                       char *err, size_t errlen)
 {
-    const cJSON *it = item(obj, key);
+    char kp[PATH_MAX_LEN + 64];
+    const cJSON *it, *prev;
 
-    *out = NULL;
-    if (it == NULL)
-        return 0;
-    if (!cJSON_IsObject(it))
-        return fail(err, errlen, "%s: must be an object", key);
-    *out = it;
+    cJSON_ArrayForEach(it, obj) {
+        join(kp, sizeof(kp), path, it->string);
+        if (!key_allowed(section, it->string))
+            return fail(err, errlen, "unknown key \"%s\"", kp);
+        for (prev = obj->child; prev != it; prev = prev->next)
+            if (strcmp(prev->string, it->string) == 0)
+                return fail(err, errlen, "duplicate key \"%s\"", kp);
+    }
     return 0;
 }
 
-/* Replaces *dst with a copy of a non-empty string. */
-static int get_path_string(const cJSON *it, const char *kp, char **dst,
-                           char *err, size_t errlen)
+/* A section may be null when each of its keys may. */
+static bool section_nullable(const char *section)
 {
-    char *copy;
+    for (const struct config_key *k = keys; k < KEYS_END; k++)
+        if (member_rest(k, section) != NULL && !k->nullable)
+            return false;
+    return true;
+}
 
-    if (!cJSON_IsString(it) || it->valuestring[0] == '\0')
-        return fail(err, errlen, "%s: must be a non-empty string", kp);
-    copy = strdup(it->valuestring);
-    if (copy == NULL)
-        return fail(err, errlen, "%s: out of memory", kp);
-    free_owned(*dst);
+/* Replaces k's string with a copy of s (NULL: none). */
+static int set_string(const struct config_key *k, void *base, const char *s,
+                      const char *path, char *err, size_t errlen)
+{
+    char **dst = field(base, k);
+    char *copy = NULL;
+
+    if (s != NULL && (copy = strdup(s)) == NULL)
+        return fail(err, errlen, "%s: out of memory", path);
+    if (*dst != k->def_text)
+        free(*dst);
     *dst = copy;
     return 0;
 }
 
-/* ---- sections ------------------------------------------------------------ */
+static bool visible_ascii(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+            return false;
+    return n <= max;
+}
+
+static int fail_enum(const struct config_key *k, const char *path, char *err,
+                     size_t errlen)
+{
+    char list[128] = "";
+    size_t n = 0;
+
+    for (size_t i = 0; k->names[i] != NULL && n < sizeof(list); i++)
+        n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s",
+                              i ? ", " : "", k->names[i]);
+    return fail(err, errlen, "%s: must be one of %s", path, list);
+}
+
+/* The type's reader. */
+static int parse_value(const struct config_key *k, const cJSON *it,
+                       void *base, const char *path, char *err, size_t errlen)
+{
+    if (it == NULL)
+        return k->required ? fail(err, errlen, "%s: required", path) : 0;
+    switch (k->type) {
+    case KEY_INT:
+        if (!int_in(it, k->min, k->max, field(base, k)))
+            return fail(err, errlen, "%s: must be an integer in %d..%d", path,
+                        k->min, k->max);
+        return 0;
+    case KEY_BOOL:
+        if (!cJSON_IsBool(it))
+            return fail(err, errlen, "%s: must be true or false", path);
+        *(bool *)field(base, k) = cJSON_IsTrue(it);
+        return 0;
+    case KEY_ENUM:
+        for (int i = 0; k->names[i] != NULL; i++) {
+            if (cJSON_IsString(it) && strcmp(it->valuestring, k->names[i]) == 0) {
+                *(int *)field(base, k) = i;
+                return 0;
+            }
+        }
+        return fail_enum(k, path, err, errlen);
+    case KEY_TOKEN:
+        if (!cJSON_IsString(it) || !visible_ascii(it->valuestring,
+                                                  (size_t)k->max))
+            return fail(err, errlen, "%s: must be a string of visible ASCII, "
+                        "at most %d bytes", path, k->max);
+        return set_string(k, base, it->valuestring, path, err, errlen);
+    case KEY_TEXT:
+        if (k->nullable && cJSON_IsNull(it))
+            return set_string(k, base, NULL, path, err, errlen);
+        if (!cJSON_IsString(it) || it->valuestring[0] == '\0')
+            return fail(err, errlen, "%s: must be a non-empty string%s", path,
+                        k->nullable ? " or null" : "");
+        return set_string(k, base, it->valuestring, path, err, errlen);
+    case KEY_CUSTOM:
+        break;
+    }
+    return 0;
+}
+
+/* The section `name` (n bytes) of obj, the object at `section`: *sub is
+ * NULL when absent, &json_null when null. */
+static int open_section(const cJSON *obj, const char *section,
+                        const char *path, const char *name, size_t n,
+                        const cJSON **sub, char *err, size_t errlen)
+{
+    char key[64], sp[PATH_MAX_LEN], pattern[PATH_MAX_LEN];
+    const cJSON *it;
+    bool nullable;
+
+    pathf(key, sizeof(key), "%.*s", (int)n, name);
+    join(sp, sizeof(sp), path, key);
+    join(pattern, sizeof(pattern), section, key);
+    nullable = section_nullable(pattern);
+    it = item(obj, key);
+    *sub = NULL;
+    if (it == NULL)
+        return 0;
+    if (nullable && cJSON_IsNull(it)) {
+        *sub = &json_null;
+        return 0;
+    }
+    if (!cJSON_IsObject(it))
+        return fail(err, errlen, "%s: must be an object%s", sp,
+                    nullable ? " or null" : "");
+    *sub = it;
+    return check_keys(it, sp, pattern, err, errlen);
+}
+
+/* Reads obj, the object at `section` ("" for the document, "listeners[]"
+ * for one listener), into base, key by key in table order; path names obj
+ * in messages ("listeners[2]"). */
+static int parse_members(const cJSON *obj, const char *section, void *base,
+                         const char *path, char *err, size_t errlen)
+{
+    const cJSON *sub = NULL;
+    const char *open = NULL; /* the open section's name, in a row's path */
+    size_t open_len = 0;
+    char kp[PATH_MAX_LEN];
+
+    if (check_keys(obj, path, section, err, errlen) == -1)
+        return -1;
+    for (const struct config_key *k = keys; k < KEYS_END; k++) {
+        const char *rest = member_rest(k, section);
+        const cJSON *it;
+        size_t n;
+
+        if (rest == NULL)
+            continue;
+        n = name_len(rest);
+        if (rest[n] == '\0') {
+            it = item(obj, rest);
+        } else if (rest[n] == '.' && find_row(section, rest, n) == NULL) {
+            if (open == NULL || open_len != n || memcmp(open, rest, n) != 0) {
+                open = rest;
+                open_len = n;
+                if (open_section(obj, section, path, rest, n, &sub, err,
+                                 errlen) == -1)
+                    return -1;
+            }
+            it = sub == &json_null ? sub
+                 : sub != NULL     ? item(sub, rest + n + 1)
+                                   : NULL;
+        } else {
+            continue; /* read by the row of its array or object */
+        }
+        join(kp, sizeof(kp), path, rest);
+        if ((k->parse ? k->parse : parse_value)(k, it, base, kp, err,
+                                                 errlen) == -1)
+            return -1;
+    }
+    return 0;
+}
+
+/* Does a restart-only key hold the same value in a and b? */
+static bool same_value(const struct config_key *k, const void *a,
+                       const void *b)
+{
+    if (k->same != NULL)
+        return k->same(a, b);
+    switch (k->type) {
+    case KEY_INT:
+    case KEY_ENUM:
+        return *(const int *)field(a, k) == *(const int *)field(b, k);
+    case KEY_BOOL:
+        return *(const bool *)field(a, k) == *(const bool *)field(b, k);
+    case KEY_TOKEN:
+    case KEY_TEXT: {
+        const char *x = *(char *const *)field(a, k);
+        const char *y = *(char *const *)field(b, k);
+
+        return x == y || (x != NULL && y != NULL && strcmp(x, y) == 0);
+    }
+    case KEY_CUSTOM:
+        break;
+    }
+    return false; /* no way to compare: never applied by a reload */
+}
+
+/* The first restart-only member of `section` that differs between a and
+ * b (bases of that section's struct), or NULL. */
+static const struct config_key *changed_member(const char *section,
+                                               const void *a, const void *b)
+{
+    for (const struct config_key *k = keys; k < KEYS_END; k++) {
+        const char *rest = member_rest(k, section);
+
+        if (rest != NULL && rest[name_len(rest)] == '\0' &&
+            k->restart != NULL && !same_value(k, a, b))
+            return k;
+    }
+    return NULL;
+}
+
+/* ---- keys with a parser of their own ------------------------------------ */
+
 
 /* Lower-cased, dots trimmed, [a-z0-9-] labels: the form host_parse
  * compares against. */
-static int parse_domains(const cJSON *arr, struct config *cfg, char *err,
+static int parse_domains(const struct config_key *k, const cJSON *arr,
+                         void *base, const char *path, char *err,
                          size_t errlen)
 {
+    struct config *cfg = base;
     const cJSON *it;
     size_t n = (size_t)cJSON_GetArraySize(arr), i = 0;
 
+    if (arr == NULL)
+        return 0;
     if (!cJSON_IsArray(arr))
         return fail(err, errlen, "domains: must be an array of strings");
     if (n == 0)
@@ -388,105 +842,49 @@ static int parse_domains(const cJSON *arr, struct config *cfg, char *err,
         if (d == NULL)
             return fail(err, errlen, "domains: out of memory");
         cfg->domains.names[cfg->domains.count++] = d;
-        for (size_t k = 0; k < len; k++) {
-            char c = s[k];
+        for (size_t j = 0; j < len; j++) {
+            char c = s[j];
 
             if (c >= 'A' && c <= 'Z')
                 c = (char)(c - 'A' + 'a');
             if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
                   c == '-' || c == '.') ||
-                (c == '.' && s[k - 1] == '.'))
+                (c == '.' && s[j - 1] == '.'))
                 return fail(err, errlen, "domains[%zu]: \"%.64s\" is not a "
                             "domain name", i, it->valuestring);
-            d[k] = c;
+            d[j] = c;
         }
         d[len] = '\0';
         i++;
     }
     return 0;
 }
+static bool same_address(const struct sockaddr_storage *a, socklen_t alen,
+                         const struct sockaddr_storage *b, socklen_t blen)
+{
+    return alen == blen && memcmp(a, b, alen) == 0;
+}
 
 static int parse_listener(const cJSON *obj, size_t idx,
                           struct config_listener *l, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"address", "tls", "proxy_protocol",
-                                       NULL};
-    static const char *const tls_keys[] = {"certificates", NULL};
-    static const char *const cert_keys[] = {"cert", "key", NULL};
-    char path[PATH_MAX_LEN], kp[PATH_MAX_LEN + 32];
-    const cJSON *it, *tls, *certs, *c;
-    size_t ci = 0;
+    char path[PATH_MAX_LEN];
 
     pathf(path, sizeof(path), "listeners[%zu]", idx);
     if (!cJSON_IsObject(obj))
         return fail(err, errlen, "%s: must be an object", path);
-    if (check_keys(obj, path, keys, err, errlen) == -1)
-        return -1;
-
-    it = item(obj, "address");
-    pathf(kp, sizeof(kp), "%s.address", path);
-    if (it == NULL)
-        return fail(err, errlen, "%s: required", kp);
-    if (get_path_string(it, kp, &l->address, err, errlen) == -1)
-        return -1;
-    if (config_parse_address(l->address, &l->addr, &l->addr_len) == -1)
-        return fail(err, errlen, "%s: not IPv4:port or [IPv6]:port", kp);
-
-    if (get_bool(obj, path, "proxy_protocol", &l->proxy_protocol, err,
-                 errlen) == -1)
-        return -1;
-
-    tls = item(obj, "tls");
-    if (tls == NULL)
-        return 0;
-    pathf(kp, sizeof(kp), "%s.tls", path);
-    if (!cJSON_IsObject(tls))
-        return fail(err, errlen, "%s: must be an object", kp);
-    if (check_keys(tls, kp, tls_keys, err, errlen) == -1)
-        return -1;
-    l->tls = true;
-    certs = item(tls, "certificates");
-    pathf(kp, sizeof(kp), "%s.tls.certificates", path);
-    if (certs == NULL || !cJSON_IsArray(certs) ||
-        cJSON_GetArraySize(certs) == 0)
-        return fail(err, errlen, "%s: must be a non-empty array", kp);
-    if (cJSON_GetArraySize(certs) > CONFIG_MAX_CERTS)
-        return fail(err, errlen, "%s: at most %d certificates", kp,
-                    CONFIG_MAX_CERTS);
-    cJSON_ArrayForEach(c, certs) {
-        struct config_cert *cert = &l->certs[ci];
-        char cp[PATH_MAX_LEN + 64];
-
-        pathf(cp, sizeof(cp), "%s.tls.certificates[%zu]", path, ci);
-        if (!cJSON_IsObject(c))
-            return fail(err, errlen, "%s: must be an object", cp);
-        if (check_keys(c, cp, cert_keys, err, errlen) == -1)
-            return -1;
-        /* Count it before filling, so config_free sees what to free. */
-        l->cert_count = ci + 1;
-        pathf(kp, sizeof(kp), "%s.cert", cp);
-        if (item(c, "cert") == NULL)
-            return fail(err, errlen, "%s: required", kp);
-        if (get_path_string(item(c, "cert"), kp, &cert->cert, err,
-                            errlen) == -1)
-            return -1;
-        pathf(kp, sizeof(kp), "%s.key", cp);
-        if (item(c, "key") == NULL)
-            return fail(err, errlen, "%s: required", kp);
-        if (get_path_string(item(c, "key"), kp, &cert->key, err, errlen) == -1)
-            return -1;
-        ci++;
-    }
-    return 0;
+    return parse_members(obj, "listeners[]", l, path, err, errlen);
 }
 
-static int parse_listeners(const cJSON *arr, struct config *cfg, char *err,
+static int parse_listeners(const struct config_key *k, const cJSON *arr,
+                           void *base, const char *path, char *err,
                            size_t errlen)
 {
+    struct config *cfg = base;
     const cJSON *it;
     size_t i = 0;
 
-    if (!cJSON_IsArray(arr))
+    if (arr != NULL && !cJSON_IsArray(arr))
         return fail(err, errlen, "listeners: must be an array");
     if (cJSON_GetArraySize(arr) > CONFIG_MAX_LISTENERS)
         return fail(err, errlen, "listeners: at most %d listeners",
@@ -500,49 +898,146 @@ static int parse_listeners(const cJSON *arr, struct config *cfg, char *err,
         /* Two listeners on one address: the second bind would fail at
          * start-up with a vaguer message. */
         for (size_t j = 0; j < i; j++)
-            if (cfg->listeners[j].addr_len == l->addr_len &&
-                memcmp(&cfg->listeners[j].addr, &l->addr, l->addr_len) == 0)
+            if (same_address(&cfg->listeners[j].addr,
+                             cfg->listeners[j].addr_len, &l->addr,
+                             l->addr_len))
                 return fail(err, errlen, "listeners[%zu].address: same as "
                             "listeners[%zu]", i, j);
         i++;
     }
+    if (cfg->listener_count == 0)
+        return fail(err, errlen, "listeners: at least one listener is "
+                    "required");
     return 0;
 }
 
-static int parse_admin(const cJSON *root, struct config *cfg, char *err,
-                       size_t errlen)
+static int parse_listener_address(const struct config_key *k,
+                                  const cJSON *it, void *base,
+                                  const char *path, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"address", NULL};
-    const cJSON *obj = item(root, "admin"), *addr;
+    struct config_listener *l = base;
 
-    if (obj == NULL)
-        return 0;
-    if (cJSON_IsNull(obj)) {
-        cfg->admin_enabled = false;
-        return 0;
-    }
-    if (!cJSON_IsObject(obj))
-        return fail(err, errlen, "admin: must be an object or null");
-    if (check_keys(obj, "admin", keys, err, errlen) == -1)
+    if (parse_value(k, it, base, path, err, errlen) == -1)
         return -1;
-    addr = item(obj, "address");
-    if (addr == NULL)
-        return 0;
-    if (cJSON_IsNull(addr)) {
-        cfg->admin_enabled = false;
-        return 0;
-    }
-    if (!cJSON_IsString(addr))
-        return fail(err, errlen, "admin.address: must be a string or null");
-    if (get_path_string(addr, "admin.address", &cfg->admin_address, err,
-                        errlen) == -1)
-        return -1;
-    if (config_parse_address(cfg->admin_address, &cfg->admin_addr,
-                             &cfg->admin_addr_len) == -1)
-        return fail(err, errlen, "admin.address: not IPv4:port or "
-                    "[IPv6]:port");
-    cfg->admin_enabled = true;
+    if (config_parse_address(l->address, &l->addr, &l->addr_len) == -1)
+        return fail(err, errlen, "%s: not IPv4:port or [IPv6]:port", path);
     return 0;
+}
+
+static int parse_tls(const struct config_key *k, const cJSON *it, void *base,
+                     const char *path, char *err, size_t errlen)
+{
+    struct config_listener *l = base;
+
+    if (it == NULL)
+        return 0;
+    if (!cJSON_IsObject(it))
+        return fail(err, errlen, "%s: must be an object", path);
+    l->tls = true;
+    return parse_members(it, "listeners[].tls", l, path, err, errlen);
+}
+
+static int parse_certificates(const struct config_key *k, const cJSON *certs,
+                              void *base, const char *path, char *err,
+                              size_t errlen)
+{
+    struct config_listener *l = base;
+    const cJSON *c;
+    size_t ci = 0;
+
+    if (certs == NULL || !cJSON_IsArray(certs) ||
+        cJSON_GetArraySize(certs) == 0)
+        return fail(err, errlen, "%s: must be a non-empty array", path);
+    if (cJSON_GetArraySize(certs) > CONFIG_MAX_CERTS)
+        return fail(err, errlen, "%s: at most %d certificates", path,
+                    CONFIG_MAX_CERTS);
+    cJSON_ArrayForEach(c, certs) {
+        char cp[PATH_MAX_LEN + 64];
+
+        pathf(cp, sizeof(cp), "%s[%zu]", path, ci);
+        if (!cJSON_IsObject(c))
+            return fail(err, errlen, "%s: must be an object", cp);
+        /* Count it before filling, so config_free sees what to free. */
+        l->cert_count = ci + 1;
+        if (parse_members(c, "listeners[].tls.certificates[]", &l->certs[ci],
+                          cp, err, errlen) == -1)
+            return -1;
+        ci++;
+    }
+    return 0;
+}
+
+static bool same_listener_address(const void *a, const void *b)
+{
+    const struct config_listener *x = a, *y = b;
+
+    return same_address(&x->addr, x->addr_len, &y->addr, y->addr_len);
+}
+
+/* Listener count, then each listener: the first that differs is named. */
+static int reload_listeners(const struct config_key *k,
+                            const struct config *a, const struct config *b,
+                            char *err, size_t errlen)
+{
+    if (a->listener_count != b->listener_count)
+        return fail(err, errlen, "%s: %s", k->path, k->restart);
+    for (size_t i = 0; i < a->listener_count; i++) {
+        const struct config_key *d =
+            changed_member("listeners[]", &a->listeners[i], &b->listeners[i]);
+
+        if (d != NULL)
+            return fail(err, errlen, "listeners[%zu]: %s", i, d->restart);
+    }
+    return 0;
+}
+
+/* Read after the listeners: the two cannot share an address. */
+static int parse_admin_address(const struct config_key *k, const cJSON *it,
+                               void *base, const char *path, char *err,
+                               size_t errlen)
+{
+    struct config *cfg = base;
+
+    if (it != NULL && cJSON_IsNull(it)) {
+        cfg->admin_enabled = false;
+        return 0;
+    }
+    if (it != NULL) {
+        if (!cJSON_IsString(it))
+            return fail(err, errlen, "%s: must be a string or null", path);
+        if (it->valuestring[0] == '\0')
+            return fail(err, errlen, "%s: must be a non-empty string", path);
+        if (set_string(k, cfg, it->valuestring, path, err, errlen) == -1)
+            return -1;
+        if (config_parse_address(cfg->admin_address, &cfg->admin_addr,
+                                 &cfg->admin_addr_len) == -1)
+            return fail(err, errlen, "%s: not IPv4:port or [IPv6]:port",
+                        path);
+        cfg->admin_enabled = true;
+    }
+    for (size_t i = 0; cfg->admin_enabled && i < cfg->listener_count; i++)
+        if (same_address(&cfg->listeners[i].addr, cfg->listeners[i].addr_len,
+                         &cfg->admin_addr, cfg->admin_addr_len))
+            return fail(err, errlen, "%s: same as listeners[%zu]", path, i);
+    return 0;
+}
+
+static void default_admin(struct config *cfg)
+{
+    cfg->admin_enabled = true;
+    /* The table's literal: cannot fail. */
+    (void)config_parse_address(cfg->admin_address, &cfg->admin_addr,
+                               &cfg->admin_addr_len);
+}
+
+static bool same_admin(const void *a, const void *b)
+{
+    const struct config *x = a, *y = b;
+
+    return x->admin_enabled == y->admin_enabled &&
+           (!x->admin_enabled ||
+            same_address(&x->admin_addr, x->admin_addr_len, &y->admin_addr,
+                         y->admin_addr_len));
 }
 
 static int hexval(char c)
@@ -677,7 +1172,8 @@ static int parse_redis_url(const char *url, struct config *cfg, char *err,
         db = (int)v;
     }
 
-    free_owned(cfg->redis_host);
+    if (cfg->redis_host != def_redis_host)
+        free(cfg->redis_host);
     free(cfg->redis_password);
     cfg->redis_host = host;
     cfg->redis_password = pass;
@@ -690,232 +1186,86 @@ bad_host:
     return fail(err, errlen, "redis.url: host must be a name, an IPv4 "
                 "address or [IPv6]");
 }
-
-static int parse_redis(const cJSON *obj, struct config *cfg, char *err,
-                       size_t errlen)
+static int parse_redis(const struct config_key *k, const cJSON *it,
+                       void *base, const char *path, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"url", "key_prefix", "timeout_ms",
-                                       NULL};
-    const cJSON *it;
-
-    if (check_keys(obj, "redis", keys, err, errlen) == -1)
-        return -1;
-    it = item(obj, "url");
-    if (it != NULL) {
-        if (!cJSON_IsString(it))
-            return fail(err, errlen, "redis.url: must be a string");
-        if (parse_redis_url(it->valuestring, cfg, err, errlen) == -1)
-            return -1;
-    }
-    it = item(obj, "key_prefix");
-    if (it != NULL) {
-        const char *s = cJSON_IsString(it) ? it->valuestring : NULL;
-        char *copy;
-        size_t n = s ? strlen(s) : 0;
-
-        /* It becomes part of every key and of the invalidation channel
-         * name: spaces or controls there are always a mistake. */
-        for (size_t i = 0; s != NULL && i < n; i++)
-            if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
-                s = NULL;
-        if (s == NULL || n > KEY_PREFIX_MAX)
-            return fail(err, errlen, "redis.key_prefix: must be a string of "
-                        "visible ASCII, at most %d bytes", KEY_PREFIX_MAX);
-        copy = strdup(s);
-        if (copy == NULL)
-            return fail(err, errlen, "redis.key_prefix: out of memory");
-        free_owned(cfg->key_prefix);
-        cfg->key_prefix = copy;
-    }
-    return get_int(obj, "redis", "timeout_ms", 1, MS_MAX,
-                   &cfg->redis_timeout_ms, err, errlen);
-}
-
-static int parse_cache(const cJSON *obj, struct config *cfg, char *err,
-                       size_t errlen)
-{
-    static const char *const keys[] = {"ttl_ms", "negative_ttl_ms",
-                                       "stale_grace_ms", "max_entries", NULL};
-
-    if (check_keys(obj, "cache", keys, err, errlen) == -1 ||
-        get_int(obj, "cache", "ttl_ms", 0, MS_MAX, &cfg->cache_ttl_ms, err,
-                errlen) == -1 ||
-        get_int(obj, "cache", "negative_ttl_ms", 0, MS_MAX,
-                &cfg->cache_negative_ttl_ms, err, errlen) == -1 ||
-        get_int(obj, "cache", "stale_grace_ms", 0, MS_MAX,
-                &cfg->cache_stale_grace_ms, err, errlen) == -1 ||
-        get_int(obj, "cache", "max_entries", 16, 10000000,
-                &cfg->cache_max_entries, err, errlen) == -1)
-        return -1;
-    return 0;
-}
-
-static int parse_policy(const cJSON *obj, struct config *cfg, char *err,
-                        size_t errlen)
-{
-    static const char *const keys[] = {"token_exempt_ports",
-                                       "trusted_proxies", NULL};
-    const cJSON *arr, *it;
-    size_t i;
-
-    if (check_keys(obj, "policy", keys, err, errlen) == -1)
-        return -1;
-
-    arr = item(obj, "token_exempt_ports");
-    if (arr != NULL) {
-        if (!cJSON_IsArray(arr))
-            return fail(err, errlen, "policy.token_exempt_ports: must be an "
-                        "array of ports");
-        if (cJSON_GetArraySize(arr) > CONFIG_MAX_EXEMPT_PORTS)
-            return fail(err, errlen, "policy.token_exempt_ports: at most %d "
-                        "ports", CONFIG_MAX_EXEMPT_PORTS);
-        i = 0;
-        cJSON_ArrayForEach(it, arr) {
-            int v;
-
-            if (!int_in(it, 1, 65535, &v))
-                return fail(err, errlen, "policy.token_exempt_ports[%zu]: "
-                            "must be an integer in 1..65535", i);
-            cfg->token_exempt_ports[i++] = (uint16_t)v;
-        }
-        cfg->token_exempt_count = i;
-    }
-
-    arr = item(obj, "trusted_proxies");
-    if (arr != NULL) {
-        if (!cJSON_IsArray(arr))
-            return fail(err, errlen, "policy.trusted_proxies: must be an "
-                        "array of networks");
-        if (cJSON_GetArraySize(arr) > CONFIG_MAX_TRUSTED)
-            return fail(err, errlen, "policy.trusted_proxies: at most %d "
-                        "networks", CONFIG_MAX_TRUSTED);
-        i = 0;
-        cJSON_ArrayForEach(it, arr) {
-            if (!cJSON_IsString(it) ||
-                parse_cidr(it->valuestring, &cfg->trusted_proxies[i]) == -1)
-                return fail(err, errlen, "policy.trusted_proxies[%zu]: not "
-                            "an IPv4 or IPv6 address or network", i);
-            i++;
-        }
-        cfg->trusted_count = i;
-    }
-    return 0;
-}
-
-static int parse_client(const cJSON *obj, struct config *cfg, char *err,
-                        size_t errlen)
-{
-    static const char *const keys[] = {
-        "header_timeout_ms", "keepalive_timeout_ms", "body_timeout_ms",
-        "max_head_bytes", "max_headers", "max_request_line",
-        "websocket_idle_timeout_ms", "max_connections", NULL};
-    const char *p = "client";
-
-    if (check_keys(obj, p, keys, err, errlen) == -1 ||
-        get_int(obj, p, "header_timeout_ms", 1, MS_MAX,
-                &cfg->client_header_timeout_ms, err, errlen) == -1 ||
-        get_int(obj, p, "keepalive_timeout_ms", 1, MS_MAX,
-                &cfg->client_keepalive_timeout_ms, err, errlen) == -1 ||
-        get_int(obj, p, "body_timeout_ms", 1, MS_MAX,
-                &cfg->client_body_timeout_ms, err, errlen) == -1 ||
-        get_int(obj, p, "max_head_bytes", 1024, 1048576,
-                &cfg->client_max_head_bytes, err, errlen) == -1 ||
-        get_int(obj, p, "max_headers", 1, 10000, &cfg->client_max_headers,
-                err, errlen) == -1 ||
-        get_int(obj, p, "max_request_line", 256, 1048576,
-                &cfg->client_max_request_line, err, errlen) == -1 ||
-        get_int(obj, p, "websocket_idle_timeout_ms", 1, MS_MAX,
-                &cfg->websocket_idle_timeout_ms, err, errlen) == -1 ||
-        get_int(obj, p, "max_connections", 0, CONFIG_MAX_CONNECTIONS,
-                &cfg->client_max_connections, err, errlen) == -1)
-        return -1;
-    return 0;
-}
-
-static int parse_upstream(const cJSON *obj, struct config *cfg, char *err,
-                          size_t errlen)
-{
-    static const char *const keys[] = {
-        "connect_timeout_ms", "connect_retries", "retry_backoff_ms",
-        "response_timeout_ms", "idle_timeout_ms", "pool_idle_timeout_ms",
-        "pool_max_idle", NULL};
-    const char *p = "upstream";
-
-    if (check_keys(obj, p, keys, err, errlen) == -1 ||
-        get_int(obj, p, "connect_timeout_ms", 1, MS_MAX,
-                &cfg->upstream_connect_timeout_ms, err, errlen) == -1 ||
-        get_int(obj, p, "connect_retries", 0, 100,
-                &cfg->upstream_connect_retries, err, errlen) == -1 ||
-        get_int(obj, p, "retry_backoff_ms", 0, 60000,
-                &cfg->upstream_retry_backoff_ms, err, errlen) == -1 ||
-        get_int(obj, p, "response_timeout_ms", 0, MS_MAX,
-                &cfg->upstream_response_timeout_ms, err, errlen) == -1 ||
-        get_int(obj, p, "idle_timeout_ms", 1, MS_MAX,
-                &cfg->upstream_idle_timeout_ms, err, errlen) == -1 ||
-        get_int(obj, p, "pool_idle_timeout_ms", 1, MS_MAX,
-                &cfg->upstream_pool_idle_timeout_ms, err, errlen) == -1 ||
-        get_int(obj, p, "pool_max_idle", 0, 100000,
-                &cfg->upstream_pool_max_idle, err, errlen) == -1)
-        return -1;
-    return 0;
-}
-
-static int parse_drain(const cJSON *obj, struct config *cfg, char *err,
-                       size_t errlen)
-{
-    static const char *const keys[] = {"delay_ms", "timeout_ms", NULL};
-
-    if (check_keys(obj, "drain", keys, err, errlen) == -1 ||
-        get_int(obj, "drain", "delay_ms", 0, MS_MAX, &cfg->drain_delay_ms,
-                err, errlen) == -1 ||
-        get_int(obj, "drain", "timeout_ms", 0, MS_MAX,
-                &cfg->drain_timeout_ms, err, errlen) == -1)
-        return -1;
-    return 0;
-}
-
-static int parse_access_log(const cJSON *root, struct config *cfg, char *err,
-                            size_t errlen)
-{
-    static const char *const keys[] = {"path", NULL};
-    const cJSON *obj = item(root, "access_log"), *path;
-
-    if (obj == NULL || cJSON_IsNull(obj))
-        return 0;
-    if (!cJSON_IsObject(obj))
-        return fail(err, errlen, "access_log: must be an object or null");
-    if (check_keys(obj, "access_log", keys, err, errlen) == -1)
-        return -1;
-    path = item(obj, "path");
-    if (path == NULL || cJSON_IsNull(path))
-        return 0;
-    if (!cJSON_IsString(path) || path->valuestring[0] == '\0')
-        return fail(err, errlen, "access_log.path: must be a non-empty "
-                    "string or null");
-    return get_path_string(path, "access_log.path", &cfg->access_log_path,
-                           err, errlen);
-}
-
-static int parse_log(const cJSON *obj, struct config *cfg, char *err,
-                     size_t errlen)
-{
-    static const char *const keys[] = {"level", NULL};
-    static const char *const levels[] = {"error", "warn", "info", "debug"};
-    const cJSON *it;
-
-    if (check_keys(obj, "log", keys, err, errlen) == -1)
-        return -1;
-    it = item(obj, "level");
     if (it == NULL)
         return 0;
-    for (int i = 0; i < 4; i++) {
-        if (cJSON_IsString(it) && strcmp(it->valuestring, levels[i]) == 0) {
-            cfg->log_level = i;
-            return 0;
-        }
+    if (!cJSON_IsString(it))
+        return fail(err, errlen, "%s: must be a string", path);
+    return parse_redis_url(it->valuestring, base, err, errlen);
+}
+
+static void default_redis(struct config *cfg)
+{
+    cfg->redis_host = def_redis_host;
+    cfg->redis_port = 6379;
+}
+
+/* An array of at most max things. */
+static int check_array(const cJSON *arr, const char *path, int max,
+                       const char *what, char *err, size_t errlen)
+{
+    if (!cJSON_IsArray(arr))
+        return fail(err, errlen, "%s: must be an array of %s", path, what);
+    if (cJSON_GetArraySize(arr) > max)
+        return fail(err, errlen, "%s: at most %d %s", path, max, what);
+    return 0;
+}
+
+static int parse_exempt_ports(const struct config_key *k, const cJSON *arr,
+                              void *base, const char *path, char *err,
+                              size_t errlen)
+{
+    struct config *cfg = base;
+    const cJSON *it;
+    size_t i = 0;
+
+    if (arr == NULL)
+        return 0;
+    if (check_array(arr, path, CONFIG_MAX_EXEMPT_PORTS, "ports", err,
+                    errlen) == -1)
+        return -1;
+    cJSON_ArrayForEach(it, arr) {
+        int v;
+
+        if (!int_in(it, 1, 65535, &v))
+            return fail(err, errlen, "%s[%zu]: must be an integer in "
+                        "1..65535", path, i);
+        cfg->token_exempt_ports[i++] = (uint16_t)v;
     }
-    return fail(err, errlen, "log.level: must be one of error, warn, info, "
-                "debug");
+    cfg->token_exempt_count = i;
+    return 0;
+}
+
+static void default_exempt_ports(struct config *cfg)
+{
+    cfg->token_exempt_ports[0] = 49983;
+    cfg->token_exempt_count = 1;
+}
+
+static int parse_trusted_proxies(const struct config_key *k, const cJSON *arr,
+                                 void *base, const char *path, char *err,
+                                 size_t errlen)
+{
+    struct config *cfg = base;
+    const cJSON *it;
+    size_t i = 0;
+
+    if (arr == NULL)
+        return 0;
+    if (check_array(arr, path, CONFIG_MAX_TRUSTED, "networks", err,
+                    errlen) == -1)
+        return -1;
+    cJSON_ArrayForEach(it, arr) {
+        if (!cJSON_IsString(it) ||
+            parse_cidr(it->valuestring, &cfg->trusted_proxies[i]) == -1)
+            return fail(err, errlen, "%s[%zu]: not an IPv4 or IPv6 address "
+                        "or network", path, i);
+        i++;
+    }
+    cfg->trusted_count = i;
+    return 0;
 }
 
 /* ---- public -------------------------------------------------------------- */
@@ -923,61 +1273,40 @@ static int parse_log(const cJSON *obj, struct config *cfg, char *err,
 void config_defaults(struct config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
-    cfg->workers = 0;
-    /* domains: empty = any suffix, the reference platform's behaviour. */
-
-    cfg->admin_enabled = true;
-    cfg->admin_address = def_admin_address;
-    /* A literal we control: cannot fail. */
-    (void)config_parse_address(def_admin_address, &cfg->admin_addr,
-                               &cfg->admin_addr_len);
-
-    cfg->redis_host = def_redis_host;
-    cfg->redis_port = 6379;
-    cfg->redis_password = NULL;
-    cfg->redis_db = 0;
-    cfg->key_prefix = def_key_prefix;
-    cfg->redis_timeout_ms = 1000;
-
-    cfg->cache_ttl_ms = 1000;
-    cfg->cache_negative_ttl_ms = 250;
-    cfg->cache_stale_grace_ms = 30000;
-    /* Per worker. A sandbox id the internet makes up costs ~180 bytes
-     * (README, "Route cache memory"): 32768 of them are ~6 MiB a worker. */
-    cfg->cache_max_entries = 32768;
-
-    cfg->token_exempt_ports[0] = 49983;
-    cfg->token_exempt_count = 1;
-    cfg->trusted_count = 0;
-
-    cfg->client_header_timeout_ms = 10000;
-    cfg->client_keepalive_timeout_ms = 75000;
-    cfg->client_body_timeout_ms = 60000;
-    cfg->client_max_head_bytes = 16384;
-    cfg->client_max_headers = 100;
-    cfg->client_max_request_line = 8192;
-    cfg->websocket_idle_timeout_ms = 3600000;
-    cfg->client_max_connections = 0;
-
-    cfg->upstream_connect_timeout_ms = 5000;
-    cfg->upstream_connect_retries = 3;
-    cfg->upstream_retry_backoff_ms = 100;
-    cfg->upstream_response_timeout_ms = 0;
-    cfg->upstream_idle_timeout_ms = 60000;
-    cfg->upstream_pool_idle_timeout_ms = 30000;
-    cfg->upstream_pool_max_idle = 64;
-
-    cfg->drain_delay_ms = 0;
-    cfg->drain_timeout_ms = 30000;
-
-    cfg->access_log_path = NULL;
-    cfg->log_level = 2;
+    for (const struct config_key *k = keys; k < KEYS_END; k++) {
+        if (in_array(k))
+            continue;
+        switch (k->type) {
+        case KEY_INT:
+        case KEY_ENUM:
+            *(int *)field(cfg, k) = k->def;
+            break;
+        case KEY_BOOL:
+            *(bool *)field(cfg, k) = k->def;
+            break;
+        case KEY_TOKEN:
+        case KEY_TEXT:
+            *(char **)field(cfg, k) = (char *)k->def_text;
+            break;
+        case KEY_CUSTOM:
+            break;
+        }
+        if (k->set_default != NULL)
+            k->set_default(cfg);
+    }
 }
 
 void config_free(struct config *cfg)
 {
     if (cfg == NULL)
         return;
+    for (const struct config_key *k = keys; k < KEYS_END; k++) {
+        char **s = field(cfg, k);
+
+        if (!in_array(k) && (k->type == KEY_TOKEN || k->type == KEY_TEXT) &&
+            *s != k->def_text)
+            free(*s);
+    }
     for (size_t i = 0; i < cfg->domains.count; i++)
         free(cfg->domains.names[i]);
     free(cfg->domains.names);
@@ -991,11 +1320,9 @@ void config_free(struct config *cfg)
             free(l->certs[j].key);
         }
     }
-    free_owned(cfg->admin_address);
-    free_owned(cfg->redis_host);
+    if (cfg->redis_host != def_redis_host)
+        free(cfg->redis_host);
     free(cfg->redis_password);
-    free_owned(cfg->key_prefix);
-    free(cfg->access_log_path);
     /* Back to a state that owns nothing: a second config_free, or reuse,
      * is safe. */
     config_defaults(cfg);
@@ -1004,12 +1331,8 @@ void config_free(struct config *cfg)
 int config_parse(const char *json, size_t len, struct config *cfg, char *err,
                  size_t errlen)
 {
-    static const char *const keys[] = {
-        "workers", "domains", "listeners", "admin", "redis", "cache",
-        "policy", "client", "upstream", "drain", "access_log", "log", NULL};
     const char *end = NULL;
     cJSON *root = NULL;
-    const cJSON *it;
     long bad;
 
     config_defaults(cfg);
@@ -1032,55 +1355,8 @@ int config_parse(const char *json, size_t len, struct config *cfg, char *err,
         fail(err, errlen, "the configuration must be a JSON object");
         goto fail;
     }
-    if (check_keys(root, "", keys, err, errlen) == -1)
+    if (parse_members(root, "", cfg, "", err, errlen) == -1)
         goto fail;
-
-    if (get_int(root, "", "workers", 0, 1024, &cfg->workers, err,
-                errlen) == -1)
-        goto fail;
-    if ((it = item(root, "domains")) != NULL &&
-        parse_domains(it, cfg, err, errlen) == -1)
-        goto fail;
-    if ((it = item(root, "listeners")) != NULL &&
-        parse_listeners(it, cfg, err, errlen) == -1)
-        goto fail;
-    if (cfg->listener_count == 0) {
-        fail(err, errlen, "listeners: at least one listener is required");
-        goto fail;
-    }
-    if (parse_admin(root, cfg, err, errlen) == -1)
-        goto fail;
-    if (cfg->admin_enabled) {
-        for (size_t i = 0; i < cfg->listener_count; i++) {
-            const struct config_listener *l = &cfg->listeners[i];
-
-            if (l->addr_len == cfg->admin_addr_len &&
-                memcmp(&l->addr, &cfg->admin_addr, l->addr_len) == 0) {
-                fail(err, errlen, "admin.address: same as listeners[%zu]", i);
-                goto fail;
-            }
-        }
-    }
-
-#define SECTION(name, fn)                                                      \
-    do {                                                                       \
-        if (get_object(root, name, &it, err, errlen) == -1)                    \
-            goto fail;                                                         \
-        if (it != NULL && fn(it, cfg, err, errlen) == -1)                      \
-            goto fail;                                                         \
-    } while (0)
-
-    SECTION("redis", parse_redis);
-    SECTION("cache", parse_cache);
-    SECTION("policy", parse_policy);
-    SECTION("client", parse_client);
-    SECTION("upstream", parse_upstream);
-    SECTION("drain", parse_drain);
-    SECTION("log", parse_log);
-#undef SECTION
-    if (parse_access_log(root, cfg, err, errlen) == -1)
-        goto fail;
-
     cJSON_Delete(root);
     return 0;
 
@@ -1130,6 +1406,72 @@ io_fail:
     free(buf);
     return fail(err, errlen, "%s: %s", path, strerror(rc ? rc : EIO));
 }
+
+int config_reload_check(const struct config *a, const struct config *b,
+                        char *err, size_t errlen)
+{
+    for (const struct config_key *k = keys; k < KEYS_END; k++) {
+        if (k->restart == NULL || in_array(k))
+            continue;
+        if (k->reload != NULL) {
+            if (k->reload(k, a, b, err, errlen) == -1)
+                return -1;
+        } else if (!same_value(k, a, b)) {
+            return fail(err, errlen, "%s: %s", k->path, k->restart);
+        }
+    }
+    return 0;
+}
+
+static void print_default(FILE *out, const struct config_key *k)
+{
+    if (k->shown_default != NULL)
+        fputs(k->shown_default, out);
+    else if (k->required)
+        fputs("required", out);
+    else if (k->type == KEY_INT)
+        fprintf(out, "`%d`", k->def);
+    else if (k->type == KEY_BOOL)
+        fprintf(out, "`%s`", k->def ? "true" : "false");
+    else if (k->type == KEY_ENUM)
+        fprintf(out, "`\"%s\"`", k->names[k->def]);
+    else if (k->def_text != NULL)
+        fprintf(out, "`\"%s\"`", k->def_text);
+    else
+        fputs("`null`", out);
+}
+
+static void print_values(FILE *out, const struct config_key *k)
+{
+    if (k->values != NULL)
+        fputs(k->values, out);
+    else if (k->type == KEY_INT)
+        fprintf(out, "%d..%d", k->min, k->max);
+    else if (k->type == KEY_BOOL)
+        fputs("`true` or `false`", out);
+    else if (k->type == KEY_ENUM)
+        for (size_t i = 0; k->names[i] != NULL; i++)
+            fprintf(out, "%s`%s`", i ? ", " : "", k->names[i]);
+    else if (k->type == KEY_TOKEN)
+        fprintf(out, "visible ASCII, at most %d bytes", k->max);
+    else
+        fprintf(out, "non-empty string%s", k->nullable ? " or `null`" : "");
+}
+
+void config_print_reference(FILE *out)
+{
+    fputs("| key | default | values | SIGHUP | meaning |\n"
+          "|---|---|---|---|---|\n", out);
+    for (const struct config_key *k = keys; k < KEYS_END; k++) {
+        fprintf(out, "| `%s` | ", k->path);
+        print_default(out, k);
+        fputs(" | ", out);
+        print_values(out, k);
+        fprintf(out, " | %s | %s |\n", k->restart ? "restart" : "applies",
+                k->doc);
+    }
+}
+
 
 int config_derived_max_connections(unsigned long long nofile, int workers,
                                    size_t listeners)

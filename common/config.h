@@ -1,11 +1,14 @@
-/* The JSON configuration: SPEC section 3 plus the team's own keys, all
- * documented in README.md and conf/edgeproxy.json. Pure. */
+/* The JSON configuration: SPEC section 3 plus the team's own keys, each one
+ * row of the table in config.c, which README.md's Configuration table is the
+ * printout of (config_print_reference) and conf/edgeproxy.json shows with
+ * its default. Pure but for that printout. */
 #ifndef EDGEPROXY_CONFIG_H
 #define EDGEPROXY_CONFIG_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #include "host.h"
@@ -126,6 +129,18 @@ int config_load_file(const char *path, struct config *cfg, char *err,
 
 /* Frees what config_parse allocated; cfg may be reused after. */
 void config_free(struct config *cfg);
+
+/* May a SIGHUP go from a to b? -1 naming the first restart-only key that
+ * differs ("workers: changing the worker count needs a restart",
+ * "listeners[1]: address, tls on/off and proxy_protocol need a restart"),
+ * 0 when none does. */
+int config_reload_check(const struct config *a, const struct config *b,
+                        char *err, size_t errlen);
+
+/* The key reference, a Markdown table (key, default, values, whether a
+ * SIGHUP applies it, meaning): `edgeproxy --print-config`, and README.md's
+ * Configuration table. */
+void config_print_reference(FILE *out);
 
 /* "IPv4:port" or "[IPv6]:port" -> sockaddr. 0 ok, -1 bad. */
 int config_parse_address(const char *s, struct sockaddr_storage *ss,

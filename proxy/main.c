@@ -41,6 +41,7 @@ struct main_ctx {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: edgeproxy --config FILE [--check]\n"
+               "       edgeproxy --print-config\n"
                "       edgeproxy --version\n");
 }
 
@@ -195,13 +196,14 @@ int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"check", no_argument, NULL, 'k'},
+                                         {"print-config", no_argument, NULL, 'p'},
                                          {"version", no_argument, NULL, 'v'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *path = NULL;
     bool check = false;
     int c;
-    while ((c = getopt_long(argc, argv, "c:kvh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:kpvh", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             path = optarg;
@@ -209,6 +211,9 @@ int main(int argc, char **argv)
         case 'k':
             check = true;
             break;
+        case 'p':
+            config_print_reference(stdout);
+            return 0;
         case 'v':
             printf("edgeproxy %s\n", EDGEPROXY_VERSION);
             return 0;

@@ -2,7 +2,6 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "access_log.h"
 #include "tls.h"
@@ -55,29 +54,5 @@ void runtime_free(struct runtime *rt)
 int runtime_compatible(const struct runtime *cur, const struct runtime *next, char *err,
                        size_t errlen)
 {
-    const struct config *a = &cur->cfg, *b = &next->cfg;
-    if (a->workers != b->workers) {
-        snprintf(err, errlen, "workers: changing the worker count needs a restart");
-        return -1;
-    }
-    if (a->listener_count != b->listener_count) {
-        snprintf(err, errlen, "listeners: adding or removing listeners needs a restart");
-        return -1;
-    }
-    for (size_t i = 0; i < a->listener_count; i++) {
-        const struct config_listener *x = &a->listeners[i], *y = &b->listeners[i];
-        if (x->addr_len != y->addr_len || memcmp(&x->addr, &y->addr, x->addr_len) != 0 ||
-            x->tls != y->tls || x->proxy_protocol != y->proxy_protocol) {
-            snprintf(err, errlen,
-                     "listeners[%zu]: address, tls on/off and proxy_protocol need a restart", i);
-            return -1;
-        }
-    }
-    if (a->admin_enabled != b->admin_enabled ||
-        (a->admin_enabled && (a->admin_addr_len != b->admin_addr_len ||
-                              memcmp(&a->admin_addr, &b->admin_addr, a->admin_addr_len) != 0))) {
-        snprintf(err, errlen, "admin.address: changing it needs a restart");
-        return -1;
-    }
-    return 0;
+    return config_reload_check(&cur->cfg, &next->cfg, err, errlen);
 }

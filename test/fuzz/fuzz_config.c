@@ -39,6 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         for (size_t i = 0; i < cfg.domains.count; i++)
             assert(cfg.domains.names[i] != NULL);
+        assert(config_reload_check(&cfg, &cfg, err, sizeof(err)) == 0);
         config_free(&cfg);
     } else {
         assert(memchr(err, '\0', sizeof(err)) != NULL && err[0] != '\0');

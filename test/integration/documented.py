@@ -1,5 +1,6 @@
 """What README.md documents, read from README.md itself: the one place the
-access-log keys and the metric names are listed. Tests compare the proxy's
+access-log keys and the metric names are listed (the config keys are the
+other way round: README's table is `edgeproxy --print-config`). Tests compare the proxy's
 output with these exactly, so an undocumented key or metric (or a documented
 one the proxy does not emit) fails a test instead of drifting.
 
@@ -7,6 +8,7 @@ one the proxy does not emit) fails a test instead of drifting.
   in order.
 - metric_families(): {name: type} from the metrics table under "## Admin
   endpoints and metrics" (first column `name{labels}`, second the type).
+- config_table(): the lines of the key table under "## Configuration".
 """
 
 import json
@@ -41,4 +43,21 @@ def metric_families():
             assert m.group(1) not in out, "README lists %s twice" % m.group(1)
             out[m.group(1)] = m.group(3)
     assert out, "README: no metrics table rows found"
+    return out
+
+
+def config_table():
+    """The lines of the key table under "## Configuration", header and
+    separator included: the output of `edgeproxy --print-config`."""
+    text = _text()
+    start = text.index("\n## Configuration\n")
+    end = text.index("\n## ", start + 1)
+    lines = text[start:end].splitlines()
+    first = next((i for i, l in enumerate(lines) if l.startswith("| key |")), None)
+    assert first is not None, "README: no key table under ## Configuration"
+    out = []
+    for line in lines[first:]:
+        if not line.startswith("|"):
+            break
+        out.append(line)
     return out

@@ -1,4 +1,5 @@
-"""SPEC section 2: the command line (--version, --check, exit codes)."""
+"""SPEC section 2: the command line (--version, --check, --print-config, exit
+codes)."""
 
 import json
 import re
@@ -7,7 +8,8 @@ import subprocess
 
 import pytest
 
-from harness import Proxy, base_config, edgeproxy_bin, free_port, merge
+import documented
+from harness import REPO_ROOT, Proxy, base_config, edgeproxy_bin, free_port, merge
 
 
 def run(args, timeout=15):
@@ -32,6 +34,86 @@ def test_version():
     assert r.returncode == 0, r
     out = r.stdout + r.stderr
     assert re.search(r"\d+\.\d+", out), out
+
+
+def print_config_rows():
+    """--print-config as {key: default cell}, in order."""
+    r = run(["--print-config"])
+    assert r.returncode == 0, r
+    rows = {}
+    for line in r.stdout.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        assert len(cells) == 5, line
+        m = re.fullmatch(r"`([a-z_.\[\]]+)`", cells[0])
+        assert m, line
+        rows[m.group(1)] = cells[1]
+    return rows
+
+
+def test_print_config_is_the_readme_table():
+    # README's Configuration table is this output, pasted: a key added,
+    # removed or changed in common/config.c without README following (or
+    # the reverse) fails here. Fix: paste `build/edgeproxy --print-config`.
+    r = run(["--print-config"])
+    assert r.returncode == 0, r
+    assert r.stderr == "", r.stderr
+    printed = r.stdout.splitlines()
+    readme = documented.config_table()
+    extra = [l for l in printed if l not in readme]
+    missing = [l for l in readme if l not in printed]
+    assert printed == readme, "README table differs from --print-config:\n" \
+        "only in --print-config:\n%s\nonly in README:\n%s" % ("\n".join(extra), "\n".join(missing))
+    assert run(["-p"]).stdout == r.stdout
+
+
+def test_example_config_holds_every_default():
+    # conf/edgeproxy.json shows every key at its default: each row whose
+    # default is a JSON value (`...`) is there with that value, a required
+    # key is there when its object is, a key absent by default (tls) is
+    # absent, and the file holds no key the table lacks.
+    conf = json.loads((REPO_ROOT / "conf" / "edgeproxy.json").read_text())
+    rows = print_config_rows()
+
+    def lookup(path):
+        """(found, value), an array's members looked up in its first element."""
+        node = conf
+        for part in path.split("."):
+            many = part.endswith("[]")
+            name = part[:-2] if many else part
+            if not isinstance(node, dict) or name not in node:
+                return False, None
+            node = node[name]
+            if many:
+                assert isinstance(node, list) and node, path
+                node = node[0]
+        return True, node
+
+    for key, default in rows.items():
+        parent = key.rsplit(".", 1)[0] if "." in key else None
+        found, value = lookup(key)
+        if default.startswith("`") and default.endswith("`"):
+            assert found, "conf/edgeproxy.json lacks %s (default %s)" % (key, default)
+            assert value == json.loads(default[1:-1]), \
+                "conf/edgeproxy.json: %s is %r, the default is %s" % (key, value, default)
+        elif default == "required":
+            if parent is None or lookup(parent.rstrip("[]"))[0]:
+                assert found, "conf/edgeproxy.json lacks the required %s" % key
+        else:
+            assert not found, "conf/edgeproxy.json: %s is there, its default is %s" % (key, default)
+
+    def leaves(node, path):
+        for name, value in node.items():
+            p = path + name
+            if isinstance(value, dict):
+                yield from leaves(value, p + ".")
+            elif isinstance(value, list) and value and isinstance(value[0], dict):
+                yield p
+                yield from leaves(value[0], p + "[].")
+            else:
+                yield p
+
+    unknown = [p for p in leaves(conf, "") if p not in rows]
+    assert not unknown, "conf/edgeproxy.json holds keys --print-config lacks: %s" % unknown
 
 
 def test_check_good_config(tmp_path, good_config):
