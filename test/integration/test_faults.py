@@ -384,6 +384,11 @@ def test_busy_record_refreshed_before_expiry(make_proxy, own_redis, upstream):
     p = make_proxy({"workers": 1, "redis": {"timeout_ms": 5000},
                     "cache": {"ttl_ms": int(TTL_S * 1000), "stale_grace_ms": 0}},
                    redis_url=own_redis.url, name="refresh")
+    # The subscription's confirmation marks the whole cache stale (lost
+    # invalidations): wait for it, or it may land after the first GET and
+    # cost a second one (seen under load).
+    wait_until(lambda: "worker 0 subscribed" in p.stderr(), timeout=10,
+               what="the worker subscribed")
     sid = new_sid()
     host = sandbox_host(upstream.port, sid)
     own_redis.set_record(sid, public_record())
