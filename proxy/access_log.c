@@ -15,6 +15,7 @@
 #include "outbuf.h"
 #include "runtime.h"
 #include "session.h"
+#include "timeutil.h"
 #include "worker.h"
 
 #define ACCESS_LOG_BUF (64 * 1024)
@@ -66,7 +67,7 @@ int access_log_worker_init(struct worker *w)
         free(b);
         return -1;
     }
-    struct timeval tv = {ACCESS_LOG_FLUSH_MS / 1000, (ACCESS_LOG_FLUSH_MS % 1000) * 1000};
+    struct timeval tv = tv_from_ms(ACCESS_LOG_FLUSH_MS);
     event_add(b->flush_ev, &tv);
     w->access_log = b;
     return 0;

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "lookup.h"
 #include "metrics.h"
+#include "timeutil.h"
 #include "worker.h"
 
 struct admin {
@@ -39,7 +40,7 @@ static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
     log_error("admin accept: %s; not accepting for %d ms", strerror(errno), LISTENER_PAUSE_MS);
-    struct timeval tv = {LISTENER_PAUSE_MS / 1000, (LISTENER_PAUSE_MS % 1000) * 1000};
+    struct timeval tv = tv_from_ms(LISTENER_PAUSE_MS);
     evconnlistener_disable(l);
     evtimer_add(accept_resume_ev, &tv);
 }

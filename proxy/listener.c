@@ -11,6 +11,7 @@
 #include "conn_limit.h"
 #include "log.h"
 #include "session.h"
+#include "timeutil.h"
 #include "worker.h"
 
 #define LISTEN_BACKLOG 4096
@@ -85,7 +86,7 @@ static void accept_enable(struct worker *w, bool on)
 
 static void accept_pause(struct worker *w, enum accept_pause why, int ms)
 {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = tv_from_ms(ms);
     w->accept_paused = why;
     accept_enable(w, false);
     evtimer_add(w->accept_timer, &tv);
@@ -104,7 +105,7 @@ static void accept_timer_cb(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
     if (w->accept_paused == PAUSED_FULL &&
         __atomic_load_n(&open_conns, __ATOMIC_RELAXED) >= max_connections(w->cfg)) {
-        struct timeval tv = {0, ACCEPT_RECHECK_MS * 1000};
+        struct timeval tv = tv_from_ms(ACCEPT_RECHECK_MS);
         evtimer_add(w->accept_timer, &tv);
         return;
     }

@@ -60,6 +60,7 @@
 #include "log.h"
 #include "redis_reply.h"
 #include "strmap.h"
+#include "timeutil.h"
 #include "worker.h"
 
 #define CACHE_BUCKETS_MIN 1024
@@ -294,7 +295,7 @@ static void answer_waiters(struct cache_entry *e, int status,
  * grace, else 503. *rr is borrowed from the entry (or NULL). */
 static int fallback(const struct cache_entry *e, struct route_rec **rr)
 {
-    if (e->rr && e->rr->status == LOOKUP_FOUND && worker_now_ms() < e->stale_until_ms) {
+    if (e->rr && e->rr->status == LOOKUP_FOUND && time_now_ms() < e->stale_until_ms) {
         *rr = e->rr;
         return LOOKUP_FOUND;
     }
@@ -313,7 +314,7 @@ static void answer_unavailable(struct cache_entry *e)
 
 static void timer_arm(struct lookup *lk, uint64_t in_ms)
 {
-    struct timeval tv = {(time_t)(in_ms / 1000), (suseconds_t)(in_ms % 1000) * 1000};
+    struct timeval tv = tv_from_ms(in_ms);
     evtimer_add(lk->timeout_ev, &tv);
 }
 
@@ -326,7 +327,7 @@ static void waiting_add(struct cache_entry *e)
 {
     struct lookup *lk = e->lk;
     uint64_t timeout = (uint64_t)lk->w->cfg->redis_timeout_ms;
-    e->deadline_ms = worker_now_ms() + timeout;
+    e->deadline_ms = time_now_ms() + timeout;
     list_push_back(&lk->waiting, &e->link);
     if (!evtimer_pending(lk->timeout_ev, NULL))
         timer_arm(lk, timeout);
@@ -369,7 +370,7 @@ static void entry_timed_out(struct cache_entry *e)
 static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct lookup *lk = arg;
-    uint64_t now = worker_now_ms();
+    uint64_t now = time_now_ms();
     struct cache_entry *e;
     /* Re-read the front every time: answering runs callbacks, and dropping
      * the link answers (and moves) every entry in flight. */
@@ -425,7 +426,7 @@ static void get_cb(redisAsyncContext *ac, void *r, void *privdata)
         route_rec_unref(rr);
         rr = route_rec_ref(lk->not_found);
     }
-    uint64_t now = worker_now_ms();
+    uint64_t now = time_now_ms();
     const struct config *cfg = lk->w->cfg;
     int ttl = rr->status == LOOKUP_FOUND ? cfg->cache_ttl_ms
                                           : cfg->cache_negative_ttl_ms;
@@ -479,7 +480,7 @@ int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt,
                int *status, struct route_rec **rr)
 {
     struct cache_entry *e = table_find(lk, id);
-    uint64_t now = worker_now_ms();
+    uint64_t now = time_now_ms();
     if (e && e->rr && now < e->expires_ms) {
         METRIC_INC(&lk->w->metrics, cache_hits);
         /* In the last quarter of its TTL a record in use is re-read in the
@@ -565,7 +566,7 @@ static void sweep_entry(struct strmap_node *n, void *arg)
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct lookup *lk = arg;
-    uint64_t now = worker_now_ms();
+    uint64_t now = time_now_ms();
     strmap_each(&lk->table, sweep_entry, &now);
 }
 
@@ -670,7 +671,7 @@ static void link_ready(struct redis_link *l)
     l->failed_at[0] = '\0';
     link_forget_addrs(l); /* the next reconnect resolves again */
     if (l->subscriber)
-        l->lk->heartbeat_seen_ms = worker_now_ms(); /* judged from now on */
+        l->lk->heartbeat_seen_ms = time_now_ms(); /* judged from now on */
     else
         strmap_each(&l->lk->table, send_deferred, NULL);
     METRIC_INC(&l->lk->w->metrics, redis_reconnects);
@@ -682,7 +683,7 @@ static void link_ready(struct redis_link *l)
  * for <prefix>invalidate completes the subscriber's setup. */
 static void subscribed(struct lookup *lk, const struct redis_push *push)
 {
-    lk->heartbeat_seen_ms = worker_now_ms();
+    lk->heartbeat_seen_ms = time_now_ms();
     if (redis_push_channel_is(push, lk->heartbeat_channel))
         return;
     purge_all(lk);
@@ -703,7 +704,7 @@ static void sub_cb(redisAsyncContext *ac, void *r, void *privdata)
     if (push.kind == REDIS_PUSH_SUBSCRIBED)
         subscribed(lk, &push);
     else if (push.kind == REDIS_PUSH_MESSAGE && redis_push_channel_is(&push, lk->heartbeat_channel))
-        lk->heartbeat_seen_ms = worker_now_ms();
+        lk->heartbeat_seen_ms = time_now_ms();
     else if (push.kind == REDIS_PUSH_MESSAGE)
         purge(lk, push.payload, push.payload_len);
 }
@@ -723,7 +724,7 @@ static void schedule_reconnect(struct redis_link *l)
         return;
     /* The resolution's next address at once; after the last, the backoff. */
     int ms = l->next_addr ? 0 : l->backoff_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = tv_from_ms(ms);
     evtimer_add(l->reconnect_ev, &tv);
     if (!l->next_addr)
         l->backoff_ms = l->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
@@ -769,7 +770,7 @@ static void link_fail(struct redis_link *l, const char *stage, const char *why)
 {
     link_failure(l, stage, l->peer, why);
     link_set_connected(l, false);
-    l->setup_ms = worker_now_ms(); /* link_check_setup bounds that wait */
+    l->setup_ms = time_now_ms(); /* link_check_setup bounds that wait */
     redisAsyncDisconnect(l->ac);
 }
 
@@ -804,13 +805,13 @@ static void publish_cb(redisAsyncContext *ac, void *r, void *privdata)
         link_fail(&lk->data, "PUBLISH on", reply->str);
         return;
     }
-    lk->publish_answered_ms = worker_now_ms();
+    lk->publish_answered_ms = time_now_ms();
 }
 
 static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct lookup *lk = arg;
-    uint64_t now = worker_now_ms();
+    uint64_t now = time_now_ms();
     uint64_t limit = (uint64_t)lk->w->cfg->redis_timeout_ms;
     link_check_setup(&lk->data, now);
     link_check_setup(&lk->sub, now);
@@ -945,7 +946,7 @@ static void link_connect_next(struct redis_link *l)
     }
     ac->data = l;
     l->ac = ac;
-    l->setup_ms = worker_now_ms();
+    l->setup_ms = time_now_ms();
     redisLibeventAttach(ac, l->lk->w->base);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
@@ -1062,7 +1063,7 @@ struct lookup *lookup_new(struct worker *w)
     if (strmap_init(&lk->table, CACHE_BUCKETS_MIN) == -1 || !lk->sweep_ev ||
         !lk->timeout_ev || !lk->not_found)
         goto fail;
-    struct timeval tv = {SWEEP_INTERVAL_MS / 1000, 0};
+    struct timeval tv = tv_from_ms(SWEEP_INTERVAL_MS);
     evtimer_add(lk->sweep_ev, &tv);
     static unsigned instance;
     snprintf(lk->heartbeat_channel, sizeof(lk->heartbeat_channel), "%sheartbeat:%d:%d:%u",
@@ -1071,7 +1072,7 @@ struct lookup *lookup_new(struct worker *w)
     lk->heartbeat_ev = event_new(w->base, -1, EV_PERSIST, heartbeat_cb, lk);
     if (!lk->heartbeat_ev)
         goto fail;
-    struct timeval hb = {HEARTBEAT_MS / 1000, (HEARTBEAT_MS % 1000) * 1000};
+    struct timeval hb = tv_from_ms(HEARTBEAT_MS);
     evtimer_add(lk->heartbeat_ev, &hb);
     lk->dns = dns_new(w->base);
     if (!lk->dns || link_init(lk, &lk->data, false) == -1 ||

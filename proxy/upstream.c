@@ -14,6 +14,7 @@
 #include "log.h"
 #include "stream.h"
 #include "strmap.h"
+#include "timeutil.h"
 #include "worker.h"
 
 struct pool_bucket {
@@ -59,7 +60,7 @@ static void sweep_bucket(struct strmap_node *n, void *arg)
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pool *p = arg;
-    uint64_t now = worker_now_ms(), idle = (uint64_t)p->w->cfg->upstream_pool_idle_timeout_ms;
+    uint64_t now = time_now_ms(), idle = (uint64_t)p->w->cfg->upstream_pool_idle_timeout_ms;
     uint64_t limit = now > idle ? now - idle : 0;
     strmap_each(&p->buckets, sweep_bucket, &limit);
 }
@@ -80,7 +81,7 @@ struct pool *pool_new(struct worker *w)
         free(p);
         return NULL;
     }
-    struct timeval tv = {POOL_SWEEP_MS / 1000, (POOL_SWEEP_MS % 1000) * 1000};
+    struct timeval tv = tv_from_ms(POOL_SWEEP_MS);
     event_add(p->sweep_ev, &tv);
     return p;
 }
@@ -211,7 +212,7 @@ void pool_release(struct upconn *c)
     stream_setcb(c->bev, idle_read_cb, NULL, idle_event_cb, c);
     /* The pool's sweep enforces the idle timeout; the stream keeps none. */
     stream_set_timeouts(c->bev, 0, 0);
-    c->idle_since_ms = worker_now_ms();
+    c->idle_since_ms = time_now_ms();
     stream_enable_read(c->bev);
 }
 
@@ -280,7 +281,7 @@ struct upconn *upconn_connect(struct pool *p, const char *key,
     c->connect_ev = event_new(p->w->base, c->fd, EV_WRITE, connect_done_cb, c);
     if (!c->connect_ev)
         goto fail;
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    struct timeval tv = tv_from_ms(timeout_ms);
     event_add(c->connect_ev, &tv);
     return c;
 fail:

@@ -73,10 +73,6 @@ void worker_request_drain(struct worker *w);
 void worker_request_reload(struct worker *w, struct runtime *rt);
 void worker_free(struct worker *w);
 
-/* Monotonic milliseconds, coarse clock (vDSO, no syscall). */
-uint64_t worker_now_ms(void);
-uint64_t worker_now_us(void);
-
 /* Called by session code when a session ends, so a draining worker can exit
  * once the last one is gone. */
 void worker_session_gone(struct worker *w);

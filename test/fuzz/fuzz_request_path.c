@@ -122,6 +122,7 @@
 #include "record.h"
 #include "runtime.h"
 #include "session.h"
+#include "timeutil.h"
 #include "tls.h"
 #include "upstream.h"
 #include "worker.h"
@@ -919,7 +920,7 @@ static void check_not_spinning(void)
     for (size_t i = 0; i < sizeof(window_ms) / sizeof(window_ms[0]); i++) {
         if (W.session_count == 0)
             return;
-        struct timeval tv = {window_ms[i] / 1000, (window_ms[i] % 1000) * 1000};
+        struct timeval tv = tv_from_ms(window_ms[i]);
         spin_fired = false;
         evtimer_add(spin_ev, &tv);
         event_base_loop(W.base, EVLOOP_NONBLOCK); /* returns when nothing is active */
