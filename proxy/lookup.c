@@ -79,21 +79,16 @@
  * backoff), and whenever the cause changes. */
 #define FAILURES_PER_LOG 30
 
-/* A circular doubly-linked list; a detached link points at itself. */
-struct entry_link {
-    struct entry_link *prev, *next;
-};
-
 struct cache_entry {
     struct strmap_node node;        /* keyed by id */
-    struct entry_link link;         /* on the list of its state (see top) */
+    struct list_node link;          /* on the list of its state (see top) */
     struct lookup *lk;
     struct route_rec *rr;           /* last answer; NULL before the first */
     uint64_t expires_ms;            /* fresh until */
     uint64_t refresh_ms;            /* from here a hit also re-reads Redis */
     uint64_t stale_until_ms;        /* usable while Redis is down */
     uint64_t deadline_ms;           /* on lk->waiting: waiters answered then */
-    struct lookup_waiter waiters;   /* sentinel of a circular list */
+    struct list_node waiters;       /* lookup_waiter.link, in arrival order */
     bool pending;                   /* a GET is in flight */
     bool deferred;                  /* ...or waits for the data link's setup */
     bool purged;                    /* invalidated while the GET was out */
@@ -124,9 +119,9 @@ struct redis_link {
 struct lookup {
     struct worker *w;
     struct strmap table;            /* sandbox id -> cache_entry */
-    struct entry_link negative;     /* idle, nothing usable; MRU first */
-    struct entry_link positive;     /* idle, a found record; MRU first */
-    struct entry_link waiting;      /* GET in flight, by deadline */
+    struct list_node negative;      /* idle, nothing usable; MRU first */
+    struct list_node positive;      /* idle, a found record; MRU first */
+    struct list_node waiting;       /* GET in flight, by deadline */
     struct event *timeout_ev;       /* fires at the first deadline */
     struct route_rec *not_found;    /* shared by every "not found" entry */
     struct redis_link data, sub;
@@ -151,55 +146,22 @@ static void entry_fetch(struct cache_entry *e);
 
 /* ---- the lists ---- */
 
-static void list_init(struct entry_link *head)
+/* The entry on a state list's node, or NULL for none. */
+static struct cache_entry *entry_of_link(struct list_node *l)
 {
-    head->prev = head->next = head;
-}
-
-static void list_unlink(struct entry_link *l)
-{
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-    l->prev = l->next = l;
-}
-
-/* Moves l (from whatever list it is on) to the front of `head`. */
-static void list_push_front(struct entry_link *head, struct entry_link *l)
-{
-    list_unlink(l);
-    l->next = head->next;
-    l->prev = head;
-    head->next->prev = l;
-    head->next = l;
-}
-
-static void list_push_back(struct entry_link *head, struct entry_link *l)
-{
-    list_push_front(head->prev, l);
-}
-
-#define ENTRY_OF_LINK(l) ((struct cache_entry *)((char *)(l) - offsetof(struct cache_entry, link)))
-
-static struct cache_entry *list_first(struct entry_link *head)
-{
-    return head->next == head ? NULL : ENTRY_OF_LINK(head->next);
-}
-
-static struct cache_entry *list_last(struct entry_link *head)
-{
-    return head->prev == head ? NULL : ENTRY_OF_LINK(head->prev);
+    return l ? container_of(l, struct cache_entry, link) : NULL;
 }
 
 /* An idle entry (no GET in flight) goes to the front of its list. */
 static void entry_touch(struct cache_entry *e)
 {
     bool found = e->rr && e->rr->status == LOOKUP_FOUND;
-    list_push_front(found ? &e->lk->positive : &e->lk->negative, &e->link);
+    list_move_front(found ? &e->lk->positive : &e->lk->negative, &e->link);
 }
 
 /* ---- the table ---- */
 
-#define ENTRY_OF(n) ((struct cache_entry *)((char *)(n) - offsetof(struct cache_entry, node)))
+#define ENTRY_OF(n) container_of(n, struct cache_entry, node)
 
 static struct cache_entry *table_find(struct lookup *lk, const char *id)
 {
@@ -226,9 +188,9 @@ static void table_remove(struct cache_entry *e)
 static bool table_make_room(struct lookup *lk)
 {
     while (lk->table.count >= (size_t)lk->w->cfg->cache_max_entries) {
-        struct cache_entry *victim = list_last(&lk->negative);
+        struct cache_entry *victim = entry_of_link(list_last(&lk->negative));
         if (!victim)
-            victim = list_last(&lk->positive);
+            victim = entry_of_link(list_last(&lk->positive));
         if (!victim)
             return false;
         log_debug("cache: evict %s", victim->id);
@@ -250,20 +212,14 @@ static struct cache_entry *table_add(struct lookup *lk, const char *id)
         return NULL;
     e->lk = lk;
     memcpy(e->id, id, len);
-    e->waiters.next = e->waiters.prev = &e->waiters;
-    list_init(&e->link);
-    list_push_front(&lk->negative, &e->link);
+    list_init(&e->waiters);
+    list_insert_front(&lk->negative, &e->link);
     strmap_put(&lk->table, &e->node, e->id);
     METRIC_INC(&lk->w->metrics, cache_entries);
     return e;
 }
 
 /* ---- answering waiters ---- */
-
-static bool waiters_empty(const struct cache_entry *e)
-{
-    return e->waiters.next == &e->waiters;
-}
 
 /* Detaches the whole list first: a callback may start a new lookup on the
  * same entry (a pipelined request) or cancel another waiter. A callback may
@@ -272,17 +228,14 @@ static bool waiters_empty(const struct cache_entry *e)
 static void answer_waiters(struct cache_entry *e, int status,
                            struct route_rec *rr)
 {
-    struct lookup_waiter list;
-    if (waiters_empty(e))
+    struct list_node list;
+    if (list_empty(&e->waiters))
         return;
-    list.next = e->waiters.next;
-    list.prev = e->waiters.prev;
-    list.next->prev = &list;
-    list.prev->next = &list;
-    e->waiters.next = e->waiters.prev = &e->waiters;
+    list_init(&list);
+    list_splice_back(&list, &e->waiters);
     route_rec_ref(rr);
-    while (list.next != &list) {
-        struct lookup_waiter *wt = list.next;
+    while (!list_empty(&list)) {
+        struct lookup_waiter *wt = container_of(list_first(&list), struct lookup_waiter, link);
         lookup_cancel(wt);
         wt->cb(wt, status, route_rec_ref(rr));
     }
@@ -328,7 +281,7 @@ static void waiting_add(struct cache_entry *e)
     struct lookup *lk = e->lk;
     uint64_t timeout = (uint64_t)lk->w->cfg->redis_timeout_ms;
     e->deadline_ms = time_now_ms() + timeout;
-    list_push_back(&lk->waiting, &e->link);
+    list_move_back(&lk->waiting, &e->link);
     if (!evtimer_pending(lk->timeout_ev, NULL))
         timer_arm(lk, timeout);
 }
@@ -374,7 +327,7 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
     struct cache_entry *e;
     /* Re-read the front every time: answering runs callbacks, and dropping
      * the link answers (and moves) every entry in flight. */
-    while ((e = list_first(&lk->waiting)) && e->deadline_ms <= now)
+    while ((e = entry_of_link(list_first(&lk->waiting))) && e->deadline_ms <= now)
         entry_timed_out(e);
     if (e)
         timer_arm(lk, e->deadline_ms - now);
@@ -438,7 +391,7 @@ static void get_cb(redisAsyncContext *ac, void *r, void *privdata)
     entry_touch(e); /* to the list of its new answer */
     if (e->waiters_timed_out) {
         e->waiters_timed_out = false;
-        if (waiters_empty(e))
+        if (list_empty(&e->waiters))
             return;
     }
     answer_waiters(e, rr->status, rr);
@@ -513,10 +466,7 @@ int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt,
         route_rec_ref(*rr);
         return 0;
     }
-    wt->next = &e->waiters;
-    wt->prev = e->waiters.prev;
-    e->waiters.prev->next = wt;
-    e->waiters.prev = wt;
+    list_insert_back(&e->waiters, &wt->link);
     return 1;
 }
 
@@ -628,7 +578,7 @@ static void fail_deferred(struct strmap_node *n, void *arg)
     if (!e->deferred)
         return;
     e->deadline_ms = 0;
-    list_push_front(&e->lk->waiting, &e->link);
+    list_move_front(&e->lk->waiting, &e->link);
 }
 
 /* The data link leaves its setup unfinished: what waited for it is
@@ -639,7 +589,7 @@ static void link_abandon_deferred(struct redis_link *l)
     if (l->subscriber || l->steps == 0 || l->connected || l->lk->closing)
         return;
     strmap_each(&l->lk->table, fail_deferred, NULL);
-    struct cache_entry *first = list_first(&l->lk->waiting);
+    struct cache_entry *first = entry_of_link(list_first(&l->lk->waiting));
     if (first && first->deadline_ms == 0)
         timer_arm(l->lk, 0);
 }

@@ -165,12 +165,7 @@ static void session_free(struct session *s)
         stream_free(s->cbev);
     else if (s->fd != -1)
         close(s->fd);
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        w->sessions = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    list_unlink(&s->link);
     __atomic_store_n(&w->session_count, w->session_count - 1, __ATOMIC_RELAXED); /* main reads it */
     METRIC_DEC(&w->metrics, client_connections);
     free(s);
@@ -743,10 +738,7 @@ int session_accept(struct worker *w, size_t index, int fd, const struct sockaddr
     pthread_once(&once, init_req_settings);
     llhttp_init(&s->req, HTTP_REQUEST, &req_settings);
     s->req.data = s;
-    s->next = w->sessions;
-    if (w->sessions)
-        w->sessions->prev = s;
-    w->sessions = s;
+    list_insert_front(&w->sessions, &s->link);
     __atomic_store_n(&w->session_count, w->session_count + 1, __ATOMIC_RELAXED); /* main reads it */
     METRIC_INC(&w->metrics, client_connections);
     session_enter(s);

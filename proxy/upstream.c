@@ -19,7 +19,7 @@
 
 struct pool_bucket {
     struct strmap_node node;
-    struct upconn idle;    /* sentinel of a circular list, newest first */
+    struct list_node idle; /* upconn.link, newest first */
     int count;
     char key[];
 };
@@ -32,7 +32,7 @@ struct pool {
 
 #define POOL_SWEEP_MS 1000
 
-#define BUCKET_OF(n) ((struct pool_bucket *)((char *)(n) - offsetof(struct pool_bucket, node)))
+#define BUCKET_OF(n) container_of(n, struct pool_bucket, node)
 
 /* Idle connections, newest first in each bucket: close from the tail those
  * unused for longer than upstream.pool_idle_timeout_ms. */
@@ -42,7 +42,7 @@ struct pool {
 static void close_idle(struct pool_bucket *b, uint64_t older_than)
 {
     for (;;) {
-        struct upconn *c = b->idle.prev;
+        struct upconn *c = container_of(list_last(&b->idle), struct upconn, link);
         bool last = b->count == 1;
         if (c->idle_since_ms >= older_than)
             return;
@@ -121,9 +121,7 @@ static void bucket_unlink(struct upconn *c)
     struct pool_bucket *b = c->bucket;
     if (!b)
         return;
-    c->prev->next = c->next;
-    c->next->prev = c->prev;
-    c->next = c->prev = NULL;
+    list_unlink(&c->link);
     c->bucket = NULL;
     if (--b->count == 0) {
         strmap_remove(&c->pool->buckets, &b->node);
@@ -154,7 +152,8 @@ struct upconn *pool_acquire(struct pool *p, const char *key)
     if (!n)
         return NULL;
     struct pool_bucket *b = BUCKET_OF(n);
-    struct upconn *c = b->idle.next; /* most recently used: warmest */
+    /* most recently used: warmest */
+    struct upconn *c = container_of(list_first(&b->idle), struct upconn, link);
     bucket_unlink(c);
     c->reused = true;
     stream_setcb(c->bev, NULL, NULL, NULL, NULL);
@@ -199,15 +198,12 @@ void pool_release(struct upconn *c)
             return;
         }
         memcpy(b->key, c->key, klen + 1);
-        b->idle.next = b->idle.prev = &b->idle;
+        list_init(&b->idle);
         b->count = 0;
         strmap_put(&p->buckets, &b->node, b->key);
     }
     c->bucket = b;
-    c->next = b->idle.next;
-    c->prev = &b->idle;
-    b->idle.next->prev = c;
-    b->idle.next = c;
+    list_insert_front(&b->idle, &c->link);
     b->count++;
     stream_setcb(c->bev, idle_read_cb, NULL, idle_event_cb, c);
     /* The pool's sweep enforces the idle timeout; the stream keeps none. */

@@ -23,11 +23,9 @@ static void drain(struct worker *w)
     w->draining = true;
     listener_stop(w);
     pool_close_idle(w->pool);
-    struct session *s = w->sessions, *next;
-    for (; s; s = next) {
-        next = s->next;
-        session_drain(s);
-    }
+    struct list_node *n, *next;
+    list_for_each_safe(n, next, &w->sessions)
+        session_drain(container_of(n, struct session, link));
     if (w->session_count == 0)
         event_base_loopbreak(w->base);
 }
@@ -71,6 +69,7 @@ void worker_session_gone(struct worker *w)
 int worker_init(struct worker *w, int id, struct runtime *rt, const int *fds)
 {
     memset(w, 0, sizeof(*w));
+    list_init(&w->sessions);
     w->id = id;
     w->rt = rt;
     w->cfg = &rt->cfg;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "list.h"
 #include "metrics.h"
 
 struct event_base;
@@ -53,7 +54,8 @@ struct worker {
     bool draining;
     bool done;                   /* loop exited; read by main */
 
-    struct session *sessions;    /* all open client sessions (for drain) */
+    struct list_node sessions;   /* session.link: all open client sessions
+                                  * (for drain), newest first */
     size_t session_count;        /* stored atomically: main reads it */
 
     struct access_log_buf *access_log;
