@@ -3,13 +3,13 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "errf.h"
 #include "head.h"
 #include "log.h"
 #include "outbuf.h"
@@ -32,7 +32,7 @@ int access_log_open(const char *path, char *err, size_t errlen)
 {
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd == -1)
-        snprintf(err, errlen, "access_log.path: cannot open %s: %s", path, strerror(errno));
+        errf(err, errlen, "access_log.path: cannot open %s: %s", path, strerror(errno));
     return fd;
 }
 

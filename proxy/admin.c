@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "errf.h"
 #include "listener.h"
 #include "log.h"
 #include "lookup.h"
@@ -123,13 +124,13 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg,
         goto fail;
     struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(a->http, fd);
     if (!bound) {
-        snprintf(err, errlen, "admin %s: cannot accept", cfg->admin_address);
+        errf(err, errlen, "admin %s: cannot accept", cfg->admin_address);
         goto fail;
     }
     struct evconnlistener *l = evhttp_bound_socket_get_listener(bound);
     a->accept_resume = evtimer_new(base, accept_resume_cb, l);
     if (!a->accept_resume) {
-        snprintf(err, errlen, "admin %s: out of memory", cfg->admin_address);
+        errf(err, errlen, "admin %s: out of memory", cfg->admin_address);
         goto fail;
     }
     accept_resume_ev = a->accept_resume;

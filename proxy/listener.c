@@ -3,12 +3,12 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <netinet/in.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include "conn_limit.h"
+#include "errf.h"
 #include "log.h"
 #include "session.h"
 #include "timeutil.h"
@@ -20,10 +20,8 @@ int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name,
                   char *err, size_t errlen)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd == -1) {
-        snprintf(err, errlen, "listener %s: socket: %s", name, strerror(errno));
-        return -1;
-    }
+    if (fd == -1)
+        return errf(err, errlen, "listener %s: socket: %s", name, strerror(errno));
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     /* One socket per worker on the same address: the kernel spreads new
@@ -32,12 +30,12 @@ int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name,
     if (sa->sa_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, sa, len) == -1) {
-        snprintf(err, errlen, "listener %s: cannot bind: %s", name, strerror(errno));
+        errf(err, errlen, "listener %s: cannot bind: %s", name, strerror(errno));
         close(fd);
         return -1;
     }
     if (listen(fd, LISTEN_BACKLOG) == -1) {
-        snprintf(err, errlen, "listener %s: cannot listen: %s", name, strerror(errno));
+        errf(err, errlen, "listener %s: cannot listen: %s", name, strerror(errno));
         close(fd);
         return -1;
     }
