@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "errf.h"
+#include "ev.h"
 #include "head.h"
 #include "log.h"
 #include "outbuf.h"
@@ -62,8 +63,7 @@ int access_log_worker_init(struct worker *w)
     b->flush_ev = event_new(w->base, -1, EV_PERSIST, flush_cb, w);
     if (!b->buf || !b->flush_ev) {
         free(b->buf);
-        if (b->flush_ev)
-            event_free(b->flush_ev);
+        ev_free(b->flush_ev);
         free(b);
         return -1;
     }

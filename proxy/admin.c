@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "errf.h"
+#include "ev.h"
 #include "listener.h"
 #include "log.h"
 #include "lookup.h"
@@ -161,8 +162,7 @@ void admin_free(struct admin *a)
 {
     if (!a)
         return;
-    if (a->accept_resume)
-        event_free(a->accept_resume);
+    ev_free(a->accept_resume);
     accept_resume_ev = NULL;
     if (a->http)
         evhttp_free(a->http);

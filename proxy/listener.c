@@ -9,6 +9,7 @@
 
 #include "conn_limit.h"
 #include "errf.h"
+#include "ev.h"
 #include "log.h"
 #include "session.h"
 #include "timeutil.h"
@@ -203,15 +204,13 @@ int listener_start(struct worker *w)
 void listener_stop(struct worker *w)
 {
     for (size_t i = 0; i < w->listener_count; i++) {
-        if (w->accept_evs[i])
-            event_free(w->accept_evs[i]);
+        ev_free(w->accept_evs[i]);
         w->accept_evs[i] = NULL;
         if (w->listen_fds[i] != -1)
             close(w->listen_fds[i]);
         w->listen_fds[i] = -1;
     }
-    if (w->accept_timer)
-        event_free(w->accept_timer);
+    ev_free(w->accept_timer);
     w->accept_timer = NULL;
     w->accept_paused = ACCEPTING; /* nothing left to resume */
 }

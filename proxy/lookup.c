@@ -56,6 +56,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ev.h"
 #include "host.h"
 #include "log.h"
 #include "redis_reply.h"
@@ -1040,8 +1041,7 @@ static void link_free(struct redis_link *l)
         return; /* never initialised */
     link_close(l);
     link_forget_addrs(l);
-    if (l->reconnect_ev)
-        event_free(l->reconnect_ev);
+    ev_free(l->reconnect_ev);
 }
 
 static void free_entry_node(struct strmap_node *n, void *arg)
@@ -1057,12 +1057,9 @@ void lookup_free(struct lookup *lk)
     bool resolving = lk->data.resolving || lk->sub.resolving;
     link_free(&lk->data);
     link_free(&lk->sub);
-    if (lk->sweep_ev)
-        event_free(lk->sweep_ev);
-    if (lk->heartbeat_ev)
-        event_free(lk->heartbeat_ev);
-    if (lk->timeout_ev)
-        event_free(lk->timeout_ev);
+    ev_free(lk->sweep_ev);
+    ev_free(lk->heartbeat_ev);
+    ev_free(lk->timeout_ev);
     if (lk->table.buckets)
         strmap_each(&lk->table, free_entry_node, NULL);
     strmap_destroy(&lk->table);

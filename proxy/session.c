@@ -17,6 +17,7 @@
 
 
 #include "access_log.h"
+#include "ev.h"
 #include "head.h"
 #include "listener.h"
 #include "proxy_proto.h"
@@ -157,10 +158,8 @@ static void session_free(struct session *s)
     struct worker *w = s->w;
     finish_request(s);
     upconn_close(s->up);
-    if (s->timer)
-        event_free(s->timer);
-    if (s->pp_ev)
-        event_free(s->pp_ev);
+    ev_free(s->timer);
+    ev_free(s->pp_ev);
     if (s->cbev)
         stream_free(s->cbev);
     else if (s->fd != -1)

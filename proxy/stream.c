@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "ev.h"
 #include "timeutil.h"
 
 /* One read takes at most this much: a 16 KiB response is one readv. */
@@ -46,12 +47,9 @@ static void really_free(struct stream *st)
     if (st->bev) {
         bufferevent_free(st->bev);
     } else {
-        if (st->rev)
-            event_free(st->rev);
-        if (st->wev)
-            event_free(st->wev);
-        if (st->tev)
-            event_free(st->tev);
+        ev_free(st->rev);
+        ev_free(st->wev);
+        ev_free(st->tev);
         if (st->in)
             evbuffer_free(st->in);
         if (st->out)

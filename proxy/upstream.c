@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ev.h"
 #include "log.h"
 #include "stream.h"
 #include "strmap.h"
@@ -134,8 +135,7 @@ void upconn_close(struct upconn *c)
     if (!c)
         return;
     bucket_unlink(c);
-    if (c->connect_ev)
-        event_free(c->connect_ev);
+    ev_free(c->connect_ev);
     if (c->bev) {
         stream_free(c->bev);
         METRIC_DEC(&c->pool->w->metrics, upstream_connections);
@@ -300,8 +300,7 @@ void pool_free(struct pool *p)
     if (!p)
         return;
     pool_close_idle(p);
-    if (p->sweep_ev)
-        event_free(p->sweep_ev);
+    ev_free(p->sweep_ev);
     strmap_destroy(&p->buckets);
     free(p);
 }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "access_log.h"
+#include "ev.h"
 #include "head.h"
 #include "listener.h"
 #include "log.h"
@@ -150,8 +151,7 @@ void worker_free(struct worker *w)
     listener_stop(w);
     pool_free(w->pool);
     head_free_all(w);
-    if (w->wake_ev)
-        event_free(w->wake_ev);
+    ev_free(w->wake_ev);
     if (w->wake_fd > 0)
         close(w->wake_fd);
     if (w->base)

@@ -115,6 +115,7 @@
 
 #include "conn_limit.h"
 #include "config.h"
+#include "ev.h"
 #include "list.h"
 #include "log.h"
 #include "lookup.h"
@@ -681,10 +682,8 @@ static void teardown_all(void)
     W.lookup = NULL;
     while (!list_empty(&stub_conns))
         stub_free(container_of(list_first(&stub_conns), struct stub_conn, link));
-    if (stub_ev)
-        event_free(stub_ev);
-    if (spin_ev)
-        event_free(spin_ev);
+    ev_free(stub_ev);
+    ev_free(spin_ev);
     if (stub_fd != -1)
         close(stub_fd);
     worker_free(&W);
