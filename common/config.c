@@ -16,6 +16,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "errf.h"
 #include "json_guard.h"
 
 /* Durations above a day are typos, and keeping them there means ms * 1000
@@ -28,21 +29,6 @@
  * config_defaults() owns nothing (string keys' defaults are the table's
  * literals, for the same reason); config_free() knows not to free it. */
 static char def_redis_host[] = "127.0.0.1";
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err != NULL && errlen > 0) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* Key paths for messages. Truncating one is harmless (it only shortens a
  * message), so this wraps vsnprintf where GCC does not second-guess it. */
@@ -235,7 +221,7 @@ static int json_error(const char *json, size_t len, size_t off, char *err,
             col++;
         }
     }
-    return fail(err, errlen, "not valid JSON near line %zu, column %zu", line,
+    return errf(err, errlen, "not valid JSON near line %zu, column %zu", line,
                 col);
 }
 
@@ -587,10 +573,10 @@ static int check_keys(const cJSON *obj, const char *path, const char *section,
     cJSON_ArrayForEach(it, obj) {
         join(kp, sizeof(kp), path, it->string);
         if (!key_allowed(section, it->string))
-            return fail(err, errlen, "unknown key \"%s\"", kp);
+            return errf(err, errlen, "unknown key \"%s\"", kp);
         for (prev = obj->child; prev != it; prev = prev->next)
             if (strcmp(prev->string, it->string) == 0)
-                return fail(err, errlen, "duplicate key \"%s\"", kp);
+                return errf(err, errlen, "duplicate key \"%s\"", kp);
     }
     return 0;
 }
@@ -612,7 +598,7 @@ static int set_string(const struct config_key *k, void *base, const char *s,
     char *copy = NULL;
 
     if (s != NULL && (copy = strdup(s)) == NULL)
-        return fail(err, errlen, "%s: out of memory", path);
+        return errf(err, errlen, "%s: out of memory", path);
     if (*dst != k->def_text)
         free(*dst);
     *dst = copy;
@@ -638,7 +624,7 @@ static int fail_enum(const struct config_key *k, const char *path, char *err,
     for (size_t i = 0; k->names[i] != NULL && n < sizeof(list); i++)
         n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s",
                               i ? ", " : "", k->names[i]);
-    return fail(err, errlen, "%s: must be one of %s", path, list);
+    return errf(err, errlen, "%s: must be one of %s", path, list);
 }
 
 /* The type's reader. */
@@ -646,16 +632,16 @@ static int parse_value(const struct config_key *k, const cJSON *it,
                        void *base, const char *path, char *err, size_t errlen)
 {
     if (it == NULL)
-        return k->required ? fail(err, errlen, "%s: required", path) : 0;
+        return k->required ? errf(err, errlen, "%s: required", path) : 0;
     switch (k->type) {
     case KEY_INT:
         if (!int_in(it, k->min, k->max, field(base, k)))
-            return fail(err, errlen, "%s: must be an integer in %d..%d", path,
+            return errf(err, errlen, "%s: must be an integer in %d..%d", path,
                         k->min, k->max);
         return 0;
     case KEY_BOOL:
         if (!cJSON_IsBool(it))
-            return fail(err, errlen, "%s: must be true or false", path);
+            return errf(err, errlen, "%s: must be true or false", path);
         *(bool *)field(base, k) = cJSON_IsTrue(it);
         return 0;
     case KEY_ENUM:
@@ -669,14 +655,14 @@ static int parse_value(const struct config_key *k, const cJSON *it,
     case KEY_TOKEN:
         if (!cJSON_IsString(it) || !visible_ascii(it->valuestring,
                                                   (size_t)k->max))
-            return fail(err, errlen, "%s: must be a string of visible ASCII, "
+            return errf(err, errlen, "%s: must be a string of visible ASCII, "
                         "at most %d bytes", path, k->max);
         return set_string(k, base, it->valuestring, path, err, errlen);
     case KEY_TEXT:
         if (k->nullable && cJSON_IsNull(it))
             return set_string(k, base, NULL, path, err, errlen);
         if (!cJSON_IsString(it) || it->valuestring[0] == '\0')
-            return fail(err, errlen, "%s: must be a non-empty string%s", path,
+            return errf(err, errlen, "%s: must be a non-empty string%s", path,
                         k->nullable ? " or null" : "");
         return set_string(k, base, it->valuestring, path, err, errlen);
     case KEY_CUSTOM:
@@ -708,7 +694,7 @@ static int open_section(const cJSON *obj, const char *section,
         return 0;
     }
     if (!cJSON_IsObject(it))
-        return fail(err, errlen, "%s: must be an object%s", sp,
+        return errf(err, errlen, "%s: must be an object%s", sp,
                     nullable ? " or null" : "");
     *sub = it;
     return check_keys(it, sp, pattern, err, errlen);
@@ -815,19 +801,19 @@ static int parse_domains(const struct config_key *k, const cJSON *arr,
     if (arr == NULL)
         return 0;
     if (!cJSON_IsArray(arr))
-        return fail(err, errlen, "domains: must be an array of strings");
+        return errf(err, errlen, "domains: must be an array of strings");
     if (n == 0)
         return 0;
     cfg->domains.names = calloc(n, sizeof(char *));
     if (cfg->domains.names == NULL)
-        return fail(err, errlen, "domains: out of memory");
+        return errf(err, errlen, "domains: out of memory");
     cJSON_ArrayForEach(it, arr) {
         const char *s, *e;
         char *d;
         size_t len;
 
         if (!cJSON_IsString(it))
-            return fail(err, errlen, "domains[%zu]: must be a string", i);
+            return errf(err, errlen, "domains[%zu]: must be a string", i);
         s = it->valuestring;
         e = s + strlen(s);
         while (s < e && *s == '.')
@@ -836,11 +822,11 @@ static int parse_domains(const struct config_key *k, const cJSON *arr,
             e--;
         len = (size_t)(e - s);
         if (len == 0 || len > 253)
-            return fail(err, errlen, "domains[%zu]: \"%.64s\" is not a domain "
+            return errf(err, errlen, "domains[%zu]: \"%.64s\" is not a domain "
                         "name", i, it->valuestring);
         d = malloc(len + 1);
         if (d == NULL)
-            return fail(err, errlen, "domains: out of memory");
+            return errf(err, errlen, "domains: out of memory");
         cfg->domains.names[cfg->domains.count++] = d;
         for (size_t j = 0; j < len; j++) {
             char c = s[j];
@@ -850,7 +836,7 @@ static int parse_domains(const struct config_key *k, const cJSON *arr,
             if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
                   c == '-' || c == '.') ||
                 (c == '.' && s[j - 1] == '.'))
-                return fail(err, errlen, "domains[%zu]: \"%.64s\" is not a "
+                return errf(err, errlen, "domains[%zu]: \"%.64s\" is not a "
                             "domain name", i, it->valuestring);
             d[j] = c;
         }
@@ -872,7 +858,7 @@ static int parse_listener(const cJSON *obj, size_t idx,
 
     pathf(path, sizeof(path), "listeners[%zu]", idx);
     if (!cJSON_IsObject(obj))
-        return fail(err, errlen, "%s: must be an object", path);
+        return errf(err, errlen, "%s: must be an object", path);
     return parse_members(obj, "listeners[]", l, path, err, errlen);
 }
 
@@ -885,9 +871,9 @@ static int parse_listeners(const struct config_key *k, const cJSON *arr,
     size_t i = 0;
 
     if (arr != NULL && !cJSON_IsArray(arr))
-        return fail(err, errlen, "listeners: must be an array");
+        return errf(err, errlen, "listeners: must be an array");
     if (cJSON_GetArraySize(arr) > CONFIG_MAX_LISTENERS)
-        return fail(err, errlen, "listeners: at most %d listeners",
+        return errf(err, errlen, "listeners: at most %d listeners",
                     CONFIG_MAX_LISTENERS);
     cJSON_ArrayForEach(it, arr) {
         struct config_listener *l = &cfg->listeners[i];
@@ -901,12 +887,12 @@ static int parse_listeners(const struct config_key *k, const cJSON *arr,
             if (same_address(&cfg->listeners[j].addr,
                              cfg->listeners[j].addr_len, &l->addr,
                              l->addr_len))
-                return fail(err, errlen, "listeners[%zu].address: same as "
+                return errf(err, errlen, "listeners[%zu].address: same as "
                             "listeners[%zu]", i, j);
         i++;
     }
     if (cfg->listener_count == 0)
-        return fail(err, errlen, "listeners: at least one listener is "
+        return errf(err, errlen, "listeners: at least one listener is "
                     "required");
     return 0;
 }
@@ -920,7 +906,7 @@ static int parse_listener_address(const struct config_key *k,
     if (parse_value(k, it, base, path, err, errlen) == -1)
         return -1;
     if (config_parse_address(l->address, &l->addr, &l->addr_len) == -1)
-        return fail(err, errlen, "%s: not IPv4:port or [IPv6]:port", path);
+        return errf(err, errlen, "%s: not IPv4:port or [IPv6]:port", path);
     return 0;
 }
 
@@ -932,7 +918,7 @@ static int parse_tls(const struct config_key *k, const cJSON *it, void *base,
     if (it == NULL)
         return 0;
     if (!cJSON_IsObject(it))
-        return fail(err, errlen, "%s: must be an object", path);
+        return errf(err, errlen, "%s: must be an object", path);
     l->tls = true;
     return parse_members(it, "listeners[].tls", l, path, err, errlen);
 }
@@ -947,16 +933,16 @@ static int parse_certificates(const struct config_key *k, const cJSON *certs,
 
     if (certs == NULL || !cJSON_IsArray(certs) ||
         cJSON_GetArraySize(certs) == 0)
-        return fail(err, errlen, "%s: must be a non-empty array", path);
+        return errf(err, errlen, "%s: must be a non-empty array", path);
     if (cJSON_GetArraySize(certs) > CONFIG_MAX_CERTS)
-        return fail(err, errlen, "%s: at most %d certificates", path,
+        return errf(err, errlen, "%s: at most %d certificates", path,
                     CONFIG_MAX_CERTS);
     cJSON_ArrayForEach(c, certs) {
         char cp[PATH_MAX_LEN + 64];
 
         pathf(cp, sizeof(cp), "%s[%zu]", path, ci);
         if (!cJSON_IsObject(c))
-            return fail(err, errlen, "%s: must be an object", cp);
+            return errf(err, errlen, "%s: must be an object", cp);
         /* Count it before filling, so config_free sees what to free. */
         l->cert_count = ci + 1;
         if (parse_members(c, "listeners[].tls.certificates[]", &l->certs[ci],
@@ -980,13 +966,13 @@ static int reload_listeners(const struct config_key *k,
                             char *err, size_t errlen)
 {
     if (a->listener_count != b->listener_count)
-        return fail(err, errlen, "%s: %s", k->path, k->restart);
+        return errf(err, errlen, "%s: %s", k->path, k->restart);
     for (size_t i = 0; i < a->listener_count; i++) {
         const struct config_key *d =
             changed_member("listeners[]", &a->listeners[i], &b->listeners[i]);
 
         if (d != NULL)
-            return fail(err, errlen, "listeners[%zu]: %s", i, d->restart);
+            return errf(err, errlen, "listeners[%zu]: %s", i, d->restart);
     }
     return 0;
 }
@@ -1004,21 +990,21 @@ static int parse_admin_address(const struct config_key *k, const cJSON *it,
     }
     if (it != NULL) {
         if (!cJSON_IsString(it))
-            return fail(err, errlen, "%s: must be a string or null", path);
+            return errf(err, errlen, "%s: must be a string or null", path);
         if (it->valuestring[0] == '\0')
-            return fail(err, errlen, "%s: must be a non-empty string", path);
+            return errf(err, errlen, "%s: must be a non-empty string", path);
         if (set_string(k, cfg, it->valuestring, path, err, errlen) == -1)
             return -1;
         if (config_parse_address(cfg->admin_address, &cfg->admin_addr,
                                  &cfg->admin_addr_len) == -1)
-            return fail(err, errlen, "%s: not IPv4:port or [IPv6]:port",
+            return errf(err, errlen, "%s: not IPv4:port or [IPv6]:port",
                         path);
         cfg->admin_enabled = true;
     }
     for (size_t i = 0; cfg->admin_enabled && i < cfg->listener_count; i++)
         if (same_address(&cfg->listeners[i].addr, cfg->listeners[i].addr_len,
                          &cfg->admin_addr, cfg->admin_addr_len))
-            return fail(err, errlen, "%s: same as listeners[%zu]", path, i);
+            return errf(err, errlen, "%s: same as listeners[%zu]", path, i);
     return 0;
 }
 
@@ -1063,13 +1049,13 @@ static int parse_redis_url(const char *url, struct config *cfg, char *err,
     int db = 0;
 
     if (strncmp(url, "rediss://", 9) == 0)
-        return fail(err, errlen, "redis.url: rediss:// (TLS) is not "
+        return errf(err, errlen, "redis.url: rediss:// (TLS) is not "
                     "supported");
     if (strncmp(url, "redis://", 8) != 0)
-        return fail(err, errlen, "redis.url: must start with redis://");
+        return errf(err, errlen, "redis.url: must start with redis://");
     rest = url + 8;
     if (strpbrk(rest, "?#") != NULL)
-        return fail(err, errlen, "redis.url: query and fragment are not "
+        return errf(err, errlen, "redis.url: query and fragment are not "
                     "supported");
 
     /* Host, port and db hold no '@', so the last one ends the userinfo. */
@@ -1079,14 +1065,14 @@ static int parse_redis_url(const char *url, struct config *cfg, char *err,
         size_t plen, k = 0;
 
         if (rest[0] != ':')
-            return fail(err, errlen, "redis.url: user names are not "
+            return errf(err, errlen, "redis.url: user names are not "
                         "supported, use redis://:password@host");
         plen = (size_t)(at - rest - 1);
         if (plen == 0)
-            return fail(err, errlen, "redis.url: empty password");
+            return errf(err, errlen, "redis.url: empty password");
         pass = malloc(plen + 1);
         if (pass == NULL)
-            return fail(err, errlen, "redis.url: out of memory");
+            return errf(err, errlen, "redis.url: out of memory");
         for (size_t i = 0; i < plen; i++) {
             char c = rest[1 + i];
 
@@ -1096,7 +1082,7 @@ static int parse_redis_url(const char *url, struct config *cfg, char *err,
 
                 if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
                     free(pass);
-                    return fail(err, errlen, "redis.url: bad %%-escape in "
+                    return errf(err, errlen, "redis.url: bad %%-escape in "
                                 "the password");
                 }
                 c = (char)(hi * 16 + lo);
@@ -1147,13 +1133,13 @@ static int parse_redis_url(const char *url, struct config *cfg, char *err,
     }
     if (host == NULL) {
         free(pass);
-        return fail(err, errlen, "redis.url: out of memory");
+        return errf(err, errlen, "redis.url: out of memory");
     }
     if (port_s != NULL &&
         host_parse_port(port_s, (size_t)(hend - port_s), &port) == -1) {
         free(host);
         free(pass);
-        return fail(err, errlen, "redis.url: port must be 1..65535");
+        return errf(err, errlen, "redis.url: port must be 1..65535");
     }
     if (slash != NULL && slash[1] != '\0') {
         const char *d = slash + 1;
@@ -1164,7 +1150,7 @@ static int parse_redis_url(const char *url, struct config *cfg, char *err,
             if (d[i] < '0' || d[i] > '9' || n > 9) {
                 free(host);
                 free(pass);
-                return fail(err, errlen, "redis.url: database must be a "
+                return errf(err, errlen, "redis.url: database must be a "
                             "number in 0..999999999");
             }
             v = v * 10 + (d[i] - '0');
@@ -1183,7 +1169,7 @@ static int parse_redis_url(const char *url, struct config *cfg, char *err,
 
 bad_host:
     free(pass);
-    return fail(err, errlen, "redis.url: host must be a name, an IPv4 "
+    return errf(err, errlen, "redis.url: host must be a name, an IPv4 "
                 "address or [IPv6]");
 }
 static int parse_redis(const struct config_key *k, const cJSON *it,
@@ -1192,7 +1178,7 @@ static int parse_redis(const struct config_key *k, const cJSON *it,
     if (it == NULL)
         return 0;
     if (!cJSON_IsString(it))
-        return fail(err, errlen, "%s: must be a string", path);
+        return errf(err, errlen, "%s: must be a string", path);
     return parse_redis_url(it->valuestring, base, err, errlen);
 }
 
@@ -1207,9 +1193,9 @@ static int check_array(const cJSON *arr, const char *path, int max,
                        const char *what, char *err, size_t errlen)
 {
     if (!cJSON_IsArray(arr))
-        return fail(err, errlen, "%s: must be an array of %s", path, what);
+        return errf(err, errlen, "%s: must be an array of %s", path, what);
     if (cJSON_GetArraySize(arr) > max)
-        return fail(err, errlen, "%s: at most %d %s", path, max, what);
+        return errf(err, errlen, "%s: at most %d %s", path, max, what);
     return 0;
 }
 
@@ -1230,7 +1216,7 @@ static int parse_exempt_ports(const struct config_key *k, const cJSON *arr,
         int v;
 
         if (!int_in(it, 1, 65535, &v))
-            return fail(err, errlen, "%s[%zu]: must be an integer in "
+            return errf(err, errlen, "%s[%zu]: must be an integer in "
                         "1..65535", path, i);
         cfg->token_exempt_ports[i++] = (uint16_t)v;
     }
@@ -1260,7 +1246,7 @@ static int parse_trusted_proxies(const struct config_key *k, const cJSON *arr,
     cJSON_ArrayForEach(it, arr) {
         if (!cJSON_IsString(it) ||
             parse_cidr(it->valuestring, &cfg->trusted_proxies[i]) == -1)
-            return fail(err, errlen, "%s[%zu]: not an IPv4 or IPv6 address "
+            return errf(err, errlen, "%s[%zu]: not an IPv4 or IPv6 address "
                         "or network", path, i);
         i++;
     }
@@ -1337,7 +1323,7 @@ int config_parse(const char *json, size_t len, struct config *cfg, char *err,
 
     config_defaults(cfg);
     if (json == NULL)
-        return fail(err, errlen, "not valid JSON near line 1, column 1");
+        return errf(err, errlen, "not valid JSON near line 1, column 1");
     bad = json_guard_scan(json, len);
     if (bad >= 0)
         return json_error(json, len, (size_t)bad, err, errlen);
@@ -1352,7 +1338,7 @@ int config_parse(const char *json, size_t len, struct config *cfg, char *err,
         }
     }
     if (!cJSON_IsObject(root)) {
-        fail(err, errlen, "the configuration must be a JSON object");
+        errf(err, errlen, "the configuration must be a JSON object");
         goto fail;
     }
     if (parse_members(root, "", cfg, "", err, errlen) == -1)
@@ -1383,7 +1369,7 @@ int config_load_file(const char *path, struct config *cfg, char *err,
     buf = malloc(CONFIG_FILE_MAX + 1);
     if (buf == NULL) {
         fclose(f);
-        return fail(err, errlen, "%s: out of memory", path);
+        return errf(err, errlen, "%s: out of memory", path);
     }
     n = fread(buf, 1, CONFIG_FILE_MAX + 1, f);
     if (ferror(f))
@@ -1392,7 +1378,7 @@ int config_load_file(const char *path, struct config *cfg, char *err,
     f = NULL;
     if (n > CONFIG_FILE_MAX) {
         free(buf);
-        return fail(err, errlen, "%s: larger than %d bytes", path,
+        return errf(err, errlen, "%s: larger than %d bytes", path,
                     CONFIG_FILE_MAX);
     }
     rc = config_parse(buf, n, cfg, err, errlen);
@@ -1404,7 +1390,7 @@ io_fail:
     if (f != NULL)
         fclose(f);
     free(buf);
-    return fail(err, errlen, "%s: %s", path, strerror(rc ? rc : EIO));
+    return errf(err, errlen, "%s: %s", path, strerror(rc ? rc : EIO));
 }
 
 int config_reload_check(const struct config *a, const struct config *b,
@@ -1417,7 +1403,7 @@ int config_reload_check(const struct config *a, const struct config *b,
             if (k->reload(k, a, b, err, errlen) == -1)
                 return -1;
         } else if (!same_value(k, a, b)) {
-            return fail(err, errlen, "%s: %s", k->path, k->restart);
+            return errf(err, errlen, "%s: %s", k->path, k->restart);
         }
     }
     return 0;

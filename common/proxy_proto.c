@@ -10,10 +10,10 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
+
+#include "errf.h"
 
 /* Section 2.1: "a 108-byte buffer is always enough to store all the line and
  * a trailing zero": 107 bytes including the CRLF. */
@@ -23,19 +23,8 @@
 static const unsigned char v2_sig[12] = {0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d,
                                          0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a};
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return PROXY_PROTO_BAD;
-}
+/* A broken header fails with `return errf(...)`: errf returns -1. */
+_Static_assert(PROXY_PROTO_BAD == -1, "errf's -1 is PROXY_PROTO_BAD");
 
 /* ---- v1 ---- */
 
@@ -157,7 +146,7 @@ static int v1_port(const unsigned char *buf, size_t n, size_t *pos,
 
 static int v1_too_long(char *err, size_t errlen)
 {
-    return fail(err, errlen, "v1: header longer than %d bytes", V1_MAX);
+    return errf(err, errlen, "v1: header longer than %d bytes", V1_MAX);
 }
 
 static int v1_parse(const unsigned char *buf, size_t len,
@@ -176,7 +165,7 @@ static int v1_parse(const unsigned char *buf, size_t len,
         if (pos == n)
             return PROXY_PROTO_NEED_MORE;
         if (buf[pos] != (unsigned char)lit[pos])
-            return fail(err, errlen, "not a PROXY protocol header");
+            return errf(err, errlen, "not a PROXY protocol header");
     }
 
     /* Protocol: "TCP4", "TCP6" or "UNKNOWN", case-sensitive. */
@@ -195,7 +184,7 @@ static int v1_parse(const unsigned char *buf, size_t len,
             }
         }
         if (which < 0 || (i < n && buf[i] == '\r' && which != 2))
-            return fail(err, errlen, "v1: bad protocol at byte %zu (want TCP4, "
+            return errf(err, errlen, "v1: bad protocol at byte %zu (want TCP4, "
                                      "TCP6 or UNKNOWN)", start);
         if (i == n)
             return len >= V1_MAX ? v1_too_long(err, errlen)
@@ -206,7 +195,7 @@ static int v1_parse(const unsigned char *buf, size_t len,
              * to the CRLF. We still insist on printable ASCII there. */
             for (; pos < n && buf[pos] != '\r'; pos++)
                 if (buf[pos] < 0x20 || buf[pos] > 0x7e)
-                    return fail(err, errlen,
+                    return errf(err, errlen,
                                 "v1: bad byte 0x%02x at byte %zu", buf[pos], pos);
             if (pos == n) /* still needs at least the CRLF */
                 return n + 2 > V1_MAX ? v1_too_long(err, errlen)
@@ -215,7 +204,7 @@ static int v1_parse(const unsigned char *buf, size_t len,
                 return n + 1 > V1_MAX ? v1_too_long(err, errlen)
                                       : PROXY_PROTO_NEED_MORE;
             if (buf[pos + 1] != '\n')
-                return fail(err, errlen, "v1: CR not followed by LF at byte %zu",
+                return errf(err, errlen, "v1: CR not followed by LF at byte %zu",
                             pos + 1);
             if (out != NULL) {
                 memset(out, 0, sizeof(*out));
@@ -233,7 +222,7 @@ static int v1_parse(const unsigned char *buf, size_t len,
         size_t at_ = pos;                                                      \
         rc = (call);                                                           \
         if (rc < 0)                                                            \
-            return fail(err, errlen, "v1: bad %s at byte %zu", what, at_);     \
+            return errf(err, errlen, "v1: bad %s at byte %zu", what, at_);     \
         if (rc == 0)                                                           \
             return (n + (tail) > V1_MAX || len >= V1_MAX)                      \
                        ? v1_too_long(err, errlen)                              \
@@ -256,7 +245,7 @@ static int v1_parse(const unsigned char *buf, size_t len,
     if (pos == n)
         return len >= V1_MAX ? v1_too_long(err, errlen) : PROXY_PROTO_NEED_MORE;
     if (buf[pos] != '\n')
-        return fail(err, errlen, "v1: CR not followed by LF at byte %zu", pos);
+        return errf(err, errlen, "v1: CR not followed by LF at byte %zu", pos);
     pos++;
 
     if (out != NULL) {
@@ -308,15 +297,15 @@ static int v2_parse(const unsigned char *buf, size_t len,
         if (i == len)
             return PROXY_PROTO_NEED_MORE;
         if (buf[i] != v2_sig[i])
-            return fail(err, errlen, "v2: bad signature at byte %zu", i);
+            return errf(err, errlen, "v2: bad signature at byte %zu", i);
     }
     if (len < 13)
         return PROXY_PROTO_NEED_MORE;
     if ((buf[12] >> 4) != 2)
-        return fail(err, errlen, "v2: version %u, want 2", buf[12] >> 4);
+        return errf(err, errlen, "v2: version %u, want 2", buf[12] >> 4);
     cmd = buf[12] & 0x0f;
     if (cmd > 1)
-        return fail(err, errlen, "v2: unknown command 0x%x", cmd);
+        return errf(err, errlen, "v2: unknown command 0x%x", cmd);
     if (len < 14)
         return PROXY_PROTO_NEED_MORE;
     fam = buf[13] >> 4;
@@ -328,11 +317,11 @@ static int v2_parse(const unsigned char *buf, size_t len,
     local = cmd == 0 || fam == V2_FAM_UNSPEC || fam == V2_FAM_UNIX;
     if (cmd == 1) {
         if (fam > V2_FAM_UNIX || trans > V2_TRANS_DGRAM)
-            return fail(err, errlen, "v2: unknown address family 0x%02x",
+            return errf(err, errlen, "v2: unknown address family 0x%02x",
                         buf[13]);
         if ((fam == V2_FAM_INET || fam == V2_FAM_INET6) &&
             trans != V2_TRANS_STREAM)
-            return fail(err, errlen, "v2: family 0x%02x is not TCP", buf[13]);
+            return errf(err, errlen, "v2: family 0x%02x is not TCP", buf[13]);
         addr_need = fam == V2_FAM_INET    ? 12
                     : fam == V2_FAM_INET6 ? 36
                     : fam == V2_FAM_UNIX  ? 216
@@ -342,10 +331,10 @@ static int v2_parse(const unsigned char *buf, size_t len,
         return PROXY_PROTO_NEED_MORE;
     total = V2_FIXED + (((size_t)buf[14] << 8) | buf[15]);
     if (total > PROXY_PROTO_MAX_HEADER)
-        return fail(err, errlen, "v2: header of %zu bytes, limit %d", total,
+        return errf(err, errlen, "v2: header of %zu bytes, limit %d", total,
                     PROXY_PROTO_MAX_HEADER);
     if (total - V2_FIXED < addr_need)
-        return fail(err, errlen, "v2: length %zu too short for family 0x%02x "
+        return errf(err, errlen, "v2: length %zu too short for family 0x%02x "
                                  "(needs %zu)", total - V2_FIXED, buf[13], addr_need);
     if (len < total)
         return PROXY_PROTO_NEED_MORE;
@@ -356,10 +345,10 @@ static int v2_parse(const unsigned char *buf, size_t len,
         for (off = V2_FIXED + addr_need; off < total;) {
             size_t tl;
             if (total - off < 3)
-                return fail(err, errlen, "v2: truncated TLV at byte %zu", off);
+                return errf(err, errlen, "v2: truncated TLV at byte %zu", off);
             tl = ((size_t)buf[off + 1] << 8) | buf[off + 2];
             if (tl > total - off - 3)
-                return fail(err, errlen, "v2: TLV at byte %zu overruns the "
+                return errf(err, errlen, "v2: TLV at byte %zu overruns the "
                                          "header", off);
             off += 3 + tl;
         }
@@ -401,10 +390,10 @@ int proxy_proto_parse(const unsigned char *buf, size_t len,
     if (len == 0)
         return PROXY_PROTO_NEED_MORE;
     if (buf == NULL)
-        return fail(err, errlen, "no buffer");
+        return errf(err, errlen, "no buffer");
     if (buf[0] == 'P')
         return v1_parse(buf, len, out, err, errlen);
     if (buf[0] == v2_sig[0])
         return v2_parse(buf, len, out, err, errlen);
-    return fail(err, errlen, "not a PROXY protocol header");
+    return errf(err, errlen, "not a PROXY protocol header");
 }

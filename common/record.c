@@ -1,28 +1,16 @@
 /* The routing record from Redis: SPEC section 4. */
 #include "record.h"
+#include "errf.h"
 #include "json_guard.h"
 
 #include <arpa/inet.h>
 #include <math.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 
 /* The one object member named `name`; -1 when it appears twice (which
  * value would the control plane have meant?). NULL member = absent. */
@@ -84,7 +72,7 @@ done:
 #define FIELD(name, var)                                                       \
     do {                                                                       \
         if (member(root, name, &var) == -1) {                                  \
-            set_err(err, errlen, "%s appears more than once", name);           \
+            errf(err, errlen, "%s appears more than once", name);              \
             goto fail;                                                         \
         }                                                                      \
     } while (0)
@@ -99,30 +87,30 @@ int record_parse(const char *json, size_t len, struct record **out, char *err,
 
     *out = NULL;
     if (json == NULL || json_guard_scan(json, len) != -1) {
-        set_err(err, errlen, "not valid JSON");
+        errf(err, errlen, "not valid JSON");
         goto fail;
     }
     root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (root == NULL) {
-        set_err(err, errlen, "not valid JSON");
+        errf(err, errlen, "not valid JSON");
         goto fail;
     }
     /* cJSON stops after the first value; anything but whitespace after it
      * means the record is not one JSON document. */
     for (; end < json + len; end++) {
         if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
-            set_err(err, errlen, "not valid JSON (data after the object)");
+            errf(err, errlen, "not valid JSON (data after the object)");
             goto fail;
         }
     }
     if (!cJSON_IsObject(root)) {
-        set_err(err, errlen, "not a JSON object");
+        errf(err, errlen, "not a JSON object");
         goto fail;
     }
 
     r = calloc(1, sizeof(*r));
     if (r == NULL) {
-        set_err(err, errlen, "out of memory");
+        errf(err, errlen, "out of memory");
         goto fail;
     }
     r->allow_public = true;
@@ -135,21 +123,21 @@ int record_parse(const char *json, size_t len, struct record **out, char *err,
     FIELD("maxConnections", maxc);
 
     if (address == NULL) {
-        set_err(err, errlen, "address missing");
+        errf(err, errlen, "address missing");
         goto fail;
     }
     if (!cJSON_IsString(address)) {
-        set_err(err, errlen, "address is not a string");
+        errf(err, errlen, "address is not a string");
         goto fail;
     }
     if (parse_address(address->valuestring, r) == -1) {
-        set_err(err, errlen, "address is not an IP literal");
+        errf(err, errlen, "address is not an IP literal");
         goto fail;
     }
 
     if (allow != NULL) {
         if (!cJSON_IsBool(allow)) {
-            set_err(err, errlen, "allowPublicTraffic is not a boolean");
+            errf(err, errlen, "allowPublicTraffic is not a boolean");
             goto fail;
         }
         r->allow_public = cJSON_IsTrue(allow);
@@ -157,22 +145,22 @@ int record_parse(const char *json, size_t len, struct record **out, char *err,
 
     if (token != NULL) {
         if (!cJSON_IsString(token)) {
-            set_err(err, errlen, "trafficAccessToken is not a string");
+            errf(err, errlen, "trafficAccessToken is not a string");
             goto fail;
         }
         if (token->valuestring[0] != '\0') {
             r->token_len = strlen(token->valuestring);
             r->token = strdup(token->valuestring);
             if (r->token == NULL) {
-                set_err(err, errlen, "out of memory");
+                errf(err, errlen, "out of memory");
                 goto fail;
             }
         }
     }
     if (!r->allow_public && r->token == NULL) {
-        set_err(err, errlen, token == NULL
-                ? "trafficAccessToken missing while allowPublicTraffic is false"
-                : "trafficAccessToken empty while allowPublicTraffic is false");
+        errf(err, errlen, token == NULL
+             ? "trafficAccessToken missing while allowPublicTraffic is false"
+             : "trafficAccessToken empty while allowPublicTraffic is false");
         goto fail;
     }
 
@@ -180,29 +168,29 @@ int record_parse(const char *json, size_t len, struct record **out, char *err,
         /* It becomes a Host header: CR, LF or spaces would split or bend
          * the request we send upstream. */
         if (!cJSON_IsString(mask)) {
-            set_err(err, errlen, "maskRequestHost is not a string");
+            errf(err, errlen, "maskRequestHost is not a string");
             goto fail;
         }
         if (mask->valuestring[0] == '\0' || !visible_ascii(mask->valuestring)) {
-            set_err(err, errlen,
-                    "maskRequestHost is not a non-empty string of visible ASCII");
+            errf(err, errlen,
+                 "maskRequestHost is not a non-empty string of visible ASCII");
             goto fail;
         }
         r->mask_host = strdup(mask->valuestring);
         if (r->mask_host == NULL) {
-            set_err(err, errlen, "out of memory");
+            errf(err, errlen, "out of memory");
             goto fail;
         }
     }
 
     if (exec != NULL) {
         if (!cJSON_IsString(exec)) {
-            set_err(err, errlen, "executionId is not a string");
+            errf(err, errlen, "executionId is not a string");
             goto fail;
         }
         r->execution_id = strdup(exec->valuestring);
         if (r->execution_id == NULL) {
-            set_err(err, errlen, "out of memory");
+            errf(err, errlen, "out of memory");
             goto fail;
         }
     }
@@ -214,8 +202,8 @@ int record_parse(const char *json, size_t len, struct record **out, char *err,
          * the build does not link libm. */
         if (!cJSON_IsNumber(maxc) || !isfinite(v) || v < 0 ||
             v > (double)UINT32_MAX || (double)(uint32_t)v != v) {
-            set_err(err, errlen,
-                    "maxConnections is not a non-negative integer");
+            errf(err, errlen,
+                 "maxConnections is not a non-negative integer");
             goto fail;
         }
         r->max_connections = (uint32_t)v;

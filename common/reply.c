@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "outbuf.h"
+#include "toklist.h"
 
 static inline unsigned char lower(unsigned char c)
 {
@@ -38,12 +39,7 @@ static bool hdr_is(const struct reply_hdr *h, const char *word)
 
     if (p == NULL)
         return false;
-    while (len > 0 && (*p == ' ' || *p == '\t')) {
-        p++;
-        len--;
-    }
-    while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-        len--;
+    ows_trim(&p, &len);
     if (len != n)
         return false;
     for (size_t i = 0; i < n; i++)

@@ -3,18 +3,20 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "errf.h"
+#include "ev.h"
 #include "head.h"
 #include "log.h"
 #include "outbuf.h"
 #include "runtime.h"
 #include "session.h"
+#include "timeutil.h"
 #include "worker.h"
 
 #define ACCESS_LOG_BUF (64 * 1024)
@@ -31,7 +33,7 @@ int access_log_open(const char *path, char *err, size_t errlen)
 {
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd == -1)
-        snprintf(err, errlen, "access_log.path: cannot open %s: %s", path, strerror(errno));
+        errf(err, errlen, "access_log.path: cannot open %s: %s", path, strerror(errno));
     return fd;
 }
 
@@ -61,12 +63,11 @@ int access_log_worker_init(struct worker *w)
     b->flush_ev = event_new(w->base, -1, EV_PERSIST, flush_cb, w);
     if (!b->buf || !b->flush_ev) {
         free(b->buf);
-        if (b->flush_ev)
-            event_free(b->flush_ev);
+        ev_free(b->flush_ev);
         free(b);
         return -1;
     }
-    struct timeval tv = {ACCESS_LOG_FLUSH_MS / 1000, (ACCESS_LOG_FLUSH_MS % 1000) * 1000};
+    struct timeval tv = tv_from_ms(ACCESS_LOG_FLUSH_MS);
     event_add(b->flush_ev, &tv);
     w->access_log = b;
     return 0;

@@ -9,10 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "errf.h"
+#include "ev.h"
 #include "listener.h"
 #include "log.h"
 #include "lookup.h"
 #include "metrics.h"
+#include "timeutil.h"
 #include "worker.h"
 
 struct admin {
@@ -39,7 +42,7 @@ static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
     log_error("admin accept: %s; not accepting for %d ms", strerror(errno), LISTENER_PAUSE_MS);
-    struct timeval tv = {LISTENER_PAUSE_MS / 1000, (LISTENER_PAUSE_MS % 1000) * 1000};
+    struct timeval tv = tv_from_ms(LISTENER_PAUSE_MS);
     evconnlistener_disable(l);
     evtimer_add(accept_resume_ev, &tv);
 }
@@ -122,13 +125,13 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg,
         goto fail;
     struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(a->http, fd);
     if (!bound) {
-        snprintf(err, errlen, "admin %s: cannot accept", cfg->admin_address);
+        errf(err, errlen, "admin %s: cannot accept", cfg->admin_address);
         goto fail;
     }
     struct evconnlistener *l = evhttp_bound_socket_get_listener(bound);
     a->accept_resume = evtimer_new(base, accept_resume_cb, l);
     if (!a->accept_resume) {
-        snprintf(err, errlen, "admin %s: out of memory", cfg->admin_address);
+        errf(err, errlen, "admin %s: out of memory", cfg->admin_address);
         goto fail;
     }
     accept_resume_ev = a->accept_resume;
@@ -159,8 +162,7 @@ void admin_free(struct admin *a)
 {
     if (!a)
         return;
-    if (a->accept_resume)
-        event_free(a->accept_resume);
+    ev_free(a->accept_resume);
     accept_resume_ev = NULL;
     if (a->http)
         evhttp_free(a->http);

@@ -5,9 +5,11 @@
 #include <string.h>
 
 #include "host.h"
+#include "list.h"
+#include "strmap.h"
 
 struct conn_limit {
-    struct conn_limit *next;
+    struct strmap_node node;    /* keyed by id; guarded by table_lock */
     int refs;                   /* guarded by table_lock */
     uint32_t active;            /* atomic */
     char id[HOST_ID_MAX + 1];
@@ -15,32 +17,32 @@ struct conn_limit {
 
 #define LIMIT_BUCKETS 1024
 
+/* sandbox id -> conn_limit, shared by every worker: the lock guards the
+ * map and the refs. Sandbox ids come from clients (the Host header): the
+ * map's keyed hash keeps them from choosing ids that share a chain. Made
+ * by the first limits_ref. */
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct conn_limit *table[LIMIT_BUCKETS];
+static struct strmap table;
 
-static unsigned bucket_of(const char *id)
+static struct conn_limit *limit_find_or_add(const char *sandbox_id)
 {
-    unsigned h = 2166136261u; /* FNV-1a */
-    for (; *id; id++)
-        h = (h ^ (unsigned char)*id) * 16777619u;
-    return h & (LIMIT_BUCKETS - 1);
+    if (!table.buckets && strmap_init(&table, LIMIT_BUCKETS) == -1)
+        return NULL;
+    struct strmap_node *n = strmap_get(&table, sandbox_id);
+    if (n)
+        return container_of(n, struct conn_limit, node);
+    struct conn_limit *l = calloc(1, sizeof(*l));
+    if (!l)
+        return NULL;
+    strncpy(l->id, sandbox_id, HOST_ID_MAX);
+    strmap_put(&table, &l->node, l->id);
+    return l;
 }
 
 struct conn_limit *limits_ref(const char *sandbox_id)
 {
-    unsigned b = bucket_of(sandbox_id);
     pthread_mutex_lock(&table_lock);
-    struct conn_limit *l = table[b];
-    while (l && strcmp(l->id, sandbox_id) != 0)
-        l = l->next;
-    if (!l) {
-        l = calloc(1, sizeof(*l));
-        if (l) {
-            strncpy(l->id, sandbox_id, HOST_ID_MAX);
-            l->next = table[b];
-            table[b] = l;
-        }
-    }
+    struct conn_limit *l = limit_find_or_add(sandbox_id);
     if (l)
         l->refs++;
     pthread_mutex_unlock(&table_lock);
@@ -53,10 +55,7 @@ void limits_unref(struct conn_limit *l)
         return;
     pthread_mutex_lock(&table_lock);
     if (--l->refs == 0) {
-        struct conn_limit **pp = &table[bucket_of(l->id)];
-        while (*pp != l)
-            pp = &(*pp)->next;
-        *pp = l->next;
+        strmap_remove(&table, &l->node);
         free(l);
     }
     pthread_mutex_unlock(&table_lock);

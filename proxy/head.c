@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "toklist.h"
 #include "worker.h"
 
 /* Recycled arenas kept per worker: enough for the requests in flight on a
@@ -164,19 +165,14 @@ int head_on_field_done(struct head *h)
  * upgrade (the usual ones, each either hop-by-hop already or no header)? */
 static bool lists_others(const char *v, size_t len)
 {
-    size_t i = 0;
-    while (i < len) {
-        while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-            i++;
-        size_t start = i;
-        while (i < len && v[i] != ',' && v[i] != ' ' && v[i] != '\t')
-            i++;
-        size_t n = i - start;
-        if (n && !(n == 5 && strncasecmp(v + start, "close", 5) == 0) &&
-            !(n == 10 && strncasecmp(v + start, "keep-alive", 10) == 0) &&
-            !(n == 7 && strncasecmp(v + start, "upgrade", 7) == 0))
+    struct toklist t = toklist_of(v, len);
+    const char *tok;
+    size_t n;
+    while (toklist_next(&t, &tok, &n))
+        if (!(n == 5 && strncasecmp(tok, "close", 5) == 0) &&
+            !(n == 10 && strncasecmp(tok, "keep-alive", 10) == 0) &&
+            !(n == 7 && strncasecmp(tok, "upgrade", 7) == 0))
             return true;
-    }
     return false;
 }
 
@@ -231,20 +227,7 @@ const struct hdr *head_find(const struct head *h, int kind, unsigned *count)
 
 bool head_list_has(const char *val, size_t len, const char *tok, size_t toklen)
 {
-    size_t i = 0;
-    while (i < len) {
-        while (i < len && (val[i] == ' ' || val[i] == '\t' || val[i] == ','))
-            i++;
-        size_t start = i;
-        while (i < len && val[i] != ',')
-            i++;
-        size_t end = i;
-        while (end > start && (val[end - 1] == ' ' || val[end - 1] == '\t'))
-            end--;
-        if (end - start == toklen && strncasecmp(val + start, tok, toklen) == 0)
-            return true;
-    }
-    return false;
+    return toklist_has(val, len, tok, toklen);
 }
 
 void head_reset(struct head *h)

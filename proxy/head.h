@@ -92,7 +92,7 @@ bool head_name_is(const struct head *h, const struct hdr *x, const char *lc,
 const struct hdr *head_find(const struct head *h, int kind, unsigned *count);
 
 /* Does a comma-separated header value list (e.g. Connection) contain the
- * token (case-insensitive)? */
+ * token (case-insensitive)? Elements as common/toklist.h reads them. */
 bool head_list_has(const char *val, size_t len, const char *tok, size_t toklen);
 
 

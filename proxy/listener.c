@@ -3,14 +3,16 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <netinet/in.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include "conn_limit.h"
+#include "errf.h"
+#include "ev.h"
 #include "log.h"
 #include "session.h"
+#include "timeutil.h"
 #include "worker.h"
 
 #define LISTEN_BACKLOG 4096
@@ -19,10 +21,8 @@ int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name,
                   char *err, size_t errlen)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd == -1) {
-        snprintf(err, errlen, "listener %s: socket: %s", name, strerror(errno));
-        return -1;
-    }
+    if (fd == -1)
+        return errf(err, errlen, "listener %s: socket: %s", name, strerror(errno));
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     /* One socket per worker on the same address: the kernel spreads new
@@ -31,12 +31,12 @@ int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name,
     if (sa->sa_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, sa, len) == -1) {
-        snprintf(err, errlen, "listener %s: cannot bind: %s", name, strerror(errno));
+        errf(err, errlen, "listener %s: cannot bind: %s", name, strerror(errno));
         close(fd);
         return -1;
     }
     if (listen(fd, LISTEN_BACKLOG) == -1) {
-        snprintf(err, errlen, "listener %s: cannot listen: %s", name, strerror(errno));
+        errf(err, errlen, "listener %s: cannot listen: %s", name, strerror(errno));
         close(fd);
         return -1;
     }
@@ -85,7 +85,7 @@ static void accept_enable(struct worker *w, bool on)
 
 static void accept_pause(struct worker *w, enum accept_pause why, int ms)
 {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = tv_from_ms(ms);
     w->accept_paused = why;
     accept_enable(w, false);
     evtimer_add(w->accept_timer, &tv);
@@ -104,7 +104,7 @@ static void accept_timer_cb(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
     if (w->accept_paused == PAUSED_FULL &&
         __atomic_load_n(&open_conns, __ATOMIC_RELAXED) >= max_connections(w->cfg)) {
-        struct timeval tv = {0, ACCEPT_RECHECK_MS * 1000};
+        struct timeval tv = tv_from_ms(ACCEPT_RECHECK_MS);
         evtimer_add(w->accept_timer, &tv);
         return;
     }
@@ -204,15 +204,13 @@ int listener_start(struct worker *w)
 void listener_stop(struct worker *w)
 {
     for (size_t i = 0; i < w->listener_count; i++) {
-        if (w->accept_evs[i])
-            event_free(w->accept_evs[i]);
+        ev_free(w->accept_evs[i]);
         w->accept_evs[i] = NULL;
         if (w->listen_fds[i] != -1)
             close(w->listen_fds[i]);
         w->listen_fds[i] = -1;
     }
-    if (w->accept_timer)
-        event_free(w->accept_timer);
+    ev_free(w->accept_timer);
     w->accept_timer = NULL;
     w->accept_paused = ACCEPTING; /* nothing left to resume */
 }

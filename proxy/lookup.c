@@ -56,10 +56,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ev.h"
 #include "host.h"
 #include "log.h"
 #include "redis_reply.h"
 #include "strmap.h"
+#include "timeutil.h"
 #include "worker.h"
 
 #define CACHE_BUCKETS_MIN 1024
@@ -78,21 +80,16 @@
  * backoff), and whenever the cause changes. */
 #define FAILURES_PER_LOG 30
 
-/* A circular doubly-linked list; a detached link points at itself. */
-struct entry_link {
-    struct entry_link *prev, *next;
-};
-
 struct cache_entry {
     struct strmap_node node;        /* keyed by id */
-    struct entry_link link;         /* on the list of its state (see top) */
+    struct list_node link;          /* on the list of its state (see top) */
     struct lookup *lk;
     struct route_rec *rr;           /* last answer; NULL before the first */
     uint64_t expires_ms;            /* fresh until */
     uint64_t refresh_ms;            /* from here a hit also re-reads Redis */
     uint64_t stale_until_ms;        /* usable while Redis is down */
     uint64_t deadline_ms;           /* on lk->waiting: waiters answered then */
-    struct lookup_waiter waiters;   /* sentinel of a circular list */
+    struct list_node waiters;       /* lookup_waiter.link, in arrival order */
     bool pending;                   /* a GET is in flight */
     bool deferred;                  /* ...or waits for the data link's setup */
     bool purged;                    /* invalidated while the GET was out */
@@ -123,9 +120,9 @@ struct redis_link {
 struct lookup {
     struct worker *w;
     struct strmap table;            /* sandbox id -> cache_entry */
-    struct entry_link negative;     /* idle, nothing usable; MRU first */
-    struct entry_link positive;     /* idle, a found record; MRU first */
-    struct entry_link waiting;      /* GET in flight, by deadline */
+    struct list_node negative;      /* idle, nothing usable; MRU first */
+    struct list_node positive;      /* idle, a found record; MRU first */
+    struct list_node waiting;       /* GET in flight, by deadline */
     struct event *timeout_ev;       /* fires at the first deadline */
     struct route_rec *not_found;    /* shared by every "not found" entry */
     struct redis_link data, sub;
@@ -150,55 +147,22 @@ static void entry_fetch(struct cache_entry *e);
 
 /* ---- the lists ---- */
 
-static void list_init(struct entry_link *head)
+/* The entry on a state list's node, or NULL for none. */
+static struct cache_entry *entry_of_link(struct list_node *l)
 {
-    head->prev = head->next = head;
-}
-
-static void list_unlink(struct entry_link *l)
-{
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-    l->prev = l->next = l;
-}
-
-/* Moves l (from whatever list it is on) to the front of `head`. */
-static void list_push_front(struct entry_link *head, struct entry_link *l)
-{
-    list_unlink(l);
-    l->next = head->next;
-    l->prev = head;
-    head->next->prev = l;
-    head->next = l;
-}
-
-static void list_push_back(struct entry_link *head, struct entry_link *l)
-{
-    list_push_front(head->prev, l);
-}
-
-#define ENTRY_OF_LINK(l) ((struct cache_entry *)((char *)(l) - offsetof(struct cache_entry, link)))
-
-static struct cache_entry *list_first(struct entry_link *head)
-{
-    return head->next == head ? NULL : ENTRY_OF_LINK(head->next);
-}
-
-static struct cache_entry *list_last(struct entry_link *head)
-{
-    return head->prev == head ? NULL : ENTRY_OF_LINK(head->prev);
+    return l ? container_of(l, struct cache_entry, link) : NULL;
 }
 
 /* An idle entry (no GET in flight) goes to the front of its list. */
 static void entry_touch(struct cache_entry *e)
 {
     bool found = e->rr && e->rr->status == LOOKUP_FOUND;
-    list_push_front(found ? &e->lk->positive : &e->lk->negative, &e->link);
+    list_move_front(found ? &e->lk->positive : &e->lk->negative, &e->link);
 }
 
 /* ---- the table ---- */
 
-#define ENTRY_OF(n) ((struct cache_entry *)((char *)(n) - offsetof(struct cache_entry, node)))
+#define ENTRY_OF(n) container_of(n, struct cache_entry, node)
 
 static struct cache_entry *table_find(struct lookup *lk, const char *id)
 {
@@ -225,9 +189,9 @@ static void table_remove(struct cache_entry *e)
 static bool table_make_room(struct lookup *lk)
 {
     while (lk->table.count >= (size_t)lk->w->cfg->cache_max_entries) {
-        struct cache_entry *victim = list_last(&lk->negative);
+        struct cache_entry *victim = entry_of_link(list_last(&lk->negative));
         if (!victim)
-            victim = list_last(&lk->positive);
+            victim = entry_of_link(list_last(&lk->positive));
         if (!victim)
             return false;
         log_debug("cache: evict %s", victim->id);
@@ -249,20 +213,14 @@ static struct cache_entry *table_add(struct lookup *lk, const char *id)
         return NULL;
     e->lk = lk;
     memcpy(e->id, id, len);
-    e->waiters.next = e->waiters.prev = &e->waiters;
-    list_init(&e->link);
-    list_push_front(&lk->negative, &e->link);
+    list_init(&e->waiters);
+    list_insert_front(&lk->negative, &e->link);
     strmap_put(&lk->table, &e->node, e->id);
     METRIC_INC(&lk->w->metrics, cache_entries);
     return e;
 }
 
 /* ---- answering waiters ---- */
-
-static bool waiters_empty(const struct cache_entry *e)
-{
-    return e->waiters.next == &e->waiters;
-}
 
 /* Detaches the whole list first: a callback may start a new lookup on the
  * same entry (a pipelined request) or cancel another waiter. A callback may
@@ -271,17 +229,14 @@ static bool waiters_empty(const struct cache_entry *e)
 static void answer_waiters(struct cache_entry *e, int status,
                            struct route_rec *rr)
 {
-    struct lookup_waiter list;
-    if (waiters_empty(e))
+    struct list_node list;
+    if (list_empty(&e->waiters))
         return;
-    list.next = e->waiters.next;
-    list.prev = e->waiters.prev;
-    list.next->prev = &list;
-    list.prev->next = &list;
-    e->waiters.next = e->waiters.prev = &e->waiters;
+    list_init(&list);
+    list_splice_back(&list, &e->waiters);
     route_rec_ref(rr);
-    while (list.next != &list) {
-        struct lookup_waiter *wt = list.next;
+    while (!list_empty(&list)) {
+        struct lookup_waiter *wt = container_of(list_first(&list), struct lookup_waiter, link);
         lookup_cancel(wt);
         wt->cb(wt, status, route_rec_ref(rr));
     }
@@ -294,7 +249,7 @@ static void answer_waiters(struct cache_entry *e, int status,
  * grace, else 503. *rr is borrowed from the entry (or NULL). */
 static int fallback(const struct cache_entry *e, struct route_rec **rr)
 {
-    if (e->rr && e->rr->status == LOOKUP_FOUND && worker_now_ms() < e->stale_until_ms) {
+    if (e->rr && e->rr->status == LOOKUP_FOUND && time_now_ms() < e->stale_until_ms) {
         *rr = e->rr;
         return LOOKUP_FOUND;
     }
@@ -313,7 +268,7 @@ static void answer_unavailable(struct cache_entry *e)
 
 static void timer_arm(struct lookup *lk, uint64_t in_ms)
 {
-    struct timeval tv = {(time_t)(in_ms / 1000), (suseconds_t)(in_ms % 1000) * 1000};
+    struct timeval tv = tv_from_ms(in_ms);
     evtimer_add(lk->timeout_ev, &tv);
 }
 
@@ -326,8 +281,8 @@ static void waiting_add(struct cache_entry *e)
 {
     struct lookup *lk = e->lk;
     uint64_t timeout = (uint64_t)lk->w->cfg->redis_timeout_ms;
-    e->deadline_ms = worker_now_ms() + timeout;
-    list_push_back(&lk->waiting, &e->link);
+    e->deadline_ms = time_now_ms() + timeout;
+    list_move_back(&lk->waiting, &e->link);
     if (!evtimer_pending(lk->timeout_ev, NULL))
         timer_arm(lk, timeout);
 }
@@ -369,11 +324,11 @@ static void entry_timed_out(struct cache_entry *e)
 static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct lookup *lk = arg;
-    uint64_t now = worker_now_ms();
+    uint64_t now = time_now_ms();
     struct cache_entry *e;
     /* Re-read the front every time: answering runs callbacks, and dropping
      * the link answers (and moves) every entry in flight. */
-    while ((e = list_first(&lk->waiting)) && e->deadline_ms <= now)
+    while ((e = entry_of_link(list_first(&lk->waiting))) && e->deadline_ms <= now)
         entry_timed_out(e);
     if (e)
         timer_arm(lk, e->deadline_ms - now);
@@ -425,7 +380,7 @@ static void get_cb(redisAsyncContext *ac, void *r, void *privdata)
         route_rec_unref(rr);
         rr = route_rec_ref(lk->not_found);
     }
-    uint64_t now = worker_now_ms();
+    uint64_t now = time_now_ms();
     const struct config *cfg = lk->w->cfg;
     int ttl = rr->status == LOOKUP_FOUND ? cfg->cache_ttl_ms
                                           : cfg->cache_negative_ttl_ms;
@@ -437,7 +392,7 @@ static void get_cb(redisAsyncContext *ac, void *r, void *privdata)
     entry_touch(e); /* to the list of its new answer */
     if (e->waiters_timed_out) {
         e->waiters_timed_out = false;
-        if (waiters_empty(e))
+        if (list_empty(&e->waiters))
             return;
     }
     answer_waiters(e, rr->status, rr);
@@ -479,7 +434,7 @@ int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt,
                int *status, struct route_rec **rr)
 {
     struct cache_entry *e = table_find(lk, id);
-    uint64_t now = worker_now_ms();
+    uint64_t now = time_now_ms();
     if (e && e->rr && now < e->expires_ms) {
         METRIC_INC(&lk->w->metrics, cache_hits);
         /* In the last quarter of its TTL a record in use is re-read in the
@@ -512,10 +467,7 @@ int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt,
         route_rec_ref(*rr);
         return 0;
     }
-    wt->next = &e->waiters;
-    wt->prev = e->waiters.prev;
-    e->waiters.prev->next = wt;
-    e->waiters.prev = wt;
+    list_insert_back(&e->waiters, &wt->link);
     return 1;
 }
 
@@ -565,7 +517,7 @@ static void sweep_entry(struct strmap_node *n, void *arg)
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct lookup *lk = arg;
-    uint64_t now = worker_now_ms();
+    uint64_t now = time_now_ms();
     strmap_each(&lk->table, sweep_entry, &now);
 }
 
@@ -627,7 +579,7 @@ static void fail_deferred(struct strmap_node *n, void *arg)
     if (!e->deferred)
         return;
     e->deadline_ms = 0;
-    list_push_front(&e->lk->waiting, &e->link);
+    list_move_front(&e->lk->waiting, &e->link);
 }
 
 /* The data link leaves its setup unfinished: what waited for it is
@@ -638,7 +590,7 @@ static void link_abandon_deferred(struct redis_link *l)
     if (l->subscriber || l->steps == 0 || l->connected || l->lk->closing)
         return;
     strmap_each(&l->lk->table, fail_deferred, NULL);
-    struct cache_entry *first = list_first(&l->lk->waiting);
+    struct cache_entry *first = entry_of_link(list_first(&l->lk->waiting));
     if (first && first->deadline_ms == 0)
         timer_arm(l->lk, 0);
 }
@@ -670,7 +622,7 @@ static void link_ready(struct redis_link *l)
     l->failed_at[0] = '\0';
     link_forget_addrs(l); /* the next reconnect resolves again */
     if (l->subscriber)
-        l->lk->heartbeat_seen_ms = worker_now_ms(); /* judged from now on */
+        l->lk->heartbeat_seen_ms = time_now_ms(); /* judged from now on */
     else
         strmap_each(&l->lk->table, send_deferred, NULL);
     METRIC_INC(&l->lk->w->metrics, redis_reconnects);
@@ -682,7 +634,7 @@ static void link_ready(struct redis_link *l)
  * for <prefix>invalidate completes the subscriber's setup. */
 static void subscribed(struct lookup *lk, const struct redis_push *push)
 {
-    lk->heartbeat_seen_ms = worker_now_ms();
+    lk->heartbeat_seen_ms = time_now_ms();
     if (redis_push_channel_is(push, lk->heartbeat_channel))
         return;
     purge_all(lk);
@@ -703,7 +655,7 @@ static void sub_cb(redisAsyncContext *ac, void *r, void *privdata)
     if (push.kind == REDIS_PUSH_SUBSCRIBED)
         subscribed(lk, &push);
     else if (push.kind == REDIS_PUSH_MESSAGE && redis_push_channel_is(&push, lk->heartbeat_channel))
-        lk->heartbeat_seen_ms = worker_now_ms();
+        lk->heartbeat_seen_ms = time_now_ms();
     else if (push.kind == REDIS_PUSH_MESSAGE)
         purge(lk, push.payload, push.payload_len);
 }
@@ -723,7 +675,7 @@ static void schedule_reconnect(struct redis_link *l)
         return;
     /* The resolution's next address at once; after the last, the backoff. */
     int ms = l->next_addr ? 0 : l->backoff_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = tv_from_ms(ms);
     evtimer_add(l->reconnect_ev, &tv);
     if (!l->next_addr)
         l->backoff_ms = l->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
@@ -769,7 +721,7 @@ static void link_fail(struct redis_link *l, const char *stage, const char *why)
 {
     link_failure(l, stage, l->peer, why);
     link_set_connected(l, false);
-    l->setup_ms = worker_now_ms(); /* link_check_setup bounds that wait */
+    l->setup_ms = time_now_ms(); /* link_check_setup bounds that wait */
     redisAsyncDisconnect(l->ac);
 }
 
@@ -804,13 +756,13 @@ static void publish_cb(redisAsyncContext *ac, void *r, void *privdata)
         link_fail(&lk->data, "PUBLISH on", reply->str);
         return;
     }
-    lk->publish_answered_ms = worker_now_ms();
+    lk->publish_answered_ms = time_now_ms();
 }
 
 static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct lookup *lk = arg;
-    uint64_t now = worker_now_ms();
+    uint64_t now = time_now_ms();
     uint64_t limit = (uint64_t)lk->w->cfg->redis_timeout_ms;
     link_check_setup(&lk->data, now);
     link_check_setup(&lk->sub, now);
@@ -945,7 +897,7 @@ static void link_connect_next(struct redis_link *l)
     }
     ac->data = l;
     l->ac = ac;
-    l->setup_ms = worker_now_ms();
+    l->setup_ms = time_now_ms();
     redisLibeventAttach(ac, l->lk->w->base);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
@@ -1062,7 +1014,7 @@ struct lookup *lookup_new(struct worker *w)
     if (strmap_init(&lk->table, CACHE_BUCKETS_MIN) == -1 || !lk->sweep_ev ||
         !lk->timeout_ev || !lk->not_found)
         goto fail;
-    struct timeval tv = {SWEEP_INTERVAL_MS / 1000, 0};
+    struct timeval tv = tv_from_ms(SWEEP_INTERVAL_MS);
     evtimer_add(lk->sweep_ev, &tv);
     static unsigned instance;
     snprintf(lk->heartbeat_channel, sizeof(lk->heartbeat_channel), "%sheartbeat:%d:%d:%u",
@@ -1071,7 +1023,7 @@ struct lookup *lookup_new(struct worker *w)
     lk->heartbeat_ev = event_new(w->base, -1, EV_PERSIST, heartbeat_cb, lk);
     if (!lk->heartbeat_ev)
         goto fail;
-    struct timeval hb = {HEARTBEAT_MS / 1000, (HEARTBEAT_MS % 1000) * 1000};
+    struct timeval hb = tv_from_ms(HEARTBEAT_MS);
     evtimer_add(lk->heartbeat_ev, &hb);
     lk->dns = dns_new(w->base);
     if (!lk->dns || link_init(lk, &lk->data, false) == -1 ||
@@ -1089,8 +1041,7 @@ static void link_free(struct redis_link *l)
         return; /* never initialised */
     link_close(l);
     link_forget_addrs(l);
-    if (l->reconnect_ev)
-        event_free(l->reconnect_ev);
+    ev_free(l->reconnect_ev);
 }
 
 static void free_entry_node(struct strmap_node *n, void *arg)
@@ -1106,12 +1057,9 @@ void lookup_free(struct lookup *lk)
     bool resolving = lk->data.resolving || lk->sub.resolving;
     link_free(&lk->data);
     link_free(&lk->sub);
-    if (lk->sweep_ev)
-        event_free(lk->sweep_ev);
-    if (lk->heartbeat_ev)
-        event_free(lk->heartbeat_ev);
-    if (lk->timeout_ev)
-        event_free(lk->timeout_ev);
+    ev_free(lk->sweep_ev);
+    ev_free(lk->heartbeat_ev);
+    ev_free(lk->timeout_ev);
     if (lk->table.buckets)
         strmap_each(&lk->table, free_entry_node, NULL);
     strmap_destroy(&lk->table);

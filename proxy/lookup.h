@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 
+#include "list.h"
 #include "route_rec.h"
 
 struct worker;
@@ -24,7 +25,7 @@ typedef void (*lookup_cb)(struct lookup_waiter *wt, int status,
                           struct route_rec *rr);
 
 struct lookup_waiter {
-    struct lookup_waiter *next, *prev; /* NULL when not waiting */
+    struct list_node link;             /* on no list when not waiting */
     lookup_cb cb;
 };
 
@@ -41,11 +42,7 @@ int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt,
  * waiter's own, and the request-path fuzzer's lookup stub shares it.) */
 static inline void lookup_cancel(struct lookup_waiter *wt)
 {
-    if (!wt->next)
-        return;
-    wt->prev->next = wt->next;
-    wt->next->prev = wt->prev;
-    wt->next = wt->prev = NULL;
+    list_unlink(&wt->link);
 }
 
 void route_rec_unref(struct route_rec *rr);

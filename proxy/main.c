@@ -16,6 +16,7 @@
 #include "listener.h"
 #include "log.h"
 #include "runtime.h"
+#include "timeutil.h"
 #include "worker.h"
 
 #define EDGEPROXY_VERSION "0.1.0"
@@ -43,12 +44,6 @@ static void usage(FILE *f)
     fprintf(f, "usage: edgeproxy --config FILE [--check]\n"
                "       edgeproxy --print-config\n"
                "       edgeproxy --version\n");
-}
-
-static struct timeval ms_tv(int ms)
-{
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    return tv;
 }
 
 /* Every client connection costs a descriptor (two while proxied), and the
@@ -101,7 +96,7 @@ static void drain_delay_cb(evutil_socket_t fd, short what, void *arg)
     struct main_ctx *m = arg;
     for (int i = 0; i < m->nworkers; i++)
         worker_request_drain(&m->workers[i]);
-    struct timeval poll = ms_tv(DRAIN_POLL_MS), deadline = ms_tv(m->rt->cfg.drain_timeout_ms);
+    struct timeval poll = tv_from_ms(DRAIN_POLL_MS), deadline = tv_from_ms(m->rt->cfg.drain_timeout_ms);
     event_add(m->drain_poll_ev, &poll);
     event_add(m->drain_deadline_ev, &deadline);
 }
@@ -116,7 +111,7 @@ static void retire_cb(evutil_socket_t fd, short what, void *arg)
     for (int i = 0; i < m->nworkers; i++)
         if (__atomic_load_n(&m->workers[i].applied_generation, __ATOMIC_ACQUIRE) !=
             m->rt->generation) {
-            struct timeval again = ms_tv(RETIRE_POLL_MS);
+            struct timeval again = tv_from_ms(RETIRE_POLL_MS);
             event_add(m->retire_ev, &again);
             return;
         }
@@ -150,7 +145,7 @@ static void reload(struct main_ctx *m)
         worker_request_reload(&m->workers[i], next);
     admin_set_config(m->admin, &next->cfg);
     log_info("SIGHUP: configuration reloaded from %s (generation %u)", m->path, next->generation);
-    struct timeval now = ms_tv(DRAIN_POLL_MS);
+    struct timeval now = tv_from_ms(DRAIN_POLL_MS);
     event_add(m->retire_ev, &now);
 }
 
@@ -169,7 +164,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     log_info("%s: draining (readiness off, listeners close in %d ms)", strsignal((int)sig),
              m->rt->cfg.drain_delay_ms);
     admin_set_draining(m->admin);
-    struct timeval delay = ms_tv(m->rt->cfg.drain_delay_ms);
+    struct timeval delay = tv_from_ms(m->rt->cfg.drain_delay_ms);
     event_add(m->drain_delay_ev, &delay);
 }
 

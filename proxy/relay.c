@@ -24,6 +24,7 @@
 #include "rewrite.h"
 #include "session.h"
 #include "stream.h"
+#include "timeutil.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -448,7 +449,7 @@ static void tunnel_move(struct session *s, struct stream *from, struct stream *t
     struct evbuffer *dst = stream_output(to);
     evbuffer_add_buffer(dst, stream_input(from));
     stream_flush(to);
-    s->last_activity_ms = worker_now_ms();
+    s->last_activity_ms = time_now_ms();
     if (evbuffer_get_length(dst) >= SESSION_HIGH_WATER) {
         stream_disable_read(from);
         if (from == s->cbev)
@@ -462,9 +463,9 @@ static void tunnel_start(struct session *s)
 {
     const struct config *cfg = s->w->cfg;
     s->state = SS_TUNNEL;
-    metrics_observe_request(&s->w->metrics, 101, worker_now_us() - s->start_us);
+    metrics_observe_request(&s->w->metrics, 101, time_now_us() - s->start_us);
     metrics_observe_outcome(&s->w->metrics, OUTCOME_UPSTREAM);
-    access_log_request(s, worker_now_us() - s->start_us);
+    access_log_request(s, time_now_us() - s->start_us);
     s->start_us = 0; /* counted now; the tunnel's life is not a request */
     stream_set_timeouts(s->cbev, cfg->websocket_idle_timeout_ms, cfg->upstream_idle_timeout_ms);
     stream_set_timeouts(s->up->bev, cfg->websocket_idle_timeout_ms, cfg->upstream_idle_timeout_ms);
@@ -488,7 +489,7 @@ void relay_tunnel_client_read(struct session *s)
 void relay_tunnel_idle(struct session *s, struct stream *side)
 {
     int idle_ms = s->w->cfg->websocket_idle_timeout_ms;
-    uint64_t quiet = worker_now_ms() - s->last_activity_ms;
+    uint64_t quiet = time_now_ms() - s->last_activity_ms;
     if (quiet >= (uint64_t)idle_ms) {
         log_debug("tunnel for sandbox %s idle for %llu ms, closing", s->target.sandbox_id,
                   (unsigned long long)quiet);

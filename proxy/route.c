@@ -7,6 +7,7 @@
 
 #include "head.h"
 #include "conn_limit.h"
+#include "list.h"
 #include "log.h"
 #include "reply.h"
 #include "session.h"
@@ -115,7 +116,7 @@ static void verdict(struct session *s, int status, struct route_rec *rr)
 
 static void on_lookup(struct lookup_waiter *wt, int status, struct route_rec *rr)
 {
-    struct session *s = (struct session *)((char *)wt - offsetof(struct session, waiter));
+    struct session *s = container_of(wt, struct session, waiter);
     session_enter(s);
     verdict(s, status, rr);
     session_leave(s);

@@ -1,9 +1,9 @@
 #include "runtime.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 
 #include "access_log.h"
+#include "errf.h"
 #include "tls.h"
 #include <unistd.h>
 
@@ -11,7 +11,7 @@ struct runtime *runtime_load(const char *path, unsigned generation, char *err, s
 {
     struct runtime *rt = calloc(1, sizeof(*rt));
     if (!rt) {
-        snprintf(err, errlen, "out of memory");
+        errf(err, errlen, "out of memory");
         return NULL;
     }
     rt->generation = generation;

@@ -17,6 +17,7 @@
 
 
 #include "access_log.h"
+#include "ev.h"
 #include "head.h"
 #include "listener.h"
 #include "proxy_proto.h"
@@ -25,6 +26,7 @@
 #include "conn_limit.h"
 #include "log.h"
 #include "reply.h"
+#include "timeutil.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -111,10 +113,10 @@ static void init_req_settings(void)
  * busy keep-alive connection does not touch the timer heap per request. */
 void session_set_timer(struct session *s, int ms)
 {
-    s->deadline_ms = worker_now_ms() + (uint64_t)ms;
+    s->deadline_ms = time_now_ms() + (uint64_t)ms;
     if (s->timer_armed_ms && s->timer_armed_ms <= s->deadline_ms)
         return;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = tv_from_ms(ms);
     evtimer_add(s->timer, &tv);
     s->timer_armed_ms = s->deadline_ms;
 }
@@ -131,7 +133,7 @@ static void finish_request(struct session *s)
 {
     struct worker *w = s->w;
     if (s->start_us && s->head_bytes) {
-        uint64_t dur = worker_now_us() - s->start_us;
+        uint64_t dur = time_now_us() - s->start_us;
         if (s->status)
             metrics_observe_request(&w->metrics, s->status, dur);
         metrics_observe_outcome(&w->metrics, s->outcome);
@@ -156,20 +158,13 @@ static void session_free(struct session *s)
     struct worker *w = s->w;
     finish_request(s);
     upconn_close(s->up);
-    if (s->timer)
-        event_free(s->timer);
-    if (s->pp_ev)
-        event_free(s->pp_ev);
+    ev_free(s->timer);
+    ev_free(s->pp_ev);
     if (s->cbev)
         stream_free(s->cbev);
     else if (s->fd != -1)
         close(s->fd);
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        w->sessions = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    list_unlink(&s->link);
     __atomic_store_n(&w->session_count, w->session_count - 1, __ATOMIC_RELAXED); /* main reads it */
     METRIC_DEC(&w->metrics, client_connections);
     free(s);
@@ -267,7 +262,7 @@ static void begin_request(struct session *s)
     s->rh = head_get(s->w);
     s->state = SS_HEAD;
     s->head_bytes = 0;
-    s->start_us = worker_now_us();
+    s->start_us = time_now_us();
     s->status = 0;
     s->bytes_out = 0;
     s->outcome = OUTCOME_ABORTED;
@@ -584,7 +579,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     s->timer_armed_ms = 0;
     if (!s->deadline_ms)
         return;
-    uint64_t now = worker_now_ms();
+    uint64_t now = time_now_ms();
     if (now < s->deadline_ms) { /* moved later since armed: wait the rest */
         session_set_timer(s, (int)(s->deadline_ms - now));
         return;
@@ -742,18 +737,14 @@ int session_accept(struct worker *w, size_t index, int fd, const struct sockaddr
     pthread_once(&once, init_req_settings);
     llhttp_init(&s->req, HTTP_REQUEST, &req_settings);
     s->req.data = s;
-    s->next = w->sessions;
-    if (w->sessions)
-        w->sessions->prev = s;
-    w->sessions = s;
+    list_insert_front(&w->sessions, &s->link);
     __atomic_store_n(&w->session_count, w->session_count + 1, __ATOMIC_RELAXED); /* main reads it */
     METRIC_INC(&w->metrics, client_connections);
     session_enter(s);
     if (w->cfg->listeners[index].proxy_protocol) {
         s->state = SS_PROXY_HEADER;
         s->pp_ev = event_new(w->base, fd, EV_READ | EV_PERSIST, proxy_header_cb, s);
-        struct timeval tv = {w->cfg->client_header_timeout_ms / 1000,
-                             (w->cfg->client_header_timeout_ms % 1000) * 1000};
+        struct timeval tv = tv_from_ms(w->cfg->client_header_timeout_ms);
         if (!s->pp_ev || event_add(s->pp_ev, &tv) == -1)
             s->closing = true;
     } else {

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 
 #include "host.h"
+#include "list.h"
 #include "lookup.h"
 
 struct worker;
@@ -42,7 +43,7 @@ enum session_state {
 #define SESSION_LOW_WATER (64 * 1024)
 
 struct session {
-    struct session *next, *prev;        /* worker's session list */
+    struct list_node link;              /* on the worker's session list */
     struct worker *w;
     struct stream *cbev;           /* NULL until the PROXY header is read */
     int fd;

@@ -7,8 +7,10 @@
 #include <event2/event.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "ev.h"
+#include "timeutil.h"
 
 /* One read takes at most this much: a 16 KiB response is one readv. */
 #define STREAM_READ_MAX (64 * 1024)
@@ -40,24 +42,14 @@ struct stream {
     struct evbuffer_cb_entry *in_cb; /* only while reading is held back */
 };
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void really_free(struct stream *st)
 {
     if (st->bev) {
         bufferevent_free(st->bev);
     } else {
-        if (st->rev)
-            event_free(st->rev);
-        if (st->wev)
-            event_free(st->wev);
-        if (st->tev)
-            event_free(st->tev);
+        ev_free(st->rev);
+        ev_free(st->wev);
+        ev_free(st->tev);
         if (st->in)
             evbuffer_free(st->in);
         if (st->out)
@@ -123,9 +115,9 @@ static void arm_timer(struct stream *st)
     uint64_t d = next_deadline(st);
     if (!d || (st->armed_until_ms && st->armed_until_ms <= d))
         return;
-    uint64_t now = now_ms();
+    uint64_t now = time_now_ms();
     uint64_t ms = d > now ? d - now : 1;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    struct timeval tv = tv_from_ms(ms);
     evtimer_add(st->tev, &tv);
     st->armed_until_ms = d;
 }
@@ -147,7 +139,7 @@ static void rev_update(struct stream *st)
     if (want && !st->rev_added) {
         event_add(st->rev, NULL);
         st->rev_added = true;
-        st->last_read_ms = now_ms(); /* a paused read was not an idle one */
+        st->last_read_ms = time_now_ms(); /* a paused read was not an idle one */
         arm_timer(st);
     } else if (!want && st->rev_added) {
         event_del(st->rev);
@@ -164,7 +156,7 @@ static void fire_event(struct stream *st, short what)
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct stream *st = arg;
-    uint64_t now = now_ms();
+    uint64_t now = time_now_ms();
     st->armed_until_ms = 0;
     enter(st);
     if (st->rev_added && st->read_timeout_ms &&
@@ -263,7 +255,7 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
         stream_end(st, STREAM_EOF | STREAM_READING);
         return;
     }
-    st->last_read_ms = now_ms();
+    st->last_read_ms = time_now_ms();
     enter(st);
     if (st->read_cb)
         st->read_cb(st, st->arg);
@@ -297,7 +289,7 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (n > 0)
-        st->last_write_ms = now_ms();
+        st->last_write_ms = time_now_ms();
     size_t left = evbuffer_get_length(st->out);
     if (left == 0) {
         st->write_queued = false;
@@ -323,7 +315,7 @@ void stream_flush(struct stream *st)
     if (st->bev || st->write_queued || evbuffer_get_length(st->out) == 0)
         return;
     st->write_queued = true;
-    st->last_write_ms = now_ms(); /* the write timeout counts from now */
+    st->last_write_ms = time_now_ms(); /* the write timeout counts from now */
     event_active(st->wev, EV_WRITE, 1);
 }
 
@@ -345,7 +337,7 @@ struct stream *stream_new_socket(struct event_base *base, int fd)
         really_free(st);
         return NULL;
     }
-    st->last_read_ms = st->last_write_ms = now_ms();
+    st->last_read_ms = st->last_write_ms = time_now_ms();
     return st;
 }
 
@@ -478,8 +470,7 @@ void stream_set_write_low(struct stream *st, size_t low)
 void stream_set_timeouts(struct stream *st, int read_ms, int write_ms)
 {
     if (st->bev) {
-        struct timeval rt = {read_ms / 1000, (read_ms % 1000) * 1000};
-        struct timeval wt = {write_ms / 1000, (write_ms % 1000) * 1000};
+        struct timeval rt = tv_from_ms(read_ms), wt = tv_from_ms(write_ms);
         bufferevent_set_timeouts(st->bev, read_ms ? &rt : NULL, write_ms ? &wt : NULL);
         return;
     }

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "config.h"
+#include "errf.h"
 
 #define TLS_MAX_NAMES 256
 
@@ -184,7 +185,7 @@ static SSL_CTX *load_ctx(const struct config_cert *c, const char *where, char *e
     char ebuf[256];
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
-        snprintf(err, errlen, "%s: cannot create TLS context", where);
+        errf(err, errlen, "%s: cannot create TLS context", where);
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -195,17 +196,17 @@ static SSL_CTX *load_ctx(const struct config_cert *c, const char *where, char *e
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
     if (SSL_CTX_use_certificate_chain_file(ctx, c->cert) != 1) {
-        snprintf(err, errlen, "%s.cert: cannot load %s: %s", where, c->cert,
-                 tls_error_string(ERR_get_error(), ebuf, sizeof(ebuf)));
+        errf(err, errlen, "%s.cert: cannot load %s: %s", where, c->cert,
+             tls_error_string(ERR_get_error(), ebuf, sizeof(ebuf)));
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, c->key, SSL_FILETYPE_PEM) != 1) {
-        snprintf(err, errlen, "%s.key: cannot load %s: %s", where, c->key,
-                 tls_error_string(ERR_get_error(), ebuf, sizeof(ebuf)));
+        errf(err, errlen, "%s.key: cannot load %s: %s", where, c->key,
+             tls_error_string(ERR_get_error(), ebuf, sizeof(ebuf)));
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        snprintf(err, errlen, "%s.key: %s does not match %s", where, c->key, c->cert);
+        errf(err, errlen, "%s.key: %s does not match %s", where, c->key, c->cert);
         goto fail;
     }
     ERR_clear_error();
@@ -222,12 +223,12 @@ struct tls_ctx *tls_ctx_new(const struct config_listener *l, size_t index, char 
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, ssl_ref_index_init);
     if (ssl_ref_index == -1) {
-        snprintf(err, errlen, "cannot allocate SSL ex_data index");
+        errf(err, errlen, "cannot allocate SSL ex_data index");
         return NULL;
     }
     struct tls_ctx *t = calloc(1, sizeof(*t));
     if (!t) {
-        snprintf(err, errlen, "out of memory");
+        errf(err, errlen, "out of memory");
         return NULL;
     }
     t->refs = 1;

@@ -11,14 +11,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ev.h"
 #include "log.h"
 #include "stream.h"
 #include "strmap.h"
+#include "timeutil.h"
 #include "worker.h"
 
 struct pool_bucket {
     struct strmap_node node;
-    struct upconn idle;    /* sentinel of a circular list, newest first */
+    struct list_node idle; /* upconn.link, newest first */
     int count;
     char key[];
 };
@@ -31,7 +33,7 @@ struct pool {
 
 #define POOL_SWEEP_MS 1000
 
-#define BUCKET_OF(n) ((struct pool_bucket *)((char *)(n) - offsetof(struct pool_bucket, node)))
+#define BUCKET_OF(n) container_of(n, struct pool_bucket, node)
 
 /* Idle connections, newest first in each bucket: close from the tail those
  * unused for longer than upstream.pool_idle_timeout_ms. */
@@ -41,7 +43,7 @@ struct pool {
 static void close_idle(struct pool_bucket *b, uint64_t older_than)
 {
     for (;;) {
-        struct upconn *c = b->idle.prev;
+        struct upconn *c = container_of(list_last(&b->idle), struct upconn, link);
         bool last = b->count == 1;
         if (c->idle_since_ms >= older_than)
             return;
@@ -59,7 +61,7 @@ static void sweep_bucket(struct strmap_node *n, void *arg)
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pool *p = arg;
-    uint64_t now = worker_now_ms(), idle = (uint64_t)p->w->cfg->upstream_pool_idle_timeout_ms;
+    uint64_t now = time_now_ms(), idle = (uint64_t)p->w->cfg->upstream_pool_idle_timeout_ms;
     uint64_t limit = now > idle ? now - idle : 0;
     strmap_each(&p->buckets, sweep_bucket, &limit);
 }
@@ -80,7 +82,7 @@ struct pool *pool_new(struct worker *w)
         free(p);
         return NULL;
     }
-    struct timeval tv = {POOL_SWEEP_MS / 1000, (POOL_SWEEP_MS % 1000) * 1000};
+    struct timeval tv = tv_from_ms(POOL_SWEEP_MS);
     event_add(p->sweep_ev, &tv);
     return p;
 }
@@ -120,9 +122,7 @@ static void bucket_unlink(struct upconn *c)
     struct pool_bucket *b = c->bucket;
     if (!b)
         return;
-    c->prev->next = c->next;
-    c->next->prev = c->prev;
-    c->next = c->prev = NULL;
+    list_unlink(&c->link);
     c->bucket = NULL;
     if (--b->count == 0) {
         strmap_remove(&c->pool->buckets, &b->node);
@@ -135,8 +135,7 @@ void upconn_close(struct upconn *c)
     if (!c)
         return;
     bucket_unlink(c);
-    if (c->connect_ev)
-        event_free(c->connect_ev);
+    ev_free(c->connect_ev);
     if (c->bev) {
         stream_free(c->bev);
         METRIC_DEC(&c->pool->w->metrics, upstream_connections);
@@ -153,7 +152,8 @@ struct upconn *pool_acquire(struct pool *p, const char *key)
     if (!n)
         return NULL;
     struct pool_bucket *b = BUCKET_OF(n);
-    struct upconn *c = b->idle.next; /* most recently used: warmest */
+    /* most recently used: warmest */
+    struct upconn *c = container_of(list_first(&b->idle), struct upconn, link);
     bucket_unlink(c);
     c->reused = true;
     stream_setcb(c->bev, NULL, NULL, NULL, NULL);
@@ -198,20 +198,17 @@ void pool_release(struct upconn *c)
             return;
         }
         memcpy(b->key, c->key, klen + 1);
-        b->idle.next = b->idle.prev = &b->idle;
+        list_init(&b->idle);
         b->count = 0;
         strmap_put(&p->buckets, &b->node, b->key);
     }
     c->bucket = b;
-    c->next = b->idle.next;
-    c->prev = &b->idle;
-    b->idle.next->prev = c;
-    b->idle.next = c;
+    list_insert_front(&b->idle, &c->link);
     b->count++;
     stream_setcb(c->bev, idle_read_cb, NULL, idle_event_cb, c);
     /* The pool's sweep enforces the idle timeout; the stream keeps none. */
     stream_set_timeouts(c->bev, 0, 0);
-    c->idle_since_ms = worker_now_ms();
+    c->idle_since_ms = time_now_ms();
     stream_enable_read(c->bev);
 }
 
@@ -280,7 +277,7 @@ struct upconn *upconn_connect(struct pool *p, const char *key,
     c->connect_ev = event_new(p->w->base, c->fd, EV_WRITE, connect_done_cb, c);
     if (!c->connect_ev)
         goto fail;
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    struct timeval tv = tv_from_ms(timeout_ms);
     event_add(c->connect_ev, &tv);
     return c;
 fail:
@@ -303,8 +300,7 @@ void pool_free(struct pool *p)
     if (!p)
         return;
     pool_close_idle(p);
-    if (p->sweep_ev)
-        event_free(p->sweep_ev);
+    ev_free(p->sweep_ev);
     strmap_destroy(&p->buckets);
     free(p);
 }

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "list.h"
+
 struct worker;
 struct pool;
 struct upconn;
@@ -18,7 +20,7 @@ struct stream;
 typedef void (*upconn_connect_cb)(struct upconn *c, int err, void *arg);
 
 struct upconn {
-    struct upconn *next, *prev;   /* idle list of its bucket */
+    struct list_node link;        /* idle list of its bucket */
     struct pool_bucket *bucket;   /* set while idle in the pool */
     struct pool *pool;
     struct stream *bev;      /* NULL while connecting */

@@ -4,10 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "access_log.h"
+#include "ev.h"
 #include "head.h"
 #include "listener.h"
 #include "log.h"
@@ -17,20 +17,6 @@
 #include "stream.h"
 #include "upstream.h"
 
-uint64_t worker_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-uint64_t worker_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 static void drain(struct worker *w)
 {
     if (w->draining)
@@ -38,11 +24,9 @@ static void drain(struct worker *w)
     w->draining = true;
     listener_stop(w);
     pool_close_idle(w->pool);
-    struct session *s = w->sessions, *next;
-    for (; s; s = next) {
-        next = s->next;
-        session_drain(s);
-    }
+    struct list_node *n, *next;
+    list_for_each_safe(n, next, &w->sessions)
+        session_drain(container_of(n, struct session, link));
     if (w->session_count == 0)
         event_base_loopbreak(w->base);
 }
@@ -86,6 +70,7 @@ void worker_session_gone(struct worker *w)
 int worker_init(struct worker *w, int id, struct runtime *rt, const int *fds)
 {
     memset(w, 0, sizeof(*w));
+    list_init(&w->sessions);
     w->id = id;
     w->rt = rt;
     w->cfg = &rt->cfg;
@@ -166,8 +151,7 @@ void worker_free(struct worker *w)
     listener_stop(w);
     pool_free(w->pool);
     head_free_all(w);
-    if (w->wake_ev)
-        event_free(w->wake_ev);
+    ev_free(w->wake_ev);
     if (w->wake_fd > 0)
         close(w->wake_fd);
     if (w->base)

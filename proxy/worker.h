@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "list.h"
 #include "metrics.h"
 
 struct event_base;
@@ -53,7 +54,8 @@ struct worker {
     bool draining;
     bool done;                   /* loop exited; read by main */
 
-    struct session *sessions;    /* all open client sessions (for drain) */
+    struct list_node sessions;   /* session.link: all open client sessions
+                                  * (for drain), newest first */
     size_t session_count;        /* stored atomically: main reads it */
 
     struct access_log_buf *access_log;
@@ -72,10 +74,6 @@ void worker_request_drain(struct worker *w);
  * sets applied_generation. */
 void worker_request_reload(struct worker *w, struct runtime *rt);
 void worker_free(struct worker *w);
-
-/* Monotonic milliseconds, coarse clock (vDSO, no syscall). */
-uint64_t worker_now_ms(void);
-uint64_t worker_now_us(void);
 
 /* Called by session code when a session ends, so a draining worker can exit
  * once the last one is gone. */

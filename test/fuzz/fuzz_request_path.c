@@ -115,6 +115,8 @@
 
 #include "conn_limit.h"
 #include "config.h"
+#include "ev.h"
+#include "list.h"
 #include "log.h"
 #include "lookup.h"
 #include "access_log.h"
@@ -122,6 +124,7 @@
 #include "record.h"
 #include "runtime.h"
 #include "session.h"
+#include "timeutil.h"
 #include "tls.h"
 #include "upstream.h"
 #include "worker.h"
@@ -143,7 +146,7 @@ static void die(const char *what)
 
 struct lookup {
     struct worker *w;
-    struct lookup_waiter pending; /* sentinel: async answers */
+    struct list_node pending;     /* async answers, newest first */
     struct event *answer_ev;
 };
 
@@ -200,16 +203,13 @@ static int resolve(const char *id, int *status, struct route_rec **rr)
 static void answer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct lookup *lk = arg;
-    struct lookup_waiter list = lk->pending;
-    if (list.next == &lk->pending)
-        return;
-    list.next->prev = &list;
-    list.prev->next = &list;
-    lk->pending.next = lk->pending.prev = &lk->pending;
-    while (list.next != &list) {
-        struct lookup_waiter *wt = list.next;
+    struct list_node list;
+    list_init(&list);
+    list_splice_back(&list, &lk->pending);
+    while (!list_empty(&list)) {
+        struct lookup_waiter *wt = container_of(list_first(&list), struct lookup_waiter, link);
         lookup_cancel(wt);
-        struct session *s = (struct session *)((char *)wt - offsetof(struct session, waiter));
+        struct session *s = container_of(wt, struct session, waiter);
         int status;
         struct route_rec *rr;
         const char *rest = s->target.sandbox_id + 4; /* after "slow" */
@@ -222,9 +222,9 @@ struct lookup *lookup_new(struct worker *w)
 {
     struct lookup *lk = calloc(1, sizeof(*lk));
     if (!lk)
-        return NULL;
+        die("out of memory");
     lk->w = w;
-    lk->pending.next = lk->pending.prev = &lk->pending;
+    list_init(&lk->pending);
     lk->answer_ev = event_new(w->base, -1, 0, answer_cb, lk);
     return lk;
 }
@@ -241,10 +241,7 @@ int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt, int 
                struct route_rec **rr)
 {
     if (strncmp(id, "slow", 4) == 0) {
-        wt->next = lk->pending.next;
-        wt->prev = &lk->pending;
-        lk->pending.next->prev = wt;
-        lk->pending.next = wt;
+        list_insert_front(&lk->pending, &wt->link);
         event_active(lk->answer_ev, EV_TIMEOUT, 0);
         return 1;
     }
@@ -291,7 +288,7 @@ static unsigned final_responses;
 /* ---- the upstream stub ---- */
 
 struct stub_conn {
-    struct stub_conn *next, *prev;
+    struct list_node link;
     struct bufferevent *bev;
     llhttp_t p;
     unsigned reqno;
@@ -302,19 +299,14 @@ struct stub_conn {
     bool close_now;
 };
 
-static struct stub_conn *stub_conns;
+static struct list_node stub_conns = LIST_ANCHOR(stub_conns);
 static int stub_fd = -1;
 static struct event *stub_ev;
 static llhttp_settings_t stub_settings;
 
 static void stub_free(struct stub_conn *c)
 {
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        stub_conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    list_unlink(&c->link);
     if (up_mode & 0x80) {
         struct linger lg = {1, 0};
         setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
@@ -483,10 +475,7 @@ static void stub_accept_cb(evutil_socket_t fd, short what, void *arg)
             die("bufferevent_socket_new");
         llhttp_init(&c->p, HTTP_REQUEST, &stub_settings);
         c->p.data = c;
-        c->next = stub_conns;
-        if (stub_conns)
-            stub_conns->prev = c;
-        stub_conns = c;
+        list_insert_front(&stub_conns, &c->link);
         bufferevent_setcb(c->bev, stub_read_cb, stub_write_cb, stub_event_cb, c);
         bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     }
@@ -691,12 +680,10 @@ static void teardown_all(void)
     access_log_worker_free(&W);
     lookup_free(W.lookup);
     W.lookup = NULL;
-    while (stub_conns)
-        stub_free(stub_conns);
-    if (stub_ev)
-        event_free(stub_ev);
-    if (spin_ev)
-        event_free(spin_ev);
+    while (!list_empty(&stub_conns))
+        stub_free(container_of(list_first(&stub_conns), struct stub_conn, link));
+    ev_free(stub_ev);
+    ev_free(spin_ev);
     if (stub_fd != -1)
         close(stub_fd);
     worker_free(&W);
@@ -919,7 +906,7 @@ static void check_not_spinning(void)
     for (size_t i = 0; i < sizeof(window_ms) / sizeof(window_ms[0]); i++) {
         if (W.session_count == 0)
             return;
-        struct timeval tv = {window_ms[i] / 1000, (window_ms[i] % 1000) * 1000};
+        struct timeval tv = tv_from_ms(window_ms[i]);
         spin_fired = false;
         evtimer_add(spin_ev, &tv);
         event_base_loop(W.base, EVLOOP_NONBLOCK); /* returns when nothing is active */
@@ -927,8 +914,9 @@ static void check_not_spinning(void)
         if (!spin_fired)
             return;
     }
-    for (struct session *s = W.sessions; s; s = s->next)
-        fprintf(stderr, "session in state %d\n", s->state);
+    struct list_node *n, *next;
+    list_for_each_safe(n, next, &W.sessions)
+        fprintf(stderr, "session in state %d\n", container_of(n, struct session, link)->state);
     event_base_dump_events(W.base, stderr);
     die("the event loop never goes idle: a callback spins (busy loop)");
 }
@@ -937,9 +925,12 @@ static void check_not_spinning(void)
  * short sleep, or the refused-connection path never ends. */
 static bool backing_off(void)
 {
-    for (struct session *s = W.sessions; s; s = s->next)
+    struct list_node *n, *next;
+    list_for_each_safe(n, next, &W.sessions) {
+        struct session *s = container_of(n, struct session, link);
         if (s->state == SS_CONNECTING && !s->up)
             return true;
+    }
     return false;
 }
 
@@ -1117,16 +1108,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* teardown: the client goes, then whatever is left is closed */
     close_client();
     settle(50, false);
-    while (W.sessions) {
-        struct session *s = W.sessions;
+    while (!list_empty(&W.sessions)) {
+        struct session *s = container_of(list_first(&W.sessions), struct session, link);
         session_enter(s);
         session_close(s, false);
         session_leave(s);
     }
     pool_close_idle(W.pool);
     settle(20, false);
-    while (stub_conns)
-        stub_free(stub_conns);
+    while (!list_empty(&stub_conns))
+        stub_free(container_of(list_first(&stub_conns), struct stub_conn, link));
     /* a drain ends with the worker's loop broken; undo it for the next */
     W.draining = false;
     W.drain_requested = false;
@@ -1136,7 +1127,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         die("sessions left after teardown");
     if (W.metrics.upstream_connections != 0 || W.metrics.client_connections != 0)
         die("connection gauges not back to 0 after teardown");
-    if (W.lookup->pending.next != &W.lookup->pending)
+    if (!list_empty(&W.lookup->pending))
         die("a lookup waiter outlived its session");
     if (!limits_acquire(lim_counter, 1))
         die("maxConnections slot of sandbox lim leaked");
