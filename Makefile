@@ -126,7 +126,7 @@ fuzz:
 	@bash test/fuzz/run.sh $(FUZZ_SECONDS)
 
 format:
-	clang-format -i common/*.[ch] proxy/*.[ch] test/unit/*.c
+	clang-format -i common/*.[ch] proxy/*.[ch] test/*.h test/unit/*.c test/fuzz/*.c
 
 clean:
 	rm -rf $(BUILD)
