@@ -32,8 +32,7 @@ static char def_redis_host[] = "127.0.0.1";
 
 /* Key paths for messages. Truncating one is harmless (it only shortens a
  * message), so this wraps vsnprintf where GCC does not second-guess it. */
-static void pathf(char *buf, size_t n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void pathf(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static void pathf(char *buf, size_t n, const char *fmt, ...)
 {
@@ -55,8 +54,7 @@ static void join(char *buf, size_t n, const char *path, const char *key)
 
 /* ---- addresses and networks ------------------------------------------ */
 
-int config_parse_address(const char *s, struct sockaddr_storage *ss,
-                         socklen_t *len)
+int config_parse_address(const char *s, struct sockaddr_storage *ss, socklen_t *len)
 {
     char host[INET6_ADDRSTRLEN + 1];
     const char *port_s, *h;
@@ -153,7 +151,7 @@ static int parse_cidr(const char *s, struct config_cidr *out)
     }
     out->prefix = prefix;
     for (unsigned bit = prefix; bit < max; bit++)
-        out->addr[bit / 8] &= (uint8_t)~(0x80u >> (bit % 8));
+        out->addr[bit / 8] &= (uint8_t) ~(0x80u >> (bit % 8));
     return 0;
 }
 
@@ -168,8 +166,7 @@ static bool prefix_equal(const uint8_t *a, const uint8_t *b, unsigned bits)
     return ((a[bytes] ^ b[bytes]) & (uint8_t)(0xff00u >> rest)) == 0;
 }
 
-bool config_cidr_match(const struct config_cidr *nets, size_t count,
-                       const struct sockaddr *sa)
+bool config_cidr_match(const struct config_cidr *nets, size_t count, const struct sockaddr *sa)
 {
     static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     uint8_t v4[4], v6[16];
@@ -196,11 +193,9 @@ bool config_cidr_match(const struct config_cidr *nets, size_t count,
         return false;
     }
     for (size_t i = 0; i < count; i++) {
-        if (nets[i].family == AF_INET && has_v4 &&
-            prefix_equal(nets[i].addr, v4, nets[i].prefix))
+        if (nets[i].family == AF_INET && has_v4 && prefix_equal(nets[i].addr, v4, nets[i].prefix))
             return true;
-        if (nets[i].family == AF_INET6 && has_v6 &&
-            prefix_equal(nets[i].addr, v6, nets[i].prefix))
+        if (nets[i].family == AF_INET6 && has_v6 && prefix_equal(nets[i].addr, v6, nets[i].prefix))
             return true;
     }
     return false;
@@ -208,8 +203,7 @@ bool config_cidr_match(const struct config_cidr *nets, size_t count,
 
 /* ---- JSON helpers -------------------------------------------------------- */
 
-static int json_error(const char *json, size_t len, size_t off, char *err,
-                      size_t errlen)
+static int json_error(const char *json, size_t len, size_t off, char *err, size_t errlen)
 {
     size_t line = 1, col = 1;
 
@@ -221,8 +215,7 @@ static int json_error(const char *json, size_t len, size_t off, char *err,
             col++;
         }
     }
-    return errf(err, errlen, "not valid JSON near line %zu, column %zu", line,
-                col);
+    return errf(err, errlen, "not valid JSON near line %zu, column %zu", line, col);
 }
 
 static const cJSON *item(const cJSON *obj, const char *key)
@@ -234,8 +227,7 @@ static bool int_in(const cJSON *it, int lo, int hi, int *out)
 {
     double v = it->valuedouble;
 
-    if (!cJSON_IsNumber(it) || !isfinite(v) || v < lo || v > hi ||
-        (double)(int)v != v)
+    if (!cJSON_IsNumber(it) || !isfinite(v) || v < lo || v > hi || (double)(int)v != v)
         return false;
     *out = (int)v;
     return true;
@@ -259,9 +251,8 @@ struct config_key;
 /* Reads `it` into base. `it` is NULL when the key is absent: a parser still
  * runs then, it may have something to check. `path` names the key in
  * messages ("listeners[1].address"). */
-typedef int key_parse_fn(const struct config_key *k, const cJSON *it,
-                         void *base, const char *path, char *err,
-                         size_t errlen);
+typedef int key_parse_fn(const struct config_key *k, const cJSON *it, void *base, const char *path,
+                         char *err, size_t errlen);
 
 struct config_key {
     /* "client.max_headers". A row "a.b" with no row "a" is member b of the
@@ -275,81 +266,72 @@ struct config_key {
      * element's struct (config_listener, config_cert), where every member
      * defaults to zero: elements start zeroed. */
     size_t offset;
-    int min, max;                   /* KEY_INT range; KEY_TOKEN max bytes */
-    int def;                        /* KEY_INT, KEY_BOOL, KEY_ENUM default */
-    const char *def_text;           /* KEY_TOKEN, KEY_TEXT default: static,
+    int min, max;             /* KEY_INT range; KEY_TOKEN max bytes */
+    int def;                  /* KEY_INT, KEY_BOOL, KEY_ENUM default */
+    const char *def_text;     /* KEY_TOKEN, KEY_TEXT default: static,
                                        never freed; NULL = none */
-    const char *const *names;       /* KEY_ENUM, NULL-terminated */
-    bool nullable;                  /* null is accepted: off */
-    bool required;                  /* no default: absent is an error */
+    const char *const *names; /* KEY_ENUM, NULL-terminated */
+    bool nullable;            /* null is accepted: off */
+    bool required;            /* no default: absent is an error */
     /* NULL: a SIGHUP applies a change. Otherwise a change needs a restart,
      * and the refusal says this after the key path. */
     const char *restart;
-    const char *doc;                /* one line of Markdown */
+    const char *doc; /* one line of Markdown */
     /* --print-config, where the type's own rendering does not fit */
     const char *shown_default, *values;
-    key_parse_fn *parse;            /* instead of the type's reader */
+    key_parse_fn *parse;                     /* instead of the type's reader */
     void (*set_default)(struct config *cfg); /* after the type's default */
     /* Restart-only keys the type cannot compare: the same in a and b (the
      * bases offset is into)? */
     bool (*same)(const void *a, const void *b);
     /* Restart-only keys with more to compare (an array's elements) */
-    int (*reload)(const struct config_key *k, const struct config *a,
-                  const struct config *b, char *err, size_t errlen);
+    int (*reload)(const struct config_key *k, const struct config *a, const struct config *b,
+                  char *err, size_t errlen);
 };
 
-static key_parse_fn parse_domains, parse_listeners, parse_listener_address,
-    parse_tls, parse_certificates, parse_admin_address, parse_redis,
-    parse_exempt_ports, parse_trusted_proxies;
+static key_parse_fn parse_domains, parse_listeners, parse_listener_address, parse_tls,
+    parse_certificates, parse_admin_address, parse_redis, parse_exempt_ports, parse_trusted_proxies;
 static void default_admin(struct config *cfg);
 static void default_redis(struct config *cfg);
 static void default_exempt_ports(struct config *cfg);
 static bool same_listener_address(const void *a, const void *b);
 static bool same_admin(const void *a, const void *b);
-static int reload_listeners(const struct config_key *k,
-                            const struct config *a, const struct config *b,
-                            char *err, size_t errlen);
+static int reload_listeners(const struct config_key *k, const struct config *a,
+                            const struct config *b, char *err, size_t errlen);
 
-static const char *const log_levels[] = {"error", "warn", "info", "debug",
-                                         NULL};
+static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 
 #define STR(x) #x
 #define XSTR(x) STR(x)
 #define OFF(field) offsetof(struct config, field)
-#define INT(p, field, lo, hi, d)                                               \
-    .path = p, .type = KEY_INT, .offset = OFF(field), .min = lo, .max = hi,    \
-    .def = d
+#define INT(p, field, lo, hi, d) \
+    .path = p, .type = KEY_INT, .offset = OFF(field), .min = lo, .max = hi, .def = d
 /* A duration in milliseconds: at most a day. */
 #define MS(p, field, lo, d) INT(p, field, lo, MS_MAX, d)
 #define CUSTOM(p, fn) .path = p, .type = KEY_CUSTOM, .parse = fn
-#define LISTENER(p, t, field)                                                  \
-    .path = "listeners[]." p, .type = t,                                       \
-    .offset = offsetof(struct config_listener, field),                         \
+#define LISTENER(p, t, field)                                                               \
+    .path = "listeners[]." p, .type = t, .offset = offsetof(struct config_listener, field), \
     .restart = "address, tls on/off and proxy_protocol need a restart"
-#define CERT(p, field, doc_)                                                   \
-    .path = "listeners[].tls.certificates[]." p, .type = KEY_TEXT,             \
-    .offset = offsetof(struct config_cert, field), .required = true,           \
-    .values = "file path", .doc = doc_
+#define CERT(p, field, doc_)                                                                \
+    .path = "listeners[].tls.certificates[]." p, .type = KEY_TEXT,                          \
+    .offset = offsetof(struct config_cert, field), .required = true, .values = "file path", \
+    .doc = doc_
 
 /* Every key, in the order they are read (which decides the error reported
  * when there are several) and shown. */
 static const struct config_key keys[] = {
-    {INT("workers", workers, 0, 1024, 0),
-     .restart = "changing the worker count needs a restart",
+    {INT("workers", workers, 0, 1024, 0), .restart = "changing the worker count needs a restart",
      .doc = "event loops (threads); 0 = one per online core"},
-    {CUSTOM("domains", parse_domains), .shown_default = "`[]`",
-     .values = "array of domain names",
+    {CUSTOM("domains", parse_domains), .shown_default = "`[]`", .values = "array of domain names",
      .doc = "accepted Host suffixes (case-insensitive, dots trimmed). A Host "
             "under none of them gets 400. Empty = any suffix"},
     {CUSTOM("listeners", parse_listeners), .required = true,
      .values = "array of 1 to " XSTR(CONFIG_MAX_LISTENERS) " objects",
-     .restart = "adding or removing listeners needs a restart",
-     .reload = reload_listeners,
+     .restart = "adding or removing listeners needs a restart", .reload = reload_listeners,
      .doc = "the listening sockets, each bound once per worker with "
             "`SO_REUSEPORT`"},
-    {LISTENER("address", KEY_TEXT, address), .required = true,
-     .parse = parse_listener_address, .same = same_listener_address,
-     .values = "`IPv4:port` or `[IPv6]:port`",
+    {LISTENER("address", KEY_TEXT, address), .required = true, .parse = parse_listener_address,
+     .same = same_listener_address, .values = "`IPv4:port` or `[IPv6]:port`",
      .doc = "two listeners on one address are an error"},
     {LISTENER("proxy_protocol", KEY_BOOL, proxy_protocol),
      .doc = "require a PROXY protocol v1 or v2 header on every connection, "
@@ -358,23 +340,27 @@ static const struct config_key keys[] = {
             "carries becomes the client address everywhere "
             "(`X-Forwarded-For`, `trusted_proxies`, access log); "
             "`LOCAL`/`UNKNOWN` keep the socket's"},
-    {LISTENER("tls", KEY_BOOL, tls), .parse = parse_tls,
-     .shown_default = "absent: plain HTTP", .values = "object",
+    {LISTENER("tls", KEY_BOOL, tls), .parse = parse_tls, .shown_default = "absent: plain HTTP",
+     .values = "object",
      .doc = "turns on TLS termination: TLS 1.2 and 1.3, ALPN `http/1.1`, "
             "session tickets. On or off needs a restart; the certificate "
             "files reload on SIGHUP"},
-    {CUSTOM("listeners[].tls.certificates", parse_certificates),
-     .required = true,
+    {CUSTOM("listeners[].tls.certificates", parse_certificates), .required = true,
      .values = "array of 1 to " XSTR(CONFIG_MAX_CERTS) " objects",
      .doc = "chosen by SNI against each certificate's DNS subjectAltNames "
             "(or its CN) — exact names first, then `*.` wildcards covering "
             "one label — the first one when there is no SNI or no match"},
     {CERT("cert", cert, "PEM certificate chain")},
     {CERT("key", key, "PEM private key")},
-    {.path = "admin.address", .type = KEY_TEXT, .offset = OFF(admin_address),
-     .def_text = "127.0.0.1:9090", .nullable = true,
-     .parse = parse_admin_address, .set_default = default_admin,
-     .same = same_admin, .restart = "changing it needs a restart",
+    {.path = "admin.address",
+     .type = KEY_TEXT,
+     .offset = OFF(admin_address),
+     .def_text = "127.0.0.1:9090",
+     .nullable = true,
+     .parse = parse_admin_address,
+     .set_default = default_admin,
+     .same = same_admin,
+     .restart = "changing it needs a restart",
      .values = "`IPv4:port`, `[IPv6]:port` or `null`",
      .doc = "address of `/healthz`, `/readyz`, `/metrics`; `\"admin\": null` "
             "or `\"address\": null` turns it off. Must differ from every "
@@ -389,8 +375,11 @@ static const struct config_key keys[] = {
             "again at every reconnect, its addresses tried in turn"},
     /* It becomes part of every key and of the invalidation channel name:
      * spaces or controls there are always a mistake. */
-    {.path = "redis.key_prefix", .type = KEY_TOKEN, .offset = OFF(key_prefix),
-     .max = 128, .def_text = "sandbox:",
+    {.path = "redis.key_prefix",
+     .type = KEY_TOKEN,
+     .offset = OFF(key_prefix),
+     .max = 128,
+     .def_text = "sandbox:",
      .doc = "sandbox keys are `<prefix><id>`, the invalidation channel "
             "`<prefix>invalidate`"},
     {MS("redis.timeout_ms", redis_timeout_ms, 1, 1000),
@@ -415,12 +404,11 @@ static const struct config_key keys[] = {
             "found one; if every entry is waiting on Redis, the new id gets "
             "503 at once. About 180 bytes per unknown id (see Route cache "
             "memory). Lowered by SIGHUP, it takes effect as new ids come"},
-    {CUSTOM("policy.token_exempt_ports", parse_exempt_ports),
-     .set_default = default_exempt_ports, .shown_default = "`[49983]`",
+    {CUSTOM("policy.token_exempt_ports", parse_exempt_ports), .set_default = default_exempt_ports,
+     .shown_default = "`[49983]`",
      .values = "array of at most " XSTR(CONFIG_MAX_EXEMPT_PORTS) " ports",
      .doc = "sandbox ports that skip the traffic token check"},
-    {CUSTOM("policy.trusted_proxies", parse_trusted_proxies),
-     .shown_default = "`[]`",
+    {CUSTOM("policy.trusted_proxies", parse_trusted_proxies), .shown_default = "`[]`",
      .values = "array of at most " XSTR(CONFIG_MAX_TRUSTED) " networks",
      .doc = "networks (`\"10.0.0.0/8\"`, `\"::1\"`) whose `X-Forwarded-For` "
             "is appended to, whose `X-Forwarded-Proto` is kept and whose "
@@ -433,20 +421,16 @@ static const struct config_key keys[] = {
     {MS("client.body_timeout_ms", client_body_timeout_ms, 1, 60000),
      .doc = "idle time while reading a request body; then the connection is "
             "closed"},
-    {INT("client.max_head_bytes", client_max_head_bytes, 1024, 1048576,
-         16384),
+    {INT("client.max_head_bytes", client_max_head_bytes, 1024, 1048576, 16384),
      .doc = "request head size limit; over it: 431"},
     {INT("client.max_headers", client_max_headers, 1, 10000, 100),
      .doc = "header count limit; over it: 431"},
-    {INT("client.max_request_line", client_max_request_line, 256, 1048576,
-         8192),
+    {INT("client.max_request_line", client_max_request_line, 256, 1048576, 8192),
      .doc = "request target length limit; over it: 414"},
-    {MS("client.websocket_idle_timeout_ms", websocket_idle_timeout_ms, 1,
-        3600000),
+    {MS("client.websocket_idle_timeout_ms", websocket_idle_timeout_ms, 1, 3600000),
      .doc = "a tunnel (after `101`) with no byte either way for this long is "
             "closed"},
-    {INT("client.max_connections", client_max_connections, 0,
-         CONFIG_MAX_CONNECTIONS, 0),
+    {INT("client.max_connections", client_max_connections, 0, CONFIG_MAX_CONNECTIONS, 0),
      .doc = "open client connections of the whole process (all workers). "
             "When reached, workers stop accepting until some close: new "
             "connections wait in the kernel's listen backlog (4096 per "
@@ -463,8 +447,7 @@ static const struct config_key keys[] = {
     {INT("upstream.connect_retries", upstream_connect_retries, 0, 100, 3),
      .doc = "retries after *connection refused* (the app may still be "
             "binding); then 502"},
-    {INT("upstream.retry_backoff_ms", upstream_retry_backoff_ms, 0, 60000,
-         100),
+    {INT("upstream.retry_backoff_ms", upstream_retry_backoff_ms, 0, 60000, 100),
      .doc = "wait before the first retry, doubled for each next one (100, "
             "200, 400 ms); a single wait never exceeds 60000 ms (with the "
             "default, from the 11th retry on)"},
@@ -475,8 +458,7 @@ static const struct config_key keys[] = {
      .doc = "read/write idle timeout on upstream connections: no response "
             "head in time is 504, a stall mid-response closes the client "
             "connection"},
-    {MS("upstream.pool_idle_timeout_ms", upstream_pool_idle_timeout_ms, 1,
-        30000),
+    {MS("upstream.pool_idle_timeout_ms", upstream_pool_idle_timeout_ms, 1, 30000),
      .doc = "how long an idle keep-alive upstream connection stays pooled"},
     {INT("upstream.pool_max_idle", upstream_pool_max_idle, 0, 100000, 64),
      .doc = "idle connections kept per pool key per worker (0 = no reuse)"},
@@ -486,12 +468,17 @@ static const struct config_key keys[] = {
     {MS("drain.timeout_ms", drain_timeout_ms, 0, 30000),
      .doc = "upper bound on the drain; when reached the process exits 0 with "
             "a warning"},
-    {.path = "log.level", .type = KEY_ENUM, .offset = OFF(log_level),
-     .names = log_levels, .def = 2,
+    {.path = "log.level",
+     .type = KEY_ENUM,
+     .offset = OFF(log_level),
+     .names = log_levels,
+     .def = 2,
      .doc = "the error log (stderr) gets lines of this level and the more "
             "severe ones"},
-    {.path = "access_log.path", .type = KEY_TEXT,
-     .offset = OFF(access_log_path), .nullable = true,
+    {.path = "access_log.path",
+     .type = KEY_TEXT,
+     .offset = OFF(access_log_path),
+     .nullable = true,
      .values = "file path or `null`",
      .doc = "access log file, opened for appending (reopened on SIGHUP, for "
             "rotation); `null` = off. See below"},
@@ -536,8 +523,7 @@ static size_t name_len(const char *rest)
 }
 
 /* The row for exactly section's member `name` (n bytes), if any. */
-static const struct config_key *find_row(const char *section, const char *name,
-                                         size_t n)
+static const struct config_key *find_row(const char *section, const char *name, size_t n)
 {
     for (const struct config_key *k = keys; k < KEYS_END; k++) {
         const char *rest = member_rest(k, section);
@@ -564,13 +550,14 @@ static bool key_allowed(const char *section, const char *name)
 /* Every member of obj, the object at `section` (named `path` in messages),
  * must have a row and appear once. cJSON keeps duplicates and GetObjectItem
  * returns the first: the second would be silently ignored. */
-static int check_keys(const cJSON *obj, const char *path, const char *section,
-                      char *err, size_t errlen)
+static int check_keys(const cJSON *obj, const char *path, const char *section, char *err,
+                      size_t errlen)
 {
     char kp[PATH_MAX_LEN + 64];
     const cJSON *it, *prev;
 
-    cJSON_ArrayForEach(it, obj) {
+    cJSON_ArrayForEach(it, obj)
+    {
         join(kp, sizeof(kp), path, it->string);
         if (!key_allowed(section, it->string))
             return errf(err, errlen, "unknown key \"%s\"", kp);
@@ -591,8 +578,8 @@ static bool section_nullable(const char *section)
 }
 
 /* Replaces k's string with a copy of s (NULL: none). */
-static int set_string(const struct config_key *k, void *base, const char *s,
-                      const char *path, char *err, size_t errlen)
+static int set_string(const struct config_key *k, void *base, const char *s, const char *path,
+                      char *err, size_t errlen)
 {
     char **dst = field(base, k);
     char *copy = NULL;
@@ -615,29 +602,26 @@ static bool visible_ascii(const char *s, size_t max)
     return n <= max;
 }
 
-static int fail_enum(const struct config_key *k, const char *path, char *err,
-                     size_t errlen)
+static int fail_enum(const struct config_key *k, const char *path, char *err, size_t errlen)
 {
     char list[128] = "";
     size_t n = 0;
 
     for (size_t i = 0; k->names[i] != NULL && n < sizeof(list); i++)
-        n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s",
-                              i ? ", " : "", k->names[i]);
+        n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", i ? ", " : "", k->names[i]);
     return errf(err, errlen, "%s: must be one of %s", path, list);
 }
 
 /* The type's reader. */
-static int parse_value(const struct config_key *k, const cJSON *it,
-                       void *base, const char *path, char *err, size_t errlen)
+static int parse_value(const struct config_key *k, const cJSON *it, void *base, const char *path,
+                       char *err, size_t errlen)
 {
     if (it == NULL)
         return k->required ? errf(err, errlen, "%s: required", path) : 0;
     switch (k->type) {
     case KEY_INT:
         if (!int_in(it, k->min, k->max, field(base, k)))
-            return errf(err, errlen, "%s: must be an integer in %d..%d", path,
-                        k->min, k->max);
+            return errf(err, errlen, "%s: must be an integer in %d..%d", path, k->min, k->max);
         return 0;
     case KEY_BOOL:
         if (!cJSON_IsBool(it))
@@ -653,10 +637,11 @@ static int parse_value(const struct config_key *k, const cJSON *it,
         }
         return fail_enum(k, path, err, errlen);
     case KEY_TOKEN:
-        if (!cJSON_IsString(it) || !visible_ascii(it->valuestring,
-                                                  (size_t)k->max))
-            return errf(err, errlen, "%s: must be a string of visible ASCII, "
-                        "at most %d bytes", path, k->max);
+        if (!cJSON_IsString(it) || !visible_ascii(it->valuestring, (size_t)k->max))
+            return errf(err, errlen,
+                        "%s: must be a string of visible ASCII, "
+                        "at most %d bytes",
+                        path, k->max);
         return set_string(k, base, it->valuestring, path, err, errlen);
     case KEY_TEXT:
         if (k->nullable && cJSON_IsNull(it))
@@ -673,9 +658,8 @@ static int parse_value(const struct config_key *k, const cJSON *it,
 
 /* The section `name` (n bytes) of obj, the object at `section`: *sub is
  * NULL when absent, &json_null when null. */
-static int open_section(const cJSON *obj, const char *section,
-                        const char *path, const char *name, size_t n,
-                        const cJSON **sub, char *err, size_t errlen)
+static int open_section(const cJSON *obj, const char *section, const char *path, const char *name,
+                        size_t n, const cJSON **sub, char *err, size_t errlen)
 {
     char key[64], sp[PATH_MAX_LEN], pattern[PATH_MAX_LEN];
     const cJSON *it;
@@ -694,8 +678,7 @@ static int open_section(const cJSON *obj, const char *section,
         return 0;
     }
     if (!cJSON_IsObject(it))
-        return errf(err, errlen, "%s: must be an object%s", sp,
-                    nullable ? " or null" : "");
+        return errf(err, errlen, "%s: must be an object%s", sp, nullable ? " or null" : "");
     *sub = it;
     return check_keys(it, sp, pattern, err, errlen);
 }
@@ -703,8 +686,8 @@ static int open_section(const cJSON *obj, const char *section,
 /* Reads obj, the object at `section` ("" for the document, "listeners[]"
  * for one listener), into base, key by key in table order; path names obj
  * in messages ("listeners[2]"). */
-static int parse_members(const cJSON *obj, const char *section, void *base,
-                         const char *path, char *err, size_t errlen)
+static int parse_members(const cJSON *obj, const char *section, void *base, const char *path,
+                         char *err, size_t errlen)
 {
     const cJSON *sub = NULL;
     const char *open = NULL; /* the open section's name, in a row's path */
@@ -727,27 +710,22 @@ static int parse_members(const cJSON *obj, const char *section, void *base,
             if (open == NULL || open_len != n || memcmp(open, rest, n) != 0) {
                 open = rest;
                 open_len = n;
-                if (open_section(obj, section, path, rest, n, &sub, err,
-                                 errlen) == -1)
+                if (open_section(obj, section, path, rest, n, &sub, err, errlen) == -1)
                     return -1;
             }
-            it = sub == &json_null ? sub
-                 : sub != NULL     ? item(sub, rest + n + 1)
-                                   : NULL;
+            it = sub == &json_null ? sub : sub != NULL ? item(sub, rest + n + 1) : NULL;
         } else {
             continue; /* read by the row of its array or object */
         }
         join(kp, sizeof(kp), path, rest);
-        if ((k->parse ? k->parse : parse_value)(k, it, base, kp, err,
-                                                 errlen) == -1)
+        if ((k->parse ? k->parse : parse_value)(k, it, base, kp, err, errlen) == -1)
             return -1;
     }
     return 0;
 }
 
 /* Does a restart-only key hold the same value in a and b? */
-static bool same_value(const struct config_key *k, const void *a,
-                       const void *b)
+static bool same_value(const struct config_key *k, const void *a, const void *b)
 {
     if (k->same != NULL)
         return k->same(a, b);
@@ -772,14 +750,13 @@ static bool same_value(const struct config_key *k, const void *a,
 
 /* The first restart-only member of `section` that differs between a and
  * b (bases of that section's struct), or NULL. */
-static const struct config_key *changed_member(const char *section,
-                                               const void *a, const void *b)
+static const struct config_key *changed_member(const char *section, const void *a, const void *b)
 {
     for (const struct config_key *k = keys; k < KEYS_END; k++) {
         const char *rest = member_rest(k, section);
 
-        if (rest != NULL && rest[name_len(rest)] == '\0' &&
-            k->restart != NULL && !same_value(k, a, b))
+        if (rest != NULL && rest[name_len(rest)] == '\0' && k->restart != NULL &&
+            !same_value(k, a, b))
             return k;
     }
     return NULL;
@@ -787,12 +764,10 @@ static const struct config_key *changed_member(const char *section,
 
 /* ---- keys with a parser of their own ------------------------------------ */
 
-
 /* Lower-cased, dots trimmed, [a-z0-9-] labels: the form host_parse
  * compares against. */
-static int parse_domains(const struct config_key *k, const cJSON *arr,
-                         void *base, const char *path, char *err,
-                         size_t errlen)
+static int parse_domains(const struct config_key *k, const cJSON *arr, void *base, const char *path,
+                         char *err, size_t errlen)
 {
     struct config *cfg = base;
     const cJSON *it;
@@ -807,7 +782,8 @@ static int parse_domains(const struct config_key *k, const cJSON *arr,
     cfg->domains.names = calloc(n, sizeof(char *));
     if (cfg->domains.names == NULL)
         return errf(err, errlen, "domains: out of memory");
-    cJSON_ArrayForEach(it, arr) {
+    cJSON_ArrayForEach(it, arr)
+    {
         const char *s, *e;
         char *d;
         size_t len;
@@ -822,8 +798,10 @@ static int parse_domains(const struct config_key *k, const cJSON *arr,
             e--;
         len = (size_t)(e - s);
         if (len == 0 || len > 253)
-            return errf(err, errlen, "domains[%zu]: \"%.64s\" is not a domain "
-                        "name", i, it->valuestring);
+            return errf(err, errlen,
+                        "domains[%zu]: \"%.64s\" is not a domain "
+                        "name",
+                        i, it->valuestring);
         d = malloc(len + 1);
         if (d == NULL)
             return errf(err, errlen, "domains: out of memory");
@@ -833,11 +811,12 @@ static int parse_domains(const struct config_key *k, const cJSON *arr,
 
             if (c >= 'A' && c <= 'Z')
                 c = (char)(c - 'A' + 'a');
-            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                  c == '-' || c == '.') ||
+            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.') ||
                 (c == '.' && s[j - 1] == '.'))
-                return errf(err, errlen, "domains[%zu]: \"%.64s\" is not a "
-                            "domain name", i, it->valuestring);
+                return errf(err, errlen,
+                            "domains[%zu]: \"%.64s\" is not a "
+                            "domain name",
+                            i, it->valuestring);
             d[j] = c;
         }
         d[len] = '\0';
@@ -851,8 +830,8 @@ static bool same_address(const struct sockaddr_storage *a, socklen_t alen,
     return alen == blen && memcmp(a, b, alen) == 0;
 }
 
-static int parse_listener(const cJSON *obj, size_t idx,
-                          struct config_listener *l, char *err, size_t errlen)
+static int parse_listener(const cJSON *obj, size_t idx, struct config_listener *l, char *err,
+                          size_t errlen)
 {
     char path[PATH_MAX_LEN];
 
@@ -862,9 +841,8 @@ static int parse_listener(const cJSON *obj, size_t idx,
     return parse_members(obj, "listeners[]", l, path, err, errlen);
 }
 
-static int parse_listeners(const struct config_key *k, const cJSON *arr,
-                           void *base, const char *path, char *err,
-                           size_t errlen)
+static int parse_listeners(const struct config_key *k, const cJSON *arr, void *base,
+                           const char *path, char *err, size_t errlen)
 {
     struct config *cfg = base;
     const cJSON *it;
@@ -873,9 +851,9 @@ static int parse_listeners(const struct config_key *k, const cJSON *arr,
     if (arr != NULL && !cJSON_IsArray(arr))
         return errf(err, errlen, "listeners: must be an array");
     if (cJSON_GetArraySize(arr) > CONFIG_MAX_LISTENERS)
-        return errf(err, errlen, "listeners: at most %d listeners",
-                    CONFIG_MAX_LISTENERS);
-    cJSON_ArrayForEach(it, arr) {
+        return errf(err, errlen, "listeners: at most %d listeners", CONFIG_MAX_LISTENERS);
+    cJSON_ArrayForEach(it, arr)
+    {
         struct config_listener *l = &cfg->listeners[i];
 
         cfg->listener_count = i + 1;
@@ -884,21 +862,22 @@ static int parse_listeners(const struct config_key *k, const cJSON *arr,
         /* Two listeners on one address: the second bind would fail at
          * start-up with a vaguer message. */
         for (size_t j = 0; j < i; j++)
-            if (same_address(&cfg->listeners[j].addr,
-                             cfg->listeners[j].addr_len, &l->addr,
+            if (same_address(&cfg->listeners[j].addr, cfg->listeners[j].addr_len, &l->addr,
                              l->addr_len))
-                return errf(err, errlen, "listeners[%zu].address: same as "
-                            "listeners[%zu]", i, j);
+                return errf(err, errlen,
+                            "listeners[%zu].address: same as "
+                            "listeners[%zu]",
+                            i, j);
         i++;
     }
     if (cfg->listener_count == 0)
-        return errf(err, errlen, "listeners: at least one listener is "
+        return errf(err, errlen,
+                    "listeners: at least one listener is "
                     "required");
     return 0;
 }
 
-static int parse_listener_address(const struct config_key *k,
-                                  const cJSON *it, void *base,
+static int parse_listener_address(const struct config_key *k, const cJSON *it, void *base,
                                   const char *path, char *err, size_t errlen)
 {
     struct config_listener *l = base;
@@ -910,8 +889,8 @@ static int parse_listener_address(const struct config_key *k,
     return 0;
 }
 
-static int parse_tls(const struct config_key *k, const cJSON *it, void *base,
-                     const char *path, char *err, size_t errlen)
+static int parse_tls(const struct config_key *k, const cJSON *it, void *base, const char *path,
+                     char *err, size_t errlen)
 {
     struct config_listener *l = base;
 
@@ -923,21 +902,19 @@ static int parse_tls(const struct config_key *k, const cJSON *it, void *base,
     return parse_members(it, "listeners[].tls", l, path, err, errlen);
 }
 
-static int parse_certificates(const struct config_key *k, const cJSON *certs,
-                              void *base, const char *path, char *err,
-                              size_t errlen)
+static int parse_certificates(const struct config_key *k, const cJSON *certs, void *base,
+                              const char *path, char *err, size_t errlen)
 {
     struct config_listener *l = base;
     const cJSON *c;
     size_t ci = 0;
 
-    if (certs == NULL || !cJSON_IsArray(certs) ||
-        cJSON_GetArraySize(certs) == 0)
+    if (certs == NULL || !cJSON_IsArray(certs) || cJSON_GetArraySize(certs) == 0)
         return errf(err, errlen, "%s: must be a non-empty array", path);
     if (cJSON_GetArraySize(certs) > CONFIG_MAX_CERTS)
-        return errf(err, errlen, "%s: at most %d certificates", path,
-                    CONFIG_MAX_CERTS);
-    cJSON_ArrayForEach(c, certs) {
+        return errf(err, errlen, "%s: at most %d certificates", path, CONFIG_MAX_CERTS);
+    cJSON_ArrayForEach(c, certs)
+    {
         char cp[PATH_MAX_LEN + 64];
 
         pathf(cp, sizeof(cp), "%s[%zu]", path, ci);
@@ -945,8 +922,8 @@ static int parse_certificates(const struct config_key *k, const cJSON *certs,
             return errf(err, errlen, "%s: must be an object", cp);
         /* Count it before filling, so config_free sees what to free. */
         l->cert_count = ci + 1;
-        if (parse_members(c, "listeners[].tls.certificates[]", &l->certs[ci],
-                          cp, err, errlen) == -1)
+        if (parse_members(c, "listeners[].tls.certificates[]", &l->certs[ci], cp, err, errlen) ==
+            -1)
             return -1;
         ci++;
     }
@@ -961,9 +938,8 @@ static bool same_listener_address(const void *a, const void *b)
 }
 
 /* Listener count, then each listener: the first that differs is named. */
-static int reload_listeners(const struct config_key *k,
-                            const struct config *a, const struct config *b,
-                            char *err, size_t errlen)
+static int reload_listeners(const struct config_key *k, const struct config *a,
+                            const struct config *b, char *err, size_t errlen)
 {
     if (a->listener_count != b->listener_count)
         return errf(err, errlen, "%s: %s", k->path, k->restart);
@@ -978,9 +954,8 @@ static int reload_listeners(const struct config_key *k,
 }
 
 /* Read after the listeners: the two cannot share an address. */
-static int parse_admin_address(const struct config_key *k, const cJSON *it,
-                               void *base, const char *path, char *err,
-                               size_t errlen)
+static int parse_admin_address(const struct config_key *k, const cJSON *it, void *base,
+                               const char *path, char *err, size_t errlen)
 {
     struct config *cfg = base;
 
@@ -995,15 +970,13 @@ static int parse_admin_address(const struct config_key *k, const cJSON *it,
             return errf(err, errlen, "%s: must be a non-empty string", path);
         if (set_string(k, cfg, it->valuestring, path, err, errlen) == -1)
             return -1;
-        if (config_parse_address(cfg->admin_address, &cfg->admin_addr,
-                                 &cfg->admin_addr_len) == -1)
-            return errf(err, errlen, "%s: not IPv4:port or [IPv6]:port",
-                        path);
+        if (config_parse_address(cfg->admin_address, &cfg->admin_addr, &cfg->admin_addr_len) == -1)
+            return errf(err, errlen, "%s: not IPv4:port or [IPv6]:port", path);
         cfg->admin_enabled = true;
     }
     for (size_t i = 0; cfg->admin_enabled && i < cfg->listener_count; i++)
-        if (same_address(&cfg->listeners[i].addr, cfg->listeners[i].addr_len,
-                         &cfg->admin_addr, cfg->admin_addr_len))
+        if (same_address(&cfg->listeners[i].addr, cfg->listeners[i].addr_len, &cfg->admin_addr,
+                         cfg->admin_addr_len))
             return errf(err, errlen, "%s: same as listeners[%zu]", path, i);
     return 0;
 }
@@ -1012,8 +985,7 @@ static void default_admin(struct config *cfg)
 {
     cfg->admin_enabled = true;
     /* The table's literal: cannot fail. */
-    (void)config_parse_address(cfg->admin_address, &cfg->admin_addr,
-                               &cfg->admin_addr_len);
+    (void)config_parse_address(cfg->admin_address, &cfg->admin_addr, &cfg->admin_addr_len);
 }
 
 static bool same_admin(const void *a, const void *b)
@@ -1022,8 +994,7 @@ static bool same_admin(const void *a, const void *b)
 
     return x->admin_enabled == y->admin_enabled &&
            (!x->admin_enabled ||
-            same_address(&x->admin_addr, x->admin_addr_len, &y->admin_addr,
-                         y->admin_addr_len));
+            same_address(&x->admin_addr, x->admin_addr_len, &y->admin_addr, y->admin_addr_len));
 }
 
 static int hexval(char c)
@@ -1039,8 +1010,7 @@ static int hexval(char c)
 
 /* redis://[:password@]host[:port][/db]. The password is percent-decoded
  * (RFC 3986 2.1) so it may hold '@', '/' or ':'. */
-static int parse_redis_url(const char *url, struct config *cfg, char *err,
-                           size_t errlen)
+static int parse_redis_url(const char *url, struct config *cfg, char *err, size_t errlen)
 {
     const char *rest, *at, *hp, *slash, *hend, *port_s = NULL;
     char *host = NULL, *pass = NULL;
@@ -1049,13 +1019,15 @@ static int parse_redis_url(const char *url, struct config *cfg, char *err,
     int db = 0;
 
     if (strncmp(url, "rediss://", 9) == 0)
-        return errf(err, errlen, "redis.url: rediss:// (TLS) is not "
+        return errf(err, errlen,
+                    "redis.url: rediss:// (TLS) is not "
                     "supported");
     if (strncmp(url, "redis://", 8) != 0)
         return errf(err, errlen, "redis.url: must start with redis://");
     rest = url + 8;
     if (strpbrk(rest, "?#") != NULL)
-        return errf(err, errlen, "redis.url: query and fragment are not "
+        return errf(err, errlen,
+                    "redis.url: query and fragment are not "
                     "supported");
 
     /* Host, port and db hold no '@', so the last one ends the userinfo. */
@@ -1065,7 +1037,8 @@ static int parse_redis_url(const char *url, struct config *cfg, char *err,
         size_t plen, k = 0;
 
         if (rest[0] != ':')
-            return errf(err, errlen, "redis.url: user names are not "
+            return errf(err, errlen,
+                        "redis.url: user names are not "
                         "supported, use redis://:password@host");
         plen = (size_t)(at - rest - 1);
         if (plen == 0)
@@ -1082,7 +1055,8 @@ static int parse_redis_url(const char *url, struct config *cfg, char *err,
 
                 if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
                     free(pass);
-                    return errf(err, errlen, "redis.url: bad %%-escape in "
+                    return errf(err, errlen,
+                                "redis.url: bad %%-escape in "
                                 "the password");
                 }
                 c = (char)(hi * 16 + lo);
@@ -1123,8 +1097,8 @@ static int parse_redis_url(const char *url, struct config *cfg, char *err,
         for (size_t i = 0; i < hlen; i++) {
             char c = hp[i];
 
-            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                  (c >= '0' && c <= '9') || c == '-' || c == '.'))
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '.'))
                 goto bad_host;
         }
         host = strndup(hp, hlen);
@@ -1135,8 +1109,7 @@ static int parse_redis_url(const char *url, struct config *cfg, char *err,
         free(pass);
         return errf(err, errlen, "redis.url: out of memory");
     }
-    if (port_s != NULL &&
-        host_parse_port(port_s, (size_t)(hend - port_s), &port) == -1) {
+    if (port_s != NULL && host_parse_port(port_s, (size_t)(hend - port_s), &port) == -1) {
         free(host);
         free(pass);
         return errf(err, errlen, "redis.url: port must be 1..65535");
@@ -1150,7 +1123,8 @@ static int parse_redis_url(const char *url, struct config *cfg, char *err,
             if (d[i] < '0' || d[i] > '9' || n > 9) {
                 free(host);
                 free(pass);
-                return errf(err, errlen, "redis.url: database must be a "
+                return errf(err, errlen,
+                            "redis.url: database must be a "
                             "number in 0..999999999");
             }
             v = v * 10 + (d[i] - '0');
@@ -1169,11 +1143,12 @@ static int parse_redis_url(const char *url, struct config *cfg, char *err,
 
 bad_host:
     free(pass);
-    return errf(err, errlen, "redis.url: host must be a name, an IPv4 "
+    return errf(err, errlen,
+                "redis.url: host must be a name, an IPv4 "
                 "address or [IPv6]");
 }
-static int parse_redis(const struct config_key *k, const cJSON *it,
-                       void *base, const char *path, char *err, size_t errlen)
+static int parse_redis(const struct config_key *k, const cJSON *it, void *base, const char *path,
+                       char *err, size_t errlen)
 {
     if (it == NULL)
         return 0;
@@ -1189,8 +1164,8 @@ static void default_redis(struct config *cfg)
 }
 
 /* An array of at most max things. */
-static int check_array(const cJSON *arr, const char *path, int max,
-                       const char *what, char *err, size_t errlen)
+static int check_array(const cJSON *arr, const char *path, int max, const char *what, char *err,
+                       size_t errlen)
 {
     if (!cJSON_IsArray(arr))
         return errf(err, errlen, "%s: must be an array of %s", path, what);
@@ -1199,9 +1174,8 @@ static int check_array(const cJSON *arr, const char *path, int max,
     return 0;
 }
 
-static int parse_exempt_ports(const struct config_key *k, const cJSON *arr,
-                              void *base, const char *path, char *err,
-                              size_t errlen)
+static int parse_exempt_ports(const struct config_key *k, const cJSON *arr, void *base,
+                              const char *path, char *err, size_t errlen)
 {
     struct config *cfg = base;
     const cJSON *it;
@@ -1209,15 +1183,17 @@ static int parse_exempt_ports(const struct config_key *k, const cJSON *arr,
 
     if (arr == NULL)
         return 0;
-    if (check_array(arr, path, CONFIG_MAX_EXEMPT_PORTS, "ports", err,
-                    errlen) == -1)
+    if (check_array(arr, path, CONFIG_MAX_EXEMPT_PORTS, "ports", err, errlen) == -1)
         return -1;
-    cJSON_ArrayForEach(it, arr) {
+    cJSON_ArrayForEach(it, arr)
+    {
         int v;
 
         if (!int_in(it, 1, 65535, &v))
-            return errf(err, errlen, "%s[%zu]: must be an integer in "
-                        "1..65535", path, i);
+            return errf(err, errlen,
+                        "%s[%zu]: must be an integer in "
+                        "1..65535",
+                        path, i);
         cfg->token_exempt_ports[i++] = (uint16_t)v;
     }
     cfg->token_exempt_count = i;
@@ -1230,9 +1206,8 @@ static void default_exempt_ports(struct config *cfg)
     cfg->token_exempt_count = 1;
 }
 
-static int parse_trusted_proxies(const struct config_key *k, const cJSON *arr,
-                                 void *base, const char *path, char *err,
-                                 size_t errlen)
+static int parse_trusted_proxies(const struct config_key *k, const cJSON *arr, void *base,
+                                 const char *path, char *err, size_t errlen)
 {
     struct config *cfg = base;
     const cJSON *it;
@@ -1240,14 +1215,15 @@ static int parse_trusted_proxies(const struct config_key *k, const cJSON *arr,
 
     if (arr == NULL)
         return 0;
-    if (check_array(arr, path, CONFIG_MAX_TRUSTED, "networks", err,
-                    errlen) == -1)
+    if (check_array(arr, path, CONFIG_MAX_TRUSTED, "networks", err, errlen) == -1)
         return -1;
-    cJSON_ArrayForEach(it, arr) {
-        if (!cJSON_IsString(it) ||
-            parse_cidr(it->valuestring, &cfg->trusted_proxies[i]) == -1)
-            return errf(err, errlen, "%s[%zu]: not an IPv4 or IPv6 address "
-                        "or network", path, i);
+    cJSON_ArrayForEach(it, arr)
+    {
+        if (!cJSON_IsString(it) || parse_cidr(it->valuestring, &cfg->trusted_proxies[i]) == -1)
+            return errf(err, errlen,
+                        "%s[%zu]: not an IPv4 or IPv6 address "
+                        "or network",
+                        path, i);
         i++;
     }
     cfg->trusted_count = i;
@@ -1289,15 +1265,13 @@ void config_free(struct config *cfg)
     for (const struct config_key *k = keys; k < KEYS_END; k++) {
         char **s = field(cfg, k);
 
-        if (!in_array(k) && (k->type == KEY_TOKEN || k->type == KEY_TEXT) &&
-            *s != k->def_text)
+        if (!in_array(k) && (k->type == KEY_TOKEN || k->type == KEY_TEXT) && *s != k->def_text)
             free(*s);
     }
     for (size_t i = 0; i < cfg->domains.count; i++)
         free(cfg->domains.names[i]);
     free(cfg->domains.names);
-    for (size_t i = 0; i < cfg->listener_count && i < CONFIG_MAX_LISTENERS;
-         i++) {
+    for (size_t i = 0; i < cfg->listener_count && i < CONFIG_MAX_LISTENERS; i++) {
         struct config_listener *l = &cfg->listeners[i];
 
         free(l->address);
@@ -1314,8 +1288,7 @@ void config_free(struct config *cfg)
     config_defaults(cfg);
 }
 
-int config_parse(const char *json, size_t len, struct config *cfg, char *err,
-                 size_t errlen)
+int config_parse(const char *json, size_t len, struct config *cfg, char *err, size_t errlen)
 {
     const char *end = NULL;
     cJSON *root = NULL;
@@ -1329,8 +1302,7 @@ int config_parse(const char *json, size_t len, struct config *cfg, char *err,
         return json_error(json, len, (size_t)bad, err, errlen);
     root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (root == NULL)
-        return json_error(json, len, end ? (size_t)(end - json) : 0, err,
-                          errlen);
+        return json_error(json, len, end ? (size_t)(end - json) : 0, err, errlen);
     for (; end < json + len; end++) {
         if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
             json_error(json, len, (size_t)(end - json), err, errlen);
@@ -1352,8 +1324,7 @@ fail:
     return -1;
 }
 
-int config_load_file(const char *path, struct config *cfg, char *err,
-                     size_t errlen)
+int config_load_file(const char *path, struct config *cfg, char *err, size_t errlen)
 {
     FILE *f = NULL;
     char *buf = NULL;
@@ -1378,8 +1349,7 @@ int config_load_file(const char *path, struct config *cfg, char *err,
     f = NULL;
     if (n > CONFIG_FILE_MAX) {
         free(buf);
-        return errf(err, errlen, "%s: larger than %d bytes", path,
-                    CONFIG_FILE_MAX);
+        return errf(err, errlen, "%s: larger than %d bytes", path, CONFIG_FILE_MAX);
     }
     rc = config_parse(buf, n, cfg, err, errlen);
     free(buf);
@@ -1393,8 +1363,7 @@ io_fail:
     return errf(err, errlen, "%s: %s", path, strerror(rc ? rc : EIO));
 }
 
-int config_reload_check(const struct config *a, const struct config *b,
-                        char *err, size_t errlen)
+int config_reload_check(const struct config *a, const struct config *b, char *err, size_t errlen)
 {
     for (const struct config_key *k = keys; k < KEYS_END; k++) {
         if (k->restart == NULL || in_array(k))
@@ -1447,20 +1416,18 @@ static void print_values(FILE *out, const struct config_key *k)
 void config_print_reference(FILE *out)
 {
     fputs("| key | default | values | SIGHUP | meaning |\n"
-          "|---|---|---|---|---|\n", out);
+          "|---|---|---|---|---|\n",
+          out);
     for (const struct config_key *k = keys; k < KEYS_END; k++) {
         fprintf(out, "| `%s` | ", k->path);
         print_default(out, k);
         fputs(" | ", out);
         print_values(out, k);
-        fprintf(out, " | %s | %s |\n", k->restart ? "restart" : "applies",
-                k->doc);
+        fprintf(out, " | %s | %s |\n", k->restart ? "restart" : "applies", k->doc);
     }
 }
 
-
-int config_derived_max_connections(unsigned long long nofile, int workers,
-                                   size_t listeners)
+int config_derived_max_connections(unsigned long long nofile, int workers, size_t listeners)
 {
     unsigned long long reserve =
         64 + (unsigned long long)(workers > 0 ? workers : 1) * (listeners + 8);

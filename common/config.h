@@ -19,15 +19,15 @@
 #define CONFIG_MAX_TRUSTED 32
 
 struct config_cert {
-    char *cert;   /* PEM chain path */
-    char *key;    /* PEM key path */
+    char *cert; /* PEM chain path */
+    char *key;  /* PEM key path */
 };
 
 struct config_listener {
-    char *address;                      /* as written, for messages */
-    struct sockaddr_storage addr;       /* parsed IPv4:port / [IPv6]:port */
+    char *address;                /* as written, for messages */
+    struct sockaddr_storage addr; /* parsed IPv4:port / [IPv6]:port */
     socklen_t addr_len;
-    bool tls;                           /* "tls" object present */
+    bool tls; /* "tls" object present */
     struct config_cert certs[CONFIG_MAX_CERTS];
     size_t cert_count;
     bool proxy_protocol;
@@ -36,78 +36,78 @@ struct config_listener {
 /* An IPv4 or IPv6 network, "10.0.0.0/8", "::1" (a bare address is /32 or
  * /128). */
 struct config_cidr {
-    int family;            /* AF_INET or AF_INET6 */
-    uint8_t addr[16];      /* network bytes */
-    unsigned prefix;       /* bits */
+    int family;       /* AF_INET or AF_INET6 */
+    uint8_t addr[16]; /* network bytes */
+    unsigned prefix;  /* bits */
 };
 
 struct config {
-    int workers;                        /* "workers": 0 = one per core */
-    struct domain_list domains;         /* "domains" lower-cased, dots trimmed */
+    int workers;                /* "workers": 0 = one per core */
+    struct domain_list domains; /* "domains" lower-cased, dots trimmed */
 
     struct config_listener listeners[CONFIG_MAX_LISTENERS];
-    size_t listener_count;              /* at least 1 */
+    size_t listener_count; /* at least 1 */
 
-    bool admin_enabled;                 /* "admin": null or address null = off */
+    bool admin_enabled; /* "admin": null or address null = off */
     char *admin_address;
     struct sockaddr_storage admin_addr;
     socklen_t admin_addr_len;
 
     /* "redis" */
-    char *redis_host;                   /* from "url" */
+    char *redis_host; /* from "url" */
     int redis_port;
-    char *redis_password;               /* NULL = none */
+    char *redis_password; /* NULL = none */
     int redis_db;
-    char *key_prefix;                   /* "key_prefix", default "sandbox:" */
-    int redis_timeout_ms;               /* "timeout_ms", default 1000 */
+    char *key_prefix;     /* "key_prefix", default "sandbox:" */
+    int redis_timeout_ms; /* "timeout_ms", default 1000 */
 
     /* "cache" */
-    int cache_ttl_ms;                   /* "ttl_ms", default 1000 */
-    int cache_negative_ttl_ms;          /* "negative_ttl_ms", default 250 */
-    int cache_stale_grace_ms;           /* "stale_grace_ms", default 30000:
+    int cache_ttl_ms;          /* "ttl_ms", default 1000 */
+    int cache_negative_ttl_ms; /* "negative_ttl_ms", default 250 */
+    int cache_stale_grace_ms;  /* "stale_grace_ms", default 30000:
                                            how long an expired record keeps
                                            serving while Redis is down */
-    int cache_max_entries;              /* "max_entries", default 32768 per
+    int cache_max_entries;     /* "max_entries", default 32768 per
                                            worker, 16..10000000 */
 
     /* "policy" */
     uint16_t token_exempt_ports[CONFIG_MAX_EXEMPT_PORTS];
-    size_t token_exempt_count;          /* default [49983] */
+    size_t token_exempt_count; /* default [49983] */
     struct config_cidr trusted_proxies[CONFIG_MAX_TRUSTED];
-    size_t trusted_count;               /* default [] */
+    size_t trusted_count; /* default [] */
 
     /* "client" */
-    int client_header_timeout_ms;       /* default 10000 */
-    int client_keepalive_timeout_ms;    /* default 75000 */
-    int client_body_timeout_ms;         /* default 60000: idle while reading
+    int client_header_timeout_ms;    /* default 10000 */
+    int client_keepalive_timeout_ms; /* default 75000 */
+    int client_body_timeout_ms;      /* default 60000: idle while reading
                                            a request body */
-    int client_max_head_bytes;          /* default 16384 -> 431 */
-    int client_max_headers;             /* default 100 -> 431 */
-    int client_max_request_line;        /* default 8192 -> 414 */
-    int websocket_idle_timeout_ms;      /* default 3600000 */
-    int client_max_connections;         /* default 0 = derived from the
+    int client_max_head_bytes;       /* default 16384 -> 431 */
+    int client_max_headers;          /* default 100 -> 431 */
+    int client_max_request_line;     /* default 8192 -> 414 */
+    int websocket_idle_timeout_ms;   /* default 3600000 */
+    int client_max_connections;      /* default 0 = derived from the
                                            open-files limit, see
                                            config_derived_max_connections */
 
     /* "upstream" */
-    int upstream_connect_timeout_ms;    /* default 5000 */
-    int upstream_connect_retries;       /* default 3 (refused only) */
-    int upstream_retry_backoff_ms;      /* default 100, doubled per retry,
+    int upstream_connect_timeout_ms;   /* default 5000 */
+    int upstream_connect_retries;      /* default 3 (refused only) */
+    int upstream_retry_backoff_ms;     /* default 100, doubled per retry,
                                            each wait at most 60 s (backoff.h) */
-    int upstream_response_timeout_ms;   /* default 0 = off, else 504 */
-    int upstream_idle_timeout_ms;       /* default 60000, read/write idle */
-    int upstream_pool_idle_timeout_ms;  /* default 30000, pooled conns */
-    int upstream_pool_max_idle;         /* default 64 per pool key */
+    int upstream_response_timeout_ms;  /* default 0 = off, else 504 */
+    int upstream_idle_timeout_ms;      /* default 60000, read/write idle */
+    int upstream_pool_idle_timeout_ms; /* default 30000, pooled conns */
+    int upstream_pool_max_idle;        /* default 64 per pool key */
 
     /* "drain" */
-    int drain_delay_ms;                 /* default 0 */
-    int drain_timeout_ms;               /* default 30000 */
+    int drain_delay_ms;   /* default 0 */
+    int drain_timeout_ms; /* default 30000 */
 
     /* "access_log" */
-    char *access_log_path;              /* NULL = off */
+    char *access_log_path; /* NULL = off */
 
     /* "log" */
-    int log_level;                      /* "level": "error" 0, "warn" 1,
+    int log_level; /* "level": "error" 0, "warn" 1,
                                            "info" 2 (default), "debug" 3 */
 };
 
@@ -119,13 +119,11 @@ void config_defaults(struct config *cfg);
  * naming the key path ("listeners[1].address: not IPv4:port or
  * [IPv6]:port", "redis.url: ...", "unknown key \"wrokers\""). On error cfg is
  * left freed (config_free not needed). 0 ok. */
-int config_parse(const char *json, size_t len, struct config *cfg, char *err,
-                 size_t errlen);
+int config_parse(const char *json, size_t len, struct config *cfg, char *err, size_t errlen);
 
 /* Reads the file and calls config_parse; the path goes into err on I/O
  * errors. */
-int config_load_file(const char *path, struct config *cfg, char *err,
-                     size_t errlen);
+int config_load_file(const char *path, struct config *cfg, char *err, size_t errlen);
 
 /* Frees what config_parse allocated; cfg may be reused after. */
 void config_free(struct config *cfg);
@@ -134,8 +132,7 @@ void config_free(struct config *cfg);
  * differs ("workers: changing the worker count needs a restart",
  * "listeners[1]: address, tls on/off and proxy_protocol need a restart"),
  * 0 when none does. */
-int config_reload_check(const struct config *a, const struct config *b,
-                        char *err, size_t errlen);
+int config_reload_check(const struct config *a, const struct config *b, char *err, size_t errlen);
 
 /* The key reference, a Markdown table (key, default, values, whether a
  * SIGHUP applies it, meaning): `edgeproxy --print-config`, and README.md's
@@ -143,8 +140,7 @@ int config_reload_check(const struct config *a, const struct config *b,
 void config_print_reference(FILE *out);
 
 /* "IPv4:port" or "[IPv6]:port" -> sockaddr. 0 ok, -1 bad. */
-int config_parse_address(const char *s, struct sockaddr_storage *ss,
-                         socklen_t *len);
+int config_parse_address(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 
 /* client.max_connections 0: the open client connections a process with
  * `nofile` descriptors (RLIMIT_NOFILE) can carry. Each proxied connection
@@ -153,11 +149,9 @@ int config_parse_address(const char *s, struct sockaddr_storage *ss,
  * and 8 more (event loop, wake-up, Redis links, access log). At least 1,
  * at most CONFIG_MAX_CONNECTIONS. */
 #define CONFIG_MAX_CONNECTIONS 16777216
-int config_derived_max_connections(unsigned long long nofile, int workers,
-                                   size_t listeners);
+int config_derived_max_connections(unsigned long long nofile, int workers, size_t listeners);
 
 /* Is `sa` inside one of the networks? */
-bool config_cidr_match(const struct config_cidr *nets, size_t count,
-                       const struct sockaddr *sa);
+bool config_cidr_match(const struct config_cidr *nets, size_t count, const struct sockaddr *sa);
 
 #endif

@@ -9,7 +9,6 @@
 /* Formats the message into err (truncated to errlen, NUL-terminated), or
  * nothing when err is NULL or errlen is 0. Returns -1, so that a function
  * failing with a message can `return errf(err, errlen, ...)`. */
-int errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -43,8 +43,7 @@ static bool name_equals(const char *s, size_t len, const char *d)
     return true;
 }
 
-static bool domain_allowed(const char *s, size_t len,
-                           const struct domain_list *domains)
+static bool domain_allowed(const char *s, size_t len, const struct domain_list *domains)
 {
     if (domains == NULL || domains->count == 0)
         return true;

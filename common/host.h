@@ -11,13 +11,13 @@
 #define HOST_ID_MAX 63
 
 enum host_status {
-    HOST_OK = 0,               /* port and sandbox id filled in */
-    HOST_NEEDS_HEADERS = 1,    /* "sandbox.<domain>": id and port come from
+    HOST_OK = 0,              /* port and sandbox id filled in */
+    HOST_NEEDS_HEADERS = 1,   /* "sandbox.<domain>": id and port come from
                                   e2b-sandbox-id / e2b-sandbox-port */
-    HOST_MALFORMED = -1,       /* empty, bad bytes, bad first label */
-    HOST_FOREIGN_DOMAIN = -2,  /* under none of the configured domains */
-    HOST_BAD_SANDBOX_ID = -3,  /* id empty, too long, or not [a-z0-9]+ */
-    HOST_BAD_PORT = -4,        /* port not decimal 1..65535 */
+    HOST_MALFORMED = -1,      /* empty, bad bytes, bad first label */
+    HOST_FOREIGN_DOMAIN = -2, /* under none of the configured domains */
+    HOST_BAD_SANDBOX_ID = -3, /* id empty, too long, or not [a-z0-9]+ */
+    HOST_BAD_PORT = -4,       /* port not decimal 1..65535 */
 };
 
 struct host_target {

@@ -11,14 +11,17 @@
 #include <stddef.h>
 
 /* The structure of type `type` whose member `member` is at ptr. */
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 struct list_node {
     struct list_node *next, *prev;
 };
 
 /* An anchor: the empty list (LIST_ANCHOR(x) initialises a static one). */
-#define LIST_ANCHOR(name) {&(name), &(name)}
+#define LIST_ANCHOR(name) \
+    {                     \
+        &(name), &(name)  \
+    }
 
 static inline void list_init(struct list_node *head)
 {

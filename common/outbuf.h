@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 struct outbuf {
-    char *buf;      /* NULL: count only */
+    char *buf; /* NULL: count only */
     size_t cap;
     size_t len;     /* bytes appended, always <= cap */
     bool truncated; /* an append did not fit; nothing stored since */

@@ -52,8 +52,7 @@ static int addr_prefix_viable(int af, const unsigned char *s, size_t n)
     for (i = 0; i < n; i++) {
         unsigned char c = s[i];
         int ok = is_digit(c) || c == '.' ||
-                 (af == AF_INET6 && (c == ':' || (c >= 'a' && c <= 'f') ||
-                                     (c >= 'A' && c <= 'F')));
+                 (af == AF_INET6 && (c == ':' || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')));
         if (!ok)
             return 0;
     }
@@ -90,8 +89,7 @@ static int addr_prefix_viable(int af, const unsigned char *s, size_t n)
 
 /* Reads an address token starting at *pos up to the next space. 1 complete
  * (ip filled, *pos past the space), 0 need more, -1 bad. */
-static int v1_addr(const unsigned char *buf, size_t n, size_t *pos, int af,
-                   void *ip)
+static int v1_addr(const unsigned char *buf, size_t n, size_t *pos, int af, void *ip)
 {
     size_t start = *pos, i = start;
     char tmp[64];
@@ -102,8 +100,7 @@ static int v1_addr(const unsigned char *buf, size_t n, size_t *pos, int af,
         return addr_prefix_viable(af, buf + start, i - start) ? 0 : -1;
     /* A NUL would cut the C string short and let inet_pton judge only the
      * part before it ("::\0junk" is not "::"). */
-    if (i == start || i - start >= sizeof(tmp) ||
-        memchr(buf + start, '\0', i - start) != NULL)
+    if (i == start || i - start >= sizeof(tmp) || memchr(buf + start, '\0', i - start) != NULL)
         return -1;
     memcpy(tmp, buf + start, i - start);
     tmp[i - start] = '\0';
@@ -115,8 +112,8 @@ static int v1_addr(const unsigned char *buf, size_t n, size_t *pos, int af,
 
 /* Reads a decimal port 0..65535 ending with `term`. Leading zeros are
  * tolerated within five digits; no sign, no spaces. 1/0/-1 as v1_addr. */
-static int v1_port(const unsigned char *buf, size_t n, size_t *pos,
-                   unsigned char term, uint16_t *port)
+static int v1_port(const unsigned char *buf, size_t n, size_t *pos, unsigned char term,
+                   uint16_t *port)
 {
     size_t i = *pos;
     uint32_t v = 0;
@@ -149,8 +146,8 @@ static int v1_too_long(char *err, size_t errlen)
     return errf(err, errlen, "v1: header longer than %d bytes", V1_MAX);
 }
 
-static int v1_parse(const unsigned char *buf, size_t len,
-                    struct proxy_proto_info *out, char *err, size_t errlen)
+static int v1_parse(const unsigned char *buf, size_t len, struct proxy_proto_info *out, char *err,
+                    size_t errlen)
 {
     static const char lit[] = "PROXY ";
     size_t n = len < V1_MAX ? len : V1_MAX, pos;
@@ -184,28 +181,25 @@ static int v1_parse(const unsigned char *buf, size_t len,
             }
         }
         if (which < 0 || (i < n && buf[i] == '\r' && which != 2))
-            return errf(err, errlen, "v1: bad protocol at byte %zu (want TCP4, "
-                                     "TCP6 or UNKNOWN)", start);
+            return errf(err, errlen,
+                        "v1: bad protocol at byte %zu (want TCP4, "
+                        "TCP6 or UNKNOWN)",
+                        start);
         if (i == n)
-            return len >= V1_MAX ? v1_too_long(err, errlen)
-                                 : PROXY_PROTO_NEED_MORE;
+            return len >= V1_MAX ? v1_too_long(err, errlen) : PROXY_PROTO_NEED_MORE;
         pos = i;
         if (which == 2) {
             /* Section 2.1: after UNKNOWN the receiver ignores everything up
              * to the CRLF. We still insist on printable ASCII there. */
             for (; pos < n && buf[pos] != '\r'; pos++)
                 if (buf[pos] < 0x20 || buf[pos] > 0x7e)
-                    return errf(err, errlen,
-                                "v1: bad byte 0x%02x at byte %zu", buf[pos], pos);
+                    return errf(err, errlen, "v1: bad byte 0x%02x at byte %zu", buf[pos], pos);
             if (pos == n) /* still needs at least the CRLF */
-                return n + 2 > V1_MAX ? v1_too_long(err, errlen)
-                                      : PROXY_PROTO_NEED_MORE;
+                return n + 2 > V1_MAX ? v1_too_long(err, errlen) : PROXY_PROTO_NEED_MORE;
             if (pos + 1 == n)
-                return n + 1 > V1_MAX ? v1_too_long(err, errlen)
-                                      : PROXY_PROTO_NEED_MORE;
+                return n + 1 > V1_MAX ? v1_too_long(err, errlen) : PROXY_PROTO_NEED_MORE;
             if (buf[pos + 1] != '\n')
-                return errf(err, errlen, "v1: CR not followed by LF at byte %zu",
-                            pos + 1);
+                return errf(err, errlen, "v1: CR not followed by LF at byte %zu", pos + 1);
             if (out != NULL) {
                 memset(out, 0, sizeof(*out));
                 out->version = 1;
@@ -217,28 +211,23 @@ static int v1_parse(const unsigned char *buf, size_t len,
         pos++; /* the space */
     }
 
-#define STEP(call, what, tail)                                                 \
-    do {                                                                       \
-        size_t at_ = pos;                                                      \
-        rc = (call);                                                           \
-        if (rc < 0)                                                            \
-            return errf(err, errlen, "v1: bad %s at byte %zu", what, at_);     \
-        if (rc == 0)                                                           \
-            return (n + (tail) > V1_MAX || len >= V1_MAX)                      \
-                       ? v1_too_long(err, errlen)                              \
-                       : PROXY_PROTO_NEED_MORE;                                \
-        if (pos - 1 + (tail) > V1_MAX)                                         \
-            return v1_too_long(err, errlen);                                   \
+#define STEP(call, what, tail)                                                       \
+    do {                                                                             \
+        size_t at_ = pos;                                                            \
+        rc = (call);                                                                 \
+        if (rc < 0)                                                                  \
+            return errf(err, errlen, "v1: bad %s at byte %zu", what, at_);           \
+        if (rc == 0)                                                                 \
+            return (n + (tail) > V1_MAX || len >= V1_MAX) ? v1_too_long(err, errlen) \
+                                                          : PROXY_PROTO_NEED_MORE;   \
+        if (pos - 1 + (tail) > V1_MAX)                                               \
+            return v1_too_long(err, errlen);                                         \
     } while (0)
 
-    STEP(v1_addr(buf, n, &pos, af, &src), "source address",
-         V1_TAIL_AFTER_SRC(af));
-    STEP(v1_addr(buf, n, &pos, af, &dst), "destination address",
-         V1_TAIL_AFTER_DST);
-    STEP(v1_port(buf, n, &pos, ' ', &sport), "source port",
-         V1_TAIL_AFTER_SPORT);
-    STEP(v1_port(buf, n, &pos, '\r', &dport), "destination port",
-         V1_TAIL_AFTER_DPORT);
+    STEP(v1_addr(buf, n, &pos, af, &src), "source address", V1_TAIL_AFTER_SRC(af));
+    STEP(v1_addr(buf, n, &pos, af, &dst), "destination address", V1_TAIL_AFTER_DST);
+    STEP(v1_port(buf, n, &pos, ' ', &sport), "source port", V1_TAIL_AFTER_SPORT);
+    STEP(v1_port(buf, n, &pos, '\r', &dport), "destination port", V1_TAIL_AFTER_DPORT);
 #undef STEP
 
     /* pos is just past the CR. */
@@ -286,8 +275,8 @@ static int v1_parse(const unsigned char *buf, size_t len,
 #define V2_TRANS_STREAM 0x1
 #define V2_TRANS_DGRAM 0x2
 
-static int v2_parse(const unsigned char *buf, size_t len,
-                    struct proxy_proto_info *out, char *err, size_t errlen)
+static int v2_parse(const unsigned char *buf, size_t len, struct proxy_proto_info *out, char *err,
+                    size_t errlen)
 {
     size_t i, total, addr_need = 0, off;
     unsigned cmd, fam, trans;
@@ -317,10 +306,8 @@ static int v2_parse(const unsigned char *buf, size_t len,
     local = cmd == 0 || fam == V2_FAM_UNSPEC || fam == V2_FAM_UNIX;
     if (cmd == 1) {
         if (fam > V2_FAM_UNIX || trans > V2_TRANS_DGRAM)
-            return errf(err, errlen, "v2: unknown address family 0x%02x",
-                        buf[13]);
-        if ((fam == V2_FAM_INET || fam == V2_FAM_INET6) &&
-            trans != V2_TRANS_STREAM)
+            return errf(err, errlen, "v2: unknown address family 0x%02x", buf[13]);
+        if ((fam == V2_FAM_INET || fam == V2_FAM_INET6) && trans != V2_TRANS_STREAM)
             return errf(err, errlen, "v2: family 0x%02x is not TCP", buf[13]);
         addr_need = fam == V2_FAM_INET    ? 12
                     : fam == V2_FAM_INET6 ? 36
@@ -334,8 +321,10 @@ static int v2_parse(const unsigned char *buf, size_t len,
         return errf(err, errlen, "v2: header of %zu bytes, limit %d", total,
                     PROXY_PROTO_MAX_HEADER);
     if (total - V2_FIXED < addr_need)
-        return errf(err, errlen, "v2: length %zu too short for family 0x%02x "
-                                 "(needs %zu)", total - V2_FIXED, buf[13], addr_need);
+        return errf(err, errlen,
+                    "v2: length %zu too short for family 0x%02x "
+                    "(needs %zu)",
+                    total - V2_FIXED, buf[13], addr_need);
     if (len < total)
         return PROXY_PROTO_NEED_MORE;
 
@@ -348,8 +337,10 @@ static int v2_parse(const unsigned char *buf, size_t len,
                 return errf(err, errlen, "v2: truncated TLV at byte %zu", off);
             tl = ((size_t)buf[off + 1] << 8) | buf[off + 2];
             if (tl > total - off - 3)
-                return errf(err, errlen, "v2: TLV at byte %zu overruns the "
-                                         "header", off);
+                return errf(err, errlen,
+                            "v2: TLV at byte %zu overruns the "
+                            "header",
+                            off);
             off += 3 + tl;
         }
     }
@@ -382,8 +373,8 @@ static int v2_parse(const unsigned char *buf, size_t len,
     return (int)total;
 }
 
-int proxy_proto_parse(const unsigned char *buf, size_t len,
-                      struct proxy_proto_info *out, char *err, size_t errlen)
+int proxy_proto_parse(const unsigned char *buf, size_t len, struct proxy_proto_info *out, char *err,
+                      size_t errlen)
 {
     if (err != NULL && errlen > 0)
         err[0] = '\0';

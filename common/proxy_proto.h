@@ -19,10 +19,10 @@ enum proxy_proto_result {
 };
 
 struct proxy_proto_info {
-    int version;                  /* 1 or 2 */
-    bool local;                   /* v1 "UNKNOWN" or v2 LOCAL command: keep
+    int version;                 /* 1 or 2 */
+    bool local;                  /* v1 "UNKNOWN" or v2 LOCAL command: keep
                                      the socket's own addresses */
-    struct sockaddr_storage src;  /* the real client (when !local) */
+    struct sockaddr_storage src; /* the real client (when !local) */
     socklen_t src_len;
     struct sockaddr_storage dst;
     socklen_t dst_len;
@@ -33,7 +33,7 @@ struct proxy_proto_info {
  * PROXY_PROTO_NEED_MORE, or PROXY_PROTO_BAD (err says why). v2 families
  * other than INET/INET6 (UNIX, UNSPEC) are treated as local. TLVs are
  * skipped. */
-int proxy_proto_parse(const unsigned char *buf, size_t len,
-                      struct proxy_proto_info *out, char *err, size_t errlen);
+int proxy_proto_parse(const unsigned char *buf, size_t len, struct proxy_proto_info *out, char *err,
+                      size_t errlen);
 
 #endif

@@ -18,7 +18,8 @@ static int member(const cJSON *obj, const char *name, const cJSON **out)
 {
     const cJSON *found = NULL, *it;
 
-    cJSON_ArrayForEach(it, obj) {
+    cJSON_ArrayForEach(it, obj)
+    {
         if (it->string != NULL && strcmp(it->string, name) == 0) {
             if (found != NULL)
                 return -1;
@@ -69,16 +70,15 @@ done:
     return 0;
 }
 
-#define FIELD(name, var)                                                       \
-    do {                                                                       \
-        if (member(root, name, &var) == -1) {                                  \
-            errf(err, errlen, "%s appears more than once", name);              \
-            goto fail;                                                         \
-        }                                                                      \
+#define FIELD(name, var)                                          \
+    do {                                                          \
+        if (member(root, name, &var) == -1) {                     \
+            errf(err, errlen, "%s appears more than once", name); \
+            goto fail;                                            \
+        }                                                         \
     } while (0)
 
-int record_parse(const char *json, size_t len, struct record **out, char *err,
-                 size_t errlen)
+int record_parse(const char *json, size_t len, struct record **out, char *err, size_t errlen)
 {
     const cJSON *address, *allow, *token, *mask, *exec, *maxc;
     const char *end = NULL;
@@ -158,9 +158,9 @@ int record_parse(const char *json, size_t len, struct record **out, char *err,
         }
     }
     if (!r->allow_public && r->token == NULL) {
-        errf(err, errlen, token == NULL
-             ? "trafficAccessToken missing while allowPublicTraffic is false"
-             : "trafficAccessToken empty while allowPublicTraffic is false");
+        errf(err, errlen,
+             token == NULL ? "trafficAccessToken missing while allowPublicTraffic is false"
+                           : "trafficAccessToken empty while allowPublicTraffic is false");
         goto fail;
     }
 
@@ -172,8 +172,7 @@ int record_parse(const char *json, size_t len, struct record **out, char *err,
             goto fail;
         }
         if (mask->valuestring[0] == '\0' || !visible_ascii(mask->valuestring)) {
-            errf(err, errlen,
-                 "maskRequestHost is not a non-empty string of visible ASCII");
+            errf(err, errlen, "maskRequestHost is not a non-empty string of visible ASCII");
             goto fail;
         }
         r->mask_host = strdup(mask->valuestring);
@@ -200,10 +199,9 @@ int record_parse(const char *json, size_t len, struct record **out, char *err,
 
         /* Range first: the cast back is only defined inside it. No floor():
          * the build does not link libm. */
-        if (!cJSON_IsNumber(maxc) || !isfinite(v) || v < 0 ||
-            v > (double)UINT32_MAX || (double)(uint32_t)v != v) {
-            errf(err, errlen,
-                 "maxConnections is not a non-negative integer");
+        if (!cJSON_IsNumber(maxc) || !isfinite(v) || v < 0 || v > (double)UINT32_MAX ||
+            (double)(uint32_t)v != v) {
+            errf(err, errlen, "maxConnections is not a non-negative integer");
             goto fail;
         }
         r->max_connections = (uint32_t)v;
@@ -231,8 +229,7 @@ void record_free(struct record *r)
     free(r);
 }
 
-int record_mask_host(const struct record *r, uint16_t port, char *buf,
-                     size_t cap)
+int record_mask_host(const struct record *r, uint16_t port, char *buf, size_t cap)
 {
     static const char var[] = "${PORT}";
     const size_t var_len = sizeof(var) - 1;

@@ -13,13 +13,13 @@ struct record {
     /* "address", already parsed: family and IP; the port is per request. */
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    char address[64];          /* the literal, for logs and pool keys */
-    bool allow_public;         /* "allowPublicTraffic", default true */
-    char *token;               /* "trafficAccessToken" or NULL */
+    char address[64];  /* the literal, for logs and pool keys */
+    bool allow_public; /* "allowPublicTraffic", default true */
+    char *token;       /* "trafficAccessToken" or NULL */
     size_t token_len;
-    char *mask_host;           /* "maskRequestHost" template or NULL */
-    char *execution_id;        /* "executionId" or NULL */
-    uint32_t max_connections;  /* "maxConnections"; 0 = unlimited */
+    char *mask_host;          /* "maskRequestHost" template or NULL */
+    char *execution_id;       /* "executionId" or NULL */
+    uint32_t max_connections; /* "maxConnections"; 0 = unlimited */
 };
 
 /* Parses `json` (len bytes, need not be NUL-terminated). On success returns 0
@@ -33,15 +33,13 @@ struct record {
  * executionId a string; maxConnections a non-negative integer (0 or absent or
  * null = unlimited). Unknown fields are ignored (the control plane may add
  * some); null counts as absent for optional fields. */
-int record_parse(const char *json, size_t len, struct record **out, char *err,
-                 size_t errlen);
+int record_parse(const char *json, size_t len, struct record **out, char *err, size_t errlen);
 
 void record_free(struct record *r);
 
 /* Expands mask_host, each "${PORT}" becoming `port` in decimal, into buf
  * (NUL-terminated). Returns the length, or -1 if it does not fit or there is
  * no mask. */
-int record_mask_host(const struct record *r, uint16_t port, char *buf,
-                     size_t cap);
+int record_mask_host(const struct record *r, uint16_t port, char *buf, size_t cap);
 
 #endif

@@ -50,13 +50,11 @@ static bool hdr_is(const struct reply_hdr *h, const char *word)
 
 bool reply_wants_html(const struct reply_negotiation *n)
 {
-    static const char *const json_modes[] = {"cors", "no-cors", "same-origin",
-                                             "websocket"};
+    static const char *const json_modes[] = {"cors", "no-cors", "same-origin", "websocket"};
 
     if (!hdr_contains(&n->user_agent, "mozilla/"))
         return false;
-    if (hdr_contains(&n->accept, "application/json") &&
-        !hdr_contains(&n->accept, "text/html"))
+    if (hdr_contains(&n->accept, "application/json") && !hdr_contains(&n->accept, "text/html"))
         return false;
     for (size_t i = 0; i < sizeof(json_modes) / sizeof(json_modes[0]); i++)
         if (hdr_is(&n->sec_fetch_mode, json_modes[i]))
@@ -71,38 +69,70 @@ bool reply_wants_html(const struct reply_negotiation *n)
 const char *reply_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 417: return "Expectation Failed";
-    case 421: return "Misdirected Request";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 417:
+        return "Expectation Failed";
+    case 421:
+        return "Misdirected Request";
+    case 426:
+        return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
@@ -126,11 +156,21 @@ static void put_html_str(struct outbuf *o, const char *str)
         size_t n;
 
         switch (c) {
-        case '&': outbuf_str(o, "&amp;"); break;
-        case '<': outbuf_str(o, "&lt;"); break;
-        case '>': outbuf_str(o, "&gt;"); break;
-        case '"': outbuf_str(o, "&quot;"); break;
-        case '\'': outbuf_str(o, "&#39;"); break;
+        case '&':
+            outbuf_str(o, "&amp;");
+            break;
+        case '<':
+            outbuf_str(o, "&lt;");
+            break;
+        case '>':
+            outbuf_str(o, "&gt;");
+            break;
+        case '"':
+            outbuf_str(o, "&quot;");
+            break;
+        case '\'':
+            outbuf_str(o, "&#39;");
+            break;
         default:
             if (c < 0x20 || c == 0x7f) {
                 outbuf_str(o, "&#xfffd;");
@@ -175,15 +215,15 @@ static void render_json(struct outbuf *o, const struct reply *r)
 static void render_html(struct outbuf *o, const struct reply *r)
 {
     outbuf_str(o, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-             "<meta name=\"viewport\" content=\"width=device-width,"
-             "initial-scale=1\"><title>");
+                  "<meta name=\"viewport\" content=\"width=device-width,"
+                  "initial-scale=1\"><title>");
     outbuf_int(o, r->status);
     outbuf_str(o, " ");
     outbuf_str(o, reply_reason(r->status));
     outbuf_str(o, "</title><style>body{font-family:system-ui,sans-serif;"
-             "max-width:40em;margin:4em auto;padding:0 1em;color:#222}"
-             "h1{font-size:1.4em}code{background:#eee;padding:0 .3em}"
-             "</style></head><body><h1>");
+                  "max-width:40em;margin:4em auto;padding:0 1em;color:#222}"
+                  "h1{font-size:1.4em}code{background:#eee;padding:0 .3em}"
+                  "</style></head><body><h1>");
     outbuf_int(o, r->status);
     outbuf_str(o, " ");
     outbuf_str(o, reply_reason(r->status));
@@ -227,11 +267,11 @@ int reply_render(const struct reply *r, char *buf, size_t cap)
     outbuf_str(&o, " ");
     outbuf_str(&o, reply_reason(r->status));
     outbuf_str(&o, r->html ? "\r\nContent-Type: text/html; charset=utf-8"
-                      : "\r\nContent-Type: application/json; charset=utf-8");
+                           : "\r\nContent-Type: application/json; charset=utf-8");
     outbuf_str(&o, "\r\nContent-Length: ");
     outbuf_uint(&o, sizing.len, 1);
     outbuf_str(&o, "\r\nAccess-Control-Allow-Origin: *"
-              "\r\nCache-Control: no-store\r\n");
+                   "\r\nCache-Control: no-store\r\n");
     if (r->retry_after > 0) {
         outbuf_str(&o, "Retry-After: ");
         outbuf_int(&o, r->retry_after);

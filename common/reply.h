@@ -28,16 +28,16 @@ struct reply_negotiation {
 bool reply_wants_html(const struct reply_negotiation *n);
 
 struct reply {
-    int status;              /* 400, 403, 429, 431, 502, 503, 504, ... */
-    const char *message;     /* human sentence; escaped when rendered */
-    const char *sandbox_id;  /* NULL = field absent */
-    int port;                /* 0 = field absent */
-    long connection_limit;   /* < 0 = field absent */
-    int retry_after;         /* seconds; 0 = no Retry-After header */
-    bool close;              /* add "Connection: close" */
-    bool head_only;          /* HEAD request: headers (with the real
+    int status;             /* 400, 403, 429, 431, 502, 503, 504, ... */
+    const char *message;    /* human sentence; escaped when rendered */
+    const char *sandbox_id; /* NULL = field absent */
+    int port;               /* 0 = field absent */
+    long connection_limit;  /* < 0 = field absent */
+    int retry_after;        /* seconds; 0 = no Retry-After header */
+    bool close;             /* add "Connection: close" */
+    bool head_only;         /* HEAD request: headers (with the real
                                 Content-Length) but no body */
-    bool html;               /* from reply_wants_html() */
+    bool html;              /* from reply_wants_html() */
 };
 
 /* Renders a complete HTTP/1.1 response (status line, headers, body) into

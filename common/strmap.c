@@ -113,8 +113,7 @@ void strmap_remove(struct strmap *m, struct strmap_node *n)
     }
 }
 
-void strmap_each(struct strmap *m, void (*fn)(struct strmap_node *n, void *arg),
-                 void *arg)
+void strmap_each(struct strmap *m, void (*fn)(struct strmap_node *n, void *arg), void *arg)
 {
     for (size_t i = 0; i < m->nbuckets; i++) {
         struct strmap_node *n = m->buckets[i], *next;

@@ -11,12 +11,12 @@
 struct strmap_node {
     struct strmap_node *next;
     size_t hash;
-    const char *key;     /* borrowed from the containing entry */
+    const char *key; /* borrowed from the containing entry */
 };
 
 struct strmap {
     struct strmap_node **buckets;
-    size_t nbuckets;     /* power of two */
+    size_t nbuckets; /* power of two */
     size_t count;
 };
 
@@ -32,7 +32,6 @@ void strmap_put(struct strmap *m, struct strmap_node *n, const char *key);
 void strmap_remove(struct strmap *m, struct strmap_node *n);
 
 /* Calls fn on every node; fn may remove the node it is given. */
-void strmap_each(struct strmap *m, void (*fn)(struct strmap_node *n, void *arg),
-                 void *arg);
+void strmap_each(struct strmap *m, void (*fn)(struct strmap_node *n, void *arg), void *arg);
 
 #endif

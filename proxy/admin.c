@@ -47,8 +47,7 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
     evtimer_add(accept_resume_ev, &tv);
 }
 
-static void reply_text(struct evhttp_request *req, int code, const char *reason,
-                       const char *text)
+static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text)
 {
     struct evbuffer *b = evbuffer_new();
     if (!b) {
@@ -99,8 +98,9 @@ static void metrics(struct evhttp_request *req, void *arg)
         return;
     }
     metrics_render(b, all, n);
-    evbuffer_add_printf(b, "# HELP edgeproxy_draining 1 while draining.\n"
-                           "# TYPE edgeproxy_draining gauge\nedgeproxy_draining %d\n",
+    evbuffer_add_printf(b,
+                        "# HELP edgeproxy_draining 1 while draining.\n"
+                        "# TYPE edgeproxy_draining gauge\nedgeproxy_draining %d\n",
                         a->draining ? 1 : 0);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4; charset=utf-8");
@@ -108,8 +108,8 @@ static void metrics(struct evhttp_request *req, void *arg)
     evbuffer_free(b);
 }
 
-struct admin *admin_start(struct event_base *base, const struct config *cfg,
-                          struct worker *workers, int nworkers, char *err, size_t errlen)
+struct admin *admin_start(struct event_base *base, const struct config *cfg, struct worker *workers,
+                          int nworkers, char *err, size_t errlen)
 {
     struct admin *a = calloc(1, sizeof(*a));
     if (!a)

@@ -12,9 +12,8 @@ struct config;
 struct admin;
 
 /* Borrows workers for the process's life. NULL with err on bind failure. */
-struct admin *admin_start(struct event_base *base, const struct config *cfg,
-                          struct worker *workers, int nworkers, char *err,
-                          size_t errlen);
+struct admin *admin_start(struct event_base *base, const struct config *cfg, struct worker *workers,
+                          int nworkers, char *err, size_t errlen);
 void admin_set_draining(struct admin *a);
 /* After a reload (the admin address itself cannot change). */
 void admin_set_config(struct admin *a, const struct config *cfg);

@@ -9,9 +9,9 @@
 #include "strmap.h"
 
 struct conn_limit {
-    struct strmap_node node;    /* keyed by id; guarded by table_lock */
-    int refs;                   /* guarded by table_lock */
-    uint32_t active;            /* atomic */
+    struct strmap_node node; /* keyed by id; guarded by table_lock */
+    int refs;                /* guarded by table_lock */
+    uint32_t active;         /* atomic */
     char id[HOST_ID_MAX + 1];
 };
 
@@ -67,8 +67,8 @@ bool limits_take(uint32_t *active, uint32_t max)
     do {
         if (cur >= max)
             return false;
-    } while (!__atomic_compare_exchange_n(active, &cur, cur + 1, true,
-                                          __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+    } while (!__atomic_compare_exchange_n(active, &cur, cur + 1, true, __ATOMIC_ACQ_REL,
+                                          __ATOMIC_RELAXED));
     return true;
 }
 

@@ -201,11 +201,9 @@ int head_on_value_done(struct head *h)
     return 0;
 }
 
-bool head_name_is(const struct head *h, const struct hdr *x, const char *lc,
-                  size_t lclen)
+bool head_name_is(const struct head *h, const struct hdr *x, const char *lc, size_t lclen)
 {
-    return x->name_len == lclen &&
-           strncasecmp(h->buf + x->name_off, lc, lclen) == 0;
+    return x->name_len == lclen && strncasecmp(h->buf + x->name_off, lc, lclen) == 0;
 }
 
 const struct hdr *head_find(const struct head *h, int kind, unsigned *count)

@@ -23,13 +23,13 @@ enum hdr_kind {
     HDR_UPGRADE,
     HDR_CONTENT_LENGTH,
     HDR_TRANSFER_ENCODING,
-    HDR_TRAFFIC_TOKEN,      /* e2b-traffic-access-token */
-    HDR_SANDBOX_ID,         /* e2b-sandbox-id */
-    HDR_SANDBOX_PORT,       /* e2b-sandbox-port */
+    HDR_TRAFFIC_TOKEN, /* e2b-traffic-access-token */
+    HDR_SANDBOX_ID,    /* e2b-sandbox-id */
+    HDR_SANDBOX_PORT,  /* e2b-sandbox-port */
     HDR_X_FORWARDED_FOR,
     HDR_X_FORWARDED_PROTO,
     HDR_X_FORWARDED_HOST,
-    HDR_FORWARDED,          /* RFC 7239 */
+    HDR_FORWARDED, /* RFC 7239 */
     HDR_X_REAL_IP,
     HDR_USER_AGENT,
     HDR_ACCEPT,
@@ -40,7 +40,7 @@ enum hdr_kind {
 struct hdr {
     uint32_t name_off, name_len;
     uint32_t val_off, val_len;
-    int kind;                         /* enum hdr_kind */
+    int kind; /* enum hdr_kind */
 };
 
 enum head_err {
@@ -56,12 +56,12 @@ struct head {
     uint32_t cap, used;
     struct hdr *hdrs;
     uint32_t max_hdrs, nhdrs;
-    uint32_t url_off, url_len;        /* request target, or response reason */
+    uint32_t url_off, url_len; /* request target, or response reason */
     uint32_t max_url;
     bool in_field, in_value;
-    bool conn_lists_others;           /* a Connection header names more
+    bool conn_lists_others; /* a Connection header names more
                                          than close/keep-alive/upgrade */
-    int err;                          /* enum head_err */
+    int err;                /* enum head_err */
 };
 
 /* An arena sized by the worker's current client limits: recycled ones
@@ -84,8 +84,7 @@ static inline const char *head_str(const struct head *h, uint32_t off)
 }
 
 /* Case-insensitive header name compare against a lower-case literal. */
-bool head_name_is(const struct head *h, const struct hdr *x, const char *lc,
-                  size_t lclen);
+bool head_name_is(const struct head *h, const struct hdr *x, const char *lc, size_t lclen);
 #define HEAD_NAME_IS(h, x, lit) head_name_is(h, x, lit, sizeof(lit) - 1)
 
 /* First header of that kind, or NULL; *count (if given) gets how many. */
@@ -94,7 +93,6 @@ const struct hdr *head_find(const struct head *h, int kind, unsigned *count);
 /* Does a comma-separated header value list (e.g. Connection) contain the
  * token (case-insensitive)? Elements as common/toklist.h reads them. */
 bool head_list_has(const char *val, size_t len, const char *tok, size_t toklen);
-
 
 /* Starts the arena over for the next message (1xx then final response). */
 void head_reset(struct head *h);

@@ -17,8 +17,8 @@
 
 #define LISTEN_BACKLOG 4096
 
-int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name,
-                  char *err, size_t errlen)
+int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name, char *err,
+                  size_t errlen)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1)
@@ -68,7 +68,7 @@ enum accept_pause {
 static uint32_t max_connections(const struct config *cfg)
 {
     return cfg->client_max_connections > 0 ? (uint32_t)cfg->client_max_connections
-                                            : __atomic_load_n(&derived_max, __ATOMIC_RELAXED);
+                                           : __atomic_load_n(&derived_max, __ATOMIC_RELAXED);
 }
 
 static void accept_enable(struct worker *w, bool on)
@@ -193,8 +193,8 @@ int listener_start(struct worker *w)
     if (!w->accept_timer)
         return -1;
     for (size_t i = 0; i < w->listener_count; i++) {
-        w->accept_evs[i] = event_new(w->base, w->listen_fds[i], EV_READ | EV_PERSIST, accept_ready,
-                                     &w->slots[i]);
+        w->accept_evs[i] =
+            event_new(w->base, w->listen_fds[i], EV_READ | EV_PERSIST, accept_ready, &w->slots[i]);
         if (!w->accept_evs[i] || event_add(w->accept_evs[i], NULL) == -1)
             return -1;
     }

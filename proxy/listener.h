@@ -16,8 +16,8 @@ struct worker;
 #define LISTENER_PAUSE_MS 250
 
 /* A bound, listening, non-blocking socket; -1 with err filled. */
-int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name,
-                  char *err, size_t errlen);
+int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name, char *err,
+                  size_t errlen);
 
 /* Starts accepting on the worker's fds. 0 ok, -1 error. Accepting pauses
  * for a moment when accept() runs out of descriptors, and while

@@ -22,8 +22,8 @@ void log_msg(int level, const char *fmt, ...)
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
     int n = (int)strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-    n += snprintf(line + n, sizeof(line) - (size_t)n, ".%03ldZ [%s] ",
-                  (long)(tv.tv_usec / 1000), level_names[level]);
+    n += snprintf(line + n, sizeof(line) - (size_t)n, ".%03ldZ [%s] ", (long)(tv.tv_usec / 1000),
+                  level_names[level]);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);

@@ -81,52 +81,52 @@
 #define FAILURES_PER_LOG 30
 
 struct cache_entry {
-    struct strmap_node node;        /* keyed by id */
-    struct list_node link;          /* on the list of its state (see top) */
+    struct strmap_node node; /* keyed by id */
+    struct list_node link;   /* on the list of its state (see top) */
     struct lookup *lk;
-    struct route_rec *rr;           /* last answer; NULL before the first */
-    uint64_t expires_ms;            /* fresh until */
-    uint64_t refresh_ms;            /* from here a hit also re-reads Redis */
-    uint64_t stale_until_ms;        /* usable while Redis is down */
-    uint64_t deadline_ms;           /* on lk->waiting: waiters answered then */
-    struct list_node waiters;       /* lookup_waiter.link, in arrival order */
-    bool pending;                   /* a GET is in flight */
-    bool deferred;                  /* ...or waits for the data link's setup */
-    bool purged;                    /* invalidated while the GET was out */
-    bool waiters_timed_out;         /* current waiters already answered */
-    char id[];                      /* lower-case, at most HOST_ID_MAX */
+    struct route_rec *rr;     /* last answer; NULL before the first */
+    uint64_t expires_ms;      /* fresh until */
+    uint64_t refresh_ms;      /* from here a hit also re-reads Redis */
+    uint64_t stale_until_ms;  /* usable while Redis is down */
+    uint64_t deadline_ms;     /* on lk->waiting: waiters answered then */
+    struct list_node waiters; /* lookup_waiter.link, in arrival order */
+    bool pending;             /* a GET is in flight */
+    bool deferred;            /* ...or waits for the data link's setup */
+    bool purged;              /* invalidated while the GET was out */
+    bool waiters_timed_out;   /* current waiters already answered */
+    char id[];                /* lower-case, at most HOST_ID_MAX */
 };
 
 struct redis_link {
     struct lookup *lk;
     redisAsyncContext *ac;
     struct evdns_getaddrinfo_request *resolving;
-    struct evutil_addrinfo *addrs;  /* the last resolution's answers */
+    struct evutil_addrinfo *addrs;     /* the last resolution's answers */
     struct evutil_addrinfo *next_addr; /* tried next; NULL: resolve again */
-    bool connected;                 /* usable: Redis accepted the setup
+    bool connected;                    /* usable: Redis accepted the setup
                                      * (written atomically: /readyz reads it) */
     bool subscriber;
-    bool failed;                    /* this connection's failure is counted */
+    bool failed; /* this connection's failure is counted */
     int backoff_ms;
-    int failures;                   /* failed tries in a row */
-    char failed_at[24];             /* the stage the last one failed at */
-    uint64_t setup_ms;              /* when this connection's setup began */
-    int steps, steps_done;          /* setup commands sent, answered */
-    char step[3][24];               /* their log labels: "AUTH to", ... */
-    char peer[340];                 /* "name:port (address)" for the log */
+    int failures;          /* failed tries in a row */
+    char failed_at[24];    /* the stage the last one failed at */
+    uint64_t setup_ms;     /* when this connection's setup began */
+    int steps, steps_done; /* setup commands sent, answered */
+    char step[3][24];      /* their log labels: "AUTH to", ... */
+    char peer[340];        /* "name:port (address)" for the log */
     struct event *reconnect_ev;
 };
 
 struct lookup {
     struct worker *w;
-    struct strmap table;            /* sandbox id -> cache_entry */
-    struct list_node negative;      /* idle, nothing usable; MRU first */
-    struct list_node positive;      /* idle, a found record; MRU first */
-    struct list_node waiting;       /* GET in flight, by deadline */
-    struct event *timeout_ev;       /* fires at the first deadline */
-    struct route_rec *not_found;    /* shared by every "not found" entry */
+    struct strmap table;         /* sandbox id -> cache_entry */
+    struct list_node negative;   /* idle, nothing usable; MRU first */
+    struct list_node positive;   /* idle, a found record; MRU first */
+    struct list_node waiting;    /* GET in flight, by deadline */
+    struct event *timeout_ev;    /* fires at the first deadline */
+    struct route_rec *not_found; /* shared by every "not found" entry */
     struct redis_link data, sub;
-    struct evdns_base *dns;         /* resolves redis.url's host */
+    struct evdns_base *dns; /* resolves redis.url's host */
     int consecutive_timeouts;
     /* Liveness: the data link PUBLISHes to a channel only this worker's
      * subscriber listens to. An unanswered PUBLISH means the data link is
@@ -134,7 +134,7 @@ struct lookup {
      * die silently (partition, failover) without a FIN or RST. */
     char heartbeat_channel[96];
     struct event *heartbeat_ev;
-    uint64_t publish_sent_ms;       /* 0 when no PUBLISH is outstanding */
+    uint64_t publish_sent_ms; /* 0 when no PUBLISH is outstanding */
     uint64_t publish_answered_ms;
     uint64_t heartbeat_seen_ms;
     struct event *sweep_ev;
@@ -226,8 +226,7 @@ static struct cache_entry *table_add(struct lookup *lk, const char *id)
  * same entry (a pipelined request) or cancel another waiter. A callback may
  * also look up new ids and so evict e (it is idle by now): e is not touched
  * after the detach, and rr (e's) is held until the last waiter has it. */
-static void answer_waiters(struct cache_entry *e, int status,
-                           struct route_rec *rr)
+static void answer_waiters(struct cache_entry *e, int status, struct route_rec *rr)
 {
     struct list_node list;
     if (list_empty(&e->waiters))
@@ -309,10 +308,9 @@ static void entry_timed_out(struct cache_entry *e)
     METRIC_INC(&lk->w->metrics, redis_errors);
     e->waiters_timed_out = true;
     answer_unavailable(e);
-    if (++lk->consecutive_timeouts >= TIMEOUTS_BEFORE_RECONNECT &&
-        lk->data.ac && lk->data.connected) {
-        log_warn("redis: %d GETs timed out in a row, reconnecting",
-                 lk->consecutive_timeouts);
+    if (++lk->consecutive_timeouts >= TIMEOUTS_BEFORE_RECONNECT && lk->data.ac &&
+        lk->data.connected) {
+        log_warn("redis: %d GETs timed out in a row, reconnecting", lk->consecutive_timeouts);
         lk->consecutive_timeouts = 0;
         /* Not redisAsyncDisconnect: it waits for the pending replies, which
          * a silent network cut never delivers. (Freeing the context answers
@@ -338,8 +336,7 @@ static struct route_rec *parse_reply(struct cache_entry *e, redisReply *reply)
 {
     struct route_rec *rr = redis_reply_record(e->id, reply);
     if (rr && rr->status == LOOKUP_BROKEN)
-        log_error("redis: broken record for sandbox %s: %s", e->id,
-                  rr->message);
+        log_error("redis: broken record for sandbox %s: %s", e->id, rr->message);
     return rr;
 }
 
@@ -382,8 +379,7 @@ static void get_cb(redisAsyncContext *ac, void *r, void *privdata)
     }
     uint64_t now = time_now_ms();
     const struct config *cfg = lk->w->cfg;
-    int ttl = rr->status == LOOKUP_FOUND ? cfg->cache_ttl_ms
-                                          : cfg->cache_negative_ttl_ms;
+    int ttl = rr->status == LOOKUP_FOUND ? cfg->cache_ttl_ms : cfg->cache_negative_ttl_ms;
     e->expires_ms = now + (uint64_t)ttl;
     e->refresh_ms = now + (uint64_t)(ttl - ttl / 4);
     e->stale_until_ms = now + (uint64_t)ttl + (uint64_t)cfg->cache_stale_grace_ms;
@@ -402,8 +398,8 @@ static void get_cb(redisAsyncContext *ac, void *r, void *privdata)
 static int entry_send_get(struct cache_entry *e)
 {
     struct lookup *lk = e->lk;
-    if (redisAsyncCommand(lk->data.ac, get_cb, e, "GET %s%s", lk->w->cfg->key_prefix,
-                          e->id) != REDIS_OK) {
+    if (redisAsyncCommand(lk->data.ac, get_cb, e, "GET %s%s", lk->w->cfg->key_prefix, e->id) !=
+        REDIS_OK) {
         METRIC_INC(&lk->w->metrics, redis_errors);
         return -1;
     }
@@ -430,8 +426,8 @@ static void entry_fetch(struct cache_entry *e)
     waiting_add(e);
 }
 
-int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt,
-               int *status, struct route_rec **rr)
+int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt, int *status,
+               struct route_rec **rr)
 {
     struct cache_entry *e = table_find(lk, id);
     uint64_t now = time_now_ms();
@@ -616,8 +612,8 @@ static void link_ready(struct redis_link *l)
     link_set_connected(l, true);
     l->backoff_ms = RECONNECT_MIN_MS;
     if (l->failures)
-        log_info("redis: %s connection to %s restored after %d failed tries", link_kind(l),
-                 l->peer, l->failures);
+        log_info("redis: %s connection to %s restored after %d failed tries", link_kind(l), l->peer,
+                 l->failures);
     l->failures = 0;
     l->failed_at[0] = '\0';
     link_forget_addrs(l); /* the next reconnect resolves again */
@@ -678,8 +674,7 @@ static void schedule_reconnect(struct redis_link *l)
     struct timeval tv = tv_from_ms(ms);
     evtimer_add(l->reconnect_ev, &tv);
     if (!l->next_addr)
-        l->backoff_ms = l->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
-                                                             : l->backoff_ms * 2;
+        l->backoff_ms = l->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS : l->backoff_ms * 2;
 }
 
 /* Frees the connection now; pending GETs are answered as failures (their
@@ -780,8 +775,8 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (lk->data.connected && !lk->publish_sent_ms && lk->sub.connected &&
-        redisAsyncCommand(lk->data.ac, publish_cb, lk, "PUBLISH %s 1",
-                          lk->heartbeat_channel) == REDIS_OK)
+        redisAsyncCommand(lk->data.ac, publish_cb, lk, "PUBLISH %s 1", lk->heartbeat_channel) ==
+            REDIS_OK)
         lk->publish_sent_ms = now;
 }
 
@@ -889,7 +884,9 @@ static void link_connect_next(struct redis_link *l)
     redisAsyncContext *ac = rc == 0 ? redisAsyncConnect(addr, cfg->redis_port) : NULL;
     if (!ac || ac->err) {
         link_failure(l, "connect to", l->peer,
-                     ac ? ac->errstr : rc ? gai_strerror(rc) : "out of memory");
+                     ac   ? ac->errstr
+                     : rc ? gai_strerror(rc)
+                          : "out of memory");
         if (ac)
             redisAsyncFree(ac);
         schedule_reconnect(l);
@@ -970,7 +967,8 @@ static struct evdns_base *dns_new(struct event_base *base)
     int rc = evdns_base_resolv_conf_parse(dns, DNS_OPTIONS_ALL, "/etc/resolv.conf");
     if (rc != 0 && rc != 1 && rc != 6) /* 1: no file; 6: no nameserver */
         log_warn("redis: cannot read /etc/resolv.conf (evdns error %d), names resolve from "
-                 "/etc/hosts only", rc);
+                 "/etc/hosts only",
+                 rc);
     return dns;
 }
 
@@ -1011,8 +1009,8 @@ struct lookup *lookup_new(struct worker *w)
     lk->sweep_ev = event_new(w->base, -1, EV_PERSIST, sweep_cb, lk);
     lk->timeout_ev = evtimer_new(w->base, timeout_cb, lk);
     lk->not_found = route_rec_new(LOOKUP_NOT_FOUND);
-    if (strmap_init(&lk->table, CACHE_BUCKETS_MIN) == -1 || !lk->sweep_ev ||
-        !lk->timeout_ev || !lk->not_found)
+    if (strmap_init(&lk->table, CACHE_BUCKETS_MIN) == -1 || !lk->sweep_ev || !lk->timeout_ev ||
+        !lk->not_found)
         goto fail;
     struct timeval tv = tv_from_ms(SWEEP_INTERVAL_MS);
     evtimer_add(lk->sweep_ev, &tv);
@@ -1026,8 +1024,7 @@ struct lookup *lookup_new(struct worker *w)
     struct timeval hb = tv_from_ms(HEARTBEAT_MS);
     evtimer_add(lk->heartbeat_ev, &hb);
     lk->dns = dns_new(w->base);
-    if (!lk->dns || link_init(lk, &lk->data, false) == -1 ||
-        link_init(lk, &lk->sub, true) == -1)
+    if (!lk->dns || link_init(lk, &lk->data, false) == -1 || link_init(lk, &lk->sub, true) == -1)
         goto fail;
     return lk;
 fail:
@@ -1089,8 +1086,8 @@ void lookup_config_changed(struct lookup *lk, const struct config *old)
         same_str(old->redis_password, cfg->redis_password) && old->redis_db == cfg->redis_db &&
         same_str(old->key_prefix, cfg->key_prefix))
         return;
-    log_info("redis: settings changed, reconnecting worker %d to %s:%d", lk->w->id,
-             cfg->redis_host, cfg->redis_port);
+    log_info("redis: settings changed, reconnecting worker %d to %s:%d", lk->w->id, cfg->redis_host,
+             cfg->redis_port);
     purge_all(lk);
     link_restart(&lk->data);
     link_restart(&lk->sub);

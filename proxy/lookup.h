@@ -21,11 +21,10 @@ struct conn_limit;
 struct lookup_waiter;
 /* Called once with the answer; `rr` is a new reference the callee owns (NULL
  * for LOOKUP_UNAVAILABLE). */
-typedef void (*lookup_cb)(struct lookup_waiter *wt, int status,
-                          struct route_rec *rr);
+typedef void (*lookup_cb)(struct lookup_waiter *wt, int status, struct route_rec *rr);
 
 struct lookup_waiter {
-    struct list_node link;             /* on no list when not waiting */
+    struct list_node link; /* on no list when not waiting */
     lookup_cb cb;
 };
 
@@ -35,8 +34,8 @@ void lookup_free(struct lookup *lk);
 /* Answers now (returns 0, *status and *rr set, *rr a new reference or NULL)
  * or later through wt->cb (returns 1; wt must stay valid until then or until
  * lookup_cancel). `id` is the lower-case sandbox id. */
-int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt,
-               int *status, struct route_rec **rr);
+int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt, int *status,
+               struct route_rec **rr);
 
 /* Stops waiting; safe to call when not waiting. (Inline: the list is the
  * waiter's own, and the request-path fuzzer's lookup stub shares it.) */

@@ -28,7 +28,7 @@
 struct main_ctx {
     struct event_base *base;
     const char *path;
-    struct runtime *rt;                 /* current generation */
+    struct runtime *rt;                     /* current generation */
     struct runtime *retiring[MAX_RETIRING]; /* older ones, until unused */
     size_t nretiring;
     struct event *retire_ev;
@@ -58,8 +58,8 @@ static void raise_fd_limit(void)
     rlim_t was = rl.rlim_cur;
     rl.rlim_cur = rl.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
-        log_warn("cannot raise the open-files limit from %llu to %llu: %s",
-                 (unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
+        log_warn("cannot raise the open-files limit from %llu to %llu: %s", (unsigned long long)was,
+                 (unsigned long long)rl.rlim_max, strerror(errno));
 }
 
 static void drain_poll_cb(evutil_socket_t fd, short what, void *arg)
@@ -96,7 +96,8 @@ static void drain_delay_cb(evutil_socket_t fd, short what, void *arg)
     struct main_ctx *m = arg;
     for (int i = 0; i < m->nworkers; i++)
         worker_request_drain(&m->workers[i]);
-    struct timeval poll = tv_from_ms(DRAIN_POLL_MS), deadline = tv_from_ms(m->rt->cfg.drain_timeout_ms);
+    struct timeval poll = tv_from_ms(DRAIN_POLL_MS),
+                   deadline = tv_from_ms(m->rt->cfg.drain_timeout_ms);
     event_add(m->drain_poll_ev, &poll);
     event_add(m->drain_deadline_ev, &deadline);
 }
@@ -189,12 +190,10 @@ static int bind_all(struct main_ctx *m, int *fds)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"check", no_argument, NULL, 'k'},
-                                         {"print-config", no_argument, NULL, 'p'},
-                                         {"version", no_argument, NULL, 'v'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 'k'},
+        {"print-config", no_argument, NULL, 'p'}, {"version", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     const char *path = NULL;
     bool check = false;
     int c;

@@ -39,25 +39,23 @@ static uint64_t sum_u64(struct metrics *const *all, int n, size_t offset)
 
 #define SUM(field) sum_u64(all, n, offsetof(struct metrics, field))
 
-static void counter(struct evbuffer *out, const char *name, const char *help,
-                    const char *type, uint64_t v)
+static void counter(struct evbuffer *out, const char *name, const char *help, const char *type,
+                    uint64_t v)
 {
-    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name,
-                        help, name, type, name, (unsigned long long)v);
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name,
+                        (unsigned long long)v);
 }
 
 void metrics_render(struct evbuffer *out, struct metrics *const *all, int n)
 {
-    static const char *const classes[6] = {"other", "1xx", "2xx",
-                                           "3xx",   "4xx", "5xx"};
+    static const char *const classes[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
     evbuffer_add_printf(out, "# HELP edgeproxy_requests_total Requests "
                              "answered, by status class.\n"
                              "# TYPE edgeproxy_requests_total counter\n");
     for (int c = 1; c <= 6; c++) {
         int idx = c % 6;
-        evbuffer_add_printf(
-            out, "edgeproxy_requests_total{class=\"%s\"} %llu\n", classes[idx],
-            (unsigned long long)SUM(requests_by_class[idx]));
+        evbuffer_add_printf(out, "edgeproxy_requests_total{class=\"%s\"} %llu\n", classes[idx],
+                            (unsigned long long)SUM(requests_by_class[idx]));
     }
     static const char *const outcomes[OUTCOME_COUNT] = {"aborted", "upstream", "proxy"};
     evbuffer_add_printf(out, "# HELP edgeproxy_requests_by_outcome_total Requests by who "
@@ -66,35 +64,30 @@ void metrics_render(struct evbuffer *out, struct metrics *const *all, int n)
     for (int o = 0; o < OUTCOME_COUNT; o++)
         evbuffer_add_printf(out, "edgeproxy_requests_by_outcome_total{outcome=\"%s\"} %llu\n",
                             outcomes[o], (unsigned long long)SUM(requests_by_outcome[o]));
-    evbuffer_add_printf(out,
-                        "# HELP edgeproxy_request_duration_seconds Time from "
-                        "request head to end of response.\n"
-                        "# TYPE edgeproxy_request_duration_seconds histogram\n");
+    evbuffer_add_printf(out, "# HELP edgeproxy_request_duration_seconds Time from "
+                             "request head to end of response.\n"
+                             "# TYPE edgeproxy_request_duration_seconds histogram\n");
     uint64_t cumulative = 0;
     for (int b = 0; b < METRICS_DURATION_BUCKETS; b++) {
         cumulative += SUM(duration_buckets[b]);
-        evbuffer_add_printf(
-            out, "edgeproxy_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
-            metrics_duration_bounds[b], (unsigned long long)cumulative);
+        evbuffer_add_printf(out, "edgeproxy_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                            metrics_duration_bounds[b], (unsigned long long)cumulative);
     }
     uint64_t count = SUM(duration_count);
-    evbuffer_add_printf(
-        out,
-        "edgeproxy_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
-        "edgeproxy_request_duration_seconds_sum %.6f\n"
-        "edgeproxy_request_duration_seconds_count %llu\n",
-        (unsigned long long)count, (double)SUM(duration_sum_us) / 1e6,
-        (unsigned long long)count);
-    counter(out, "edgeproxy_client_connections", "Open client connections.",
-            "gauge", SUM(client_connections));
+    evbuffer_add_printf(out,
+                        "edgeproxy_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+                        "edgeproxy_request_duration_seconds_sum %.6f\n"
+                        "edgeproxy_request_duration_seconds_count %llu\n",
+                        (unsigned long long)count, (double)SUM(duration_sum_us) / 1e6,
+                        (unsigned long long)count);
+    counter(out, "edgeproxy_client_connections", "Open client connections.", "gauge",
+            SUM(client_connections));
     counter(out, "edgeproxy_upstream_connections",
-            "Open upstream connections, pooled ones included.", "gauge",
-            SUM(upstream_connections));
+            "Open upstream connections, pooled ones included.", "gauge", SUM(upstream_connections));
     counter(out, "edgeproxy_route_cache_hits_total",
-            "Route lookups answered from the worker cache.", "counter",
-            SUM(cache_hits));
-    counter(out, "edgeproxy_route_cache_misses_total",
-            "Route lookups that needed Redis.", "counter", SUM(cache_misses));
+            "Route lookups answered from the worker cache.", "counter", SUM(cache_hits));
+    counter(out, "edgeproxy_route_cache_misses_total", "Route lookups that needed Redis.",
+            "counter", SUM(cache_misses));
     counter(out, "edgeproxy_route_cache_entries",
             "Sandbox ids in the route caches (cache.max_entries per worker).", "gauge",
             SUM(cache_entries));
@@ -104,27 +97,23 @@ void metrics_render(struct evbuffer *out, struct metrics *const *all, int n)
     counter(out, "edgeproxy_route_cache_full_total",
             "New sandbox ids answered 503 because every cache entry was waiting on Redis.",
             "counter", SUM(cache_full));
-    counter(out, "edgeproxy_redis_errors_total",
-            "Redis errors, timeouts and disconnects.", "counter",
-            SUM(redis_errors));
-    counter(out, "edgeproxy_redis_reconnects_total",
-            "Redis (re)connections established.", "counter",
-            SUM(redis_reconnects));
+    counter(out, "edgeproxy_redis_errors_total", "Redis errors, timeouts and disconnects.",
+            "counter", SUM(redis_errors));
+    counter(out, "edgeproxy_redis_reconnects_total", "Redis (re)connections established.",
+            "counter", SUM(redis_reconnects));
     counter(out, "edgeproxy_upstream_connect_errors_total",
             "Upstream connects that failed (each retry counts).", "counter",
             SUM(upstream_connect_errors));
     counter(out, "edgeproxy_upstream_pool_reuses_total",
-            "Requests sent on a pooled upstream connection.", "counter",
-            SUM(upstream_pool_reuses));
+            "Requests sent on a pooled upstream connection.", "counter", SUM(upstream_pool_reuses));
     counter(out, "edgeproxy_upstream_retries_total",
             "Upstream connects retried after a refusal or a stale pooled "
             "connection.",
             "counter", SUM(upstream_retries));
-    counter(out, "edgeproxy_tls_handshake_failures_total",
-            "TLS handshakes that failed.", "counter", SUM(tls_handshake_failures));
-    counter(out, "edgeproxy_proxy_replies_total",
-            "Responses made by the proxy itself (errors).", "counter",
-            SUM(rejected_by_proxy));
+    counter(out, "edgeproxy_tls_handshake_failures_total", "TLS handshakes that failed.", "counter",
+            SUM(tls_handshake_failures));
+    counter(out, "edgeproxy_proxy_replies_total", "Responses made by the proxy itself (errors).",
+            "counter", SUM(rejected_by_proxy));
     evbuffer_add_printf(out,
                         "# HELP edgeproxy_accept_pauses_total Times a worker stopped accepting: "
                         "out of file descriptors (for a moment), or at client.max_connections "

@@ -10,41 +10,40 @@
 
 /* How an exchange ended. */
 enum outcome {
-    OUTCOME_ABORTED = 0,   /* no complete response: client left, upstream cut */
-    OUTCOME_UPSTREAM = 1,  /* the sandbox answered */
-    OUTCOME_PROXY = 2,     /* the proxy answered itself (SPEC section 6) */
+    OUTCOME_ABORTED = 0,  /* no complete response: client left, upstream cut */
+    OUTCOME_UPSTREAM = 1, /* the sandbox answered */
+    OUTCOME_PROXY = 2,    /* the proxy answered itself (SPEC section 6) */
     OUTCOME_COUNT = 3,
 };
 
 struct metrics {
-    uint64_t requests_by_class[6];    /* [1]..[5] = 1xx..5xx, [0] other */
+    uint64_t requests_by_class[6]; /* [1]..[5] = 1xx..5xx, [0] other */
     uint64_t requests_by_outcome[OUTCOME_COUNT];
     uint64_t duration_buckets[METRICS_DURATION_BUCKETS];
     uint64_t duration_count;
     uint64_t duration_sum_us;
-    int64_t client_connections;       /* gauge */
-    int64_t upstream_connections;     /* gauge */
+    int64_t client_connections;   /* gauge */
+    int64_t upstream_connections; /* gauge */
     uint64_t cache_hits;
     uint64_t cache_misses;
-    int64_t cache_entries;            /* gauge */
+    int64_t cache_entries; /* gauge */
     uint64_t cache_evictions;
-    uint64_t cache_full;              /* new ids refused: all entries in flight */
+    uint64_t cache_full; /* new ids refused: all entries in flight */
     uint64_t redis_errors;
     uint64_t redis_reconnects;
     uint64_t upstream_connect_errors;
     uint64_t upstream_pool_reuses;
     uint64_t upstream_retries;
-    uint64_t rejected_by_proxy;       /* proxy-made error responses */
+    uint64_t rejected_by_proxy; /* proxy-made error responses */
     uint64_t tls_handshake_failures;
-    uint64_t accept_pauses[2];        /* [0] out of descriptors, [1] at
+    uint64_t accept_pauses[2]; /* [0] out of descriptors, [1] at
                                          client.max_connections */
 };
 
 extern const double metrics_duration_bounds[METRICS_DURATION_BUCKETS];
 
-#define METRIC_ADD(m, field, n)                                                \
-    __atomic_store_n(&(m)->field,                                              \
-                     __atomic_load_n(&(m)->field, __ATOMIC_RELAXED) + (n),     \
+#define METRIC_ADD(m, field, n)                                                         \
+    __atomic_store_n(&(m)->field, __atomic_load_n(&(m)->field, __ATOMIC_RELAXED) + (n), \
                      __ATOMIC_RELAXED)
 #define METRIC_INC(m, field) METRIC_ADD(m, field, 1)
 #define METRIC_DEC(m, field) METRIC_ADD(m, field, -1)

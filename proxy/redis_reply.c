@@ -46,6 +46,5 @@ void redis_reply_push(const redisReply *reply, struct redis_push *out)
 bool redis_push_channel_is(const struct redis_push *p, const char *name)
 {
     size_t n = strlen(name);
-    return p->kind != REDIS_PUSH_OTHER && p->channel_len == n &&
-           memcmp(p->channel, name, n) == 0;
+    return p->kind != REDIS_PUSH_OTHER && p->channel_len == n && memcmp(p->channel, name, n) == 0;
 }

@@ -18,9 +18,9 @@
 struct route_rec *redis_reply_record(const char *id, const redisReply *reply);
 
 enum redis_push_kind {
-    REDIS_PUSH_OTHER = 0,   /* not for us: ignored */
-    REDIS_PUSH_MESSAGE,     /* ["message", channel, payload] */
-    REDIS_PUSH_SUBSCRIBED,  /* ["subscribe", channel, count] */
+    REDIS_PUSH_OTHER = 0,  /* not for us: ignored */
+    REDIS_PUSH_MESSAGE,    /* ["message", channel, payload] */
+    REDIS_PUSH_SUBSCRIBED, /* ["subscribe", channel, count] */
 };
 
 /* A reply on a subscriber connection, classified. channel and payload
@@ -29,7 +29,7 @@ struct redis_push {
     enum redis_push_kind kind;
     const char *channel;
     size_t channel_len;
-    const char *payload;    /* MESSAGE only */
+    const char *payload; /* MESSAGE only */
     size_t payload_len;
 };
 

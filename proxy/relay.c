@@ -186,9 +186,11 @@ static void request_complete(struct session *s)
         stream_set_timeouts(s->cbev, 0, cfg->upstream_idle_timeout_ms);
     }
     if (s->up && s->up->bev && !s->resp_head_done)
-        stream_set_timeouts(s->up->bev, cfg->upstream_response_timeout_ms > 0 ? cfg->upstream_response_timeout_ms
-                                                                    : cfg->upstream_idle_timeout_ms,
-                        cfg->upstream_idle_timeout_ms);
+        stream_set_timeouts(s->up->bev,
+                            cfg->upstream_response_timeout_ms > 0
+                                ? cfg->upstream_response_timeout_ms
+                                : cfg->upstream_idle_timeout_ms,
+                            cfg->upstream_idle_timeout_ms);
 }
 
 static void relay_start(struct session *s, struct upconn *c)
@@ -220,14 +222,15 @@ static void relay_start(struct session *s, struct upconn *c)
         llhttp_resume(&s->req);
         if (!s->req_has_body) {
             llhttp_execute(&s->req, "", 0); /* reaches message-complete */
-            if (!s->req_done) { /* the head passed, its framing did not */
+            if (!s->req_done) {             /* the head passed, its framing did not */
                 relay_abort_upstream(s);
                 s->client_keepalive = false;
                 session_error(s, 400, "malformed request framing");
                 return;
             }
         } else {
-            stream_set_timeouts(s->cbev, cfg->client_body_timeout_ms, cfg->upstream_idle_timeout_ms);
+            stream_set_timeouts(s->cbev, cfg->client_body_timeout_ms,
+                                cfg->upstream_idle_timeout_ms);
             stream_enable_read(s->cbev);
             relay_pump_request(s); /* calls request_complete at the end */
             return;
@@ -252,10 +255,12 @@ void relay_pump_request(struct session *s)
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
             return;
         llhttp_errno_t err = llhttp_execute(&s->req, v.iov_base, v.iov_len);
-        size_t used = err == HPE_OK ? v.iov_len
-                                    : (size_t)(llhttp_get_error_pos(&s->req) - (const char *)v.iov_base);
+        size_t used = err == HPE_OK
+                          ? v.iov_len
+                          : (size_t)(llhttp_get_error_pos(&s->req) - (const char *)v.iov_base);
         if (err != HPE_OK && err != HPE_PAUSED) {
-            log_info("client %s: bad request body: %s", s->peer_ip, llhttp_get_error_reason(&s->req));
+            log_info("client %s: bad request body: %s", s->peer_ip,
+                     llhttp_get_error_reason(&s->req));
             relay_abort_upstream(s);
             s->client_keepalive = false;
             if (!s->resp_head_done)
@@ -308,7 +313,8 @@ static int on_response_head(struct session *s)
         (s->upgrade && status != 101))
         s->close_after = true;
     s->resp_head_done = true;
-    stream_set_timeouts(s->up->bev, s->w->cfg->upstream_idle_timeout_ms, s->w->cfg->upstream_idle_timeout_ms);
+    stream_set_timeouts(s->up->bev, s->w->cfg->upstream_idle_timeout_ms,
+                        s->w->cfg->upstream_idle_timeout_ms);
     return rewrite_response_head(s);
 }
 
@@ -382,8 +388,9 @@ static void upstream_eof(struct session *s, bool error)
         relay_connect(s);
         return;
     }
-    upstream_failed(s, 502, error ? "upstream connection reset before a complete response"
-                                  : "upstream closed the connection before a complete response");
+    upstream_failed(s, 502,
+                    error ? "upstream connection reset before a complete response"
+                          : "upstream closed the connection before a complete response");
 }
 
 static void pump_response(struct session *s)
@@ -406,8 +413,9 @@ static void pump_response(struct session *s)
         }
         bool in_head = !s->resp_head_done;
         llhttp_errno_t err = llhttp_execute(&s->resp, v.iov_base, v.iov_len);
-        size_t used = err == HPE_OK ? v.iov_len
-                                    : (size_t)(llhttp_get_error_pos(&s->resp) - (const char *)v.iov_base);
+        size_t used = err == HPE_OK
+                          ? v.iov_len
+                          : (size_t)(llhttp_get_error_pos(&s->resp) - (const char *)v.iov_base);
         if (err != HPE_OK && err != HPE_PAUSED) {
             char why[160];
             snprintf(why, sizeof(why), "invalid response from upstream: %s",

@@ -88,11 +88,11 @@ int rewrite_request_head(struct session *s, struct evbuffer *dst)
     const char *mask = route_rec_masked_host(s->rr, s->target.port, &mask_len);
     if (!mask && s->rr->rec->mask_host)
         return -1; /* a mask too long to expand: never send the wrong Host */
-    bool trusted = cfg->trusted_count > 0 &&
-                   config_cidr_match(cfg->trusted_proxies, cfg->trusted_count,
-                                     (const struct sockaddr *)&s->peer);
-    size_t need = h->used + 4 * (size_t)h->nhdrs + 2 * s->host_len +
-                  (mask ? (size_t)mask_len : 0) + 512;
+    bool trusted =
+        cfg->trusted_count > 0 && config_cidr_match(cfg->trusted_proxies, cfg->trusted_count,
+                                                    (const struct sockaddr *)&s->peer);
+    size_t need =
+        h->used + 4 * (size_t)h->nhdrs + 2 * s->host_len + (mask ? (size_t)mask_len : 0) + 512;
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(dst, (ev_ssize_t)need, &v, 1) < 1)
         return -1;
@@ -112,9 +112,9 @@ int rewrite_request_head(struct session *s, struct evbuffer *dst)
     OUT_LIT(&o, "\r\n");
     for (uint32_t i = 0; i < h->nhdrs; i++) {
         const struct hdr *x = &h->hdrs[i];
-        if (x->kind == HDR_HOST || x->kind == HDR_TRAFFIC_TOKEN || x->kind == HDR_TRANSFER_ENCODING ||
-            is_forwarded_header(h, x) || (!trusted && is_address_claim(x)) ||
-            head_is_hop_by_hop(h, x))
+        if (x->kind == HDR_HOST || x->kind == HDR_TRAFFIC_TOKEN ||
+            x->kind == HDR_TRANSFER_ENCODING || is_forwarded_header(h, x) ||
+            (!trusted && is_address_claim(x)) || head_is_hop_by_hop(h, x))
             continue;
         out_header(&o, h, x);
     }
@@ -201,4 +201,3 @@ int rewrite_response_head(struct session *s)
     stream_flush(s->cbev);
     return r;
 }
-

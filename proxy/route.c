@@ -15,9 +15,8 @@
 
 /* Splits an absolute-form target (RFC 9112 section 3.2.2) into authority and
  * origin-form path; the authority then wins over Host (section 3.2.2 too). */
-static bool split_absolute(const char *url, size_t len, const char **auth,
-                           size_t *auth_len, const char **path, size_t *path_len,
-                           bool *needs_slash)
+static bool split_absolute(const char *url, size_t len, const char **auth, size_t *auth_len,
+                           const char **path, size_t *path_len, bool *needs_slash)
 {
     *needs_slash = false;
     size_t skip;
@@ -89,7 +88,10 @@ static void verdict(struct session *s, int status, struct route_rec *rr)
         bool dup;
         const struct hdr *t = single_header(s->rh, HDR_TRAFFIC_TOKEN, &dup);
         if (!t) {
-            session_error_sandbox(s, 403, "this sandbox requires a traffic access token (e2b-traffic-access-token header)", false);
+            session_error_sandbox(
+                s, 403,
+                "this sandbox requires a traffic access token (e2b-traffic-access-token header)",
+                false);
             return;
         }
         /* Constant time over the secret's length; a length mismatch is a
@@ -156,7 +158,9 @@ static int target_from_headers(struct session *s)
     const struct hdr *id = single_header(s->rh, HDR_SANDBOX_ID, &dup_id);
     const struct hdr *port = single_header(s->rh, HDR_SANDBOX_PORT, &dup_port);
     if (!id || !port || dup_id || dup_port) {
-        session_error(s, 400, "Host sandbox.<domain> needs exactly one e2b-sandbox-id and one e2b-sandbox-port header");
+        session_error(s, 400,
+                      "Host sandbox.<domain> needs exactly one e2b-sandbox-id and one "
+                      "e2b-sandbox-port header");
         return -1;
     }
     if (host_parse_sandbox_id(head_str(s->rh, id->val_off), id->val_len, &s->target) == -1) {

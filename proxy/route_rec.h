@@ -22,14 +22,14 @@ enum lookup_status {
  * once built; reference-counted within one worker. */
 struct route_rec {
     int refs;
-    int status;                /* LOOKUP_FOUND / NOT_FOUND / BROKEN */
-    struct record *rec;        /* FOUND only */
-    struct conn_limit *limit;  /* FOUND with maxConnections > 0 */
-    char message[200];         /* BROKEN: what is wrong */
+    int status;               /* LOOKUP_FOUND / NOT_FOUND / BROKEN */
+    struct record *rec;       /* FOUND only */
+    struct conn_limit *limit; /* FOUND with maxConnections > 0 */
+    char message[200];        /* BROKEN: what is wrong */
     /* maskRequestHost expanded for the last port asked (a memo: most
      * requests to a sandbox go to one port). */
     char mask[256];
-    int mask_len;              /* -1: none computed */
+    int mask_len; /* -1: none computed */
     uint16_t mask_port;
 };
 

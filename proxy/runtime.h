@@ -20,14 +20,13 @@ struct runtime {
 
 /* Loads and validates the file, certificates included. NULL with err naming
  * the key or file on failure. */
-struct runtime *runtime_load(const char *path, unsigned generation, char *err,
-                             size_t errlen);
+struct runtime *runtime_load(const char *path, unsigned generation, char *err, size_t errlen);
 void runtime_free(struct runtime *rt);
 
 /* What a reload cannot change without a restart: the keys config.c marks
  * restart-only (the worker count, the listeners' addresses, TLS on/off and
  * PROXY protocol, the admin address). 0 ok, -1 with err. */
-int runtime_compatible(const struct runtime *cur, const struct runtime *next,
-                       char *err, size_t errlen);
+int runtime_compatible(const struct runtime *cur, const struct runtime *next, char *err,
+                       size_t errlen);
 
 #endif

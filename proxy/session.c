@@ -14,8 +14,6 @@
 #include <string.h>
 #include <unistd.h>
 
-
-
 #include "access_log.h"
 #include "ev.h"
 #include "head.h"
@@ -286,8 +284,7 @@ static void enter_idle(struct session *s)
 
 void session_exchange_done(struct session *s)
 {
-    bool keep = s->req_done && s->client_keepalive && !s->close_after &&
-                !s->w->draining;
+    bool keep = s->req_done && s->client_keepalive && !s->close_after && !s->w->draining;
     finish_request(s);
     if (!keep) {
         session_close(s, true);
@@ -315,10 +312,10 @@ void session_reply(struct session *s, struct reply *r)
     memset(&n, 0, sizeof(n));
     if (s->rh) {
         const struct hdr *x;
-#define VIEW(field, kind)                                                      \
-    if ((x = head_find(s->rh, kind, NULL))) {                                  \
-        n.field.ptr = head_str(s->rh, x->val_off);                             \
-        n.field.len = x->val_len;                                              \
+#define VIEW(field, kind)                          \
+    if ((x = head_find(s->rh, kind, NULL))) {      \
+        n.field.ptr = head_str(s->rh, x->val_off); \
+        n.field.len = x->val_len;                  \
     }
         VIEW(user_agent, HDR_USER_AGENT);
         VIEW(accept, HDR_ACCEPT);
@@ -359,8 +356,7 @@ void session_error(struct session *s, int status, const char *message)
     session_reply(s, &r);
 }
 
-void session_error_sandbox(struct session *s, int status, const char *message,
-                           bool with_port)
+void session_error_sandbox(struct session *s, int status, const char *message, bool with_port)
 {
     struct reply r = {.status = status,
                       .message = message,

@@ -28,13 +28,13 @@ struct head;
 
 enum session_state {
     SS_PROXY_HEADER, /* reading the PROXY protocol header (raw socket) */
-    SS_IDLE,        /* between requests: keep-alive timer */
-    SS_HEAD,        /* reading a request head: header deadline */
-    SS_ROUTING,     /* waiting for the route lookup */
-    SS_CONNECTING,  /* waiting for an upstream connection (or retry) */
-    SS_FORWARDING,  /* head sent upstream; bodies streaming both ways */
-    SS_TUNNEL,      /* after 101: bytes both ways */
-    SS_CLOSING,     /* flushing the last bytes, then lingering, then free */
+    SS_IDLE,         /* between requests: keep-alive timer */
+    SS_HEAD,         /* reading a request head: header deadline */
+    SS_ROUTING,      /* waiting for the route lookup */
+    SS_CONNECTING,   /* waiting for an upstream connection (or retry) */
+    SS_FORWARDING,   /* head sent upstream; bodies streaming both ways */
+    SS_TUNNEL,       /* after 101: bytes both ways */
+    SS_CLOSING,      /* flushing the last bytes, then lingering, then free */
 };
 
 /* Output above this stops reading the other side; the writer's low-water
@@ -43,80 +43,79 @@ enum session_state {
 #define SESSION_LOW_WATER (64 * 1024)
 
 struct session {
-    struct list_node link;              /* on the worker's session list */
+    struct list_node link; /* on the worker's session list */
     struct worker *w;
-    struct stream *cbev;           /* NULL until the PROXY header is read */
+    struct stream *cbev; /* NULL until the PROXY header is read */
     int fd;
-    size_t listener;                    /* index in cfg->listeners */
+    size_t listener; /* index in cfg->listeners */
     bool tls;
-    bool tls_up;                        /* handshake done */
-    struct event *pp_ev;                /* PROXY header read event */
-    size_t pp_seen;                     /* PROXY header bytes peeked so far */
+    bool tls_up;         /* handshake done */
+    struct event *pp_ev; /* PROXY header read event */
+    size_t pp_seen;      /* PROXY header bytes peeked so far */
     struct sockaddr_storage peer;
     char peer_ip[INET6_ADDRSTRLEN];
     int state;
-    int busy;                           /* callback nesting depth */
-    bool closing;                       /* free when busy drops to 0 */
+    int busy;     /* callback nesting depth */
+    bool closing; /* free when busy drops to 0 */
 
     llhttp_t req;
     llhttp_t resp;
-    struct head *rh;                    /* request head, kept until the
+    struct head *rh;     /* request head, kept until the
                                            exchange ends (retries) */
-    struct head *ph;                    /* response head while parsing */
-    uint32_t head_bytes;                /* raw bytes of this request head */
+    struct head *ph;     /* response head while parsing */
+    uint32_t head_bytes; /* raw bytes of this request head */
 
     /* the current request */
     uint64_t start_us;
-    int status;                         /* what the client got */
-    uint64_t bytes_out;                 /* response bytes to the client */
-    int outcome;                        /* enum outcome */
-    bool upstream_used;                 /* an upstream was tried */
-    bool req_done;                      /* request message complete */
+    int status;         /* what the client got */
+    uint64_t bytes_out; /* response bytes to the client */
+    int outcome;        /* enum outcome */
+    bool upstream_used; /* an upstream was tried */
+    bool req_done;      /* request message complete */
     bool req_has_body;
-    bool req_body_started;              /* some body bytes went upstream */
+    bool req_body_started; /* some body bytes went upstream */
     bool client_keepalive;
     bool is_head_method;
     bool upgrade;
-    bool resp_head_done;                /* final response head sent */
+    bool resp_head_done; /* final response head sent */
     bool resp_done;
-    bool close_after;                   /* close the client after this
+    bool close_after;        /* close the client after this
                                            response */
-    bool dechunk;                       /* HTTP/1.0 client, chunked resp */
-    bool client_paused;                 /* client reading stopped for
+    bool dechunk;            /* HTTP/1.0 client, chunked resp */
+    bool client_paused;      /* client reading stopped for
                                            backpressure */
-    bool up_paused;                     /* upstream reading stopped */
-    bool up_eof_pending;                /* upstream closed while paused */
-    bool up_closed;                     /* upstream EOF/error seen */
-    bool tunnel_flushing_up;            /* client gone, upstream draining */
-    bool linger;                        /* unread input when closing */
-    bool lingering;                     /* half-closed, discarding input */
-    const char *host;                   /* view into rh: the Host the
+    bool up_paused;          /* upstream reading stopped */
+    bool up_eof_pending;     /* upstream closed while paused */
+    bool up_closed;          /* upstream EOF/error seen */
+    bool tunnel_flushing_up; /* client gone, upstream draining */
+    bool linger;             /* unread input when closing */
+    bool lingering;          /* half-closed, discarding input */
+    const char *host;        /* view into rh: the Host the
                                            client sent (or authority) */
     size_t host_len;
-    const char *path;                   /* origin-form target, view */
+    const char *path; /* origin-form target, view */
     size_t path_len;
-    bool path_needs_slash;              /* "http://h?q" -> "/?q" */
+    bool path_needs_slash; /* "http://h?q" -> "/?q" */
     struct host_target target;
     struct route_rec *rr;
     bool limit_held;
     struct lookup_waiter waiter;
 
     /* upstream */
-    struct upconn *up;                  /* connected or connecting */
+    struct upconn *up; /* connected or connecting */
     int connect_attempts;
     bool stale_retry_done;
-    uint64_t last_activity_ms;          /* tunnel idle accounting */
+    uint64_t last_activity_ms; /* tunnel idle accounting */
 
-    struct event *timer;                /* header deadline, keep-alive,
+    struct event *timer;     /* header deadline, keep-alive,
                                            retry backoff, linger */
-    uint64_t deadline_ms;               /* when the timer means it; 0 = none */
-    uint64_t timer_armed_ms;            /* when it is set to fire; 0 = not */
+    uint64_t deadline_ms;    /* when the timer means it; 0 = none */
+    uint64_t timer_armed_ms; /* when it is set to fire; 0 = not */
 };
 
 /* Accepted socket on listener `index` -> new session (owns fd), whose end
  * calls listener_conn_closed. -1: no session, fd closed already. */
-int session_accept(struct worker *w, size_t index, int fd,
-                   const struct sockaddr *sa, int salen);
+int session_accept(struct worker *w, size_t index, int fd, const struct sockaddr *sa, int salen);
 
 /* Replies with the proxy's own response (SPEC section 6) and ends the
  * exchange; closes the connection when `close` or when the request body was
@@ -125,8 +124,7 @@ struct reply;
 void session_reply(struct session *s, struct reply *r);
 /* Shorthand for the common rows. */
 void session_error(struct session *s, int status, const char *message);
-void session_error_sandbox(struct session *s, int status, const char *message,
-                           bool with_port);
+void session_error_sandbox(struct session *s, int status, const char *message, bool with_port);
 
 /* Ends the current exchange after the response's last byte went to the
  * client output. */

@@ -20,8 +20,8 @@ struct stream {
     stream_data_cb read_cb, write_cb;
     stream_event_cb event_cb;
     void *arg;
-    int busy;                   /* nesting of our own handlers */
-    bool freed;                 /* stream_free was called while busy */
+    int busy;   /* nesting of our own handlers */
+    bool freed; /* stream_free was called while busy */
 
     /* TLS: libevent's OpenSSL bufferevent does all the work. */
     struct bufferevent *bev;
@@ -30,15 +30,15 @@ struct stream {
     int fd;
     struct evbuffer *in, *out;
     struct event *rev, *wev, *tev;
-    bool reading;               /* the user wants input */
-    bool rev_added;             /* epoll has our fd for EPOLLIN */
-    bool wev_added;             /* ... and for EPOLLOUT (after a short write) */
-    bool write_queued;          /* wev is active or added */
-    bool closed;                /* EOF or error seen: no more reading */
+    bool reading;      /* the user wants input */
+    bool rev_added;    /* epoll has our fd for EPOLLIN */
+    bool wev_added;    /* ... and for EPOLLOUT (after a short write) */
+    bool write_queued; /* wev is active or added */
+    bool closed;       /* EOF or error seen: no more reading */
     size_t read_high, write_low;
     int read_timeout_ms, write_timeout_ms;
     uint64_t last_read_ms, last_write_ms;
-    uint64_t armed_until_ms;    /* when the timer fires; 0 = not armed */
+    uint64_t armed_until_ms;         /* when the timer fires; 0 = not armed */
     struct evbuffer_cb_entry *in_cb; /* only while reading is held back */
 };
 
@@ -238,8 +238,8 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
         return;
     ssize_t n = read(fd, block, want);
     if (n > 0) {
-        if ((size_t)n < REF_MIN || evbuffer_add_reference(st->in, block, (size_t)n, block_put,
-                                                          NULL) == -1) {
+        if ((size_t)n < REF_MIN ||
+            evbuffer_add_reference(st->in, block, (size_t)n, block_put, NULL) == -1) {
             evbuffer_add(st->in, block, (size_t)n);
             block_put(block, 0, NULL);
         }
@@ -419,8 +419,8 @@ bool stream_is_tls(const struct stream *st)
     return st->bev != NULL;
 }
 
-void stream_setcb(struct stream *st, stream_data_cb rcb, stream_data_cb wcb,
-                  stream_event_cb ecb, void *arg)
+void stream_setcb(struct stream *st, stream_data_cb rcb, stream_data_cb wcb, stream_event_cb ecb,
+                  void *arg)
 {
     st->read_cb = rcb;
     st->write_cb = wcb;

@@ -16,7 +16,7 @@
 
 /* One name a certificate answers for: "a.example" or "*.example". */
 struct tls_name {
-    char *name;         /* lower-case; for wildcards, the part after "*." */
+    char *name; /* lower-case; for wildcards, the part after "*." */
     bool wildcard;
     SSL_CTX *ctx;
 };
@@ -36,10 +36,9 @@ struct tls_ctx {
 
 /* TLS 1.2 suites: forward secrecy and AEAD only (Mozilla "intermediate").
  * TLS 1.3 suites are OpenSSL's defaults, all of them modern. */
-static const char tls12_ciphers[] =
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+static const char tls12_ciphers[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                                    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
 const char *tls_error_string(unsigned long e, char *buf, size_t len)
 {
@@ -179,8 +178,7 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
     return SSL_TLSEXT_ERR_OK;
 }
 
-static SSL_CTX *load_ctx(const struct config_cert *c, const char *where, char *err,
-                         size_t errlen)
+static SSL_CTX *load_ctx(const struct config_cert *c, const char *where, char *err, size_t errlen)
 {
     char ebuf[256];
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -217,8 +215,7 @@ fail:
     return NULL;
 }
 
-struct tls_ctx *tls_ctx_new(const struct config_listener *l, size_t index, char *err,
-                            size_t errlen)
+struct tls_ctx *tls_ctx_new(const struct config_listener *l, size_t index, char *err, size_t errlen)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, ssl_ref_index_init);

@@ -13,8 +13,8 @@ struct tls_ctx;
 
 /* Loads every certificate of the listener. NULL with err naming the file or
  * the key path on failure. */
-struct tls_ctx *tls_ctx_new(const struct config_listener *l, size_t index,
-                            char *err, size_t errlen);
+struct tls_ctx *tls_ctx_new(const struct config_listener *l, size_t index, char *err,
+                            size_t errlen);
 /* Drops a reference (the generation's, from runtime_free): the memory goes
  * once no handshake that started on it is still running. NULL is a no-op. */
 void tls_ctx_unref(struct tls_ctx *t);

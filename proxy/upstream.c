@@ -28,7 +28,7 @@ struct pool_bucket {
 struct pool {
     struct worker *w;
     struct strmap buckets;
-    struct event *sweep_ev;       /* closes connections idle too long */
+    struct event *sweep_ev; /* closes connections idle too long */
 };
 
 #define POOL_SWEEP_MS 1000
@@ -87,8 +87,8 @@ struct pool *pool_new(struct worker *w)
     return p;
 }
 
-void pool_key(char *buf, size_t cap, const char *sandbox_id,
-              const char *address, unsigned port, const char *execution_id)
+void pool_key(char *buf, size_t cap, const char *sandbox_id, const char *address, unsigned port,
+              const char *execution_id)
 {
     /* executionId last: it is the only part that may contain '|'. Built by
      * hand: this runs per request and printf is the slow way. */
@@ -228,8 +228,7 @@ static void connect_done_cb(evutil_socket_t fd, short what, void *arg)
         if (!c->bev) {
             c->fd = -1; /* closed by stream_new_socket */
             err = ENOMEM;
-        }
-        else
+        } else
             METRIC_INC(&c->pool->w->metrics, upstream_connections);
     }
     if (err) {
@@ -244,9 +243,8 @@ static void connect_done_cb(evutil_socket_t fd, short what, void *arg)
     c->cb(c, 0, c->cb_arg);
 }
 
-struct upconn *upconn_connect(struct pool *p, const char *key,
-                              const struct sockaddr *sa, socklen_t salen,
-                              int timeout_ms, upconn_connect_cb cb, void *arg)
+struct upconn *upconn_connect(struct pool *p, const char *key, const struct sockaddr *sa,
+                              socklen_t salen, int timeout_ms, upconn_connect_cb cb, void *arg)
 {
     struct upconn *c = calloc(1, sizeof(*c));
     if (!c)

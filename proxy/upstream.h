@@ -20,16 +20,16 @@ struct stream;
 typedef void (*upconn_connect_cb)(struct upconn *c, int err, void *arg);
 
 struct upconn {
-    struct list_node link;        /* idle list of its bucket */
-    struct pool_bucket *bucket;   /* set while idle in the pool */
+    struct list_node link;      /* idle list of its bucket */
+    struct pool_bucket *bucket; /* set while idle in the pool */
     struct pool *pool;
-    struct stream *bev;      /* NULL while connecting */
+    struct stream *bev; /* NULL while connecting */
     char *key;
-    bool reused;                  /* came from the pool */
-    uint64_t idle_since_ms;       /* when it went back to the pool */
+    bool reused;            /* came from the pool */
+    uint64_t idle_since_ms; /* when it went back to the pool */
     /* connecting */
     int fd;
-    int err;                      /* connect() failed at once */
+    int err; /* connect() failed at once */
     struct event *connect_ev;
     upconn_connect_cb cb;
     void *cb_arg;
@@ -39,17 +39,16 @@ struct pool *pool_new(struct worker *w);
 void pool_free(struct pool *p);
 
 /* Writes the pool key for a request into buf. */
-void pool_key(char *buf, size_t cap, const char *sandbox_id,
-              const char *address, unsigned port, const char *execution_id);
+void pool_key(char *buf, size_t cap, const char *sandbox_id, const char *address, unsigned port,
+              const char *execution_id);
 
 /* An idle connection for `key`, taken out of the pool, or NULL. */
 struct upconn *pool_acquire(struct pool *p, const char *key);
 
 /* Starts a connect to sa; the callback runs later, never from inside this
  * call. Returns the attempt (cancel with upconn_close) or NULL with errno. */
-struct upconn *upconn_connect(struct pool *p, const char *key,
-                              const struct sockaddr *sa, socklen_t salen,
-                              int timeout_ms, upconn_connect_cb cb, void *arg);
+struct upconn *upconn_connect(struct pool *p, const char *key, const struct sockaddr *sa,
+                              socklen_t salen, int timeout_ms, upconn_connect_cb cb, void *arg);
 
 /* Gives a connection whose last exchange ended cleanly back to the pool (or
  * closes it when the pool for that key is full or the worker is draining). */

@@ -25,8 +25,7 @@ static void drain(struct worker *w)
     listener_stop(w);
     pool_close_idle(w->pool);
     struct list_node *n, *next;
-    list_for_each_safe(n, next, &w->sessions)
-        session_drain(container_of(n, struct session, link));
+    list_for_each_safe(n, next, &w->sessions) session_drain(container_of(n, struct session, link));
     if (w->session_count == 0)
         event_base_loopbreak(w->base);
 }

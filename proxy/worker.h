@@ -32,35 +32,35 @@ struct worker {
     int id;
     pthread_t thread;
     struct event_base *base;
-    const struct config *cfg;           /* == &rt->cfg */
-    struct runtime *rt;                 /* current generation */
-    struct runtime *pending_rt;         /* set by main, taken on wake */
-    unsigned applied_generation;        /* read by main */
-    bool drain_requested;               /* set by main */
+    const struct config *cfg;    /* == &rt->cfg */
+    struct runtime *rt;          /* current generation */
+    struct runtime *pending_rt;  /* set by main, taken on wake */
+    unsigned applied_generation; /* read by main */
+    bool drain_requested;        /* set by main */
 
     int listen_fds[CONFIG_MAX_LISTENERS];
     struct event *accept_evs[CONFIG_MAX_LISTENERS];
     struct listener_slot slots[CONFIG_MAX_LISTENERS];
     size_t listener_count;
-    struct event *accept_timer;  /* ends an accept pause (listener.c) */
-    int accept_paused;           /* why accepting is paused, 0 = it is not */
+    struct event *accept_timer; /* ends an accept pause (listener.c) */
+    int accept_paused;          /* why accepting is paused, 0 = it is not */
 
     struct lookup *lookup;
     struct pool *pool;
     struct metrics metrics;
 
-    int wake_fd;                 /* eventfd: main thread -> worker */
+    int wake_fd; /* eventfd: main thread -> worker */
     struct event *wake_ev;
     bool draining;
-    bool done;                   /* loop exited; read by main */
+    bool done; /* loop exited; read by main */
 
-    struct list_node sessions;   /* session.link: all open client sessions
+    struct list_node sessions; /* session.link: all open client sessions
                                   * (for drain), newest first */
-    size_t session_count;        /* stored atomically: main reads it */
+    size_t session_count;      /* stored atomically: main reads it */
 
     struct access_log_buf *access_log;
 
-    struct head *free_heads;     /* recycled request/response head arenas */
+    struct head *free_heads; /* recycled request/response head arenas */
     size_t free_head_count;
 };
 

@@ -197,13 +197,27 @@ static bool js_value(struct js *j)
     if (j->p >= j->end || ++j->depth > 64)
         return false;
     switch (*j->p) {
-    case '{': ok = js_container(j, '}', true); break;
-    case '[': ok = js_container(j, ']', false); break;
-    case '"': ok = js_string(j); break;
-    case 't': ok = js_lit(j, "true"); break;
-    case 'f': ok = js_lit(j, "false"); break;
-    case 'n': ok = js_lit(j, "null"); break;
-    default: ok = js_number(j); break;
+    case '{':
+        ok = js_container(j, '}', true);
+        break;
+    case '[':
+        ok = js_container(j, ']', false);
+        break;
+    case '"':
+        ok = js_string(j);
+        break;
+    case 't':
+        ok = js_lit(j, "true");
+        break;
+    case 'f':
+        ok = js_lit(j, "false");
+        break;
+    case 'n':
+        ok = js_lit(j, "null");
+        break;
+    default:
+        ok = js_number(j);
+        break;
     }
     j->depth--;
     js_ws(j);

@@ -18,8 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     memset(err, 'x', sizeof(err));
     if (config_parse((const char *)data, size, &cfg, err, sizeof(err)) == 0) {
-        assert(cfg.listener_count >= 1 &&
-               cfg.listener_count <= CONFIG_MAX_LISTENERS);
+        assert(cfg.listener_count >= 1 && cfg.listener_count <= CONFIG_MAX_LISTENERS);
         assert(cfg.workers >= 0);
         assert(cfg.token_exempt_count <= CONFIG_MAX_EXEMPT_PORTS);
         assert(cfg.trusted_count <= CONFIG_MAX_TRUSTED);
@@ -27,8 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             const struct config_listener *l = &cfg.listeners[i];
             assert(l->address != NULL);
             assert(l->cert_count <= CONFIG_MAX_CERTS);
-            assert(l->addr.ss_family == AF_INET ||
-                   l->addr.ss_family == AF_INET6);
+            assert(l->addr.ss_family == AF_INET || l->addr.ss_family == AF_INET6);
         }
         for (size_t i = 0; i < cfg.trusted_count; i++) {
             const struct config_cidr *c = &cfg.trusted_proxies[i];

@@ -11,8 +11,7 @@
 
 static char *one_domain[] = {"sandbox.example"};
 static char *multi_domain[] = {"e2b.app", "sandbox.example.com", "a.b"};
-static const struct domain_list lists[] = {
-    {NULL, 0}, {one_domain, 1}, {multi_domain, 3}};
+static const struct domain_list lists[] = {{NULL, 0}, {one_domain, 1}, {multi_domain, 3}};
 
 static void check(int rc, const struct host_target *t)
 {

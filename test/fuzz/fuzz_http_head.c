@@ -72,8 +72,7 @@ static int on_message_complete(llhttp_t *p)
 static struct head *head_new(void)
 {
     /* The layout head_get() uses, exact size so ASan sees overruns. */
-    struct head *h =
-        malloc(sizeof(*h) + MAX_HDRS * sizeof(struct hdr) + MAX_HEAD);
+    struct head *h = malloc(sizeof(*h) + MAX_HDRS * sizeof(struct hdr) + MAX_HEAD);
     memset(h, 0, sizeof(*h));
     h->hdrs = (struct hdr *)(h + 1);
     h->buf = (char *)(h->hdrs + MAX_HDRS);
@@ -86,8 +85,8 @@ static struct head *head_new(void)
 
 static bool is_tchar(unsigned char c)
 {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-           (c >= 'A' && c <= 'Z') || (c && strchr("!#$%&'*+-.^_`|~", c));
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
 }
 
 /* What route/relay would do with an accepted head, plus the invariants. */
@@ -122,8 +121,7 @@ static void check_head(const llhttp_t *p, const struct head *h)
          * lists. */
         if (head_is_hop_by_hop(h, x))
             assert(!HEAD_NAME_IS(h, x, "content-length") &&
-                   !HEAD_NAME_IS(h, x, "transfer-encoding") &&
-                   !HEAD_NAME_IS(h, x, "host"));
+                   !HEAD_NAME_IS(h, x, "transfer-encoding") && !HEAD_NAME_IS(h, x, "host"));
     }
     assert(cl <= 1);
     assert(!(cl && te));
@@ -186,9 +184,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (state == HEAD && len > MAX_HEAD - head_bytes + 1)
             len = MAX_HEAD - head_bytes + 1; /* never parse past the limit */
         llhttp_errno_t err = llhttp_execute(&parser, base, len);
-        size_t used = err == HPE_OK
-                          ? len
-                          : (size_t)(llhttp_get_error_pos(&parser) - base);
+        size_t used = err == HPE_OK ? len : (size_t)(llhttp_get_error_pos(&parser) - base);
         assert(used <= len);
         if (err != HPE_OK && err != HPE_PAUSED)
             break; /* 400 (or 431/414 when s.rh->err says so) */
@@ -232,8 +228,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             s.heads++;
             if (parser.upgrade || parser.method == HTTP_CONNECT)
                 break; /* tunnel or 405: llhttp is done with this stream */
-            bool has_body =
-                (parser.flags & F_CHUNKED) || parser.content_length > 0;
+            bool has_body = (parser.flags & F_CHUNKED) || parser.content_length > 0;
             llhttp_resume(&parser);
             /* Whatever llhttp still checks after the pause must pass now:
              * the head has been routed and forwarded by this point. */

@@ -16,8 +16,8 @@
 
 #include "proxy_proto.h"
 
-static int parse_copy(const uint8_t *data, size_t len,
-                      struct proxy_proto_info *info, char *err, size_t errlen)
+static int parse_copy(const uint8_t *data, size_t len, struct proxy_proto_info *info, char *err,
+                      size_t errlen)
 {
     /* Exact-size heap copy so ASan flags any read past len. */
     unsigned char *copy = malloc(len ? len : 1);
@@ -44,8 +44,7 @@ static void check_info(const struct proxy_proto_info *in)
         assert(in->src_len == sizeof(struct sockaddr_in) &&
                in->dst_len == sizeof(struct sockaddr_in));
     else
-        assert(in->src.ss_family == AF_INET6 &&
-               in->src_len == sizeof(struct sockaddr_in6) &&
+        assert(in->src.ss_family == AF_INET6 && in->src_len == sizeof(struct sockaddr_in6) &&
                in->dst_len == sizeof(struct sockaddr_in6));
 }
 

@@ -25,9 +25,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     assert(r != NULL);
     assert(r->addr.ss_family == AF_INET || r->addr.ss_family == AF_INET6);
-    assert(r->addr_len == (r->addr.ss_family == AF_INET
-                               ? sizeof(struct sockaddr_in)
-                               : sizeof(struct sockaddr_in6)));
+    assert(r->addr_len == (r->addr.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                        : sizeof(struct sockaddr_in6)));
     assert(memchr(r->address, '\0', sizeof(r->address)) != NULL);
     if (!r->allow_public)
         assert(r->token != NULL && r->token_len > 0);

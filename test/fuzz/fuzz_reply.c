@@ -51,8 +51,7 @@ static void check_response(const struct reply *r, const char *out, int n)
             assert(cJSON_IsNumber(code) && code->valueint == r->status);
             assert(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "message")));
             if (r->sandbox_id != NULL)
-                assert(cJSON_IsString(
-                    cJSON_GetObjectItemCaseSensitive(j, "sandboxId")));
+                assert(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "sandboxId")));
             cJSON_Delete(j);
         } else {
             assert(memmem(body, body_len, "<script", 7) == NULL);
@@ -89,8 +88,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* Header views: bit i clear means header i absent. The view excludes the
      * NUL, so a read past len is a read past what the header holds. */
-    struct reply_hdr *h[4] = {&neg.user_agent, &neg.accept,
-                              &neg.sec_fetch_mode, &neg.x_requested_with};
+    struct reply_hdr *h[4] = {&neg.user_agent, &neg.accept, &neg.sec_fetch_mode,
+                              &neg.x_requested_with};
     for (i = 0; i < 4; i++) {
         h[i]->ptr = (flags & (1u << i)) ? seg[i] : NULL;
         h[i]->len = (flags & (1u << i)) ? seglen[i] : 0;

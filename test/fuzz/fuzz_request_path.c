@@ -146,7 +146,7 @@ static void die(const char *what)
 
 struct lookup {
     struct worker *w;
-    struct list_node pending;     /* async answers, newest first */
+    struct list_node pending; /* async answers, newest first */
     struct event *answer_ev;
 };
 
@@ -175,8 +175,8 @@ static struct rec_row rows[] = {
 
 static struct route_rec *rr_build(const char *id, const char *json)
 {
-    struct route_rec *rr = json ? route_rec_parse(id, json, strlen(json))
-                                : route_rec_new(LOOKUP_NOT_FOUND);
+    struct route_rec *rr =
+        json ? route_rec_parse(id, json, strlen(json)) : route_rec_new(LOOKUP_NOT_FOUND);
     if (!rr)
         die("out of memory");
     return rr;
@@ -267,20 +267,20 @@ static struct conn_limit *lim_counter;
 static const uint8_t *raw_resp;
 static size_t raw_resp_len;
 static uint8_t up_mode;
-static unsigned up_requests;       /* complete requests the stub parsed */
-static unsigned activity;          /* bumped whenever bytes move */
+static unsigned up_requests; /* complete requests the stub parsed */
+static unsigned activity;    /* bumped whenever bytes move */
 static int client_fd = -1;
-static SSL *client_ssl;            /* on listeners 2-3, after the handshake */
+static SSL *client_ssl; /* on listeners 2-3, after the handshake */
 static SSL_CTX *client_ctx;
-static struct event *spin_ev;      /* see check_not_spinning() */
+static struct event *spin_ev; /* see check_not_spinning() */
 static bool spin_fired;
 static void spin_cb(evutil_socket_t fd, short what, void *arg);
 static bool trace; /* REQUEST_PATH_TRACE=1: what the client gets, on stderr */
 
 /* the client's view */
-static unsigned client_requests;   /* complete requests in the client bytes */
+static unsigned client_requests; /* complete requests in the client bytes */
 static uint8_t methods[MAX_METHODS];
-static unsigned nmethods;          /* heads completed, in order */
+static unsigned nmethods; /* heads completed, in order */
 static llhttp_t cresp;
 static bool cresp_stop;
 static unsigned final_responses;
@@ -292,9 +292,9 @@ struct stub_conn {
     struct bufferevent *bev;
     llhttp_t p;
     unsigned reqno;
-    bool answered;          /* early answer given for the current request */
-    bool echo;              /* after a 101 */
-    bool discard;           /* stopped parsing */
+    bool answered; /* early answer given for the current request */
+    bool echo;     /* after a 101 */
+    bool discard;  /* stopped parsing */
     bool close_when_flushed;
     bool close_now;
 };
@@ -514,8 +514,8 @@ static int cresp_on_headers_complete(llhttp_t *p)
         return 0; /* interim */
     unsigned idx = final_responses++;
     if (final_responses > client_requests + 1) {
-        fprintf(stderr, "client got %u final responses for %u complete requests\n",
-                final_responses, client_requests);
+        fprintf(stderr, "client got %u final responses for %u complete requests\n", final_responses,
+                client_requests);
         die("more responses than requests (response splitting?)");
     }
     return idx < nmethods && methods[idx] == HTTP_HEAD ? 1 : 0;
@@ -560,7 +560,8 @@ static char cert_file[2][96], key_file[2][96];
 static void write_pem(const char *path, X509 *x, EVP_PKEY *key)
 {
     FILE *f = fopen(path, "w");
-    if (!f || (x ? PEM_write_X509(f, x) : PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL)) != 1)
+    if (!f ||
+        (x ? PEM_write_X509(f, x) : PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL)) != 1)
         die("writing a PEM file");
     fclose(f);
 }
@@ -661,8 +662,8 @@ static struct runtime *make_runtime(bool short_timeouts, unsigned gen)
     }
     rt->generation = gen;
     for (size_t i = 0; i < rt->cfg.listener_count; i++)
-        if (rt->cfg.listeners[i].tls && !(rt->tls[i] = tls_ctx_new(&rt->cfg.listeners[i], i, err,
-                                                                    sizeof(err)))) {
+        if (rt->cfg.listeners[i].tls &&
+            !(rt->tls[i] = tls_ctx_new(&rt->cfg.listeners[i], i, err, sizeof(err)))) {
             fprintf(stderr, "tls: %s\n", err);
             die("cannot load the certificates");
         }
@@ -739,8 +740,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(STUB_PORT)};
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (bind(stub_fd, (struct sockaddr *)&sin, sizeof(sin)) == -1 || listen(stub_fd, 64) == -1) {
-        fprintf(stderr, "fuzz_request_path: cannot listen on 127.0.0.1:%d: %s (the seeds' "
-                        "Host headers name this port; is another fuzz_request_path running?)\n",
+        fprintf(stderr,
+                "fuzz_request_path: cannot listen on 127.0.0.1:%d: %s (the seeds' "
+                "Host headers name this port; is another fuzz_request_path running?)\n",
                 STUB_PORT, strerror(errno));
         exit(1);
     }
@@ -836,7 +838,6 @@ static void check_access_log(void)
         die("ftruncate");
 }
 
-
 /* The client's end: read or write, through TLS when it is on. The client's
  * OpenSSL errors are cleared at once: the thread's error queue is the
  * proxy's too (bufferevent_openssl reads it). */
@@ -926,7 +927,8 @@ static void check_not_spinning(void)
 static bool backing_off(void)
 {
     struct list_node *n, *next;
-    list_for_each_safe(n, next, &W.sessions) {
+    list_for_each_safe(n, next, &W.sessions)
+    {
         struct session *s = container_of(n, struct session, link);
         if (s->state == SS_CONNECTING && !s->up)
             return true;

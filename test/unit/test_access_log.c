@@ -26,8 +26,9 @@
 
 /* README, "Access log": the keys in order, the line cap (newline included)
  * and the budgets of the client's free text, in bytes as written. */
-static const char *const keys[] = {"time", "client", "method", "host", "path", "status",
-                                   "bytes", "duration_ms", "sandbox_id", "port", "upstream"};
+static const char *const keys[] = {"time",       "client", "method",  "host",
+                                   "path",       "status", "bytes",   "duration_ms",
+                                   "sandbox_id", "port",   "upstream"};
 #define LINE_CAP 4096
 #define METHOD_BUDGET 32
 #define HOST_BUDGET 512
@@ -157,8 +158,8 @@ static void test_plain_line(void **state)
     assert_memory_equal(f->file, "{\"time\":\"", 9);
     int y, mo, d, h, mi, s, ms;
     char z;
-    assert_int_equal(sscanf(f->file + 9, "%4d-%2d-%2dT%2d:%2d:%2d.%3d%c", &y, &mo, &d, &h, &mi, &s,
-                            &ms, &z), 8);
+    assert_int_equal(
+        sscanf(f->file + 9, "%4d-%2d-%2dT%2d:%2d:%2d.%3d%c", &y, &mo, &d, &h, &mi, &s, &ms, &z), 8);
     assert_int_equal(z, 'Z');
     assert_string_equal(f->file + 9 + 24,
                         "\",\"client\":\"203.0.113.7\",\"method\":\"GET\","
@@ -232,14 +233,15 @@ static size_t written_len(const char *line_start, const char *key)
 static void test_long_fields_cut_and_bounded(void **state)
 {
     struct fixture *f = *state;
-    static const char *const units[] = {"\"", "\\", "\x01", "\xff", "\xc3\xa9", "\xe2\x82\xac",
-                                        "\xf0\x9f\x98\x80", "a"};
+    static const char *const units[] = {
+        "\"", "\\", "\x01", "\xff", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "a"};
     enum { N = sizeof(units) / sizeof(units[0]), BIG = 20000, LINES = 200 };
     char *host = malloc(BIG), *path = malloc(BIG);
     size_t len;
 
     use_upstream(f, "{\"address\":\"127.0.0.1\"}");
-    strcpy(f->s.target.sandbox_id, "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz");
+    strcpy(f->s.target.sandbox_id,
+           "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz");
     strcpy(f->s.peer_ip, "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255");
     f->s.status = -2147483647 - 1;
     f->s.bytes_out = UINT64_MAX;

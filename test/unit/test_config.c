@@ -19,8 +19,7 @@
 #define MIN_LISTENER "\"listeners\":[{\"address\":\"0.0.0.0:8080\"}]"
 
 /* Parses from an exact-size heap copy so ASan sees any over-read. */
-static int parse_n(const char *s, size_t len, struct config *cfg, char *err,
-                   size_t errlen)
+static int parse_n(const char *s, size_t len, struct config *cfg, char *err, size_t errlen)
 {
     char *copy = malloc(len ? len : 1);
     int rc;
@@ -279,7 +278,8 @@ static void test_admin_off_and_nulls(void **state)
     assert_string_equal(cfg.admin_address, "127.0.0.1:9090");
     config_free(&cfg);
     ok("{" MIN_LISTENER ",\"policy\":{\"token_exempt_ports\":[],"
-       "\"trusted_proxies\":[]},\"domains\":[]}", &cfg);
+       "\"trusted_proxies\":[]},\"domains\":[]}",
+       &cfg);
     assert_int_equal(cfg.token_exempt_count, 0);
     assert_int_equal(cfg.trusted_count, 0);
     assert_int_equal(cfg.domains.count, 0);
@@ -360,8 +360,10 @@ static void test_redis_urls(void **state)
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         struct config cfg;
 
-        snprintf(json, sizeof(json), "{" MIN_LISTENER ",\"redis\":{\"url\":"
-                 "\"%s\"}}", good[i].url);
+        snprintf(json, sizeof(json),
+                 "{" MIN_LISTENER ",\"redis\":{\"url\":"
+                 "\"%s\"}}",
+                 good[i].url);
         ok(json, &cfg);
         assert_string_equal(cfg.redis_host, good[i].host);
         if (good[i].pass == NULL)
@@ -373,12 +375,13 @@ static void test_redis_urls(void **state)
         config_free(&cfg);
     }
     for (size_t i = 0; i < sizeof(nope) / sizeof(nope[0]); i++) {
-        snprintf(json, sizeof(json), "{" MIN_LISTENER ",\"redis\":{\"url\":"
-                 "\"%s\"}}", nope[i].url);
+        snprintf(json, sizeof(json),
+                 "{" MIN_LISTENER ",\"redis\":{\"url\":"
+                 "\"%s\"}}",
+                 nope[i].url);
         bad(json, nope[i].err);
     }
-    bad("{" MIN_LISTENER ",\"redis\":{\"url\":6379}}",
-        "redis.url: must be a string");
+    bad("{" MIN_LISTENER ",\"redis\":{\"url\":6379}}", "redis.url: must be a string");
 }
 
 static void test_errors(void **state)
@@ -448,21 +451,14 @@ static void test_errors(void **state)
          "unknown key \"client.header_timout_ms\""},
         {"{" MIN_LISTENER ",\"client\":{\"max_headers\":5,\"max_headers\":6}}",
          "duplicate key \"client.max_headers\""},
-        {"{" MIN_LISTENER ",\"redis\":{\"host\":\"x\"}}",
-         "unknown key \"redis.host\""},
+        {"{" MIN_LISTENER ",\"redis\":{\"host\":\"x\"}}", "unknown key \"redis.host\""},
         {"{" MIN_LISTENER ",\"cache\":{\"ttl\":1}}", "unknown key \"cache.ttl\""},
-        {"{" MIN_LISTENER ",\"policy\":{\"trusted\":[]}}",
-         "unknown key \"policy.trusted\""},
-        {"{" MIN_LISTENER ",\"upstream\":{\"retries\":1}}",
-         "unknown key \"upstream.retries\""},
-        {"{" MIN_LISTENER ",\"drain\":{\"delay\":1}}",
-         "unknown key \"drain.delay\""},
-        {"{" MIN_LISTENER ",\"access_log\":{\"file\":\"x\"}}",
-         "unknown key \"access_log.file\""},
-        {"{" MIN_LISTENER ",\"log\":{\"format\":\"json\"}}",
-         "unknown key \"log.format\""},
-        {"{" MIN_LISTENER ",\"admin\":{\"addr\":\"x\"}}",
-         "unknown key \"admin.addr\""},
+        {"{" MIN_LISTENER ",\"policy\":{\"trusted\":[]}}", "unknown key \"policy.trusted\""},
+        {"{" MIN_LISTENER ",\"upstream\":{\"retries\":1}}", "unknown key \"upstream.retries\""},
+        {"{" MIN_LISTENER ",\"drain\":{\"delay\":1}}", "unknown key \"drain.delay\""},
+        {"{" MIN_LISTENER ",\"access_log\":{\"file\":\"x\"}}", "unknown key \"access_log.file\""},
+        {"{" MIN_LISTENER ",\"log\":{\"format\":\"json\"}}", "unknown key \"log.format\""},
+        {"{" MIN_LISTENER ",\"admin\":{\"addr\":\"x\"}}", "unknown key \"admin.addr\""},
         /* Types and ranges. */
         {"{\"workers\":-1}", "workers: must be an integer in 0..1024"},
         {"{\"workers\":1025}", "workers: must be an integer in 0..1024"},
@@ -540,10 +536,8 @@ static void test_errors(void **state)
          "access_log.path: must be a non-empty string or null"},
         {"{" MIN_LISTENER ",\"access_log\":{\"path\":1}}",
          "access_log.path: must be a non-empty string or null"},
-        {"{" MIN_LISTENER ",\"access_log\":\"/tmp/x\"}",
-         "access_log: must be an object or null"},
-        {"{" MIN_LISTENER ",\"admin\":\"127.0.0.1:9090\"}",
-         "admin: must be an object or null"},
+        {"{" MIN_LISTENER ",\"access_log\":\"/tmp/x\"}", "access_log: must be an object or null"},
+        {"{" MIN_LISTENER ",\"admin\":\"127.0.0.1:9090\"}", "admin: must be an object or null"},
         {"{" MIN_LISTENER ",\"admin\":{\"address\":9090}}",
          "admin.address: must be a string or null"},
         {"{" MIN_LISTENER ",\"admin\":{\"address\":\"127.0.0.1\"}}",
@@ -551,19 +545,14 @@ static void test_errors(void **state)
         {"{" MIN_LISTENER ",\"admin\":{\"address\":\"0.0.0.0:8080\"}}",
          "admin.address: same as listeners[0]"},
         /* Domains. */
-        {"{\"domains\":\"sandbox.example\"}",
-         "domains: must be an array of strings"},
+        {"{\"domains\":\"sandbox.example\"}", "domains: must be an array of strings"},
         {"{\"domains\":[1]}", "domains[0]: must be a string"},
         {"{\"domains\":[\"a\",\"\"]}", "domains[1]: \"\" is not a domain name"},
         {"{\"domains\":[\"...\"]}", "domains[0]: \"...\" is not a domain name"},
-        {"{\"domains\":[\"a..b\"]}",
-         "domains[0]: \"a..b\" is not a domain name"},
-        {"{\"domains\":[\"*.e2b.app\"]}",
-         "domains[0]: \"*.e2b.app\" is not a domain name"},
-        {"{\"domains\":[\"e2b.app:443\"]}",
-         "domains[0]: \"e2b.app:443\" is not a domain name"},
-        {"{\"domains\":[\"e2b app\"]}",
-         "domains[0]: \"e2b app\" is not a domain name"},
+        {"{\"domains\":[\"a..b\"]}", "domains[0]: \"a..b\" is not a domain name"},
+        {"{\"domains\":[\"*.e2b.app\"]}", "domains[0]: \"*.e2b.app\" is not a domain name"},
+        {"{\"domains\":[\"e2b.app:443\"]}", "domains[0]: \"e2b.app:443\" is not a domain name"},
+        {"{\"domains\":[\"e2b app\"]}", "domains[0]: \"e2b app\" is not a domain name"},
         /* Policy. */
         {"{" MIN_LISTENER ",\"policy\":{\"token_exempt_ports\":49983}}",
          "policy.token_exempt_ports: must be an array of ports"},
@@ -609,8 +598,8 @@ static void test_array_limits(void **state)
     for (int count = 16; count <= 17; count++) {
         n = (size_t)sprintf(json, "{\"listeners\":[");
         for (int i = 0; i < count; i++)
-            n += (size_t)sprintf(json + n, "%s{\"address\":\"127.0.0.1:%d\"}",
-                                 i ? "," : "", 1000 + i);
+            n += (size_t)sprintf(json + n, "%s{\"address\":\"127.0.0.1:%d\"}", i ? "," : "",
+                                 1000 + i);
         strcpy(json + n, "]}");
         if (count == 16) {
             ok(json, &cfg);
@@ -625,8 +614,8 @@ static void test_array_limits(void **state)
         n = (size_t)sprintf(json, "{\"listeners\":[{\"address\":\"0.0.0.0:1\","
                                   "\"tls\":{\"certificates\":[");
         for (int i = 0; i < count; i++)
-            n += (size_t)sprintf(json + n, "%s{\"cert\":\"c%d\",\"key\":\"k%d\"}",
-                                 i ? "," : "", i, i);
+            n += (size_t)sprintf(json + n, "%s{\"cert\":\"c%d\",\"key\":\"k%d\"}", i ? "," : "", i,
+                                 i);
         strcpy(json + n, "]}}]}");
         if (count == 16) {
             ok(json, &cfg);
@@ -658,8 +647,7 @@ static void test_array_limits(void **state)
         n = (size_t)sprintf(json, "{" MIN_LISTENER ",\"policy\":"
                                   "{\"trusted_proxies\":[");
         for (int i = 0; i < count; i++)
-            n += (size_t)sprintf(json + n, "%s\"10.%d.0.0/16\"", i ? "," : "",
-                                 i);
+            n += (size_t)sprintf(json + n, "%s\"10.%d.0.0/16\"", i ? "," : "", i);
         strcpy(json + n, "]}}");
         if (count == 32) {
             ok(json, &cfg);
@@ -681,9 +669,8 @@ static void test_array_limits(void **state)
 
 static void test_hostile(void **state)
 {
-    static const char good[] =
-        "{\"listeners\":[{\"address\":\"[::1]:8080\"}],"
-        "\"domains\":[\"sandbox.example\"]}";
+    static const char good[] = "{\"listeners\":[{\"address\":\"[::1]:8080\"}],"
+                               "\"domains\":[\"sandbox.example\"]}";
     static const char nul_in_key[] = "{\"listeners\":[{\"address\":\"0.0.0.0"
                                      ":1\"}],\"x\0y\":1}";
     static const char nul_after[] = "{\"listeners\":[{\"address\":\"0.0.0.0:1"
@@ -697,15 +684,12 @@ static void test_hostile(void **state)
         assert_int_equal(parse_n(good, n, &cfg, err, sizeof(err)), -1);
         assert_freed(&cfg);
     }
-    assert_int_equal(parse_n(good, sizeof(good) - 1, &cfg, err, sizeof(err)),
-                     0);
+    assert_int_equal(parse_n(good, sizeof(good) - 1, &cfg, err, sizeof(err)), 0);
     config_free(&cfg);
 
-    assert_int_equal(parse_n(nul_in_key, sizeof(nul_in_key) - 1, &cfg, err,
-                             sizeof(err)), -1);
+    assert_int_equal(parse_n(nul_in_key, sizeof(nul_in_key) - 1, &cfg, err, sizeof(err)), -1);
     assert_string_equal(err, "not valid JSON near line 1, column 42");
-    assert_int_equal(parse_n(nul_after, sizeof(nul_after) - 1, &cfg, err,
-                             sizeof(err)), -1);
+    assert_int_equal(parse_n(nul_after, sizeof(nul_after) - 1, &cfg, err, sizeof(err)), -1);
     assert_string_equal(err, "not valid JSON near line 1, column 40");
 
     /* Tiny and absent error buffers. */
@@ -739,8 +723,7 @@ static void test_hostile(void **state)
         strcpy(buf, "{" MIN_LISTENER ",\"client\":{\"");
         memset(buf + strlen(buf), 'k', 5000);
         strcpy(buf + strlen(MIN_LISTENER) + 13 + 5000, "\":1}}");
-        assert_int_equal(parse_n(buf, strlen(buf), &cfg, err, sizeof(err)),
-                         -1);
+        assert_int_equal(parse_n(buf, strlen(buf), &cfg, err, sizeof(err)), -1);
         assert_true(strncmp(err, "unknown key \"client.kkkk", 24) == 0);
         assert_int_equal(strlen(err), sizeof(err) - 1);
         free(buf);
@@ -754,11 +737,30 @@ static void test_parse_address(void **state)
     const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
     const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
     static const char *const nope[] = {
-        "", ":80", "0.0.0.0", "0.0.0.0:", "0.0.0.0:0", "0.0.0.0:65536",
-        "0.0.0.0:+80", "0.0.0.0:80 ", " 0.0.0.0:80", "localhost:80",
-        "1.2.3:80", "::1:80", "[::1]", "[::1]80", "[::1]:", "[::1]:0",
-        "[1.2.3.4]:80", "[]:80", "[::1:80", "::1]:80", "[fe80::1%lo]:80",
-        "1.2.3.4:80:90", "[::1]:80]", "1.2.3.4:0x50",
+        "",
+        ":80",
+        "0.0.0.0",
+        "0.0.0.0:",
+        "0.0.0.0:0",
+        "0.0.0.0:65536",
+        "0.0.0.0:+80",
+        "0.0.0.0:80 ",
+        " 0.0.0.0:80",
+        "localhost:80",
+        "1.2.3:80",
+        "::1:80",
+        "[::1]",
+        "[::1]80",
+        "[::1]:",
+        "[::1]:0",
+        "[1.2.3.4]:80",
+        "[]:80",
+        "[::1:80",
+        "::1]:80",
+        "[fe80::1%lo]:80",
+        "1.2.3.4:80:90",
+        "[::1]:80]",
+        "1.2.3.4:0x50",
     };
 
     assert_int_equal(config_parse_address("10.1.2.3:8080", &ss, &len), 0);
@@ -766,8 +768,7 @@ static void test_parse_address(void **state)
     assert_int_equal(len, sizeof(struct sockaddr_in));
     assert_int_equal(ntohs(sin->sin_port), 8080);
     assert_int_equal(ntohl(sin->sin_addr.s_addr), 0x0a010203);
-    assert_int_equal(config_parse_address("[::ffff:10.0.0.1]:65535", &ss,
-                                          &len), 0);
+    assert_int_equal(config_parse_address("[::ffff:10.0.0.1]:65535", &ss, &len), 0);
     assert_int_equal(sin6->sin6_family, AF_INET6);
     assert_int_equal(len, sizeof(struct sockaddr_in6));
     assert_int_equal(ntohs(sin6->sin6_port), 65535);
@@ -804,8 +805,7 @@ static struct sockaddr_storage sa6(const char *ip)
 }
 
 #define MATCH(cfg, ss) \
-    config_cidr_match((cfg).trusted_proxies, (cfg).trusted_count, \
-                      (const struct sockaddr *)&(ss))
+    config_cidr_match((cfg).trusted_proxies, (cfg).trusted_count, (const struct sockaddr *)&(ss))
 
 static void test_cidr_match(void **state)
 {
@@ -821,51 +821,81 @@ static void test_cidr_match(void **state)
     assert_int_equal(cfg.trusted_proxies[6].addr[2], 0);
     assert_int_equal(cfg.trusted_proxies[6].addr[3], 0);
 
-    ss = sa4("10.0.0.0");        assert_true(MATCH(cfg, ss));
-    ss = sa4("10.255.255.255");  assert_true(MATCH(cfg, ss));
-    ss = sa4("11.0.0.0");        assert_false(MATCH(cfg, ss));
-    ss = sa4("9.255.255.255");   assert_false(MATCH(cfg, ss));
-    ss = sa4("192.168.1.7");     assert_true(MATCH(cfg, ss));
-    ss = sa4("192.168.1.8");     assert_false(MATCH(cfg, ss));
-    ss = sa4("172.31.255.255");  assert_true(MATCH(cfg, ss));
-    ss = sa4("172.32.0.0");      assert_false(MATCH(cfg, ss));
-    ss = sa4("100.64.1.255");    assert_true(MATCH(cfg, ss));
-    ss = sa4("100.64.2.0");      assert_false(MATCH(cfg, ss));
-    ss = sa4("127.0.0.1");       assert_false(MATCH(cfg, ss));
+    ss = sa4("10.0.0.0");
+    assert_true(MATCH(cfg, ss));
+    ss = sa4("10.255.255.255");
+    assert_true(MATCH(cfg, ss));
+    ss = sa4("11.0.0.0");
+    assert_false(MATCH(cfg, ss));
+    ss = sa4("9.255.255.255");
+    assert_false(MATCH(cfg, ss));
+    ss = sa4("192.168.1.7");
+    assert_true(MATCH(cfg, ss));
+    ss = sa4("192.168.1.8");
+    assert_false(MATCH(cfg, ss));
+    ss = sa4("172.31.255.255");
+    assert_true(MATCH(cfg, ss));
+    ss = sa4("172.32.0.0");
+    assert_false(MATCH(cfg, ss));
+    ss = sa4("100.64.1.255");
+    assert_true(MATCH(cfg, ss));
+    ss = sa4("100.64.2.0");
+    assert_false(MATCH(cfg, ss));
+    ss = sa4("127.0.0.1");
+    assert_false(MATCH(cfg, ss));
     /* IPv4-mapped IPv6 matches IPv4 networks. */
-    ss = sa6("::ffff:10.1.2.3"); assert_true(MATCH(cfg, ss));
-    ss = sa6("::ffff:11.1.2.3"); assert_false(MATCH(cfg, ss));
-    ss = sa6("::ffff:192.168.1.7"); assert_true(MATCH(cfg, ss));
+    ss = sa6("::ffff:10.1.2.3");
+    assert_true(MATCH(cfg, ss));
+    ss = sa6("::ffff:11.1.2.3");
+    assert_false(MATCH(cfg, ss));
+    ss = sa6("::ffff:192.168.1.7");
+    assert_true(MATCH(cfg, ss));
     /* Not mapped: the v4 bits in other positions mean nothing. */
-    ss = sa6("::10.1.2.3");      assert_false(MATCH(cfg, ss));
-    ss = sa6("64:ff9b::10.1.2.3"); assert_false(MATCH(cfg, ss));
-    ss = sa6("::1");             assert_true(MATCH(cfg, ss));
-    ss = sa6("::2");             assert_false(MATCH(cfg, ss));
-    ss = sa6("fdff:ffff::1");    assert_true(MATCH(cfg, ss));
-    ss = sa6("fe00::1");         assert_false(MATCH(cfg, ss));
-    ss = sa6("2001:db8:7fff::1"); assert_true(MATCH(cfg, ss));
-    ss = sa6("2001:db8:8000::1"); assert_false(MATCH(cfg, ss));
+    ss = sa6("::10.1.2.3");
+    assert_false(MATCH(cfg, ss));
+    ss = sa6("64:ff9b::10.1.2.3");
+    assert_false(MATCH(cfg, ss));
+    ss = sa6("::1");
+    assert_true(MATCH(cfg, ss));
+    ss = sa6("::2");
+    assert_false(MATCH(cfg, ss));
+    ss = sa6("fdff:ffff::1");
+    assert_true(MATCH(cfg, ss));
+    ss = sa6("fe00::1");
+    assert_false(MATCH(cfg, ss));
+    ss = sa6("2001:db8:7fff::1");
+    assert_true(MATCH(cfg, ss));
+    ss = sa6("2001:db8:8000::1");
+    assert_false(MATCH(cfg, ss));
     config_free(&cfg);
 
     /* /0 networks, an IPv4 client against a mapped IPv6 network, empty
      * list, odd families. */
     ok("{" MIN_LISTENER ",\"policy\":{\"trusted_proxies\":["
-       "\"::ffff:10.0.0.0/104\"]}}", &cfg);
-    ss = sa4("10.9.9.9");        assert_true(MATCH(cfg, ss));
-    ss = sa4("11.9.9.9");        assert_false(MATCH(cfg, ss));
-    config_free(&cfg);
-    ok("{" MIN_LISTENER ",\"policy\":{\"trusted_proxies\":[\"0.0.0.0/0\"]}}",
+       "\"::ffff:10.0.0.0/104\"]}}",
        &cfg);
-    ss = sa4("203.0.113.9");     assert_true(MATCH(cfg, ss));
-    ss = sa6("::ffff:1.1.1.1");  assert_true(MATCH(cfg, ss));
-    ss = sa6("2001:db8::1");     assert_false(MATCH(cfg, ss));
+    ss = sa4("10.9.9.9");
+    assert_true(MATCH(cfg, ss));
+    ss = sa4("11.9.9.9");
+    assert_false(MATCH(cfg, ss));
+    config_free(&cfg);
+    ok("{" MIN_LISTENER ",\"policy\":{\"trusted_proxies\":[\"0.0.0.0/0\"]}}", &cfg);
+    ss = sa4("203.0.113.9");
+    assert_true(MATCH(cfg, ss));
+    ss = sa6("::ffff:1.1.1.1");
+    assert_true(MATCH(cfg, ss));
+    ss = sa6("2001:db8::1");
+    assert_false(MATCH(cfg, ss));
     config_free(&cfg);
     ok("{" MIN_LISTENER ",\"policy\":{\"trusted_proxies\":[\"::/0\"]}}", &cfg);
-    ss = sa6("2001:db8::1");     assert_true(MATCH(cfg, ss));
-    ss = sa4("1.2.3.4");         assert_true(MATCH(cfg, ss));
+    ss = sa6("2001:db8::1");
+    assert_true(MATCH(cfg, ss));
+    ss = sa4("1.2.3.4");
+    assert_true(MATCH(cfg, ss));
     config_free(&cfg);
     ok("{" MIN_LISTENER "}", &cfg);
-    ss = sa4("10.0.0.1");        assert_false(MATCH(cfg, ss));
+    ss = sa4("10.0.0.1");
+    assert_false(MATCH(cfg, ss));
     config_free(&cfg);
     {
         struct sockaddr_storage un;
@@ -873,10 +903,10 @@ static void test_cidr_match(void **state)
         memset(&un, 0, sizeof(un));
         un.ss_family = AF_UNIX;
         ok("{" MIN_LISTENER ",\"policy\":{\"trusted_proxies\":[\"::/0\","
-           "\"0.0.0.0/0\"]}}", &cfg);
+           "\"0.0.0.0/0\"]}}",
+           &cfg);
         assert_false(MATCH(cfg, un));
-        assert_false(config_cidr_match(cfg.trusted_proxies, cfg.trusted_count,
-                                       NULL));
+        assert_false(config_cidr_match(cfg.trusted_proxies, cfg.trusted_count, NULL));
         config_free(&cfg);
     }
 }
@@ -891,10 +921,8 @@ static void test_load_file(void **state)
     assert_true(fd != -1);
     close(fd);
 
-    assert_int_equal(config_load_file("/nonexistent/edgeproxy.json", &cfg, err,
-                                      sizeof(err)), -1);
-    assert_string_equal(err,
-                        "/nonexistent/edgeproxy.json: No such file or directory");
+    assert_int_equal(config_load_file("/nonexistent/edgeproxy.json", &cfg, err, sizeof(err)), -1);
+    assert_string_equal(err, "/nonexistent/edgeproxy.json: No such file or directory");
     assert_freed(&cfg);
     assert_int_equal(config_load_file("/tmp", &cfg, err, sizeof(err)), -1);
     assert_string_equal(err, "/tmp: Is a directory");
@@ -947,8 +975,7 @@ static void test_derived_max_connections(void **state)
     assert_int_equal(config_derived_max_connections(84, 2, 1), 1);
     assert_int_equal(config_derived_max_connections(64, 2, 1), 1);
     assert_int_equal(config_derived_max_connections(0, 1, 1), 1);
-    assert_int_equal(config_derived_max_connections(~0ULL, 1024, 16),
-                     CONFIG_MAX_CONNECTIONS);
+    assert_int_equal(config_derived_max_connections(~0ULL, 1024, 16), CONFIG_MAX_CONNECTIONS);
 }
 
 int main(void)

@@ -18,8 +18,7 @@ static const struct domain_list multi = {multi_domain, 2};
 static const struct domain_list any = {NULL, 0};
 
 /* Parses from an exact-size heap copy, so ASan catches any read past len. */
-static int parse(const char *s, const struct domain_list *d,
-                 struct host_target *t)
+static int parse(const char *s, const struct domain_list *d, struct host_target *t)
 {
     size_t len = strlen(s);
     char *copy = malloc(len ? len : 1);
@@ -33,8 +32,7 @@ static int parse(const char *s, const struct domain_list *d,
     return rc;
 }
 
-static void expect_ok(const char *s, const struct domain_list *d,
-                      uint16_t port, const char *id)
+static void expect_ok(const char *s, const struct domain_list *d, uint16_t port, const char *id)
 {
     struct host_target t;
 
@@ -55,8 +53,7 @@ static void test_basic(void **state)
 {
     expect_ok("3000-abc.sandbox.example", &doms, 3000, "abc");
     expect_ok("1-a.sandbox.example", &doms, 1, "a");
-    expect_ok("65535-i62mff4ahtrdfdkyn2esc.sandbox.example", &doms, 65535,
-              "i62mff4ahtrdfdkyn2esc");
+    expect_ok("65535-i62mff4ahtrdfdkyn2esc.sandbox.example", &doms, 65535, "i62mff4ahtrdfdkyn2esc");
     expect_ok("49983-abc-anything-goes.sandbox.example", &doms, 49983, "abc");
     expect_ok("3000-abc-.sandbox.example", &doms, 3000, "abc");
     expect_ok("3000-abc--x.sandbox.example", &doms, 3000, "abc");
@@ -122,8 +119,7 @@ static void test_bad_port(void **state)
     expect_rc("00000-abc.sandbox.example", &doms, HOST_BAD_PORT);
     expect_rc("65536-abc.sandbox.example", &doms, HOST_BAD_PORT);
     expect_rc("99999999999-abc.sandbox.example", &doms, HOST_BAD_PORT);
-    expect_rc("184467440737095516163000-abc.sandbox.example", &doms,
-              HOST_BAD_PORT);
+    expect_rc("184467440737095516163000-abc.sandbox.example", &doms, HOST_BAD_PORT);
     expect_rc("abc-def.sandbox.example", &doms, HOST_BAD_PORT);
     expect_rc("30a0-abc.sandbox.example", &doms, HOST_BAD_PORT);
     expect_rc("-abc.sandbox.example", &doms, HOST_BAD_PORT);
@@ -179,10 +175,8 @@ static void test_malformed(void **state)
     expect_rc("3000-\xc3\xa9.sandbox.example", &doms, HOST_MALFORMED);
 
     /* NUL bytes inside the view. */
-    assert_int_equal(host_parse("3000-abc\0.sandbox.example", 25, &doms, &t),
-                     HOST_MALFORMED);
-    assert_int_equal(host_parse("3000-abc.sandbox.example\0", 25, &doms, &t),
-                     HOST_MALFORMED);
+    assert_int_equal(host_parse("3000-abc\0.sandbox.example", 25, &doms, &t), HOST_MALFORMED);
+    assert_int_equal(host_parse("3000-abc.sandbox.example\0", 25, &doms, &t), HOST_MALFORMED);
     assert_int_equal(host_parse("\0", 1, &any, &t), HOST_MALFORMED);
     assert_int_equal(host_parse(NULL, 0, &any, &t), HOST_MALFORMED);
     assert_int_equal(host_parse("x", 0, &any, &t), HOST_MALFORMED);
@@ -293,8 +287,7 @@ static void test_parse_sandbox_id(void **state)
 
 static void test_status_message(void **state)
 {
-    int codes[] = {HOST_MALFORMED, HOST_FOREIGN_DOMAIN, HOST_BAD_SANDBOX_ID,
-                   HOST_BAD_PORT};
+    int codes[] = {HOST_MALFORMED, HOST_FOREIGN_DOMAIN, HOST_BAD_SANDBOX_ID, HOST_BAD_PORT};
 
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
         const char *m = host_status_message(codes[i]);

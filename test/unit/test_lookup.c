@@ -45,10 +45,10 @@
 struct fixture {
     pid_t redis_pid;
     int redis_port;
-    redisContext *rc;      /* the test's own client */
+    redisContext *rc; /* the test's own client */
     struct config cfg;
     struct worker w;
-    struct event *tick;    /* keeps EVLOOP_ONCE from blocking */
+    struct event *tick; /* keeps EVLOOP_ONCE from blocking */
     struct lookup *lk;
 };
 
@@ -622,8 +622,8 @@ struct evicting_answer {
 
 static void evicting_cb(struct lookup_waiter *wt, int status, struct route_rec *rr)
 {
-    struct evicting_answer *ea = (struct evicting_answer *)((char *)wt -
-                                                            offsetof(struct evicting_answer, a.wt));
+    struct evicting_answer *ea =
+        (struct evicting_answer *)((char *)wt - offsetof(struct evicting_answer, a.wt));
     char id[32];
     ea->a.calls++;
     ea->a.status = status;

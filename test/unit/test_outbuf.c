@@ -94,14 +94,23 @@ static void test_numbers(void **state)
         unsigned width;
         const char *want;
     } u[] = {
-        {0, 0, "0"},     {0, 1, "0"},   {0, 3, "000"},  {7, 2, "07"},
-        {123, 2, "123"}, {59, 2, "59"}, {999, 3, "999"}, {UINT64_MAX, 1, "18446744073709551615"},
+        {0, 0, "0"},
+        {0, 1, "0"},
+        {0, 3, "000"},
+        {7, 2, "07"},
+        {123, 2, "123"},
+        {59, 2, "59"},
+        {999, 3, "999"},
+        {UINT64_MAX, 1, "18446744073709551615"},
         {1, 25, "00000000000000000001"}, /* width clamped to 20 */
     };
     static const struct {
         int64_t v;
         const char *want;
-    } s[] = {{0, "0"}, {-1, "-1"}, {42, "42"}, {INT64_MAX, "9223372036854775807"},
+    } s[] = {{0, "0"},
+             {-1, "-1"},
+             {42, "42"},
+             {INT64_MAX, "9223372036854775807"},
              {INT64_MIN, "-9223372036854775808"}};
     struct outbuf ob;
 
@@ -130,8 +139,8 @@ static void test_json_escapes(void **state)
     expect(S(""), 100, "", true);
     expect(S("plain /path?q=1"), 100, "plain /path?q=1", true);
     expect(S("a\"b\\c"), 100, "a\\\"b\\\\c", true);
-    expect(S("\x00\x01\t\n\r\x1f\x7f"), 100,
-           "\\u0000\\u0001\\u0009\\u000a\\u000d\\u001f\\u007f", true);
+    expect(S("\x00\x01\t\n\r\x1f\x7f"), 100, "\\u0000\\u0001\\u0009\\u000a\\u000d\\u001f\\u007f",
+           true);
     /* '/' need not be escaped (RFC 8259 section 7) and is not. */
     expect(S("</script>"), 100, "</script>", true);
 }
@@ -163,13 +172,13 @@ static void test_json_utf8(void **state)
     expect(S("\xf0\x90\x80\x80 \xf4\x8f\xbf\xbf caf\xc3\xa9 \xf0\x9f\x98\x80"), 100,
            "\xf0\x90\x80\x80 \xf4\x8f\xbf\xbf caf\xc3\xa9 \xf0\x9f\x98\x80", true);
     /* ill-formed: each byte not part of a well-formed sequence is U+FFFD */
-    expect(S("\x80"), 100, "\\ufffd", true);                       /* lone continuation */
-    expect(S("\xc0\xaf"), 100, "\\ufffd\\ufffd", true);           /* overlong '/' */
+    expect(S("\x80"), 100, "\\ufffd", true);            /* lone continuation */
+    expect(S("\xc0\xaf"), 100, "\\ufffd\\ufffd", true); /* overlong '/' */
     expect(S("\xc1\xbf"), 100, "\\ufffd\\ufffd", true);
     expect(S("\xe0\x80\xaf"), 100, "\\ufffd\\ufffd\\ufffd", true); /* overlong 3 */
     expect(S("\xf0\x80\x80\xaf"), 100, "\\ufffd\\ufffd\\ufffd\\ufffd", true);
-    expect(S("\xed\xa0\x80"), 100, "\\ufffd\\ufffd\\ufffd", true); /* surrogate D800 */
-    expect(S("\xed\xbf\xbf"), 100, "\\ufffd\\ufffd\\ufffd", true); /* surrogate DFFF */
+    expect(S("\xed\xa0\x80"), 100, "\\ufffd\\ufffd\\ufffd", true);            /* surrogate D800 */
+    expect(S("\xed\xbf\xbf"), 100, "\\ufffd\\ufffd\\ufffd", true);            /* surrogate DFFF */
     expect(S("\xf4\x90\x80\x80"), 100, "\\ufffd\\ufffd\\ufffd\\ufffd", true); /* > U+10FFFF */
     expect(S("\xf5\x80\x80\x80"), 100, "\\ufffd\\ufffd\\ufffd\\ufffd", true);
     expect(S("\xff\xfe"), 100, "\\ufffd\\ufffd", true);
@@ -186,16 +195,16 @@ static void test_json_budget_cuts_between_units(void **state)
     expect(S("abcdef"), 0, "", false);
     expect(S("abcdef"), 3, "abc", false);
     expect(S("abcdef"), 6, "abcdef", true);
-    expect(S("ab\"cd"), 3, "ab", false);     /* \" needs 2 */
+    expect(S("ab\"cd"), 3, "ab", false); /* \" needs 2 */
     expect(S("ab\"cd"), 4, "ab\\\"", false);
-    expect(S("a\x01"), 6, "a", false);       /* \u0001 needs 6 */
+    expect(S("a\x01"), 6, "a", false); /* \u0001 needs 6 */
     expect(S("a\x01"), 7, "a\\u0001", true);
-    expect(S("a\xc3\xa9"), 2, "a", false);   /* never half of é */
+    expect(S("a\xc3\xa9"), 2, "a", false); /* never half of é */
     expect(S("a\xc3\xa9"), 3, "a\xc3\xa9", true);
     expect(S("a\xe2\x82\xac"), 3, "a", false);
     expect(S("a\xf0\x9f\x98\x80"), 4, "a", false);
     expect(S("a\xf0\x9f\x98\x80"), 5, "a\xf0\x9f\x98\x80", true);
-    expect(S("a\xff"), 6, "a", false);       /* \ufffd needs 6 */
+    expect(S("a\xff"), 6, "a", false); /* \ufffd needs 6 */
     expect(S("a\xff"), 7, "a\\ufffd", true);
 }
 
@@ -275,13 +284,18 @@ static void test_utf8_len(void **state)
 static void test_strict_validator(void **state)
 {
     static const char *const bad[] = {
-        "\"a", "\"\x01\"", "\"\xc3\"", "\"\xc3(\"", "\"\xed\xa0\x80\"", "\"\xc0\xaf\"",
-        "\"\\ud800\"", "\"\\udc00\"", "\"\\x41\"", "\"\\u00g0\"", "\"a\"x", "{\"a\":}",
-        "{\"a\":1,}", "[1,]", "01", "1.", "\"\\\"",
+        "\"a",          "\"\x01\"",    "\"\xc3\"",    "\"\xc3(\"", "\"\xed\xa0\x80\"",
+        "\"\xc0\xaf\"", "\"\\ud800\"", "\"\\udc00\"", "\"\\x41\"", "\"\\u00g0\"",
+        "\"a\"x",       "{\"a\":}",    "{\"a\":1,}",  "[1,]",      "01",
+        "1.",           "\"\\\"",
     };
     static const char *const good[] = {
-        "\"\"", "\"\\ud83d\\ude00\"", "\"\xf0\x9f\x98\x80\"", "{\"a\":[1,-0.5e3,null,true]}",
-        " {} ", "\"\\/\\b\\f\\n\\r\\t\\u00e9\"",
+        "\"\"",
+        "\"\\ud83d\\ude00\"",
+        "\"\xf0\x9f\x98\x80\"",
+        "{\"a\":[1,-0.5e3,null,true]}",
+        " {} ",
+        "\"\\/\\b\\f\\n\\r\\t\\u00e9\"",
     };
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)

@@ -71,8 +71,8 @@ static void expect_need_more(const char *s)
     assert_int_equal(parse_s(s, &info), PROXY_PROTO_NEED_MORE);
 }
 
-static void check_v4(const struct sockaddr_storage *ss, socklen_t len,
-                     const char *ip, uint16_t port)
+static void check_v4(const struct sockaddr_storage *ss, socklen_t len, const char *ip,
+                     uint16_t port)
 {
     const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
     struct in_addr want;
@@ -84,8 +84,8 @@ static void check_v4(const struct sockaddr_storage *ss, socklen_t len,
     assert_int_equal(sin->sin_port, htons(port));
 }
 
-static void check_v6(const struct sockaddr_storage *ss, socklen_t len,
-                     const char *ip, uint16_t port)
+static void check_v6(const struct sockaddr_storage *ss, socklen_t len, const char *ip,
+                     uint16_t port)
 {
     const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
     struct in6_addr want;
@@ -128,8 +128,7 @@ static void test_v1_tcp6(void **state)
         "FFFF:FFFF:FFFF:FFFF:FFFF:FFFF:FFFF:FFFF 65535 65535\r\n";
     assert_int_equal(parse_s(h, &info), (int)strlen(h));
     assert_int_equal(strlen(h), 104); /* the longest TCP6 line */
-    check_v6(&info.dst, info.dst_len, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-             65535);
+    check_v6(&info.dst, info.dst_len, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 65535);
     expect_prefixes_need_more(h, strlen(h));
 
     h = "PROXY TCP6 :: 1:2:3:4:5:6:7:: 1 2\r\n";
@@ -164,8 +163,7 @@ static void test_v1_ports(void **state)
     check_v4(&info.src, info.src_len, "1.2.3.4", 0);
     check_v4(&info.dst, info.dst_len, "5.6.7.8", 65535);
     /* Leading zeros: decimal, within five digits. */
-    assert_true(parse_s("PROXY TCP4 1.2.3.4 5.6.7.8 00080 08080\r\n", &info) >
-                0);
+    assert_true(parse_s("PROXY TCP4 1.2.3.4 5.6.7.8 00080 08080\r\n", &info) > 0);
     check_v4(&info.src, info.src_len, "1.2.3.4", 80);
     check_v4(&info.dst, info.dst_len, "5.6.7.8", 8080);
 
@@ -334,8 +332,8 @@ static const unsigned char sig[12] = {0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d,
 
 /* Builds a v2 header: signature, ver_cmd, fam, length = body_len (or
  * len_field when >= 0), body. Returns the total size. */
-static size_t v2(unsigned char *out, unsigned char ver_cmd, unsigned char fam,
-                 const void *body, size_t body_len, long len_field)
+static size_t v2(unsigned char *out, unsigned char ver_cmd, unsigned char fam, const void *body,
+                 size_t body_len, long len_field)
 {
     size_t l = len_field >= 0 ? (size_t)len_field : body_len;
 
@@ -353,8 +351,10 @@ static size_t v4_block(unsigned char *b)
 {
     inet_pton(AF_INET, "1.2.3.4", b);
     inet_pton(AF_INET, "5.6.7.8", b + 4);
-    b[8] = 0x04; b[9] = 0x57;  /* 1111 */
-    b[10] = 0x01; b[11] = 0xbb; /* 443 */
+    b[8] = 0x04;
+    b[9] = 0x57; /* 1111 */
+    b[10] = 0x01;
+    b[11] = 0xbb; /* 443 */
     return 12;
 }
 
@@ -362,8 +362,10 @@ static size_t v6_block(unsigned char *b)
 {
     inet_pton(AF_INET6, "2001:db8::1", b);
     inet_pton(AF_INET6, "::1", b + 16);
-    b[32] = 0x9c; b[33] = 0x40; /* 40000 */
-    b[34] = 0x1f; b[35] = 0x90; /* 8080 */
+    b[32] = 0x9c;
+    b[33] = 0x40; /* 40000 */
+    b[34] = 0x1f;
+    b[35] = 0x90; /* 8080 */
     return 36;
 }
 
@@ -406,10 +408,10 @@ static void test_v2_tlvs(void **state)
     struct proxy_proto_info info;
     size_t b = v4_block(body), n;
     static const unsigned char tlvs[] = {
-        0x01, 0x00, 0x02, 'h', '2',             /* ALPN */
-        0x04, 0x00, 0x03, 0x00, 0x00, 0x00,     /* NOOP */
-        0x20, 0x00, 0x05, 0x01, 0, 0, 0, 0,     /* SSL */
-        0x05, 0x00, 0x00,                       /* UNIQUE_ID, empty */
+        0x01, 0x00, 0x02, 'h',  '2',              /* ALPN */
+        0x04, 0x00, 0x03, 0x00, 0x00, 0x00,       /* NOOP */
+        0x20, 0x00, 0x05, 0x01, 0,    0,    0, 0, /* SSL */
+        0x05, 0x00, 0x00,                         /* UNIQUE_ID, empty */
     };
 
     memcpy(body + b, tlvs, sizeof(tlvs));
@@ -537,16 +539,14 @@ static void test_null_out_and_err(void **state)
 {
     const char *h = "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n";
 
-    assert_int_equal(proxy_proto_parse((const unsigned char *)h, strlen(h),
-                                       NULL, NULL, 0),
+    assert_int_equal(proxy_proto_parse((const unsigned char *)h, strlen(h), NULL, NULL, 0),
                      (int)strlen(h));
-    assert_int_equal(proxy_proto_parse((const unsigned char *)"x", 1, NULL,
-                                       NULL, 0),
+    assert_int_equal(proxy_proto_parse((const unsigned char *)"x", 1, NULL, NULL, 0),
                      PROXY_PROTO_BAD);
     char small[8];
-    assert_int_equal(proxy_proto_parse((const unsigned char *)"PROXY TCP9", 10,
-                                       NULL, small, sizeof(small)),
-                     PROXY_PROTO_BAD);
+    assert_int_equal(
+        proxy_proto_parse((const unsigned char *)"PROXY TCP9", 10, NULL, small, sizeof(small)),
+        PROXY_PROTO_BAD);
     assert_int_equal(strlen(small), sizeof(small) - 1);
 }
 

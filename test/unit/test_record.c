@@ -15,8 +15,7 @@
 
 /* Parses from an exact-size heap copy (no NUL after it) so ASan catches any
  * read past len. */
-static int parse_n(const char *s, size_t len, struct record **r, char *err,
-                   size_t errlen)
+static int parse_n(const char *s, size_t len, struct record **r, char *err, size_t errlen)
 {
     char *copy = malloc(len ? len : 1);
     int rc;
@@ -70,12 +69,11 @@ static void test_minimal_ipv4(void **state)
 
 static void test_full_ipv6(void **state)
 {
-    struct record *r = ok(
-        " {\n\t\"address\": \"fd00::a:5\", \"allowPublicTraffic\": false,"
-        " \"trafficAccessToken\": \"6f1c\\u00e9x\","
-        " \"maskRequestHost\": \"localhost:${PORT}\","
-        " \"executionId\": \"7d3e-1\", \"maxConnections\": 100,"
-        " \"futureField\": {\"x\": [1, 2]}, \"address2\": 5 }\r\n");
+    struct record *r = ok(" {\n\t\"address\": \"fd00::a:5\", \"allowPublicTraffic\": false,"
+                          " \"trafficAccessToken\": \"6f1c\\u00e9x\","
+                          " \"maskRequestHost\": \"localhost:${PORT}\","
+                          " \"executionId\": \"7d3e-1\", \"maxConnections\": 100,"
+                          " \"futureField\": {\"x\": [1, 2]}, \"address2\": 5 }\r\n");
     const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&r->addr;
     struct in6_addr want;
 
@@ -137,8 +135,7 @@ static void test_not_json(void **state)
     bad("{\"address\":\"1.2.3.4\",}", "not valid JSON");
     bad("{'address':'1.2.3.4'}", "not valid JSON");
     bad("address=1.2.3.4", "not valid JSON");
-    bad("{\"address\":\"1.2.3.4\"} {}",
-        "not valid JSON (data after the object)");
+    bad("{\"address\":\"1.2.3.4\"} {}", "not valid JSON (data after the object)");
     bad("{\"address\":\"1.2.3.4\"}x", "not valid JSON (data after the object)");
     bad("[\"address\",\"1.2.3.4\"]", "not a JSON object");
     bad("\"1.2.3.4\"", "not a JSON object");
@@ -156,11 +153,9 @@ static void test_nul_and_control_bytes(void **state)
     static const char tok[] = "{\"address\":\"1.2.3.4\",\"allowPublicTraffic\""
                               ":false,\"trafficAccessToken\":\"ab\0cd\"}";
 
-    assert_int_equal(parse_n(after, sizeof(after) - 1, &r, err, sizeof(err)),
-                     -1);
+    assert_int_equal(parse_n(after, sizeof(after) - 1, &r, err, sizeof(err)), -1);
     assert_string_equal(err, "not valid JSON");
-    assert_int_equal(parse_n(inside, sizeof(inside) - 1, &r, err, sizeof(err)),
-                     -1);
+    assert_int_equal(parse_n(inside, sizeof(inside) - 1, &r, err, sizeof(err)), -1);
     assert_string_equal(err, "not valid JSON");
     assert_int_equal(parse_n(tok, sizeof(tok) - 1, &r, err, sizeof(err)), -1);
     assert_null(r);
@@ -202,8 +197,7 @@ static void test_address(void **state)
     bad("{\"address\":\"256.1.1.1\"}", "address is not an IP literal");
     bad("{\"address\":\" 1.2.3.4\"}", "address is not an IP literal");
     bad("{\"address\":\"fe80::1%eth0\"}", "address is not an IP literal");
-    bad("{\"address\":\"1.2.3.4\",\"address\":\"5.6.7.8\"}",
-        "address appears more than once");
+    bad("{\"address\":\"1.2.3.4\",\"address\":\"5.6.7.8\"}", "address appears more than once");
     {
         char buf[400];
 
@@ -214,11 +208,9 @@ static void test_address(void **state)
     }
     {
         /* The longest IPv6 text form fits address[]. */
-        struct record *r =
-            ok("{\"address\":\"ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255\"}");
+        struct record *r = ok("{\"address\":\"ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255\"}");
 
-        assert_string_equal(r->address,
-                            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255");
+        assert_string_equal(r->address, "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255");
         record_free(r);
     }
 }
@@ -239,8 +231,7 @@ static void test_fields(void **state)
         "trafficAccessToken empty while allowPublicTraffic is false");
     bad("{\"address\":\"1.2.3.4\",\"trafficAccessToken\":123}",
         "trafficAccessToken is not a string");
-    bad("{\"address\":\"1.2.3.4\",\"maskRequestHost\":5}",
-        "maskRequestHost is not a string");
+    bad("{\"address\":\"1.2.3.4\",\"maskRequestHost\":5}", "maskRequestHost is not a string");
     bad("{\"address\":\"1.2.3.4\",\"maskRequestHost\":\"\"}",
         "maskRequestHost is not a non-empty string of visible ASCII");
     bad("{\"address\":\"1.2.3.4\",\"maskRequestHost\":\"a b\"}",
@@ -251,8 +242,7 @@ static void test_fields(void **state)
         "maskRequestHost is not a non-empty string of visible ASCII");
     bad("{\"address\":\"1.2.3.4\",\"maskRequestHost\":\"h\\u007f\"}",
         "maskRequestHost is not a non-empty string of visible ASCII");
-    bad("{\"address\":\"1.2.3.4\",\"executionId\":7}",
-        "executionId is not a string");
+    bad("{\"address\":\"1.2.3.4\",\"executionId\":7}", "executionId is not a string");
     bad("{\"address\":\"1.2.3.4\",\"maxConnections\":-1}",
         "maxConnections is not a non-negative integer");
     bad("{\"address\":\"1.2.3.4\",\"maxConnections\":1.5}",

@@ -104,8 +104,8 @@ static void test_get_string_is_parsed(void **state)
 static void test_get_other_types_are_broken(void **state)
 {
     static const char *const shapes[] = {
-        ":42\r\n", "+OK\r\n", "-ERR wrong\r\n", "*0\r\n", "*1\r\n$1\r\na\r\n",
-        "*2\r\n*1\r\n:1\r\n$-1\r\n",
+        ":42\r\n", "+OK\r\n",           "-ERR wrong\r\n",
+        "*0\r\n",  "*1\r\n$1\r\na\r\n", "*2\r\n*1\r\n:1\r\n$-1\r\n",
     };
     char msg[200];
 
@@ -127,7 +127,8 @@ static void test_get_huge_value(void **state)
 
 static void test_message(void **state)
 {
-    redisReply *reply = RESP("*3\r\n$7\r\nmessage\r\n$18\r\nsandbox:invalidate\r\n$5\r\na\0b\0c\r\n");
+    redisReply *reply =
+        RESP("*3\r\n$7\r\nmessage\r\n$18\r\nsandbox:invalidate\r\n$5\r\na\0b\0c\r\n");
     struct redis_push p;
 
     redis_reply_push(reply, &p);
@@ -200,8 +201,7 @@ static void test_push_nested_arrays(void **state)
                      REDIS_PUSH_OTHER);
     assert_int_equal(push_kind(RESP("*3\r\n$7\r\nmessage\r\n*1\r\n$1\r\nc\r\n$1\r\np\r\n")),
                      REDIS_PUSH_OTHER);
-    assert_int_equal(push_kind(RESP("*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n*0\r\n")),
-                     REDIS_PUSH_OTHER);
+    assert_int_equal(push_kind(RESP("*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n*0\r\n")), REDIS_PUSH_OTHER);
     assert_int_equal(push_kind(RESP("*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n*1\r\n:1\r\n")),
                      REDIS_PUSH_OTHER);
 }
@@ -213,15 +213,20 @@ static void test_push_non_string_elements(void **state)
     assert_int_equal(push_kind(RESP("*3\r\n:7\r\n$1\r\nc\r\n$1\r\np\r\n")), REDIS_PUSH_OTHER);
     assert_int_equal(push_kind(RESP("*3\r\n+message\r\n$1\r\nc\r\n$1\r\np\r\n")), REDIS_PUSH_OTHER);
     assert_int_equal(push_kind(RESP("*3\r\n$-1\r\n$1\r\nc\r\n$1\r\np\r\n")), REDIS_PUSH_OTHER);
-    assert_int_equal(push_kind(RESP("*3\r\n$7\r\nMESSAGE\r\n$1\r\nc\r\n$1\r\np\r\n")), REDIS_PUSH_OTHER);
-    assert_int_equal(push_kind(RESP("*3\r\n$8\r\nmessages\r\n$1\r\nc\r\n$1\r\np\r\n")), REDIS_PUSH_OTHER);
+    assert_int_equal(push_kind(RESP("*3\r\n$7\r\nMESSAGE\r\n$1\r\nc\r\n$1\r\np\r\n")),
+                     REDIS_PUSH_OTHER);
+    assert_int_equal(push_kind(RESP("*3\r\n$8\r\nmessages\r\n$1\r\nc\r\n$1\r\np\r\n")),
+                     REDIS_PUSH_OTHER);
     /* Channel. */
     assert_int_equal(push_kind(RESP("*3\r\n$7\r\nmessage\r\n:1\r\n$1\r\np\r\n")), REDIS_PUSH_OTHER);
-    assert_int_equal(push_kind(RESP("*3\r\n$7\r\nmessage\r\n$-1\r\n$1\r\np\r\n")), REDIS_PUSH_OTHER);
-    assert_int_equal(push_kind(RESP("*3\r\n$7\r\nmessage\r\n-ERR c\r\n$1\r\np\r\n")), REDIS_PUSH_OTHER);
+    assert_int_equal(push_kind(RESP("*3\r\n$7\r\nmessage\r\n$-1\r\n$1\r\np\r\n")),
+                     REDIS_PUSH_OTHER);
+    assert_int_equal(push_kind(RESP("*3\r\n$7\r\nmessage\r\n-ERR c\r\n$1\r\np\r\n")),
+                     REDIS_PUSH_OTHER);
     /* Payload / count. */
     assert_int_equal(push_kind(RESP("*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n:1\r\n")), REDIS_PUSH_OTHER);
-    assert_int_equal(push_kind(RESP("*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$-1\r\n")), REDIS_PUSH_OTHER);
+    assert_int_equal(push_kind(RESP("*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$-1\r\n")),
+                     REDIS_PUSH_OTHER);
     assert_int_equal(push_kind(RESP("*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n$1\r\n1\r\n")),
                      REDIS_PUSH_OTHER);
 }

@@ -12,8 +12,14 @@
 
 #include "reply.h"
 
-#define H(s) {(s), sizeof(s) - 1}
-#define NONE {NULL, 0}
+#define H(s)               \
+    {                      \
+        (s), sizeof(s) - 1 \
+    }
+#define NONE    \
+    {           \
+        NULL, 0 \
+    }
 
 static const char chrome_ua[] =
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -51,15 +57,14 @@ static void test_json_exact(void **state)
     struct reply r = base(502, "The sandbox was not found");
     char buf[4096];
     int n;
-    static const char want[] =
-        "HTTP/1.1 502 Bad Gateway\r\n"
-        "Content-Type: application/json; charset=utf-8\r\n"
-        "Content-Length: 69\r\n"
-        "Access-Control-Allow-Origin: *\r\n"
-        "Cache-Control: no-store\r\n"
-        "\r\n"
-        "{\"code\":502,\"message\":\"The sandbox was not found\","
-        "\"sandboxId\":\"abc\"}\n";
+    static const char want[] = "HTTP/1.1 502 Bad Gateway\r\n"
+                               "Content-Type: application/json; charset=utf-8\r\n"
+                               "Content-Length: 69\r\n"
+                               "Access-Control-Allow-Origin: *\r\n"
+                               "Cache-Control: no-store\r\n"
+                               "\r\n"
+                               "{\"code\":502,\"message\":\"The sandbox was not found\","
+                               "\"sandboxId\":\"abc\"}\n";
 
     r.sandbox_id = "abc";
     n = reply_render(&r, buf, sizeof(buf));
@@ -87,10 +92,9 @@ static void test_json_all_fields(void **state)
     assert_non_null(strstr(buf, "\r\nRetry-After: 5\r\n"));
     assert_non_null(strstr(buf, "\r\nConnection: close\r\n"));
     body = body_of(buf, n, &blen);
-    assert_string_equal(body,
-                        "{\"code\":429,\"message\":\"Too many connections\","
-                        "\"sandboxId\":\"i62mff4\",\"port\":3000,"
-                        "\"connectionLimit\":100}\n");
+    assert_string_equal(body, "{\"code\":429,\"message\":\"Too many connections\","
+                              "\"sandboxId\":\"i62mff4\",\"port\":3000,"
+                              "\"connectionLimit\":100}\n");
     j = cJSON_Parse(body);
     assert_non_null(j);
     assert_int_equal(cJSON_GetObjectItem(j, "connectionLimit")->valueint, 100);
@@ -117,15 +121,13 @@ static void test_json_escaping(void **state)
     n = reply_render(&r, buf, sizeof(buf));
     assert_true(n > 0);
     body = body_of(buf, n, &blen);
-    assert_string_equal(
-        body, "{\"code\":400,\"message\":\"a\\\"b\\\\c\\u0001\\u000a\\u0009"
-              "\\u001f\\u007f/<\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80|\\ufffd|"
-              "\\ufffd\\ufffd|\\ufffd\\ufffd\\ufffd|\\ufffd\\ufffd\","
-              "\"sandboxId\":\"x\\\"y\"}\n");
+    assert_string_equal(body, "{\"code\":400,\"message\":\"a\\\"b\\\\c\\u0001\\u000a\\u0009"
+                              "\\u001f\\u007f/<\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80|\\ufffd|"
+                              "\\ufffd\\ufffd|\\ufffd\\ufffd\\ufffd|\\ufffd\\ufffd\","
+                              "\"sandboxId\":\"x\\\"y\"}\n");
     j = cJSON_Parse(body);
     assert_non_null(j);
-    assert_string_equal(cJSON_GetObjectItem(j, "sandboxId")->valuestring,
-                        "x\"y");
+    assert_string_equal(cJSON_GetObjectItem(j, "sandboxId")->valuestring, "x\"y");
     cJSON_Delete(j);
 }
 
@@ -136,9 +138,8 @@ static void test_null_message_uses_reason(void **state)
     size_t blen;
     int n = reply_render(&r, buf, sizeof(buf));
 
-    assert_string_equal(body_of(buf, n, &blen),
-                        "{\"code\":431,\"message\":"
-                        "\"Request Header Fields Too Large\"}\n");
+    assert_string_equal(body_of(buf, n, &blen), "{\"code\":431,\"message\":"
+                                                "\"Request Header Fields Too Large\"}\n");
 }
 
 static void test_html(void **state)
@@ -286,18 +287,30 @@ static void test_every_status(void **state)
         int code;
         const char *reason;
     } st[] = {
-        {100, "Continue"}, {101, "Switching Protocols"}, {200, "OK"},
-        {204, "No Content"}, {400, "Bad Request"}, {401, "Unauthorized"},
-        {403, "Forbidden"}, {404, "Not Found"},
-        {405, "Method Not Allowed"}, {408, "Request Timeout"},
-        {411, "Length Required"}, {413, "Content Too Large"},
-        {414, "URI Too Long"}, {417, "Expectation Failed"},
-        {421, "Misdirected Request"}, {426, "Upgrade Required"},
+        {100, "Continue"},
+        {101, "Switching Protocols"},
+        {200, "OK"},
+        {204, "No Content"},
+        {400, "Bad Request"},
+        {401, "Unauthorized"},
+        {403, "Forbidden"},
+        {404, "Not Found"},
+        {405, "Method Not Allowed"},
+        {408, "Request Timeout"},
+        {411, "Length Required"},
+        {413, "Content Too Large"},
+        {414, "URI Too Long"},
+        {417, "Expectation Failed"},
+        {421, "Misdirected Request"},
+        {426, "Upgrade Required"},
         {429, "Too Many Requests"},
         {431, "Request Header Fields Too Large"},
-        {500, "Internal Server Error"}, {501, "Not Implemented"},
-        {502, "Bad Gateway"}, {503, "Service Unavailable"},
-        {504, "Gateway Timeout"}, {505, "HTTP Version Not Supported"},
+        {500, "Internal Server Error"},
+        {501, "Not Implemented"},
+        {502, "Bad Gateway"},
+        {503, "Service Unavailable"},
+        {504, "Gateway Timeout"},
+        {505, "HTTP Version Not Supported"},
     };
 
     for (size_t i = 0; i < sizeof(st) / sizeof(st[0]); i++) {
@@ -311,8 +324,7 @@ static void test_every_status(void **state)
         assert_string_equal(reply_reason(st[i].code), st[i].reason);
         n = reply_render(&r, buf, sizeof(buf));
         assert_true(n > 0);
-        snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", st[i].code,
-                 st[i].reason);
+        snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", st[i].code, st[i].reason);
         assert_true(strncmp(buf, line, strlen(line)) == 0);
         body = body_of(buf, n, &blen);
         j = cJSON_Parse(body);
@@ -331,8 +343,8 @@ static void test_wants_html(void **state)
 
     /* Plain browser navigation. */
     assert_true(reply_wants_html(&n));
-    n.accept = (struct reply_hdr)H(
-        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8");
+    n.accept =
+        (struct reply_hdr)H("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8");
     assert_true(reply_wants_html(&n));
     n.sec_fetch_mode = (struct reply_hdr)H("navigate");
     assert_true(reply_wants_html(&n));
@@ -404,16 +416,11 @@ static void test_wants_html(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_json_exact),
-        cmocka_unit_test(test_json_all_fields),
-        cmocka_unit_test(test_json_escaping),
-        cmocka_unit_test(test_null_message_uses_reason),
-        cmocka_unit_test(test_html),
-        cmocka_unit_test(test_head_only),
-        cmocka_unit_test(test_capacity),
-        cmocka_unit_test(test_4096_enough),
-        cmocka_unit_test(test_bad_status),
-        cmocka_unit_test(test_every_status),
+        cmocka_unit_test(test_json_exact),    cmocka_unit_test(test_json_all_fields),
+        cmocka_unit_test(test_json_escaping), cmocka_unit_test(test_null_message_uses_reason),
+        cmocka_unit_test(test_html),          cmocka_unit_test(test_head_only),
+        cmocka_unit_test(test_capacity),      cmocka_unit_test(test_4096_enough),
+        cmocka_unit_test(test_bad_status),    cmocka_unit_test(test_every_status),
         cmocka_unit_test(test_wants_html),
     };
 

@@ -76,8 +76,7 @@ static void test_restart_keys(void **state)
     reload("{\"listeners\":[" L1 "],\"admin\":null}",
            "{\"listeners\":[" L1 "],\"admin\":{\"address\":null}}", NULL);
     /* workers is checked first. */
-    reload("{\"listeners\":[" L1 "]}",
-           "{\"workers\":3,\"listeners\":[" L2 "],\"admin\":null}",
+    reload("{\"listeners\":[" L1 "]}", "{\"workers\":3,\"listeners\":[" L2 "],\"admin\":null}",
            "workers: changing the worker count needs a restart");
 }
 
@@ -86,7 +85,8 @@ static void test_reloadable(void **state)
     /* The same address spelled differently is the same socket. */
     reload("{\"listeners\":[" L1 "]}",
            "{\"listeners\":[{\"address\":\"127.0.0.1:08080\"}],"
-           "\"admin\":{\"address\":\"127.0.0.1:09090\"}}", NULL);
+           "\"admin\":{\"address\":\"127.0.0.1:09090\"}}",
+           NULL);
     reload("{\"listeners\":[" L1 "]}",
            "{\"listeners\":[" L1 "],\"domains\":[\"a.b\"],"
            "\"redis\":{\"url\":\"redis://h:1/2\",\"key_prefix\":\"x:\"},"
@@ -95,13 +95,15 @@ static void test_reloadable(void **state)
            "\"drain\":{\"delay_ms\":7},\"log\":{\"level\":\"debug\"},"
            "\"access_log\":{\"path\":\"/tmp/x\"},"
            "\"policy\":{\"token_exempt_ports\":[],"
-           "\"trusted_proxies\":[\"::1\"]}}", NULL);
+           "\"trusted_proxies\":[\"::1\"]}}",
+           NULL);
     /* Certificate files reload; only TLS on/off needs a restart. */
     reload("{\"listeners\":[{\"address\":\"127.0.0.1:8080\",\"tls\":"
            "{\"certificates\":[{\"cert\":\"c\",\"key\":\"k\"}]}}]}",
            "{\"listeners\":[{\"address\":\"127.0.0.1:8080\",\"tls\":"
            "{\"certificates\":[{\"cert\":\"c2\",\"key\":\"k2\"},"
-           "{\"cert\":\"c3\",\"key\":\"k3\"}]}}]}", NULL);
+           "{\"cert\":\"c3\",\"key\":\"k3\"}]}}]}",
+           NULL);
 }
 
 int main(void)
