@@ -263,3 +263,11 @@ bool head_is_hop_by_hop(const struct head *h, const struct hdr *x)
     }
     return false;
 }
+
+bool head_has_empty_name(const struct head *h)
+{
+    for (uint32_t i = 0; i < h->nhdrs; i++)
+        if (h->hdrs[i].name_len == 0)
+            return true;
+    return false;
+}

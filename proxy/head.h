@@ -94,6 +94,10 @@ const struct hdr *head_find(const struct head *h, int kind, unsigned *count);
  * token (case-insensitive)? Elements as common/toklist.h reads them. */
 bool head_list_has(const char *val, size_t len, const char *tok, size_t toklen);
 
+/* Does a header have an empty name (": value")? llhttp accepts it, RFC 9110
+ * section 5.1 does not: a request with one is refused, a response is a 502. */
+bool head_has_empty_name(const struct head *h);
+
 /* Starts the arena over for the next message (1xx then final response). */
 void head_reset(struct head *h);
 

@@ -292,6 +292,11 @@ static int on_response_head(struct session *s)
         upstream_failed(s, 502, "invalid response from upstream: bad status line");
         return -1;
     }
+    if (head_has_empty_name(s->ph)) {
+        /* llhttp (strict) accepts ": value"; RFC 9110 section 5.1 does not. */
+        upstream_failed(s, 502, "invalid response from upstream: empty header name");
+        return -1;
+    }
     if (status < 200 && status != 101) {
         /* Interim: HTTP/1.0 clients cannot take 1xx (RFC 9110 15.2). */
         if (s->req.http_minor > 0 || s->req.http_major > 1)

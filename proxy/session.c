@@ -401,10 +401,10 @@ static const char *head_framing_error(struct session *s)
         return p->http_major == 0 ? "HTTP/0.9 requests are not supported"
                                   : "HTTP version not supported on this connection";
     const struct head *h = s->rh;
+    if (head_has_empty_name(h))
+        return "empty header name";
     for (uint32_t i = 0; i < h->nhdrs; i++) {
         const struct hdr *x = &h->hdrs[i];
-        if (x->name_len == 0)
-            return "empty header name";
         if (x->kind == HDR_TRANSFER_ENCODING &&
             (!(p->flags & F_CHUNKED) || (p->flags & F_CONTENT_LENGTH)))
             return "Transfer-Encoding must end with chunked and come without Content-Length";
