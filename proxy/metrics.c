@@ -46,6 +46,46 @@ static void counter(struct evbuffer *out, const char *name, const char *help, co
                         (unsigned long long)v);
 }
 
+/* The single-sample families, in the order /metrics prints them. */
+static const struct metric_family {
+    const char *name, *help, *type;
+    size_t offset; /* of the per-worker field summed */
+} families[] = {
+    {"edgeproxy_client_connections", "Open client connections.", "gauge",
+     offsetof(struct metrics, client_connections)},
+    {"edgeproxy_upstream_connections", "Open upstream connections, pooled ones included.", "gauge",
+     offsetof(struct metrics, upstream_connections)},
+    {"edgeproxy_route_cache_hits_total", "Route lookups answered from the worker cache.", "counter",
+     offsetof(struct metrics, cache_hits)},
+    {"edgeproxy_route_cache_misses_total", "Route lookups that needed Redis.", "counter",
+     offsetof(struct metrics, cache_misses)},
+    {"edgeproxy_route_cache_entries",
+     "Sandbox ids in the route caches (cache.max_entries per worker).", "gauge",
+     offsetof(struct metrics, cache_entries)},
+    {"edgeproxy_route_cache_evictions_total",
+     "Route cache entries dropped to make room for a new sandbox id.", "counter",
+     offsetof(struct metrics, cache_evictions)},
+    {"edgeproxy_route_cache_full_total",
+     "New sandbox ids answered 503 because every cache entry was waiting on Redis.", "counter",
+     offsetof(struct metrics, cache_full)},
+    {"edgeproxy_redis_errors_total", "Redis errors, timeouts and disconnects.", "counter",
+     offsetof(struct metrics, redis_errors)},
+    {"edgeproxy_redis_reconnects_total", "Redis (re)connections established.", "counter",
+     offsetof(struct metrics, redis_reconnects)},
+    {"edgeproxy_upstream_connect_errors_total",
+     "Upstream connects that failed (each retry counts).", "counter",
+     offsetof(struct metrics, upstream_connect_errors)},
+    {"edgeproxy_upstream_pool_reuses_total", "Requests sent on a pooled upstream connection.",
+     "counter", offsetof(struct metrics, upstream_pool_reuses)},
+    {"edgeproxy_upstream_retries_total",
+     "Upstream connects retried after a refusal or a stale pooled connection.", "counter",
+     offsetof(struct metrics, upstream_retries)},
+    {"edgeproxy_tls_handshake_failures_total", "TLS handshakes that failed.", "counter",
+     offsetof(struct metrics, tls_handshake_failures)},
+    {"edgeproxy_proxy_replies_total", "Responses made by the proxy itself (errors).", "counter",
+     offsetof(struct metrics, rejected_by_proxy)},
+};
+
 void metrics_render(struct evbuffer *out, struct metrics *const *all, int n)
 {
     static const char *const classes[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
@@ -80,40 +120,9 @@ void metrics_render(struct evbuffer *out, struct metrics *const *all, int n)
                         "edgeproxy_request_duration_seconds_count %llu\n",
                         (unsigned long long)count, (double)SUM(duration_sum_us) / 1e6,
                         (unsigned long long)count);
-    counter(out, "edgeproxy_client_connections", "Open client connections.", "gauge",
-            SUM(client_connections));
-    counter(out, "edgeproxy_upstream_connections",
-            "Open upstream connections, pooled ones included.", "gauge", SUM(upstream_connections));
-    counter(out, "edgeproxy_route_cache_hits_total",
-            "Route lookups answered from the worker cache.", "counter", SUM(cache_hits));
-    counter(out, "edgeproxy_route_cache_misses_total", "Route lookups that needed Redis.",
-            "counter", SUM(cache_misses));
-    counter(out, "edgeproxy_route_cache_entries",
-            "Sandbox ids in the route caches (cache.max_entries per worker).", "gauge",
-            SUM(cache_entries));
-    counter(out, "edgeproxy_route_cache_evictions_total",
-            "Route cache entries dropped to make room for a new sandbox id.", "counter",
-            SUM(cache_evictions));
-    counter(out, "edgeproxy_route_cache_full_total",
-            "New sandbox ids answered 503 because every cache entry was waiting on Redis.",
-            "counter", SUM(cache_full));
-    counter(out, "edgeproxy_redis_errors_total", "Redis errors, timeouts and disconnects.",
-            "counter", SUM(redis_errors));
-    counter(out, "edgeproxy_redis_reconnects_total", "Redis (re)connections established.",
-            "counter", SUM(redis_reconnects));
-    counter(out, "edgeproxy_upstream_connect_errors_total",
-            "Upstream connects that failed (each retry counts).", "counter",
-            SUM(upstream_connect_errors));
-    counter(out, "edgeproxy_upstream_pool_reuses_total",
-            "Requests sent on a pooled upstream connection.", "counter", SUM(upstream_pool_reuses));
-    counter(out, "edgeproxy_upstream_retries_total",
-            "Upstream connects retried after a refusal or a stale pooled "
-            "connection.",
-            "counter", SUM(upstream_retries));
-    counter(out, "edgeproxy_tls_handshake_failures_total", "TLS handshakes that failed.", "counter",
-            SUM(tls_handshake_failures));
-    counter(out, "edgeproxy_proxy_replies_total", "Responses made by the proxy itself (errors).",
-            "counter", SUM(rejected_by_proxy));
+    for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++)
+        counter(out, families[i].name, families[i].help, families[i].type,
+                sum_u64(all, n, families[i].offset));
     evbuffer_add_printf(out,
                         "# HELP edgeproxy_accept_pauses_total Times a worker stopped accepting: "
                         "out of file descriptors (for a moment), or at client.max_connections "
