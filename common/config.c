@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -1425,6 +1426,12 @@ void config_print_reference(FILE *out)
         print_values(out, k);
         fprintf(out, " | %s | %s |\n", k->restart ? "restart" : "applies", k->doc);
     }
+}
+
+int config_worker_count(const struct config *cfg)
+{
+    long n = cfg->workers > 0 ? cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (int)n;
 }
 
 int config_derived_max_connections(unsigned long long nofile, int workers, size_t listeners)

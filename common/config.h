@@ -142,6 +142,10 @@ void config_print_reference(FILE *out);
 /* "IPv4:port" or "[IPv6]:port" -> sockaddr. 0 ok, -1 bad. */
 int config_parse_address(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 
+/* The number of workers the process runs: `workers`, or one per online core
+ * when it is 0 (at least 1). */
+int config_worker_count(const struct config *cfg);
+
 /* client.max_connections 0: the open client connections a process with
  * `nofile` descriptors (RLIMIT_NOFILE) can carry. Each proxied connection
  * may hold two (the client's and the upstream's), after a reserve for what

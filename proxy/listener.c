@@ -176,8 +176,7 @@ static void derive_max_connections(const struct config *cfg)
         return;
     struct rlimit rl;
     unsigned long long nofile = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : RLIM_INFINITY;
-    /* The worker count as main.c makes it. */
-    int workers = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int workers = config_worker_count(cfg);
     uint32_t expect = 0;
     uint32_t n = (uint32_t)config_derived_max_connections(nofile, workers, cfg->listener_count);
     if (__atomic_compare_exchange_n(&derived_max, &expect, n, false, __ATOMIC_ACQ_REL,

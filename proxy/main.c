@@ -246,9 +246,7 @@ int main(int argc, char **argv)
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
     raise_fd_limit();
 
-    m.nworkers = m.rt->cfg.workers > 0 ? m.rt->cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (m.nworkers < 1)
-        m.nworkers = 1;
+    m.nworkers = config_worker_count(&m.rt->cfg);
     int *fds = calloc((size_t)m.nworkers * CONFIG_MAX_LISTENERS, sizeof(int));
     m.workers = calloc((size_t)m.nworkers, sizeof(*m.workers));
     m.base = event_base_new();
