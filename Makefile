@@ -17,11 +17,16 @@ LLHTTP_DEFS := -DLLHTTP_STRICT_MODE=1
 # llhttp scans header values and bodies 16 bytes at a time with SSE4.2 when
 # the compiler may use it; the build host is the run host here.
 LLHTTP_SIMD := $(shell grep -qw sse4_2 /proc/cpuinfo 2>/dev/null && echo -msse4.2)
-CFLAGS  += -std=gnu11 -D_GNU_SOURCE -pthread $(WARN) $(LLHTTP_DEFS) -Icommon -Iproxy -I$(LLHTTP_INC)
+CFLAGS  += -std=gnu11 -D_GNU_SOURCE -pthread $(WARN) $(LLHTTP_DEFS) $(SRC_DIRS:%=-I%) -I$(LLHTTP_INC)
 LDLIBS  := -levent_core -levent_extra -levent_pthreads -levent_openssl -lssl -lcrypto -lhiredis -lcjson -lpthread
 
+# common/ is pure (no event loop); the daemon's layers are the other folders
+# (the README's architecture section says what each holds and may call).
+LAYER_DIRS := core http1 ingress redis admin
+SRC_DIRS   := common $(LAYER_DIRS)
 COMMON_SRC := $(wildcard common/*.c)
-PROXY_SRC  := $(wildcard proxy/*.c)
+PROXY_SRC  := $(foreach d,$(LAYER_DIRS),$(wildcard $(d)/*.c))
+HEADERS    := $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.h))
 LLHTTP_C   := $(LLHTTP_SRC)/llhttp.c $(LLHTTP_SRC)/api.c $(LLHTTP_SRC)/http.c
 
 BUILD := build
@@ -52,7 +57,7 @@ all: $(BUILD)/edgeproxy
 $(BUILD)/edgeproxy: $(OBJ_COMMON) $(OBJ_PROXY) $(OBJ_LLHTTP)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/obj/%.o: %.c $(wildcard common/*.h proxy/*.h)
+$(BUILD)/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
@@ -67,7 +72,7 @@ define inst_build
 $(1)/edgeproxy: $(call inst_objs,$(1))
 	$$(CC) $$(CFLAGS) $(2) -o $$@ $$^ $$(LDLIBS)
 
-$(1)/obj/%.o: %.c $$(wildcard common/*.h proxy/*.h)
+$(1)/obj/%.o: %.c $$(HEADERS)
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(CFLAGS) $(2) -c -o $$@ $$<
 
@@ -93,7 +98,7 @@ tsan: $(TSAN)/edgeproxy
 # does, keeps its own copy). Built with sanitizers too: the ugly inputs are
 # the point.
 SAN_LIB := $(SAN)/libedgeproxy.a
-$(SAN_LIB): $(filter-out $(SAN)/obj/proxy/main.o,$(SAN_OBJ))
+$(SAN_LIB): $(filter-out $(SAN)/obj/core/main.o,$(SAN_OBJ))
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -126,7 +131,7 @@ fuzz:
 	@bash test/fuzz/run.sh $(FUZZ_SECONDS)
 
 format:
-	clang-format -i common/*.[ch] proxy/*.[ch] test/*.h test/unit/*.c test/fuzz/*.c
+	clang-format -i $(foreach d,$(SRC_DIRS),$(d)/*.[ch]) test/*.h test/unit/*.c test/fuzz/*.c
 
 clean:
 	rm -rf $(BUILD)

@@ -1,7 +1,7 @@
-/* libFuzzer: the request path of proxy/session.c and proxy/relay.c without
+/* libFuzzer: the request path of http1/session.c and core/proxy.c without
  * the event loop: llhttp in strict mode (-DLLHTTP_STRICT_MODE=1) with the
- * proxy's callbacks, the head collector of proxy/head.c (its appenders and
- * lookups; head_get/head_put need a worker and are not used), the proxy's
+ * proxy's callbacks, the head collector of common/head.c (its appenders and
+ * lookups; its arena pool is not used), the proxy's
  * limits (16 KiB head, 100 headers, 8 KiB request line), and the input
  * delivered in three reads at fuzzer-chosen points, so every callback can be
  * cut anywhere and resumed.

@@ -126,7 +126,7 @@
 #include "session.h"
 #include "timeutil.h"
 #include "tls.h"
-#include "upstream.h"
+#include "pool.h"
 #include "worker.h"
 
 #include "../json_strict.h"
@@ -1043,6 +1043,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct runtime *rt = short_timeouts ? rt_short : rt_normal;
     W.rt = rt;
     W.cfg = &rt->cfg;
+    worker_apply_head_limits(&W);
 
     up_requests = 0;
     final_responses = 0;

@@ -29,11 +29,11 @@ fi
 
 CFLAGS=(-std=gnu11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-        -DLLHTTP_STRICT_MODE=1 -Icommon -Iproxy -I"$LLHTTP_INC")
+        -DLLHTTP_STRICT_MODE=1 -Icommon -Icore -Ihttp1 -Iingress -Iredis -Iadmin -I"$LLHTTP_INC")
 
 # Every harness links all of common/ (pure code, no main(): a module that
 # starts depending on another, like config.c on json_guard.c, keeps linking);
-# the HTTP one adds the proxy's head collector and llhttp.
+# the HTTP one adds llhttp.
 COMMON_LIBS="$(ls common/*.c | tr '\n' ' ') -lcjson -lm"
 declare -A EXTRA=(
     [host]="$COMMON_LIBS"
@@ -42,13 +42,15 @@ declare -A EXTRA=(
     [reply]="$COMMON_LIBS"
     [outbuf]="$COMMON_LIBS"
     [proxy_proto]="$COMMON_LIBS"
-    [http_head]="$COMMON_LIBS proxy/head.c $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c"
-    # Redis replies: hiredis's reader, then proxy/redis_reply.c (GET records
-    # through route_rec.c, whose maxConnections counters are conn_limit.c).
-    [redis_reply]="$COMMON_LIBS proxy/redis_reply.c proxy/route_rec.c proxy/conn_limit.c -lhiredis -lpthread"
-    # The whole request path: every proxy/*.c but main.c and lookup.c (the
-    # harness stands in for the Redis cache); upstream stub on 127.0.0.1:39481.
-    [request_path]="$COMMON_LIBS $(ls proxy/*.c | grep -v -e '^proxy/main\.c$' -e '^proxy/lookup\.c$' | tr '\n' ' ') $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c -levent_core -levent_extra -levent_openssl -lssl -lcrypto -lpthread"
+    [http_head]="$COMMON_LIBS $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c"
+    # Redis replies: hiredis's reader, then redis/redis_reply.c (GET records
+    # through ingress/route_rec.c, whose maxConnections counters are
+    # ingress/conn_limit.c).
+    [redis_reply]="$COMMON_LIBS redis/redis_reply.c ingress/route_rec.c ingress/conn_limit.c -lhiredis -lpthread"
+    # The whole request path: every daemon source but core/main.c and
+    # redis/lookup.c (the harness stands in for the Redis cache); upstream
+    # stub on 127.0.0.1:39481.
+    [request_path]="$COMMON_LIBS $(ls core/*.c http1/*.c ingress/*.c redis/*.c admin/*.c | grep -v -e '^core/main\.c$' -e '^redis/lookup\.c$' | tr '\n' ' ') $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c -levent_core -levent_extra -levent_openssl -lssl -lcrypto -lpthread"
 )
 ALL="host record config reply outbuf proxy_proto http_head redis_reply request_path"
 NAMES=${FUZZ_ONLY:-$ALL}

@@ -1,4 +1,4 @@
-/* proxy/access_log.c: the lines access_log_request writes, read back from
+/* ingress/access_log.c: the lines access_log_request writes, read back from
  * the file (a memfd), for plain and hostile sessions. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* proxy/conn_limit.c: the maxConnections counters every worker shares.
+/* ingress/conn_limit.c: the maxConnections counters every worker shares.
  * acquire/release up to max, one counter per sandbox id shared by all its
  * references, the last unref frees it (a later ref starts from zero), and
  * acquire from several threads at once never lets more than max in. Real

@@ -1,13 +1,12 @@
-/* proxy/head.c: the head arena the llhttp span callbacks fill. The limits
+/* common/head.c: the head arena the llhttp span callbacks fill. The limits
  * (431 too large / too many, 414 target too long), the views into the arena,
  * head_find, head_list_has, and the hop-by-hop rule (RFC 9110 section 7.6.1)
  * with its exception: a Connection header can never strip the framing or
  * routing headers (Content-Length, Transfer-Encoding, Host).
  *
- * The Makefile links unit tests with common/ only, so the module is compiled
- * into this test; head_get reads nothing of the worker but its config (the
- * three client limits) and its free list. */
-#include "../../proxy/head.c"
+ * The arena pool is the worker's, but pure: a head_pool with three limits
+ * and a free list, no event loop. */
+#include "head.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,12 +18,8 @@
 
 #include <cmocka.h>
 
-#include "config.h"
-#include "worker.h"
-
 struct fixture {
-    struct config cfg;
-    struct worker w;
+    struct head_pool pool;
 };
 
 static int setup_limits(void **state, int head_bytes, int headers, int url)
@@ -32,10 +27,7 @@ static int setup_limits(void **state, int head_bytes, int headers, int url)
     struct fixture *f = calloc(1, sizeof(*f));
     if (!f)
         return -1;
-    f->cfg.client_max_head_bytes = head_bytes;
-    f->cfg.client_max_headers = headers;
-    f->cfg.client_max_request_line = url;
-    f->w.cfg = &f->cfg;
+    head_pool_set_limits(&f->pool, (uint32_t)head_bytes, (uint32_t)headers, (uint32_t)url);
     *state = f;
     return 0;
 }
@@ -55,20 +47,20 @@ static int setup_small(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    struct head *h = f->w.free_heads, *next;
+    struct head *h = f->pool.free, *next;
     size_t n = 0;
     for (; h; h = next, n++) {
         next = h->next_free;
         free(h);
     }
-    assert_int_equal(n, f->w.free_head_count);
+    assert_int_equal(n, f->pool.count);
     free(f);
     return 0;
 }
 
-static struct worker *W(void **state)
+static struct head_pool *W(void **state)
 {
-    return &((struct fixture *)*state)->w;
+    return &((struct fixture *)*state)->pool;
 }
 
 /* Feeds a header through the callbacks the way llhttp does: the name and the
@@ -115,20 +107,20 @@ static void test_get_sizes_from_config(void **state)
 
 static void test_put_recycles_and_get_resets(void **state)
 {
-    struct worker *w = W(state);
+    struct head_pool *w = W(state);
     struct head *h = head_get(w);
     assert_int_equal(head_on_url(h, "/abc", 4), 0);
     assert_int_equal(add_hdr(h, "Host", "x"), 0);
     assert_int_equal(head_on_field(h, "Half", 4), 0); /* left mid-field */
     h->err = HEAD_TOO_LARGE;
     head_put(w, h);
-    assert_int_equal(w->free_head_count, 1);
-    assert_ptr_equal(w->free_heads, h);
+    assert_int_equal(w->count, 1);
+    assert_ptr_equal(w->free, h);
 
     struct head *again = head_get(w);
     assert_ptr_equal(again, h);
-    assert_int_equal(w->free_head_count, 0);
-    assert_null(w->free_heads);
+    assert_int_equal(w->count, 0);
+    assert_null(w->free);
     assert_null(again->next_free);
     assert_int_equal(again->used, 0);
     assert_int_equal(again->nhdrs, 0);
@@ -143,12 +135,12 @@ static void test_put_recycles_and_get_resets(void **state)
 static void test_put_null_is_noop(void **state)
 {
     head_put(W(state), NULL);
-    assert_int_equal(W(state)->free_head_count, 0);
+    assert_int_equal(W(state)->count, 0);
 }
 
 static void test_free_list_is_bounded(void **state)
 {
-    struct worker *w = W(state);
+    struct head_pool *w = W(state);
     enum { N = HEAD_FREE_MAX + 10 };
     struct head *hs[N];
     for (int i = 0; i < N; i++) {
@@ -157,7 +149,7 @@ static void test_free_list_is_bounded(void **state)
     }
     for (int i = 0; i < N; i++)
         head_put(w, hs[i]); /* the ones past the cap are freed (LSan checks) */
-    assert_int_equal(w->free_head_count, HEAD_FREE_MAX);
+    assert_int_equal(w->count, HEAD_FREE_MAX);
 }
 
 /* ---- appenders ---- */
@@ -289,7 +281,7 @@ static void test_too_many_headers_431(void **state)
 
 static void test_recycled_head_keeps_its_limits(void **state)
 {
-    struct worker *w = W(state);
+    struct head_pool *w = W(state);
     struct head *h = head_get(w);
     assert_int_equal(add_hdr(h, "A", "1"), 0);
     assert_int_equal(add_hdr(h, "B", "2"), 0);
@@ -305,25 +297,19 @@ static void test_recycled_head_keeps_its_limits(void **state)
     head_put(w, h);
 }
 
-/* After a reload (a new config under the worker) an arena sized by the old
- * limits is not recycled: the next head_get has the new ones. */
+/* After a reload (new limits on the pool) an arena sized by the old limits
+ * is not recycled: the next head_get has the new ones. */
 static void test_arena_of_old_config_not_recycled(void **state)
 {
-    struct fixture *f = *state;
-    struct worker *w = &f->w;
+    struct head_pool *w = W(state);
     struct head *old = head_get(w), *spare = head_get(w);
     head_put(w, spare);
-    assert_int_equal(w->free_head_count, 1);
-    struct config next = f->cfg;
-    next.client_max_headers = 5;
-    next.client_max_head_bytes = 128;
-    next.client_max_request_line = 32;
-    w->cfg = &next;
-    head_free_all(w); /* what apply_runtime does */
-    assert_int_equal(w->free_head_count, 0);
-    assert_null(w->free_heads);
+    assert_int_equal(w->count, 1);
+    head_pool_set_limits(w, 128, 5, 32); /* what apply_runtime does */
+    assert_int_equal(w->count, 0);
+    assert_null(w->free);
     head_put(w, old); /* in flight across the reload: freed, not kept */
-    assert_int_equal(w->free_head_count, 0);
+    assert_int_equal(w->count, 0);
     struct head *h = head_get(w);
     assert_int_equal(h->max_hdrs, 5);
     assert_int_equal(h->cap, 128);
@@ -332,8 +318,9 @@ static void test_arena_of_old_config_not_recycled(void **state)
         assert_int_equal(add_hdr(h, "A", "1"), 0);
     assert_int_equal(head_on_field(h, "F", 1), -1);
     head_put(w, h);
-    assert_int_equal(w->free_head_count, 1);
-    w->cfg = &f->cfg;
+    assert_int_equal(w->count, 1);
+    head_pool_set_limits(w, 128, 5, 32); /* unchanged limits keep the arenas */
+    assert_int_equal(w->count, 1);
     head_free_all(w);
 }
 

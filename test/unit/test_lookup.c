@@ -1,4 +1,4 @@
-/* proxy/lookup.c, the route cache, driven the way a worker drives it: a real
+/* redis/lookup.c, the route cache, driven the way a worker drives it: a real
  * event_base, a minimal struct worker around a config, and a real
  * redis-server started per test on a free port (killed by pid at the end).
  * No mocks: what a test checks is what a request would get (status, record,

@@ -1,4 +1,4 @@
-/* redis_reply_record / redis_reply_push (proxy/redis_reply.c): every reply
+/* redis_reply_record / redis_reply_push (redis/redis_reply.c): every reply
  * shape a server may send, built by hiredis's own reader from RESP bytes. */
 #include <setjmp.h>
 #include <stdarg.h>

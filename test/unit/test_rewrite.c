@@ -1,6 +1,6 @@
-/* proxy/rewrite.c: the exact bytes of the heads the proxy writes. A session
+/* core/rewrite.c: the exact bytes of the heads the proxy writes. A session
  * gets a request head parsed the way session.c parses it (llhttp with
- * session_head_callbacks into a proxy/head.c arena, paused at the end of the
+ * session_head_callbacks into a common/head.c arena, paused at the end of the
  * head) and route.c's views (Host, origin-form target); rewrite_request_head
  * must then say Host or its mask, drop hop-by-hop headers (and the ones a
  * Connection header names), the traffic token and the client's
@@ -58,6 +58,7 @@ static int setup_json(void **state, const char *json)
     if (!f || config_parse(json, strlen(json), &f->cfg, err, sizeof(err)) == -1)
         return -1;
     f->w.cfg = &f->cfg;
+    worker_apply_head_limits(&f->w);
     f->base = event_base_new();
     if (!f->base || socketpair(AF_UNIX, SOCK_STREAM, 0, f->sv) == -1)
         return -1;
@@ -94,13 +95,9 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     struct session *s = &f->s;
-    head_put(&f->w, s->rh);
-    head_put(&f->w, s->ph);
-    while (f->w.free_heads) {
-        struct head *h = f->w.free_heads;
-        f->w.free_heads = h->next_free;
-        free(h);
-    }
+    head_put(&f->w.heads, s->rh);
+    head_put(&f->w.heads, s->ph);
+    head_free_all(&f->w.heads);
     route_rec_unref(s->rr);
     stream_free(s->cbev); /* closes sv[0] */
     close(f->sv[1]);
@@ -121,7 +118,7 @@ static void parse_request(struct session *s, const char *raw, const char *record
 {
     llhttp_init(&s->req, HTTP_REQUEST, &settings);
     s->req.data = s;
-    s->rh = head_get(s->w);
+    s->rh = head_get(&s->w->heads);
     assert_non_null(s->rh);
     assert_int_equal(llhttp_execute(&s->req, raw, strlen(raw)), HPE_PAUSED);
     const struct head *h = s->rh;
@@ -293,7 +290,7 @@ static void expect_response(void **state, const char *request, const char *raw, 
     parse_request(s, request, PUBLIC);
     llhttp_init(&s->resp, HTTP_RESPONSE, &settings);
     s->resp.data = s;
-    s->ph = head_get(s->w);
+    s->ph = head_get(&s->w->heads);
     assert_non_null(s->ph);
     assert_int_equal(llhttp_execute(&s->resp, raw, strlen(raw)), HPE_PAUSED);
     assert_int_equal(rewrite_response_head(s), 0);

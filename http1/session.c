@@ -25,7 +25,7 @@
 #include "log.h"
 #include "reply.h"
 #include "timeutil.h"
-#include "upstream.h"
+#include "pool.h"
 #include "worker.h"
 
 /* How long a closing connection with unread request bytes keeps reading and
@@ -145,8 +145,8 @@ static void finish_request(struct session *s)
     }
     route_rec_unref(s->rr);
     s->rr = NULL;
-    head_put(w, s->rh);
-    head_put(w, s->ph);
+    head_put(&w->heads, s->rh);
+    head_put(&w->heads, s->ph);
     s->rh = s->ph = NULL;
     s->host = s->path = NULL;
 }
@@ -257,7 +257,7 @@ void session_drain(struct session *s)
 
 static void begin_request(struct session *s)
 {
-    s->rh = head_get(s->w);
+    s->rh = head_get(&s->w->heads);
     s->state = SS_HEAD;
     s->head_bytes = 0;
     s->start_us = time_now_us();

@@ -8,7 +8,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct worker;
 
 /* The headers the proxy acts on, recognised once when the name is complete
  * (h2o's token habit): every later test is an integer compare. */
@@ -64,12 +63,32 @@ struct head {
     int err;                /* enum head_err */
 };
 
-/* An arena sized by the worker's current client limits: recycled ones
- * always are (head_put drops arenas of an older configuration and a reload
- * empties the free list with head_free_all). */
-struct head *head_get(struct worker *w);
-void head_put(struct worker *w, struct head *h);
-void head_free_all(struct worker *w);
+/* Recycled arenas, one pool per worker: enough for the requests in flight
+ * on a busy worker without holding memory for idle keep-alive connections. */
+#define HEAD_FREE_MAX 256
+
+struct head_limits {
+    uint32_t max_bytes;   /* raw bytes of the head (client.max_head_bytes) */
+    uint32_t max_headers; /* header fields (client.max_headers) */
+    uint32_t max_url;     /* request target (client.max_request_line) */
+};
+
+struct head_pool {
+    struct head *free;
+    size_t count;
+    struct head_limits limits;
+};
+
+/* Sets the limits new arenas get; changed limits drop the recycled arenas,
+ * and an arena of the old limits handed back later is freed, not kept (a
+ * reload must not serve a request with the old limits). */
+void head_pool_set_limits(struct head_pool *p, uint32_t max_bytes, uint32_t max_headers,
+                          uint32_t max_url);
+/* An arena with the pool's current limits (NULL when out of memory); give
+ * it back with head_put. head_free_all frees the recycled ones. */
+struct head *head_get(struct head_pool *p);
+void head_put(struct head_pool *p, struct head *h);
+void head_free_all(struct head_pool *p);
 
 /* Appenders for the llhttp span callbacks. 0 ok, -1 limit hit (h->err set). */
 int head_on_url(struct head *h, const char *at, size_t len);

@@ -1,4 +1,4 @@
-/* proxy/upstream.c: upstream connects and the per-worker keep-alive pool,
+/* core/pool.c: upstream connects and the per-worker keep-alive pool,
  * on a real event_base against a real loopback listener (the test accepts).
  * Connect then release to the pool, acquire by key (newest first), keys
  * never mix, upstream.pool_max_idle, a pooled connection the peer closed is
@@ -25,7 +25,7 @@
 
 #include "config.h"
 #include "stream.h"
-#include "upstream.h"
+#include "pool.h"
 #include "worker.h"
 
 struct fixture {

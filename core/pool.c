@@ -1,4 +1,4 @@
-#include "upstream.h"
+#include "pool.h"
 
 #include <errno.h>
 #include <event2/event.h>

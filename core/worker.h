@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "head.h"
 #include "list.h"
 #include "metrics.h"
 
@@ -60,9 +61,11 @@ struct worker {
 
     struct access_log_buf *access_log;
 
-    struct head *free_heads; /* recycled request/response head arenas */
-    size_t free_head_count;
+    struct head_pool heads; /* recycled request/response head arenas */
 };
+
+/* Sets the head pool's limits from w->cfg (after w->cfg changed). */
+void worker_apply_head_limits(struct worker *w);
 
 /* Creates the worker's event base and structures; the listening fds are
  * borrowed from `fds` (already bound, one per listener). 0 ok, -1 error. */

@@ -25,7 +25,7 @@
 #include "session.h"
 #include "stream.h"
 #include "timeutil.h"
-#include "upstream.h"
+#include "pool.h"
 #include "worker.h"
 
 static void up_read_cb(struct stream *bev, void *arg);
@@ -40,7 +40,7 @@ static int resp_on_message_begin(llhttp_t *p)
 {
     struct session *s = p->data;
     if (!s->ph)
-        s->ph = head_get(s->w);
+        s->ph = head_get(&s->w->heads);
     else
         head_reset(s->ph);
     return s->ph ? 0 : HPE_USER;

@@ -15,7 +15,7 @@
 #include "runtime.h"
 #include "session.h"
 #include "stream.h"
-#include "upstream.h"
+#include "pool.h"
 
 static void drain(struct worker *w)
 {
@@ -30,6 +30,13 @@ static void drain(struct worker *w)
         event_base_loopbreak(w->base);
 }
 
+void worker_apply_head_limits(struct worker *w)
+{
+    head_pool_set_limits(&w->heads, (uint32_t)w->cfg->client_max_head_bytes,
+                         (uint32_t)w->cfg->client_max_headers,
+                         (uint32_t)w->cfg->client_max_request_line);
+}
+
 static void apply_runtime(struct worker *w, struct runtime *rt)
 {
     const struct config *old = w->cfg;
@@ -37,7 +44,7 @@ static void apply_runtime(struct worker *w, struct runtime *rt)
     w->rt = rt;
     w->cfg = &rt->cfg;
     /* Recycled head arenas have the old client limits. */
-    head_free_all(w);
+    worker_apply_head_limits(w);
     if (w->lookup)
         lookup_config_changed(w->lookup, old);
     /* Pooled connections were made under the old policy; let new ones be
@@ -74,6 +81,7 @@ int worker_init(struct worker *w, int id, struct runtime *rt, const int *fds)
     w->rt = rt;
     w->cfg = &rt->cfg;
     w->applied_generation = rt->generation;
+    worker_apply_head_limits(w);
     w->listener_count = rt->cfg.listener_count;
     for (size_t i = 0; i < w->listener_count; i++) {
         w->listen_fds[i] = fds[i];
@@ -149,7 +157,7 @@ void worker_free(struct worker *w)
 {
     listener_stop(w);
     pool_free(w->pool);
-    head_free_all(w);
+    head_free_all(&w->heads);
     ev_free(w->wake_ev);
     if (w->wake_fd > 0)
         close(w->wake_fd);

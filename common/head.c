@@ -5,21 +5,16 @@
 #include <strings.h>
 
 #include "toklist.h"
-#include "worker.h"
 
-/* Recycled arenas kept per worker: enough for the requests in flight on a
- * busy worker without holding memory for idle keep-alive connections. */
-#define HEAD_FREE_MAX 256
-
-struct head *head_get(struct worker *w)
+struct head *head_get(struct head_pool *p)
 {
-    struct head *h = w->free_heads;
+    struct head *h = p->free;
     if (h) {
-        w->free_heads = h->next_free;
-        w->free_head_count--;
+        p->free = h->next_free;
+        p->count--;
     } else {
-        uint32_t cap = (uint32_t)w->cfg->client_max_head_bytes;
-        uint32_t max_hdrs = (uint32_t)w->cfg->client_max_headers;
+        uint32_t cap = p->limits.max_bytes;
+        uint32_t max_hdrs = p->limits.max_headers;
         h = malloc(sizeof(*h) + max_hdrs * sizeof(struct hdr) + cap);
         if (!h)
             return NULL;
@@ -27,7 +22,7 @@ struct head *head_get(struct worker *w)
         h->buf = (char *)(h->hdrs + max_hdrs);
         h->cap = cap;
         h->max_hdrs = max_hdrs;
-        h->max_url = (uint32_t)w->cfg->client_max_request_line;
+        h->max_url = p->limits.max_url;
     }
     h->next_free = NULL;
     h->used = h->nhdrs = h->url_off = h->url_len = 0;
@@ -37,36 +32,44 @@ struct head *head_get(struct worker *w)
     return h;
 }
 
-/* Was the arena sized by the configuration now in force? One allocated
- * before a reload keeps the old limits and must not serve a new request. */
-static bool head_fits_config(const struct head *h, const struct config *cfg)
+/* Was the arena sized by the limits now in force? One allocated before a
+ * reload keeps the old limits and must not serve a new request. */
+static bool head_fits_limits(const struct head *h, const struct head_limits *l)
 {
-    return h->cap == (uint32_t)cfg->client_max_head_bytes &&
-           h->max_hdrs == (uint32_t)cfg->client_max_headers &&
-           h->max_url == (uint32_t)cfg->client_max_request_line;
+    return h->cap == l->max_bytes && h->max_hdrs == l->max_headers && h->max_url == l->max_url;
 }
 
-void head_put(struct worker *w, struct head *h)
+void head_put(struct head_pool *p, struct head *h)
 {
     if (!h)
         return;
-    if (w->free_head_count >= HEAD_FREE_MAX || !head_fits_config(h, w->cfg)) {
+    if (p->count >= HEAD_FREE_MAX || !head_fits_limits(h, &p->limits)) {
         free(h);
         return;
     }
-    h->next_free = w->free_heads;
-    w->free_heads = h;
-    w->free_head_count++;
+    h->next_free = p->free;
+    p->free = h;
+    p->count++;
 }
 
-void head_free_all(struct worker *w)
+void head_free_all(struct head_pool *p)
 {
-    while (w->free_heads) {
-        struct head *h = w->free_heads;
-        w->free_heads = h->next_free;
+    while (p->free) {
+        struct head *h = p->free;
+        p->free = h->next_free;
         free(h);
     }
-    w->free_head_count = 0;
+    p->count = 0;
+}
+
+void head_pool_set_limits(struct head_pool *p, uint32_t max_bytes, uint32_t max_headers,
+                          uint32_t max_url)
+{
+    struct head_limits l = {max_bytes, max_headers, max_url};
+    if (p->limits.max_bytes != l.max_bytes || p->limits.max_headers != l.max_headers ||
+        p->limits.max_url != l.max_url)
+        head_free_all(p);
+    p->limits = l;
 }
 
 static int append(struct head *h, const char *at, size_t len)
