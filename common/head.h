@@ -8,7 +8,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-
 /* The headers the proxy acts on, recognised once when the name is complete
  * (h2o's token habit): every later test is an integer compare. */
 enum hdr_kind {
@@ -108,6 +107,16 @@ bool head_name_is(const struct head *h, const struct hdr *x, const char *lc, siz
 
 /* First header of that kind, or NULL; *count (if given) gets how many. */
 const struct hdr *head_find(const struct head *h, int kind, unsigned *count);
+
+/* The one header of a kind that may appear only once: NULL when absent,
+ * *dup set when there are several. */
+static inline const struct hdr *head_find_one(const struct head *h, int kind, bool *dup)
+{
+    unsigned n;
+    const struct hdr *x = head_find(h, kind, &n);
+    *dup = n > 1;
+    return x;
+}
 
 /* Does a comma-separated header value list (e.g. Connection) contain the
  * token (case-insensitive)? Elements as common/toklist.h reads them. */

@@ -1,11 +1,13 @@
 /* Upstream side of an exchange: connect (pool or new, with retries), the
- * request head rewrite, bodies streamed both ways with backpressure, the
- * response head rewrite, and the WebSocket tunnel.
+ * request head rewrite, bodies with backpressure, the response head and body
+ * handed to the front end.
  *
- * Bodies keep their original framing: llhttp (strict) validates every byte
- * and the bytes it accepted are moved, not copied, between the evbuffers.
- * The only exception is a chunked response to an HTTP/1.0 client, which is
- * de-chunked (copied) and close-delimited. */
+ * llhttp (strict) validates every upstream byte. A body whose length is
+ * known is moved between evbuffers, not copied; a chunked one is de-chunked
+ * (its payload copied once into ex->body_buf) so the front end gets payload
+ * bytes and frames them its own way. */
+#include "proxy.h"
+
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -14,36 +16,38 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "access_log.h"
 #include "backoff.h"
+#include "chunked.h"
 #include "config.h"
+#include "exchange.h"
 #include "head.h"
 #include "log.h"
+#include "pool.h"
 #include "record.h"
 #include "reply.h"
 #include "rewrite.h"
-#include "session.h"
+#include "route_rec.h"
 #include "stream.h"
 #include "timeutil.h"
-#include "pool.h"
 #include "worker.h"
 
-static void up_read_cb(struct stream *bev, void *arg);
-static void up_write_cb(struct stream *bev, void *arg);
-static void up_event_cb(struct stream *bev, short what, void *arg);
-static void pump_response(struct session *s);
-static void upstream_eof(struct session *s, bool error);
+static void up_read_cb(struct stream *st, void *arg);
+static void up_write_cb(struct stream *st, void *arg);
+static void up_event_cb(struct stream *st, short what, void *arg);
+static void pump_response(struct exchange *ex);
+static void upstream_eof(struct exchange *ex, bool error);
+static void connect_upstream(struct exchange *ex);
 
-/* ---- llhttp response callbacks ---- */
+/* ---- llhttp response callbacks (the head spans: head_span_callbacks) ---- */
 
 static int resp_on_message_begin(llhttp_t *p)
 {
-    struct session *s = p->data;
-    if (!s->ph)
-        s->ph = head_get(&s->w->heads);
+    struct exchange *ex = p->data;
+    if (!ex->ph)
+        ex->ph = head_get(&ex->w->heads);
     else
-        head_reset(s->ph);
-    return s->ph ? 0 : HPE_USER;
+        head_reset(ex->ph);
+    return ex->ph ? 0 : HPE_USER;
 }
 static int resp_on_headers_complete(llhttp_t *p)
 {
@@ -51,23 +55,47 @@ static int resp_on_headers_complete(llhttp_t *p)
 }
 static int resp_on_body(llhttp_t *p, const char *at, size_t len)
 {
-    struct session *s = p->data;
-    if (s->dechunk) {
-        evbuffer_add(stream_output(s->cbev), at, len);
-        stream_flush(s->cbev);
-        s->bytes_out += len;
-    }
+    struct exchange *ex = p->data;
+    if (ex->resp_body == EX_BODY_STREAM && (p->flags & F_CHUNKED))
+        evbuffer_add(ex->body_buf, at, len);
     return 0;
 }
-/* Interim 1xx responses are relayed and parsing goes on to the final one;
- * the final one pauses the parser so the exchange can end cleanly. */
+/* Interim 1xx responses go to the front end and parsing goes on to the
+ * final one; the final one pauses the parser so the exchange can end
+ * cleanly. */
 static int resp_on_message_complete(llhttp_t *p)
 {
-    struct session *s = p->data;
+    struct exchange *ex = p->data;
     if (p->status_code < 200 && p->status_code != 101)
         return 0;
-    s->resp_done = true;
+    ex->resp_done = true;
     return HPE_PAUSED;
+}
+
+static int resp_on_url_or_status(llhttp_t *p, const char *at, size_t len)
+{
+    struct exchange *ex = p->data;
+    return head_on_url(ex->ph, at, len) ? HPE_USER : 0;
+}
+static int resp_on_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct exchange *ex = p->data;
+    return head_on_field(ex->ph, at, len) ? HPE_USER : 0;
+}
+static int resp_on_field_done(llhttp_t *p)
+{
+    struct exchange *ex = p->data;
+    return head_on_field_done(ex->ph);
+}
+static int resp_on_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct exchange *ex = p->data;
+    return head_on_value(ex->ph, at, len) ? HPE_USER : 0;
+}
+static int resp_on_value_done(llhttp_t *p)
+{
+    struct exchange *ex = p->data;
+    return head_on_value_done(ex->ph);
 }
 
 static llhttp_settings_t resp_settings;
@@ -75,7 +103,11 @@ static llhttp_settings_t resp_settings;
 static void init_resp_settings(void)
 {
     llhttp_settings_init(&resp_settings);
-    session_head_callbacks(&resp_settings);
+    resp_settings.on_status = resp_on_url_or_status;
+    resp_settings.on_header_field = resp_on_field;
+    resp_settings.on_header_field_complete = resp_on_field_done;
+    resp_settings.on_header_value = resp_on_value;
+    resp_settings.on_header_value_complete = resp_on_value_done;
     resp_settings.on_message_begin = resp_on_message_begin;
     resp_settings.on_headers_complete = resp_on_headers_complete;
     resp_settings.on_body = resp_on_body;
@@ -84,271 +116,273 @@ static void init_resp_settings(void)
 
 /* ---- failures ---- */
 
-void relay_abort_upstream(struct session *s)
+void proxy_abort(struct exchange *ex)
 {
-    if (s->up) {
-        upconn_close(s->up);
-        s->up = NULL;
+    if (ex->up) {
+        upconn_close(ex->up);
+        ex->up = NULL;
     }
-    s->up_paused = false;
+    if (ex->retry_timer)
+        evtimer_del(ex->retry_timer);
+    ex->up_paused = false;
 }
 
 /* The upstream failed: a precise 502/504 if the client has not seen a
- * response head yet, else cut the client connection (never present a
- * truncated body as complete). */
-static void upstream_failed(struct session *s, int status, const char *why)
+ * response head yet, else a reset (never present a truncated body as
+ * complete). */
+static void upstream_failed(struct exchange *ex, int status, const char *why)
 {
-    log_info("sandbox %s port %u: %s", s->target.sandbox_id, s->target.port, why);
-    relay_abort_upstream(s);
-    if (!s->resp_head_done) {
-        s->close_after = s->close_after || !s->req_done;
-        session_error_sandbox(s, status, why, true);
-    } else {
-        session_close(s, true);
-    }
+    log_info("sandbox %s port %u: %s", ex->target.sandbox_id, ex->target.port, why);
+    proxy_abort(ex);
+    if (!ex->resp_head_done)
+        exchange_error_sandbox(ex, status, why, true);
+    else
+        ex->ops->reset(ex);
 }
 
 /* ---- connecting ---- */
 
-static void relay_start(struct session *s, struct upconn *c);
+static void forward_start(struct exchange *ex, struct upconn *c);
 
 static void on_connected(struct upconn *c, int err, void *arg)
 {
-    struct session *s = arg;
-    session_enter(s);
-    s->up = NULL;
+    struct exchange *ex = arg;
+    const struct config *cfg = ex->w->cfg;
+    ex->ops->hold(ex);
+    ex->up = NULL;
     if (c) {
-        relay_start(s, c);
-    } else if (err == ECONNREFUSED && s->connect_attempts <= s->w->cfg->upstream_connect_retries) {
+        forward_start(ex, c);
+    } else if (err == ECONNREFUSED && ex->connect_attempts <= cfg->upstream_connect_retries) {
         /* The app may still be binding its port: back off and try again. */
-        METRIC_INC(&s->w->metrics, upstream_retries);
-        session_set_timer(s, backoff_ms(s->w->cfg->upstream_retry_backoff_ms, s->connect_attempts));
+        METRIC_INC(&ex->w->metrics, upstream_retries);
+        struct timeval tv =
+            tv_from_ms(backoff_ms(cfg->upstream_retry_backoff_ms, ex->connect_attempts));
+        evtimer_add(ex->retry_timer, &tv);
     } else if (err == ETIMEDOUT) {
-        upstream_failed(s, 504, "upstream connect timed out");
+        upstream_failed(ex, 504, "upstream connect timed out");
     } else if (err == ECONNREFUSED) {
-        upstream_failed(s, 502, "upstream refused the connection");
+        upstream_failed(ex, 502, "upstream refused the connection");
     } else {
         char why[128];
         snprintf(why, sizeof(why), "cannot connect to upstream: %s", strerror(err));
-        upstream_failed(s, 502, why);
+        upstream_failed(ex, 502, why);
     }
-    session_leave(s);
+    ex->ops->release(ex);
 }
 
-static void connect_new(struct session *s, const char *key)
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
-    const struct record *rec = s->rr->rec;
+    struct exchange *ex = arg;
+    ex->ops->hold(ex);
+    if (ex->state == EX_CONNECTING && !ex->up)
+        connect_upstream(ex);
+    ex->ops->release(ex);
+}
+
+static void connect_new(struct exchange *ex, const char *key)
+{
+    const struct record *rec = ex->rr->rec;
     struct sockaddr_storage ss = rec->addr;
     if (ss.ss_family == AF_INET6)
-        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(s->target.port);
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(ex->target.port);
     else
-        ((struct sockaddr_in *)&ss)->sin_port = htons(s->target.port);
-    s->connect_attempts++;
-    s->upstream_used = true;
-    s->up = upconn_connect(s->w->pool, key, (struct sockaddr *)&ss, rec->addr_len,
-                           s->w->cfg->upstream_connect_timeout_ms, on_connected, s);
-    if (!s->up)
-        upstream_failed(s, 502, "cannot create an upstream socket");
+        ((struct sockaddr_in *)&ss)->sin_port = htons(ex->target.port);
+    if (!ex->retry_timer)
+        ex->retry_timer = evtimer_new(ex->w->base, retry_cb, ex);
+    ex->connect_attempts++;
+    ex->upstream_used = true;
+    ex->up = ex->retry_timer
+                 ? upconn_connect(ex->w->pool, key, (struct sockaddr *)&ss, rec->addr_len,
+                                  ex->w->cfg->upstream_connect_timeout_ms, on_connected, ex)
+                 : NULL;
+    if (!ex->up)
+        upstream_failed(ex, 502, "cannot create an upstream socket");
 }
 
-static void pool_key_of(struct session *s, char *key, size_t cap)
-{
-    const struct record *rec = s->rr->rec;
-    pool_key(key, cap, s->target.sandbox_id, rec->address, s->target.port, rec->execution_id);
-}
-
-void relay_connect(struct session *s)
+static void connect_upstream(struct exchange *ex)
 {
     char key[512];
-    s->state = SS_CONNECTING;
-    pool_key_of(s, key, sizeof(key));
-    if (s->connect_attempts == 0 && !s->stale_retry_done) {
-        struct upconn *c = pool_acquire(s->w->pool, key);
+    const struct record *rec = ex->rr->rec;
+    ex->state = EX_CONNECTING;
+    pool_key(key, sizeof(key), ex->target.sandbox_id, rec->address, ex->target.port,
+             rec->execution_id);
+    if (ex->connect_attempts == 0 && !ex->stale_retry_done) {
+        struct upconn *c = pool_acquire(ex->w->pool, key);
         if (c) {
-            s->upstream_used = true;
-            METRIC_INC(&s->w->metrics, upstream_pool_reuses);
-            relay_start(s, c);
+            ex->upstream_used = true;
+            METRIC_INC(&ex->w->metrics, upstream_pool_reuses);
+            forward_start(ex, c);
             return;
         }
     }
-    connect_new(s, key);
+    connect_new(ex, key);
 }
 
-/* ---- the exchange ---- */
-
-/* The request's last byte is on its way: the body timeout (client) ends and
- * the response timeout (upstream) starts, as with nginx's proxy_read_timeout;
- * a slow upload must not count against the app's time to answer. */
-static void request_complete(struct session *s)
+void proxy_start(struct exchange *ex)
 {
-    const struct config *cfg = s->w->cfg;
-    if (s->req_has_body) {
-        stream_set_timeouts(s->cbev, 0, cfg->upstream_idle_timeout_ms);
-    }
-    if (s->up && s->up->bev && !s->resp_head_done)
-        stream_set_timeouts(s->up->bev,
+    connect_upstream(ex);
+}
+
+/* ---- the request ---- */
+
+/* The request's last byte is on its way: the response timeout (upstream)
+ * starts, as with nginx's proxy_read_timeout; a slow upload must not count
+ * against the app's time to answer. */
+static void request_complete(struct exchange *ex)
+{
+    const struct config *cfg = ex->w->cfg;
+    if (ex->up && ex->up->bev && !ex->resp_head_done)
+        stream_set_timeouts(ex->up->bev,
                             cfg->upstream_response_timeout_ms > 0
                                 ? cfg->upstream_response_timeout_ms
                                 : cfg->upstream_idle_timeout_ms,
                             cfg->upstream_idle_timeout_ms);
 }
 
-static void relay_start(struct session *s, struct upconn *c)
+static void forward_start(struct exchange *ex, struct upconn *c)
 {
-    const struct config *cfg = s->w->cfg;
-    s->up = c;
-    s->up_closed = false;
-    s->state = SS_FORWARDING;
-    s->resp_head_done = s->resp_done = false;
+    const struct config *cfg = ex->w->cfg;
+    ex->up = c;
+    ex->up_closed = false;
+    ex->state = EX_FORWARDING;
+    ex->resp_head_done = ex->resp_done = false;
     /* pthread_once: a second worker must not see the settings half-filled
      * (and its fast path is a plain load, not a locked exchange per request). */
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, init_resp_settings);
-    llhttp_init(&s->resp, HTTP_RESPONSE, &resp_settings);
-    s->resp.data = s;
-    stream_setcb(c->bev, up_read_cb, up_write_cb, up_event_cb, s);
-    stream_set_write_low(c->bev, SESSION_LOW_WATER);
+    llhttp_init(&ex->resp, HTTP_RESPONSE, &resp_settings);
+    ex->resp.data = ex;
+    stream_setcb(c->bev, up_read_cb, up_write_cb, up_event_cb, ex);
+    stream_set_write_low(c->bev, EX_LOW_WATER);
     /* No read timeout while the request is still going up: the app is
      * allowed to be silent while it receives a body (request_complete arms
      * it). The write timeout catches an app that stops taking the body. */
     stream_set_timeouts(c->bev, 0, cfg->upstream_idle_timeout_ms);
-    if (rewrite_request_head(s, stream_output(c->bev)) == -1) {
-        upstream_failed(s, 502, "request head too large to forward");
+    if (rewrite_request_head(ex, stream_output(c->bev)) == -1) {
+        upstream_failed(ex, 502, "request head too large to forward");
         return;
     }
     stream_flush(c->bev);
     stream_enable_read(c->bev);
-    if (!s->req_done) {
-        llhttp_resume(&s->req);
-        if (!s->req_has_body) {
-            llhttp_execute(&s->req, "", 0); /* reaches message-complete */
-            if (!s->req_done) {             /* the head passed, its framing did not */
-                relay_abort_upstream(s);
-                s->client_keepalive = false;
-                session_error(s, 400, "malformed request framing");
-                return;
-            }
-        } else {
-            stream_set_timeouts(s->cbev, cfg->client_body_timeout_ms,
-                                cfg->upstream_idle_timeout_ms);
-            stream_enable_read(s->cbev);
-            relay_pump_request(s); /* calls request_complete at the end */
-            return;
-        }
-    }
-    request_complete(s); /* bodyless, or a retry of a complete request */
+    if (ex->req_done)
+        request_complete(ex); /* a retry of a complete request */
+    else
+        ex->ops->body_consumed(ex); /* the front end sends the body (or ends it) */
 }
 
-void relay_pump_request(struct session *s)
+int proxy_request_body(struct exchange *ex, struct evbuffer *src, size_t len)
 {
-    if (!s->up || !s->up->bev)
-        return;
-    struct evbuffer *in = stream_input(s->cbev);
-    struct evbuffer *out = stream_output(s->up->bev);
-    while (!s->req_done) {
-        if (evbuffer_get_length(out) >= SESSION_HIGH_WATER) {
-            stream_disable_read(s->cbev);
-            s->client_paused = true;
-            return;
-        }
-        struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
-            return;
-        llhttp_errno_t err = llhttp_execute(&s->req, v.iov_base, v.iov_len);
-        size_t used = err == HPE_OK
-                          ? v.iov_len
-                          : (size_t)(llhttp_get_error_pos(&s->req) - (const char *)v.iov_base);
-        if (err != HPE_OK && err != HPE_PAUSED) {
-            log_info("client %s: bad request body: %s", s->peer_ip,
-                     llhttp_get_error_reason(&s->req));
-            relay_abort_upstream(s);
-            s->client_keepalive = false;
-            if (!s->resp_head_done)
-                session_error(s, 400, "malformed request body");
-            else
-                session_close(s, false);
-            return;
-        }
-        if (used) {
-            evbuffer_remove_buffer(in, out, used);
-            stream_flush(s->up->bev);
-            s->req_body_started = true;
-        }
-        if (s->req_done)
-            request_complete(s);
+    if (!ex->up || !ex->up->bev) {
+        evbuffer_drain(src, len);
+        return 1;
     }
+    struct evbuffer *out = stream_output(ex->up->bev);
+    if (len) {
+        if (ex->req_body == EX_BODY_STREAM)
+            chunked_write(out, src, len);
+        else
+            evbuffer_remove_buffer(src, out, len);
+        stream_flush(ex->up->bev);
+        ex->req_body_started = true;
+    }
+    return evbuffer_get_length(out) >= EX_HIGH_WATER;
 }
 
-/* The final response head is parsed: decide the client's framing and
- * connection fate, then write the rewritten head. */
-static int on_response_head(struct session *s)
+void proxy_request_end(struct exchange *ex, const struct head *h, uint32_t from)
 {
-    llhttp_t *p = &s->resp;
+    ex->req_done = true;
+    if (ex->req_body == EX_BODY_STREAM && ex->up && ex->up->bev) {
+        chunked_write_end(stream_output(ex->up->bev), h, from);
+        stream_flush(ex->up->bev);
+    }
+    request_complete(ex);
+}
+
+/* ---- the response ---- */
+
+/* How the response body is delimited (RFC 9112 section 6.3). */
+static enum ex_body response_framing(const struct exchange *ex)
+{
+    const llhttp_t *p = &ex->resp;
+    if (p->flags & F_SKIPBODY)
+        return EX_BODY_NONE;
+    if (p->flags & F_CHUNKED)
+        return EX_BODY_STREAM;
+    if (p->flags & F_CONTENT_LENGTH)
+        return p->content_length ? EX_BODY_LENGTH : EX_BODY_NONE;
+    return llhttp_message_needs_eof(p) ? EX_BODY_EOF : EX_BODY_NONE;
+}
+
+/* A response head is parsed: check what llhttp lets through and a client
+ * could not frame, then hand it to the front end. */
+static int on_response_head(struct exchange *ex)
+{
+    llhttp_t *p = &ex->resp;
     int status = p->status_code;
     /* llhttp takes any digits for a status and any version: a proxy must not
      * relay what its client cannot frame (found by the request-path fuzzer:
      * "HTTP/2.0 20 ..." was taken for an interim response). */
     if (p->http_major != 1 || status < 100 || status > 599) {
-        upstream_failed(s, 502, "invalid response from upstream: bad status line");
+        upstream_failed(ex, 502, "invalid response from upstream: bad status line");
         return -1;
     }
-    if (head_has_empty_name(s->ph)) {
+    if (head_has_empty_name(ex->ph)) {
         /* llhttp (strict) accepts ": value"; RFC 9110 section 5.1 does not. */
-        upstream_failed(s, 502, "invalid response from upstream: empty header name");
+        upstream_failed(ex, 502, "invalid response from upstream: empty header name");
         return -1;
     }
     if (status < 200 && status != 101) {
-        /* Interim: HTTP/1.0 clients cannot take 1xx (RFC 9110 15.2). */
-        if (s->req.http_minor > 0 || s->req.http_major > 1)
-            return rewrite_response_head(s);
-        return 0;
+        ex->resp_body = EX_BODY_NONE;
+        return ex->ops->send_head(ex, status, ex->ph);
     }
-    if (status == 101 && !s->upgrade) {
-        upstream_failed(s, 502, "upstream switched protocols without an upgrade request");
+    if (status == 101 && !ex->upgrade) {
+        upstream_failed(ex, 502, "upstream switched protocols without an upgrade request");
         return -1;
     }
     /* RFC 9112 section 6.3 rule 1: responses to HEAD, and 204 and 304, end
      * with their head whatever Content-Length says (llhttp only knows it
      * when no length is given). */
-    if (s->is_head_method || status == 204 || status == 304)
+    if (ex->head_method || status == 204 || status == 304)
         p->flags |= F_SKIPBODY;
-    s->dechunk = (p->flags & F_CHUNKED) && s->req.http_major == 1 && s->req.http_minor == 0 &&
-                 !s->is_head_method;
-    if (!s->client_keepalive || s->w->draining || s->dechunk || llhttp_message_needs_eof(p) ||
-        (s->upgrade && status != 101))
-        s->close_after = true;
-    s->resp_head_done = true;
-    stream_set_timeouts(s->up->bev, s->w->cfg->upstream_idle_timeout_ms,
-                        s->w->cfg->upstream_idle_timeout_ms);
-    return rewrite_response_head(s);
+    ex->resp_body = status == 101 ? EX_BODY_NONE : response_framing(ex);
+    ex->resp_trailer_from = ex->ph->nhdrs;
+    if (ex->resp_body == EX_BODY_STREAM && !ex->body_buf && !(ex->body_buf = evbuffer_new())) {
+        upstream_failed(ex, 502, "out of memory");
+        return -1;
+    }
+    ex->resp_head_done = true;
+    stream_set_timeouts(ex->up->bev, ex->w->cfg->upstream_idle_timeout_ms,
+                        ex->w->cfg->upstream_idle_timeout_ms);
+    if (ex->ops->send_head(ex, status, ex->ph) == -1) {
+        ex->resp_head_done = false;
+        upstream_failed(ex, 502, "response head too large to relay");
+        return -1;
+    }
+    return 0;
 }
 
-static void tunnel_start(struct session *s);
-
-static void response_complete(struct session *s)
+static void response_complete(struct exchange *ex)
 {
-    struct upconn *c = s->up;
-    s->status = s->resp.status_code;
-    s->outcome = OUTCOME_UPSTREAM;
-    if (s->status == 101) {
-        tunnel_start(s);
+    struct upconn *c = ex->up;
+    ex->status = ex->resp.status_code;
+    ex->outcome = OUTCOME_UPSTREAM;
+    ex->state = EX_DONE;
+    if (ex->status == 101) {
+        ex->state = EX_TUNNEL;
+        exchange_count(ex); /* the tunnel's life is not a request */
+        ex->ops->start_tunnel(ex);
         return;
     }
-    bool reuse = s->req_done && !s->up_closed && llhttp_should_keep_alive(&s->resp) &&
+    bool reuse = ex->req_done && !ex->up_closed && llhttp_should_keep_alive(&ex->resp) &&
                  evbuffer_get_length(stream_input(c->bev)) == 0 &&
                  evbuffer_get_length(stream_output(c->bev)) == 0;
-    if (!s->req_done) {
-        /* Answered before the request body ended (e.g. 413): the rest of
-         * the body can't be framed away safely, so the client goes. */
-        s->close_after = true;
-        s->linger = true;
-    }
-    s->up = NULL;
+    ex->up = NULL;
     if (reuse)
         pool_release(c);
     else
         upconn_close(c);
-    session_exchange_done(s);
+    bool trailers = ex->resp_body == EX_BODY_STREAM && ex->ph->nhdrs > ex->resp_trailer_from;
+    ex->ops->end(ex, trailers ? ex->ph : NULL, ex->resp_trailer_from);
 }
 
 /* RFC 9110 section 9.2.2: methods whose repetition has the effect of one
@@ -369,244 +403,156 @@ static bool method_is_idempotent(int method)
     }
 }
 
-static void upstream_eof(struct session *s, bool error)
+static void upstream_eof(struct exchange *ex, bool error)
 {
-    if (s->resp_head_done && llhttp_message_needs_eof(&s->resp) && !error) {
+    if (ex->resp_head_done && llhttp_message_needs_eof(&ex->resp) && !error) {
         /* A close-delimited body ends here (RFC 9112 section 6.3 item 8). */
-        llhttp_finish(&s->resp);
-        if (s->resp_done) {
-            response_complete(s);
+        llhttp_finish(&ex->resp);
+        if (ex->resp_done) {
+            response_complete(ex);
             return;
         }
     }
-    if (!s->resp_head_done && s->up && s->up->reused && !s->req_body_started &&
-        !s->stale_retry_done && evbuffer_get_length(stream_input(s->up->bev)) == 0 && !s->ph &&
-        method_is_idempotent(s->req.method)) {
+    if (!ex->resp_head_done && ex->up && ex->up->reused && !ex->req_body_started &&
+        !ex->stale_retry_done && evbuffer_get_length(stream_input(ex->up->bev)) == 0 && !ex->ph &&
+        method_is_idempotent(ex->method)) {
         /* A pooled connection the upstream closed as the request arrived:
          * most likely its keep-alive timeout won the race and the app never
          * saw the request, but it may have. An idempotent request whose body
          * has not started going up is sent again on a fresh connection
          * (RFC 9110 section 9.2.2); anything else gets the 502 below. */
-        s->stale_retry_done = true;
-        METRIC_INC(&s->w->metrics, upstream_retries);
-        relay_abort_upstream(s);
-        relay_connect(s);
+        ex->stale_retry_done = true;
+        METRIC_INC(&ex->w->metrics, upstream_retries);
+        proxy_abort(ex);
+        connect_upstream(ex);
         return;
     }
-    upstream_failed(s, 502,
+    upstream_failed(ex, 502,
                     error ? "upstream connection reset before a complete response"
                           : "upstream closed the connection before a complete response");
 }
 
-static void pump_response(struct session *s)
+/* Gives the front end the payload bytes the parser just accepted: `used`
+ * bytes at the front of `in` (moved when the body has a length or is
+ * close-delimited, dropped after their payload was copied when chunked). */
+static void deliver_body(struct exchange *ex, struct evbuffer *in, size_t used)
 {
-    struct evbuffer *in = stream_input(s->up->bev);
-    struct evbuffer *out = stream_output(s->cbev);
-    while (!s->resp_done) {
-        if (evbuffer_get_length(out) >= SESSION_HIGH_WATER) {
-            stream_disable_read(s->up->bev);
-            s->up_paused = true;
+    if (ex->resp_body == EX_BODY_STREAM) {
+        evbuffer_drain(in, used);
+        size_t n = evbuffer_get_length(ex->body_buf);
+        if (n)
+            ex->ops->send_body(ex, ex->body_buf, n);
+    } else if (used) {
+        ex->ops->send_body(ex, in, used);
+    }
+}
+
+static void pump_response(struct exchange *ex)
+{
+    struct evbuffer *in = stream_input(ex->up->bev);
+    while (!ex->resp_done) {
+        if (ex->ops->pending(ex) >= EX_HIGH_WATER) {
+            stream_disable_read(ex->up->bev);
+            ex->up_paused = true;
             return;
         }
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0) {
-            if (s->up_eof_pending) {
-                s->up_eof_pending = false;
-                upstream_eof(s, false);
+            if (ex->up_eof_pending) {
+                ex->up_eof_pending = false;
+                upstream_eof(ex, false);
             }
             return;
         }
-        bool in_head = !s->resp_head_done;
-        llhttp_errno_t err = llhttp_execute(&s->resp, v.iov_base, v.iov_len);
+        bool in_head = !ex->resp_head_done;
+        llhttp_errno_t err = llhttp_execute(&ex->resp, v.iov_base, v.iov_len);
         size_t used = err == HPE_OK
                           ? v.iov_len
-                          : (size_t)(llhttp_get_error_pos(&s->resp) - (const char *)v.iov_base);
+                          : (size_t)(llhttp_get_error_pos(&ex->resp) - (const char *)v.iov_base);
         if (err != HPE_OK && err != HPE_PAUSED) {
             char why[160];
             snprintf(why, sizeof(why), "invalid response from upstream: %s",
-                     s->ph && s->ph->err ? "head too large" : llhttp_get_error_reason(&s->resp));
-            upstream_failed(s, 502, why);
+                     ex->ph && ex->ph->err ? "head too large" : llhttp_get_error_reason(&ex->resp));
+            upstream_failed(ex, 502, why);
             return;
         }
-        if (in_head || s->dechunk) {
+        if (in_head)
             evbuffer_drain(in, used);
-        } else {
-            evbuffer_remove_buffer(in, out, used);
-            stream_flush(s->cbev);
-            s->bytes_out += used;
-        }
+        else
+            deliver_body(ex, in, used);
         if (err == HPE_PAUSED) {
-            if (s->resp_done) {
-                response_complete(s);
+            if (ex->resp_done) {
+                response_complete(ex);
                 return;
             }
-            if (on_response_head(s) == -1)
+            if (on_response_head(ex) == -1)
                 return;
-            llhttp_resume(&s->resp);
+            llhttp_resume(&ex->resp);
             /* A response without a body (204, 304, HEAD, Content-Length: 0)
              * completes without another byte: run the parser over nothing
              * to reach message-complete now. */
-            llhttp_execute(&s->resp, "", 0);
-            if (s->resp_done) {
-                response_complete(s);
+            llhttp_execute(&ex->resp, "", 0);
+            if (ex->resp_done) {
+                response_complete(ex);
                 return;
             }
         }
     }
 }
 
-/* ---- the WebSocket (any Upgrade) tunnel ---- */
-
-static void tunnel_move(struct session *s, struct stream *from, struct stream *to)
+void proxy_response_resume(struct exchange *ex)
 {
-    struct evbuffer *dst = stream_output(to);
-    evbuffer_add_buffer(dst, stream_input(from));
-    stream_flush(to);
-    s->last_activity_ms = time_now_ms();
-    if (evbuffer_get_length(dst) >= SESSION_HIGH_WATER) {
-        stream_disable_read(from);
-        if (from == s->cbev)
-            s->client_paused = true;
-        else
-            s->up_paused = true;
-    }
-}
-
-static void tunnel_start(struct session *s)
-{
-    const struct config *cfg = s->w->cfg;
-    s->state = SS_TUNNEL;
-    metrics_observe_request(&s->w->metrics, 101, time_now_us() - s->start_us);
-    metrics_observe_outcome(&s->w->metrics, OUTCOME_UPSTREAM);
-    access_log_request(s, time_now_us() - s->start_us);
-    s->start_us = 0; /* counted now; the tunnel's life is not a request */
-    stream_set_timeouts(s->cbev, cfg->websocket_idle_timeout_ms, cfg->upstream_idle_timeout_ms);
-    stream_set_timeouts(s->up->bev, cfg->websocket_idle_timeout_ms, cfg->upstream_idle_timeout_ms);
-    session_clear_timer(s);
-    tunnel_move(s, s->up->bev, s->cbev);
-    tunnel_move(s, s->cbev, s->up->bev);
-    if (!s->client_paused)
-        stream_enable_read(s->cbev);
-    if (!s->up_paused)
-        stream_enable_read(s->up->bev);
-}
-
-void relay_tunnel_client_read(struct session *s)
-{
-    if (s->up)
-        tunnel_move(s, s->cbev, s->up->bev);
-}
-
-/* A read timeout on either side of the tunnel: idle only if neither side
- * moved a byte for the whole idle timeout. */
-void relay_tunnel_idle(struct session *s, struct stream *side)
-{
-    int idle_ms = s->w->cfg->websocket_idle_timeout_ms;
-    uint64_t quiet = time_now_ms() - s->last_activity_ms;
-    if (quiet >= (uint64_t)idle_ms) {
-        log_debug("tunnel for sandbox %s idle for %llu ms, closing", s->target.sandbox_id,
-                  (unsigned long long)quiet);
-        session_close(s, false);
+    if (!ex->up_paused || !ex->up || ex->state != EX_FORWARDING)
         return;
-    }
-    if (!((side == s->cbev) ? s->client_paused : s->up_paused))
-        stream_enable_read(side);
+    ex->up_paused = false;
+    stream_enable_read(ex->up->bev);
+    pump_response(ex);
 }
 
 /* ---- upstream callbacks ---- */
 
-static void up_read_cb(struct stream *bev, void *arg)
+static void up_read_cb(struct stream *st, void *arg)
 {
-    struct session *s = arg;
-    session_enter(s);
-    if (s->state == SS_TUNNEL)
-        tunnel_move(s, bev, s->cbev);
-    else if (s->state == SS_FORWARDING)
-        pump_response(s);
-    session_leave(s);
+    struct exchange *ex = arg;
+    ex->ops->hold(ex);
+    if (ex->state == EX_FORWARDING)
+        pump_response(ex);
+    ex->ops->release(ex);
 }
 
-/* Upstream output drained below the low-water mark: resume the client. */
-void relay_tunnel_client_gone(struct session *s)
+/* Upstream output drained below the low-water mark: the front end may give
+ * more request body. */
+static void up_write_cb(struct stream *st, void *arg)
 {
-    if (!s->up) {
-        session_close(s, false);
+    struct exchange *ex = arg;
+    if (ex->req_done || ex->state != EX_FORWARDING)
         return;
-    }
-    tunnel_move(s, s->cbev, s->up->bev);
-    stream_disable_read(s->cbev);
-    if (evbuffer_get_length(stream_output(s->up->bev)) == 0) {
-        session_close(s, false);
-        return;
-    }
-    s->tunnel_flushing_up = true;
-    stream_set_write_low(s->up->bev, 0); /* call back at empty */
+    ex->ops->hold(ex);
+    ex->ops->body_consumed(ex);
+    ex->ops->release(ex);
 }
 
-static void up_write_cb(struct stream *bev, void *arg)
+static void up_event_cb(struct stream *st, short what, void *arg)
 {
-    struct session *s = arg;
-    if (s->tunnel_flushing_up) {
-        if (evbuffer_get_length(stream_output(bev)) == 0) {
-            session_enter(s);
-            session_close(s, false);
-            session_leave(s);
-        }
-        return;
-    }
-    if (!s->client_paused)
-        return;
-    session_enter(s);
-    s->client_paused = false;
-    stream_enable_read(s->cbev);
-    if (s->state == SS_TUNNEL)
-        tunnel_move(s, s->cbev, bev);
-    else if (s->state == SS_FORWARDING)
-        relay_pump_request(s);
-    session_leave(s);
-}
-
-void relay_on_client_writable(struct session *s)
-{
-    if (!s->up_paused || !s->up)
-        return;
-    s->up_paused = false;
-    stream_enable_read(s->up->bev);
-    if (s->state == SS_TUNNEL)
-        tunnel_move(s, s->up->bev, s->cbev);
-    else if (s->state == SS_FORWARDING)
-        pump_response(s);
-}
-
-static void up_event_cb(struct stream *bev, short what, void *arg)
-{
-    struct session *s = arg;
-    session_enter(s);
-    if (s->state == SS_TUNNEL) {
-        if (what & STREAM_TIMEOUT) {
-            relay_tunnel_idle(s, bev);
-        } else {
-            /* One side went away: flush what it said, then close. */
-            tunnel_move(s, bev, s->cbev);
-            session_close(s, true);
-        }
-    } else if (what & STREAM_TIMEOUT) {
-        if (!s->resp_head_done)
-            upstream_failed(s, 504, "upstream did not respond in time");
+    struct exchange *ex = arg;
+    ex->ops->hold(ex);
+    if (what & STREAM_TIMEOUT) {
+        if (!ex->resp_head_done)
+            upstream_failed(ex, 504, "upstream did not respond in time");
         else
-            upstream_failed(s, 502, "upstream stalled mid-response");
+            upstream_failed(ex, 502, "upstream stalled mid-response");
     } else {
         /* Parse what arrived before the close first; the connection itself
          * must not go back to the pool. */
-        s->up_closed = true;
-        if (!s->up_paused)
-            pump_response(s);
-        if (!s->closing && s->state == SS_FORWARDING && s->up && !s->resp_done) {
-            if (s->up_paused)
-                s->up_eof_pending = true;
+        ex->up_closed = true;
+        if (!ex->up_paused)
+            pump_response(ex);
+        if (ex->state == EX_FORWARDING && ex->up && !ex->resp_done) {
+            if (ex->up_paused)
+                ex->up_eof_pending = true;
             else
-                upstream_eof(s, (what & STREAM_ERROR) != 0);
+                upstream_eof(ex, (what & STREAM_ERROR) != 0);
         }
     }
-    session_leave(s);
+    ex->ops->release(ex);
 }

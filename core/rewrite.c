@@ -6,8 +6,8 @@
 #include "config.h"
 #include "head.h"
 #include "reply.h"
-#include "session.h"
-#include "stream.h"
+#include "exchange.h"
+#include "route_rec.h"
 #include "worker.h"
 
 /* ---- a small writer into reserved evbuffer space ---- */
@@ -80,25 +80,26 @@ static bool out_joined(struct out *o, const struct head *h, int kind)
     return any;
 }
 
-int rewrite_request_head(struct session *s, struct evbuffer *dst)
+int rewrite_request_head(const struct exchange *s, struct evbuffer *dst)
 {
     const struct head *h = s->rh;
     const struct config *cfg = s->w->cfg;
+    const struct client_info *ci = s->client;
     int mask_len = -1;
     const char *mask = route_rec_masked_host(s->rr, s->target.port, &mask_len);
     if (!mask && s->rr->rec->mask_host)
         return -1; /* a mask too long to expand: never send the wrong Host */
     bool trusted =
         cfg->trusted_count > 0 && config_cidr_match(cfg->trusted_proxies, cfg->trusted_count,
-                                                    (const struct sockaddr *)&s->peer);
+                                                    (const struct sockaddr *)&ci->peer);
     size_t need =
-        h->used + 4 * (size_t)h->nhdrs + 2 * s->host_len + (mask ? (size_t)mask_len : 0) + 512;
+        h->used + 4 * (size_t)h->nhdrs + 2 * s->authority_len + (mask ? (size_t)mask_len : 0) + 512;
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(dst, (ev_ssize_t)need, &v, 1) < 1)
         return -1;
     struct out o = {v.iov_base, (char *)v.iov_base + v.iov_len, false};
 
-    const char *method = llhttp_method_name(s->req.method);
+    const char *method = llhttp_method_name(s->method);
     out_put(&o, method, strlen(method));
     OUT_LIT(&o, " ");
     if (s->path_needs_slash)
@@ -108,7 +109,7 @@ int rewrite_request_head(struct session *s, struct evbuffer *dst)
     if (mask)
         out_put(&o, mask, (size_t)mask_len);
     else
-        out_put(&o, s->host, s->host_len);
+        out_put(&o, s->authority, s->authority_len);
     OUT_LIT(&o, "\r\n");
     for (uint32_t i = 0; i < h->nhdrs; i++) {
         const struct hdr *x = &h->hdrs[i];
@@ -118,25 +119,24 @@ int rewrite_request_head(struct session *s, struct evbuffer *dst)
             continue;
         out_header(&o, h, x);
     }
-    /* The body goes up with the framing llhttp validated, so the upstream
-     * must read the same framing: say "chunked" in the one spelling every
-     * parser agrees on, whatever bytes the client used (the request-path
-     * fuzzer sent "Transfer-Encoding:\xa0 chunked"). */
-    if (s->req.flags & F_CHUNKED)
+    /* A body without a length goes up chunked (core/chunked.c writes it),
+     * in the one spelling every parser agrees on, whatever bytes the client
+     * used (the request-path fuzzer sent "Transfer-Encoding:\xa0 chunked"). */
+    if (s->req_body == EX_BODY_STREAM)
         OUT_LIT(&o, "Transfer-Encoding: chunked\r\n");
     OUT_LIT(&o, "X-Forwarded-For: ");
     if (trusted && out_joined(&o, h, HDR_X_FORWARDED_FOR))
         OUT_LIT(&o, ", ");
-    out_put(&o, s->peer_ip, strlen(s->peer_ip));
+    out_put(&o, ci->peer_ip, strlen(ci->peer_ip));
     OUT_LIT(&o, "\r\nX-Forwarded-Proto: ");
     if (!trusted || !out_joined(&o, h, HDR_X_FORWARDED_PROTO)) {
-        if (s->tls)
+        if (ci->tls)
             OUT_LIT(&o, "https");
         else
             OUT_LIT(&o, "http");
     }
     OUT_LIT(&o, "\r\nX-Forwarded-Host: ");
-    out_put(&o, s->host, s->host_len);
+    out_put(&o, s->authority, s->authority_len);
     OUT_LIT(&o, "\r\n");
     if (s->upgrade) {
         const struct hdr *up = head_find(h, HDR_UPGRADE, NULL);
@@ -151,13 +151,11 @@ int rewrite_request_head(struct session *s, struct evbuffer *dst)
     return evbuffer_commit_space(dst, &v, 1);
 }
 
-/* ---- the response head sent to the client ---- */
+/* ---- the response head sent to an HTTP/1.1 client ---- */
 
-int rewrite_response_head(struct session *s)
+int rewrite_response_head(struct evbuffer *dst, int status, const struct head *h, bool chunked,
+                          enum resp_conn conn)
 {
-    const struct head *h = s->ph;
-    struct evbuffer *dst = stream_output(s->cbev);
-    int status = s->resp.status_code;
     size_t need = h->used + 4 * (size_t)h->nhdrs + 256;
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(dst, (ev_ssize_t)need, &v, 1) < 1)
@@ -176,28 +174,26 @@ int rewrite_response_head(struct session *s)
         if (head_is_hop_by_hop(h, x))
             continue;
         if (x->kind == HDR_TRANSFER_ENCODING)
-            continue; /* written below in one canonical spelling */
+            continue; /* the client's framing is ours: written below */
         out_header(&o, h, x);
     }
-    if (s->resp.flags & F_CHUNKED && !s->dechunk && !(s->resp.flags & F_SKIPBODY))
+    if (chunked)
         OUT_LIT(&o, "Transfer-Encoding: chunked\r\n");
     if (status == 101) {
         const struct hdr *up = head_find(h, HDR_UPGRADE, NULL);
         OUT_LIT(&o, "Connection: upgrade\r\n");
         if (up)
             out_header(&o, h, up);
-    } else if (status >= 200) {
-        if (s->close_after)
-            OUT_LIT(&o, "Connection: close\r\n");
-        else if (s->req.http_minor == 0)
-            OUT_LIT(&o, "Connection: keep-alive\r\n");
+    } else if (conn == RESP_CONN_CLOSE) {
+        OUT_LIT(&o, "Connection: close\r\n");
+    } else if (conn == RESP_CONN_KEEP_ALIVE) {
+        OUT_LIT(&o, "Connection: keep-alive\r\n");
     }
     OUT_LIT(&o, "\r\n");
     if (o.overflow)
         return -1;
     v.iov_len = (size_t)(o.p - (char *)v.iov_base);
-    s->bytes_out += v.iov_len;
-    int r = evbuffer_commit_space(dst, &v, 1);
-    stream_flush(s->cbev);
-    return r;
+    if (evbuffer_commit_space(dst, &v, 1) == -1)
+        return -1;
+    return (int)v.iov_len;
 }

@@ -7,15 +7,27 @@
 #ifndef EDGEPROXY_REWRITE_H
 #define EDGEPROXY_REWRITE_H
 
-struct session;
+#include <stdbool.h>
+
+struct exchange;
 struct evbuffer;
+struct head;
 
-/* Appends the upstream request head for s->rh to dst. 0 ok, -1 when it does
- * not fit (or a maskRequestHost cannot be expanded). */
-int rewrite_request_head(struct session *s, struct evbuffer *dst);
+/* Appends the upstream request head for the exchange to dst. 0 ok, -1 when
+ * it does not fit (or a maskRequestHost cannot be expanded). */
+int rewrite_request_head(const struct exchange *ex, struct evbuffer *dst);
 
-/* Appends the client response head for s->ph to the client output and
- * flushes. 0 ok, -1 on failure. */
-int rewrite_response_head(struct session *s);
+/* What the Connection header of a response to an HTTP/1.x client says. */
+enum resp_conn {
+    RESP_CONN_NONE = 0,   /* HTTP/1.1 keep-alive: nothing to say */
+    RESP_CONN_CLOSE,      /* the connection closes after this response */
+    RESP_CONN_KEEP_ALIVE, /* an HTTP/1.0 client's connection stays open */
+};
+
+/* Appends an HTTP/1.1 response head (status, the upstream's fields minus
+ * hop-by-hop and Transfer-Encoding, then the client framing and connection
+ * fate) to dst. Returns the bytes written, -1 when it does not fit. */
+int rewrite_response_head(struct evbuffer *dst, int status, const struct head *h, bool chunked,
+                          enum resp_conn conn);
 
 #endif

@@ -1,8 +1,8 @@
-/* Client side of a connection: accept, the request head, keep-alive,
- * timeouts, the proxy's own replies, and the session's lifetime. */
+/* The HTTP/1.1 client connection: accept, the PROXY header, plain or TLS,
+ * request heads, pipelining, keep-alive, timeouts, lingering close, and the
+ * session's lifetime. The exchange operations (responses, request bodies,
+ * the proxy's own replies) are in h1_exchange.c. */
 #include "session.h"
-
-#include "stream.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -10,69 +10,64 @@
 #include <event2/event.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "access_log.h"
+#include "conn_limit.h"
 #include "ev.h"
+#include "h1.h"
 #include "head.h"
 #include "listener.h"
-#include "proxy_proto.h"
-#include "runtime.h"
-#include "tls.h"
-#include "conn_limit.h"
 #include "log.h"
-#include "reply.h"
+#include "proxy.h"
+#include "proxy_proto.h"
+#include "route.h"
+#include "runtime.h"
+#include "stream.h"
+#include "target.h"
 #include "timeutil.h"
-#include "pool.h"
+#include "tls.h"
 #include "worker.h"
 
-/* How long a closing connection with unread request bytes keeps reading and
- * discarding them, so the kernel does not answer them with a RST that could
- * destroy the response still in flight (nginx's lingering close). */
-#define LINGER_MS 2000
-
-static void client_read_cb(struct stream *bev, void *arg);
-static void client_write_cb(struct stream *bev, void *arg);
-static void client_event_cb(struct stream *bev, short what, void *arg);
+static void client_read_cb(struct stream *st, void *arg);
+static void client_write_cb(struct stream *st, void *arg);
+static void client_event_cb(struct stream *st, short what, void *arg);
 static void timer_cb(evutil_socket_t fd, short what, void *arg);
 static void parse_head(struct session *s);
 
 /* ---- llhttp request callbacks ---- */
 
-/* The head being collected by parser p: the request's or the response's.
- * One set of span callbacks serves both parsers. */
-static struct head *head_of(llhttp_t *p)
+static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct session *s = p->data;
-    return p == &s->req ? s->rh : s->ph;
-}
-static int on_url_or_status(llhttp_t *p, const char *at, size_t len)
-{
-    return head_on_url(head_of(p), at, len) ? HPE_USER : 0;
+    return head_on_url(s->ex.rh, at, len) ? HPE_USER : 0;
 }
 static int on_field(llhttp_t *p, const char *at, size_t len)
 {
-    return head_on_field(head_of(p), at, len) ? HPE_USER : 0;
+    struct session *s = p->data;
+    return head_on_field(s->ex.rh, at, len) ? HPE_USER : 0;
 }
 static int on_field_done(llhttp_t *p)
 {
-    return head_on_field_done(head_of(p));
+    struct session *s = p->data;
+    return head_on_field_done(s->ex.rh);
 }
 static int on_value(llhttp_t *p, const char *at, size_t len)
 {
-    return head_on_value(head_of(p), at, len) ? HPE_USER : 0;
+    struct session *s = p->data;
+    return head_on_value(s->ex.rh, at, len) ? HPE_USER : 0;
 }
 static int on_value_done(llhttp_t *p)
 {
-    return head_on_value_done(head_of(p));
+    struct session *s = p->data;
+    return head_on_value_done(s->ex.rh);
 }
 
 void session_head_callbacks(llhttp_settings_t *st)
 {
-    st->on_url = on_url_or_status;
-    st->on_status = on_url_or_status;
+    st->on_url = on_url;
     st->on_header_field = on_field;
     st->on_header_field_complete = on_field_done;
     st->on_header_value = on_value;
@@ -85,12 +80,21 @@ static int req_on_headers_complete(llhttp_t *p)
 {
     return HPE_PAUSED;
 }
+/* A chunked body's payload, for h1_pump_request_body to hand on (a body
+ * with a length is moved as it is, without this copy). */
+static int req_on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct session *s = p->data;
+    if (s->ex.req_body == EX_BODY_STREAM)
+        evbuffer_add(s->body_buf, at, len);
+    return 0;
+}
 /* Pauses at the end of each request: pipelined requests wait in the input
  * buffer until this exchange is over (RFC 9112 section 9.3.2). */
 static int req_on_message_complete(llhttp_t *p)
 {
     struct session *s = p->data;
-    s->req_done = true;
+    s->ex.req_done = true;
     return HPE_PAUSED;
 }
 
@@ -101,6 +105,7 @@ static void init_req_settings(void)
     llhttp_settings_init(&req_settings);
     session_head_callbacks(&req_settings);
     req_settings.on_headers_complete = req_on_headers_complete;
+    req_settings.on_body = req_on_body;
     req_settings.on_message_complete = req_on_message_complete;
 }
 
@@ -125,41 +130,29 @@ void session_clear_timer(struct session *s)
     s->deadline_ms = 0;
 }
 
-/* Releases what the current request holds: route record, connection-limit
- * slot, head arenas, and records the metrics for it. */
+/* Ends what the current request holds (exchange_finish: metrics, access
+ * log, route record, limit slot, upstream) and gives back its head arena. */
 static void finish_request(struct session *s)
 {
-    struct worker *w = s->w;
-    if (s->start_us && s->head_bytes) {
-        uint64_t dur = time_now_us() - s->start_us;
-        if (s->status)
-            metrics_observe_request(&w->metrics, s->status, dur);
-        metrics_observe_outcome(&w->metrics, s->outcome);
-        access_log_request(s, dur);
-    }
-    s->start_us = 0;
-    lookup_cancel(&s->waiter);
-    if (s->limit_held) {
-        limits_release(s->rr->limit);
-        s->limit_held = false;
-    }
-    route_rec_unref(s->rr);
-    s->rr = NULL;
-    head_put(&w->heads, s->rh);
-    head_put(&w->heads, s->ph);
-    s->rh = s->ph = NULL;
-    s->host = s->path = NULL;
+    if (!s->head_bytes)
+        s->ex.start_us = 0; /* no request byte parsed: nothing to count */
+    exchange_finish(&s->ex);
+    head_put(&s->w->heads, s->ex.rh);
+    s->ex.rh = NULL;
+    s->ex.authority = s->ex.path = NULL;
 }
 
 static void session_free(struct session *s)
 {
     struct worker *w = s->w;
     finish_request(s);
-    upconn_close(s->up);
+    exchange_free_buffers(&s->ex);
+    if (s->body_buf)
+        evbuffer_free(s->body_buf);
     ev_free(s->timer);
     ev_free(s->pp_ev);
-    if (s->cbev)
-        stream_free(s->cbev);
+    if (s->io)
+        stream_free(s->io);
     else if (s->fd != -1)
         close(s->fd);
     list_unlink(&s->link);
@@ -183,8 +176,8 @@ void session_enter(struct session *s)
  * relay does for bodies. */
 static bool next_request_ready(struct session *s)
 {
-    return evbuffer_get_length(stream_input(s->cbev)) > 0 &&
-           evbuffer_get_length(stream_output(s->cbev)) < SESSION_HIGH_WATER;
+    return evbuffer_get_length(stream_input(s->io)) > 0 &&
+           evbuffer_get_length(stream_output(s->io)) < EX_HIGH_WATER;
 }
 
 void session_leave(struct session *s)
@@ -203,16 +196,16 @@ void session_leave(struct session *s)
 static void closing_flushed(struct session *s)
 {
     /* Half-closing under TLS would skip close_notify: no lingering there. */
-    if (!s->linger || s->tls) {
+    if (!s->linger || s->client.tls) {
         s->closing = true;
         return;
     }
     s->linger = false;
     s->lingering = true;
-    shutdown(stream_fd(s->cbev), SHUT_WR);
+    shutdown(stream_fd(s->io), SHUT_WR);
     session_set_timer(s, LINGER_MS);
-    stream_set_timeouts(s->cbev, 0, s->w->cfg->upstream_idle_timeout_ms);
-    stream_enable_read(s->cbev);
+    stream_set_timeouts(s->io, 0, s->w->cfg->upstream_idle_timeout_ms);
+    stream_enable_read(s->io);
 }
 
 void session_close(struct session *s, bool flush)
@@ -223,20 +216,20 @@ void session_close(struct session *s, bool flush)
     }
     if (s->state == SS_CLOSING)
         return;
-    relay_abort_upstream(s);
+    proxy_abort(&s->ex);
     s->state = SS_CLOSING;
     session_clear_timer(s);
-    stream_setcb(s->cbev, client_read_cb, client_write_cb, client_event_cb, s);
-    stream_set_write_low(s->cbev, 0);
-    if (evbuffer_get_length(stream_output(s->cbev)) == 0) {
+    stream_setcb(s->io, client_read_cb, client_write_cb, client_event_cb, s);
+    stream_set_write_low(s->io, 0);
+    if (evbuffer_get_length(stream_output(s->io)) == 0) {
         closing_flushed(s);
         return;
     }
     session_set_timer(s, s->w->cfg->upstream_idle_timeout_ms); /* bounds the flush */
     if (s->linger)
-        stream_enable_read(s->cbev);
+        stream_enable_read(s->io);
     else
-        stream_disable_read(s->cbev);
+        stream_disable_read(s->io);
 }
 
 void session_drain(struct session *s)
@@ -257,34 +250,25 @@ void session_drain(struct session *s)
 
 static void begin_request(struct session *s)
 {
-    s->rh = head_get(&s->w->heads);
+    exchange_init(&s->ex, s->w, &s->client, &h1_exchange_ops);
+    s->ex.rh = head_get(&s->w->heads);
     s->state = SS_HEAD;
     s->head_bytes = 0;
-    s->start_us = time_now_us();
-    s->status = 0;
-    s->bytes_out = 0;
-    s->outcome = OUTCOME_ABORTED;
-    s->upstream_used = false;
-    s->req_done = s->req_has_body = s->req_body_started = false;
-    s->resp_head_done = s->resp_done = s->close_after = s->dechunk = false;
-    s->upgrade = s->is_head_method = false;
-    s->up_eof_pending = s->client_paused = s->up_paused = false;
-    s->connect_attempts = 0;
-    s->stale_retry_done = false;
+    s->close_after = s->resp_chunked = s->body_paused = false;
     session_set_timer(s, s->w->cfg->client_header_timeout_ms);
 }
 
 static void enter_idle(struct session *s)
 {
     s->state = SS_IDLE;
-    stream_set_timeouts(s->cbev, 0, s->w->cfg->upstream_idle_timeout_ms);
-    stream_enable_read(s->cbev);
+    stream_set_timeouts(s->io, 0, s->w->cfg->upstream_idle_timeout_ms);
+    stream_enable_read(s->io);
     session_set_timer(s, s->w->cfg->client_keepalive_timeout_ms);
 }
 
 void session_exchange_done(struct session *s)
 {
-    bool keep = s->req_done && s->client_keepalive && !s->close_after && !s->w->draining;
+    bool keep = s->ex.req_done && s->client_keepalive && !s->close_after && !s->w->draining;
     finish_request(s);
     if (!keep) {
         session_close(s, true);
@@ -294,98 +278,24 @@ void session_exchange_done(struct session *s)
     enter_idle(s);
 }
 
-/* The parser is paused at the end of the head. A request without a body is
- * complete already: run the parser over nothing so it reaches
- * message-complete, then the connection can carry the next request. */
-static void complete_bodyless_request(struct session *s)
-{
-    if (s->req_done || s->req_has_body)
-        return;
-    llhttp_resume(&s->req);
-    llhttp_execute(&s->req, "", 0);
-}
-
-void session_reply(struct session *s, struct reply *r)
-{
-    char buf[4096];
-    struct reply_negotiation n;
-    memset(&n, 0, sizeof(n));
-    if (s->rh) {
-        const struct hdr *x;
-#define VIEW(field, kind)                          \
-    if ((x = head_find(s->rh, kind, NULL))) {      \
-        n.field.ptr = head_str(s->rh, x->val_off); \
-        n.field.len = x->val_len;                  \
-    }
-        VIEW(user_agent, HDR_USER_AGENT);
-        VIEW(accept, HDR_ACCEPT);
-        VIEW(sec_fetch_mode, HDR_SEC_FETCH_MODE);
-        VIEW(x_requested_with, HDR_X_REQUESTED_WITH);
-#undef VIEW
-    }
-    if (s->rh && s->state != SS_HEAD)
-        complete_bodyless_request(s);
-    r->html = reply_wants_html(&n);
-    r->head_only = s->is_head_method;
-    if (!s->req_done || !s->client_keepalive || s->w->draining)
-        r->close = true;
-    int len = reply_render(r, buf, sizeof(buf));
-    if (len > 0) {
-        evbuffer_add(stream_output(s->cbev), buf, (size_t)len);
-        stream_flush(s->cbev);
-        s->bytes_out += (uint64_t)len;
-    }
-    s->status = r->status;
-    s->outcome = OUTCOME_PROXY;
-    METRIC_INC(&s->w->metrics, rejected_by_proxy);
-    if (r->close) {
-        /* Request bytes we will never read: linger so they do not turn into
-         * a RST that kills this reply. */
-        s->linger = !s->req_done || evbuffer_get_length(stream_input(s->cbev)) > 0;
-        s->close_after = true;
-    }
-    relay_abort_upstream(s);
-    session_exchange_done(s);
-}
-
-void session_error(struct session *s, int status, const char *message)
-{
-    struct reply r = {.status = status, .message = message, .connection_limit = -1};
-    if (status == 503)
-        r.retry_after = 1;
-    session_reply(s, &r);
-}
-
-void session_error_sandbox(struct session *s, int status, const char *message, bool with_port)
-{
-    struct reply r = {.status = status,
-                      .message = message,
-                      .sandbox_id = s->target.sandbox_id,
-                      .port = with_port ? s->target.port : 0,
-                      .connection_limit = -1};
-    if (status == 503)
-        r.retry_after = 1;
-    session_reply(s, &r);
-}
-
 /* ---- the request head ---- */
 
 static void head_failed(struct session *s, llhttp_errno_t err)
 {
-    int herr = s->rh ? s->rh->err : HEAD_OK;
+    int herr = s->ex.rh ? s->ex.rh->err : HEAD_OK;
     s->client_keepalive = false;
-    s->req_done = false;
+    s->ex.req_done = false;
     if (herr == HEAD_TOO_LARGE || herr == HEAD_TOO_MANY) {
-        session_error(s, 431, "request header fields too large");
+        exchange_error(&s->ex, 431, "request header fields too large");
     } else if (herr == HEAD_URL_TOO_LONG) {
-        session_error(s, 414, "request target too long");
+        exchange_error(&s->ex, 414, "request target too long");
     } else {
         char msg[160];
         snprintf(msg, sizeof(msg), "malformed request: %s",
                  llhttp_get_error_reason(&s->req) ? llhttp_get_error_reason(&s->req)
                                                   : llhttp_errno_name(err));
-        log_debug("client %s: %s", s->peer_ip, msg);
-        session_error(s, 400, msg);
+        log_debug("client %s: %s", s->client.peer_ip, msg);
+        exchange_error(&s->ex, 400, msg);
     }
 }
 
@@ -400,7 +310,7 @@ static const char *head_framing_error(struct session *s)
     if (p->http_major != 1)
         return p->http_major == 0 ? "HTTP/0.9 requests are not supported"
                                   : "HTTP version not supported on this connection";
-    const struct head *h = s->rh;
+    const struct head *h = s->ex.rh;
     if (head_has_empty_name(h))
         return "empty header name";
     for (uint32_t i = 0; i < h->nhdrs; i++) {
@@ -425,27 +335,44 @@ static void on_request_head(struct session *s)
          * not run on, the connection closes after the reply). */
         session_clear_timer(s);
         s->client_keepalive = false;
-        log_debug("client %s: malformed request: %s", s->peer_ip, bad);
-        session_error(s, 400, bad);
+        log_debug("client %s: malformed request: %s", s->client.peer_ip, bad);
+        exchange_error(&s->ex, 400, bad);
         return;
     }
-    s->is_head_method = p->method == HTTP_HEAD;
-    s->upgrade = p->upgrade;
+    struct exchange *ex = &s->ex;
+    ex->method = p->method;
+    ex->head_method = p->method == HTTP_HEAD;
+    ex->upgrade = p->upgrade;
+    if (p->flags & F_CHUNKED) {
+        ex->req_body = EX_BODY_STREAM;
+        ex->req_trailer_from = ex->rh->nhdrs; /* trailers append after */
+        if (!s->body_buf && !(s->body_buf = evbuffer_new())) {
+            session_close(s, false);
+            return;
+        }
+    } else if (p->content_length > 0) {
+        ex->req_body = EX_BODY_LENGTH;
+        ex->req_length = p->content_length;
+    }
     s->client_keepalive = llhttp_should_keep_alive(p);
-    s->req_has_body = (p->flags & F_CHUNKED) || p->content_length > 0;
     session_clear_timer(s);
-    s->state = SS_ROUTING;
+    s->state = SS_EXCHANGE;
     if (p->method == HTTP_CONNECT) {
         s->client_keepalive = false;
-        session_error(s, 405, "CONNECT is not supported");
+        exchange_error(ex, 405, "CONNECT is not supported");
         return;
     }
-    route_request(s);
+    const char *bad_target = h1_target_normalise(ex);
+    if (bad_target) {
+        exchange_error(ex, 400, bad_target);
+        return;
+    }
+    route_request(ex);
 }
 
 static void parse_head(struct session *s)
 {
-    struct evbuffer *in = stream_input(s->cbev);
+    struct evbuffer *in = stream_input(s->io);
     const uint32_t max = (uint32_t)s->w->cfg->client_max_head_bytes;
     while (s->state == SS_IDLE || s->state == SS_HEAD) {
         struct evbuffer_iovec v;
@@ -455,7 +382,7 @@ static void parse_head(struct session *s)
             return;
         if (s->state == SS_IDLE)
             begin_request(s);
-        if (!s->rh) {
+        if (!s->ex.rh) {
             session_close(s, false);
             return;
         }
@@ -472,7 +399,7 @@ static void parse_head(struct session *s)
         }
         evbuffer_drain(in, used);
         if (s->head_bytes > max) {
-            s->rh->err = HEAD_TOO_LARGE;
+            s->ex.rh->err = HEAD_TOO_LARGE;
             head_failed(s, HPE_USER);
             return;
         }
@@ -485,7 +412,7 @@ static void parse_head(struct session *s)
 
 /* ---- libevent callbacks ---- */
 
-static void client_read_cb(struct stream *bev, void *arg)
+static void client_read_cb(struct stream *st, void *arg)
 {
     struct session *s = arg;
     session_enter(s);
@@ -494,31 +421,30 @@ static void client_read_cb(struct stream *bev, void *arg)
     case SS_HEAD:
         parse_head(s);
         break;
-    case SS_FORWARDING:
-        if (!s->req_done)
-            relay_pump_request(s);
-        break;
-    case SS_TUNNEL:
-        relay_tunnel_client_read(s);
+    case SS_EXCHANGE:
+        /* Body bytes go up once the upstream is ready for them; while
+         * routing or connecting they wait in the buffer. */
+        if (s->ex.state == EX_FORWARDING && !s->ex.req_done && !s->body_paused)
+            h1_pump_request_body(s);
         break;
     case SS_CLOSING:
-        evbuffer_drain(stream_input(bev), evbuffer_get_length(stream_input(bev)));
+        evbuffer_drain(stream_input(st), evbuffer_get_length(stream_input(st)));
         break;
     default:
-        break; /* routing/connecting: bytes wait in the buffer */
+        break;
     }
     session_leave(s);
 }
 
-static void client_write_cb(struct stream *bev, void *arg)
+static void client_write_cb(struct stream *st, void *arg)
 {
     struct session *s = arg;
     session_enter(s);
     if (s->state == SS_CLOSING) {
-        if (!s->lingering && evbuffer_get_length(stream_output(bev)) == 0)
+        if (!s->lingering && evbuffer_get_length(stream_output(st)) == 0)
             closing_flushed(s);
     } else {
-        relay_on_client_writable(s);
+        proxy_response_resume(&s->ex);
     }
     session_leave(s);
 }
@@ -527,15 +453,15 @@ static void client_write_cb(struct stream *bev, void *arg)
 static void tls_failed(struct session *s)
 {
     char buf[160];
-    unsigned long e = stream_tls_error(s->cbev);
-    log_info("client %s: TLS handshake failed: %s", s->peer_ip,
+    unsigned long e = stream_tls_error(s->io);
+    log_info("client %s: TLS handshake failed: %s", s->client.peer_ip,
              e ? tls_error_string(e, buf, sizeof(buf)) : "connection closed");
     METRIC_INC(&s->w->metrics, tls_handshake_failures);
-    while (stream_tls_error(s->cbev))
+    while (stream_tls_error(s->io))
         ; /* drain the per-connection error queue */
 }
 
-static void client_event_cb(struct stream *bev, short what, void *arg)
+static void client_event_cb(struct stream *st, short what, void *arg)
 {
     struct session *s = arg;
     if (what & STREAM_CONNECTED) {
@@ -543,26 +469,20 @@ static void client_event_cb(struct stream *bev, short what, void *arg)
         return;
     }
     session_enter(s);
-    if (s->tls && !s->tls_up && (what & (STREAM_ERROR | STREAM_EOF))) {
+    if (s->client.tls && !s->tls_up && (what & (STREAM_ERROR | STREAM_EOF))) {
         tls_failed(s);
         session_close(s, false);
     } else if (what & STREAM_TIMEOUT) {
-        log_debug("client %s: %s timeout in state %d", s->peer_ip,
+        log_debug("client %s: %s timeout in state %d", s->client.peer_ip,
                   (what & STREAM_READING) ? "read" : "write", s->state);
-        if (s->state == SS_TUNNEL && (what & STREAM_READING)) {
-            relay_tunnel_idle(s, bev);
-        } else {
-            session_close(s, false);
-        }
-    } else if (s->state == SS_FORWARDING && s->req_done && (what & STREAM_EOF) &&
-               !(what & STREAM_ERROR)) {
+        session_close(s, false);
+    } else if (s->state == SS_EXCHANGE && s->ex.state == EX_FORWARDING && s->ex.req_done &&
+               (what & STREAM_EOF) && !(what & STREAM_ERROR)) {
         /* Half-close after a complete request: finish the response, then
          * close. */
         s->close_after = true;
         s->client_keepalive = false;
-        stream_disable_read(bev);
-    } else if (s->state == SS_TUNNEL && (what & STREAM_EOF)) {
-        relay_tunnel_client_gone(s);
+        stream_disable_read(st);
     } else {
         session_close(s, false);
     }
@@ -584,13 +504,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     session_enter(s);
     switch (s->state) {
     case SS_HEAD:
-        log_debug("client %s: request head not complete in %d ms", s->peer_ip,
+        log_debug("client %s: request head not complete in %d ms", s->client.peer_ip,
                   s->w->cfg->client_header_timeout_ms);
         s->client_keepalive = false;
-        session_error(s, 408, "request head not received in time");
-        break;
-    case SS_CONNECTING:
-        relay_connect(s); /* retry backoff elapsed */
+        exchange_error(&s->ex, 408, "request head not received in time");
         break;
     default: /* idle keep-alive, closing flush or linger */
         session_close(s, false);
@@ -601,16 +518,17 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 static void format_peer(struct session *s)
 {
-    const struct sockaddr *sa = (const struct sockaddr *)&s->peer;
+    const struct sockaddr *sa = (const struct sockaddr *)&s->client.peer;
     if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)sa;
         if (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr))
-            inet_ntop(AF_INET, &a6->sin6_addr.s6_addr[12], s->peer_ip, sizeof(s->peer_ip));
+            inet_ntop(AF_INET, &a6->sin6_addr.s6_addr[12], s->client.peer_ip,
+                      sizeof(s->client.peer_ip));
         else
-            inet_ntop(AF_INET6, &a6->sin6_addr, s->peer_ip, sizeof(s->peer_ip));
+            inet_ntop(AF_INET6, &a6->sin6_addr, s->client.peer_ip, sizeof(s->client.peer_ip));
     } else {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, s->peer_ip,
-                  sizeof(s->peer_ip));
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, s->client.peer_ip,
+                  sizeof(s->client.peer_ip));
     }
 }
 
@@ -618,27 +536,27 @@ static void format_peer(struct session *s)
 static void start_io(struct session *s)
 {
     struct worker *w = s->w;
-    struct tls_ctx *tls = w->rt->tls[s->listener];
+    struct tls_ctx *tls = w->rt->tls[s->client.listener];
     if (tls) {
         SSL *ssl = tls_ssl_new(tls);
         if (ssl) {
-            s->cbev = stream_new_tls(w->base, s->fd, ssl);
+            s->io = stream_new_tls(w->base, s->fd, ssl);
         } else {
             close(s->fd);
         }
-        s->tls = true;
+        s->client.tls = true;
     } else {
-        s->cbev = stream_new_socket(w->base, s->fd);
+        s->io = stream_new_socket(w->base, s->fd);
     }
-    if (!s->cbev) {
+    if (!s->io) {
         s->fd = -1; /* the stream constructors close it on failure */
         s->closing = true;
         return;
     }
     s->fd = -1; /* owned by the stream */
-    stream_setcb(s->cbev, client_read_cb, client_write_cb, client_event_cb, s);
-    stream_set_read_high(s->cbev, SESSION_HIGH_WATER);
-    stream_set_write_low(s->cbev, SESSION_LOW_WATER);
+    stream_setcb(s->io, client_read_cb, client_write_cb, client_event_cb, s);
+    stream_set_read_high(s->io, EX_HIGH_WATER);
+    stream_set_write_low(s->io, EX_LOW_WATER);
     enter_idle(s);
     /* A new connection gets the header timeout for its first request (and
      * TLS handshake), not the longer keep-alive one. */
@@ -654,7 +572,7 @@ static void proxy_header_cb(evutil_socket_t fd, short what, void *arg)
     char err[128];
     session_enter(s);
     if (what & EV_TIMEOUT) {
-        log_info("client %s: no PROXY protocol header within %d ms, closing", s->peer_ip,
+        log_info("client %s: no PROXY protocol header within %d ms, closing", s->client.peer_ip,
                  s->w->cfg->client_header_timeout_ms);
         s->closing = true;
         goto out;
@@ -675,7 +593,8 @@ static void proxy_header_cb(evutil_socket_t fd, short what, void *arg)
          * has arrived (SO_RCVLOWAT); a wake-up without more is the peer's
          * FIN, i.e. a header cut short. */
         if ((size_t)n <= s->pp_seen) {
-            log_info("client %s: connection closed inside the PROXY protocol header", s->peer_ip);
+            log_info("client %s: connection closed inside the PROXY protocol header",
+                     s->client.peer_ip);
             s->closing = true;
             goto out;
         }
@@ -689,7 +608,7 @@ static void proxy_header_cb(evutil_socket_t fd, short what, void *arg)
         setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
     }
     if (r < 0) {
-        log_info("client %s: invalid PROXY protocol header (%s), closing", s->peer_ip,
+        log_info("client %s: invalid PROXY protocol header (%s), closing", s->client.peer_ip,
                  r == PROXY_PROTO_NEED_MORE ? "too long" : err);
         s->closing = true;
         goto out;
@@ -699,7 +618,7 @@ static void proxy_header_cb(evutil_socket_t fd, short what, void *arg)
         goto out;
     }
     if (!info.local) {
-        memcpy(&s->peer, &info.src, info.src_len);
+        memcpy(&s->client.peer, &info.src, info.src_len);
         format_peer(s);
     }
     event_free(s->pp_ev);
@@ -718,8 +637,9 @@ int session_accept(struct worker *w, size_t index, int fd, const struct sockaddr
     }
     s->w = w;
     s->fd = fd;
-    s->listener = index;
-    memcpy(&s->peer, sa, (size_t)salen < sizeof(s->peer) ? (size_t)salen : sizeof(s->peer));
+    s->client.listener = index;
+    memcpy(&s->client.peer, sa,
+           (size_t)salen < sizeof(s->client.peer) ? (size_t)salen : sizeof(s->client.peer));
     format_peer(s);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -729,7 +649,7 @@ int session_accept(struct worker *w, size_t index, int fd, const struct sockaddr
         free(s);
         return -1;
     }
-    static pthread_once_t once = PTHREAD_ONCE_INIT; /* see relay_start() */
+    static pthread_once_t once = PTHREAD_ONCE_INIT; /* see forward_start() in core/proxy.c */
     pthread_once(&once, init_req_settings);
     llhttp_init(&s->req, HTTP_REQUEST, &req_settings);
     s->req.data = s;

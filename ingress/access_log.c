@@ -15,7 +15,7 @@
 #include "log.h"
 #include "outbuf.h"
 #include "runtime.h"
-#include "session.h"
+#include "exchange.h"
 #include "timeutil.h"
 #include "worker.h"
 
@@ -134,7 +134,7 @@ static void put_view(struct outbuf *ob, const char *s, size_t n, size_t budget)
     outbuf_json_str(ob, s ? s : "", s ? n : 0, budget);
 }
 
-static void put_upstream(struct outbuf *ob, const struct session *s)
+static void put_upstream(struct outbuf *ob, const struct exchange *s)
 {
     if (!(s->rr && s->rr->rec && s->upstream_used)) {
         outbuf_lit(ob, "null");
@@ -154,18 +154,18 @@ static void put_upstream(struct outbuf *ob, const struct session *s)
 }
 
 /* The keys, their order and the budgets are README's ("Access log"). */
-static void format_line(struct outbuf *ob, const struct session *s, uint64_t duration_us)
+static void format_line(struct outbuf *ob, const struct exchange *s, uint64_t duration_us)
 {
-    const char *method = s->rh && s->rh->url_len ? llhttp_method_name(s->req.method) : "";
+    const char *method = s->rh && s->rh->url_len ? llhttp_method_name(s->method) : "";
 
     outbuf_lit(ob, "{\"time\":\"");
     put_time(ob);
     outbuf_lit(ob, "\",\"client\":");
-    put_view(ob, s->peer_ip, strlen(s->peer_ip), ALOG_ADDR_MAX);
+    put_view(ob, s->client->peer_ip, strlen(s->client->peer_ip), ALOG_ADDR_MAX);
     outbuf_lit(ob, ",\"method\":");
     put_view(ob, method, strlen(method), ALOG_METHOD_MAX);
     outbuf_lit(ob, ",\"host\":");
-    put_view(ob, s->host, s->host_len, ALOG_HOST_MAX);
+    put_view(ob, s->authority, s->authority_len, ALOG_HOST_MAX);
     outbuf_lit(ob, ",\"path\":");
     put_view(ob, s->path, s->path_len, ALOG_PATH_MAX);
     outbuf_lit(ob, ",\"status\":");
@@ -185,7 +185,7 @@ static void format_line(struct outbuf *ob, const struct session *s, uint64_t dur
     outbuf_lit(ob, "}\n");
 }
 
-void access_log_request(struct session *s, uint64_t duration_us)
+void access_log_request(struct exchange *s, uint64_t duration_us)
 {
     struct worker *w = s->w;
     struct access_log_buf *b = w->access_log;

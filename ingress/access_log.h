@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 struct worker;
-struct session;
+struct exchange;
 
 /* Opens path for appending; -1 with err. */
 int access_log_open(const char *path, char *err, size_t errlen);
@@ -19,8 +19,8 @@ int access_log_open(const char *path, char *err, size_t errlen);
 int access_log_worker_init(struct worker *w);
 void access_log_worker_free(struct worker *w);
 
-/* Appends the line for the request that just ended on s. */
-void access_log_request(struct session *s, uint64_t duration_us);
+/* Appends the line for the exchange that just ended. */
+void access_log_request(struct exchange *ex, uint64_t duration_us);
 
 /* Writes out what the worker has buffered (before a switch of file). */
 void access_log_flush(struct worker *w);

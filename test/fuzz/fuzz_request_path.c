@@ -71,7 +71,8 @@
  * Found and fixed (regressions/request_path/te-*, pass since 3c17bcd): a
  * request whose Transfer-Encoding does not end in "chunked" ("gzip",
  * "\xa0 chunked") was rejected by llhttp only after on_headers_complete;
- * the proxy took it for bodyless and relay_start() forwarded its head
+ * the proxy took it for bodyless and relay_start() (now forward_start()
+ * in core/proxy.c with the front end's body_consumed) forwarded its head
  * upstream, ignoring the error llhttp_execute(&s->req, "", 0) returned.
  *
  * Found and fixed (regressions/request_path/proxy-header-*): a PROXY
@@ -209,7 +210,7 @@ static void answer_cb(evutil_socket_t fd, short what, void *arg)
     while (!list_empty(&list)) {
         struct lookup_waiter *wt = container_of(list_first(&list), struct lookup_waiter, link);
         lookup_cancel(wt);
-        struct session *s = container_of(wt, struct session, waiter);
+        struct exchange *s = container_of(wt, struct exchange, waiter);
         int status;
         struct route_rec *rr;
         const char *rest = s->target.sandbox_id + 4; /* after "slow" */
@@ -763,9 +764,10 @@ static void bad_line(const char *why, const char *line, size_t len)
     die("the access log wrote a line that is not valid JSON (or too long)");
 }
 
-/* Filler lines (valid, plain): a session with a path of up to 3000 'f'. */
+/* Filler lines (valid, plain): an exchange with a path of up to 3000 'f'. */
 #define ACCESS_LOG_BUF_BYTES (64 * 1024) /* README, "Access log" */
-static struct session filler;
+static struct exchange filler;
+static struct client_info filler_client;
 static char filler_path[3000];
 static size_t filler_base; /* the filler line with an empty path */
 
@@ -785,7 +787,8 @@ static void filler_init(void)
     struct stat st;
     memset(filler_path, 'f', sizeof(filler_path));
     filler.w = &W;
-    strcpy(filler.peer_ip, "192.0.2.1");
+    filler.client = &filler_client;
+    strcpy(filler_client.peer_ip, "192.0.2.1");
     filler.path = filler_path;
     filler.status = 200;
     access_log_request(&filler, 0); /* path_len 0 */
@@ -930,7 +933,7 @@ static bool backing_off(void)
     list_for_each_safe(n, next, &W.sessions)
     {
         struct session *s = container_of(n, struct session, link);
-        if (s->state == SS_CONNECTING && !s->up)
+        if (s->state == SS_EXCHANGE && s->ex.state == EX_CONNECTING && !s->ex.up)
             return true;
     }
     return false;

@@ -21,7 +21,7 @@
 #include "head.h"
 #include "route_rec.h"
 #include "runtime.h"
-#include "session.h"
+#include "exchange.h"
 #include "worker.h"
 
 /* README, "Access log": the keys in order, the line cap (newline included)
@@ -38,7 +38,8 @@ struct fixture {
     struct worker w;
     struct runtime rt;
     struct head rh;
-    struct session s;
+    struct client_info client;
+    struct exchange s;
     char *file; /* what the log holds, after read_log() */
     size_t file_len;
 };
@@ -56,14 +57,15 @@ static int setup(void **state)
     f->w.cfg = &f->rt.cfg;
     assert_int_equal(access_log_worker_init(&f->w), 0);
 
-    struct session *s = &f->s;
+    struct exchange *s = &f->s;
     s->w = &f->w;
-    strcpy(s->peer_ip, "203.0.113.7");
+    s->client = &f->client;
+    strcpy(f->client.peer_ip, "203.0.113.7");
     f->rh.url_len = 2;
     s->rh = &f->rh;
-    s->req.method = HTTP_GET;
-    s->host = "8000-abc.sandbox.test";
-    s->host_len = strlen(s->host);
+    s->method = HTTP_GET;
+    s->authority = "8000-abc.sandbox.test";
+    s->authority_len = strlen(s->authority);
     s->path = "/x?y=1";
     s->path_len = strlen(s->path);
     s->status = 200;
@@ -177,7 +179,7 @@ static void test_upstream_v6_and_none(void **state)
     access_log_request(&f->s, 0);
     f->s.upstream_used = false; /* the proxy answered itself */
     f->s.rh = NULL;             /* no request line parsed */
-    f->s.host = f->s.path = NULL;
+    f->s.authority = f->s.path = NULL;
     access_log_request(&f->s, 999);
     read_log(f);
     cJSON *a = line(f, 0, &len), *b = line(f, 1, &len);
@@ -200,8 +202,8 @@ static void test_hostile_bytes_exact(void **state)
     static const char path[] = "/\"\\\t\x00z";
     size_t len;
 
-    f->s.host = host;
-    f->s.host_len = sizeof(host) - 1;
+    f->s.authority = host;
+    f->s.authority_len = sizeof(host) - 1;
     f->s.path = path;
     f->s.path_len = sizeof(path) - 1; /* a NUL inside: written, not the end */
     access_log_request(&f->s, 5);
@@ -242,18 +244,18 @@ static void test_long_fields_cut_and_bounded(void **state)
     use_upstream(f, "{\"address\":\"127.0.0.1\"}");
     strcpy(f->s.target.sandbox_id,
            "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz");
-    strcpy(f->s.peer_ip, "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255");
+    strcpy(f->client.peer_ip, "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255");
     f->s.status = -2147483647 - 1;
     f->s.bytes_out = UINT64_MAX;
-    f->s.req.method = HTTP_MKCALENDAR;
+    f->s.method = HTTP_MKCALENDAR;
     for (size_t i = 0; i < LINES; i++) {
         const char *hu = units[i % N], *pu = units[(i / N) % N];
         size_t hl = strlen(hu), pl = strlen(pu), k;
         /* the path starts odd so budgets fall at every alignment */
         for (k = 0; k + hl <= BIG; k += hl)
             memcpy(host + k, hu, hl);
-        f->s.host = host;
-        f->s.host_len = k - (i % 3);
+        f->s.authority = host;
+        f->s.authority_len = k - (i % 3);
         for (k = 0; k + pl <= BIG; k += pl)
             memcpy(path + k, pu, pl);
         f->s.path = path;

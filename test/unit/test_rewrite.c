@@ -1,13 +1,16 @@
-/* core/rewrite.c: the exact bytes of the heads the proxy writes. A session
- * gets a request head parsed the way session.c parses it (llhttp with
- * session_head_callbacks into a common/head.c arena, paused at the end of the
- * head) and route.c's views (Host, origin-form target); rewrite_request_head
+/* core/rewrite.c: the exact bytes of the heads the proxy writes. A session's
+ * exchange gets a request head parsed the way http1/session.c parses it
+ * (llhttp with session_head_callbacks into a common/head.c arena, paused at
+ * the end of the head) and http1/target.c's views (Host, origin-form
+ * target); rewrite_request_head
  * must then say Host or its mask, drop hop-by-hop headers (and the ones a
  * Connection header names), the traffic token and the client's
  * X-Forwarded-* (kept or appended to for a trusted peer), drop Forwarded and
  * X-Real-IP from an untrusted peer, spell chunked one way, and carry an
- * upgrade. rewrite_response_head is checked for an HTTP/1.0 keep-alive
- * client, close_after and 101. */
+ * upgrade. The response head is checked through the HTTP/1 front end's
+ * send_head operation (http1/h1_exchange.c), which decides the client's
+ * framing and connection fate and renders with rewrite_response_head: an
+ * HTTP/1.0 keep-alive client, close_after, de-chunking for HTTP/1.0, 101. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,6 +30,7 @@
 #include "head.h"
 #include "rewrite.h"
 #include "route_rec.h"
+#include "h1.h"
 #include "session.h"
 #include "stream.h"
 #include "worker.h"
@@ -46,7 +50,30 @@ static int on_headers_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
-static llhttp_settings_t settings; /* request and response alike */
+static llhttp_settings_t settings;      /* the request */
+static llhttp_settings_t resp_settings; /* the response, into resp_head */
+static struct head *resp_head;
+
+static int resp_status(llhttp_t *p, const char *at, size_t len)
+{
+    return head_on_url(resp_head, at, len);
+}
+static int resp_field(llhttp_t *p, const char *at, size_t len)
+{
+    return head_on_field(resp_head, at, len);
+}
+static int resp_field_done(llhttp_t *p)
+{
+    return head_on_field_done(resp_head);
+}
+static int resp_value(llhttp_t *p, const char *at, size_t len)
+{
+    return head_on_value(resp_head, at, len);
+}
+static int resp_value_done(llhttp_t *p)
+{
+    return head_on_value_done(resp_head);
+}
 
 /* A config from JSON (defaults for the rest), one session from 127.0.0.1
  * whose client stream is one end of a socketpair: the response head is
@@ -65,17 +92,26 @@ static int setup_json(void **state, const char *json)
     llhttp_settings_init(&settings);
     session_head_callbacks(&settings);
     settings.on_headers_complete = on_headers_complete;
+    llhttp_settings_init(&resp_settings);
+    resp_settings.on_status = resp_status;
+    resp_settings.on_header_field = resp_field;
+    resp_settings.on_header_field_complete = resp_field_done;
+    resp_settings.on_header_value = resp_value;
+    resp_settings.on_header_value_complete = resp_value_done;
+    resp_settings.on_headers_complete = on_headers_complete;
     struct session *s = &f->s;
     s->w = &f->w;
-    s->cbev = stream_new_socket(f->base, f->sv[0]);
-    struct sockaddr_in *sin = (struct sockaddr_in *)&s->peer;
+    s->io = stream_new_socket(f->base, f->sv[0]);
+    struct sockaddr_in *sin = (struct sockaddr_in *)&s->client.peer;
     sin->sin_family = AF_INET;
     sin->sin_port = htons(40000);
     inet_pton(AF_INET, "127.0.0.1", &sin->sin_addr);
-    strcpy(s->peer_ip, "127.0.0.1");
-    s->target.port = 3000;
+    strcpy(s->client.peer_ip, "127.0.0.1");
+    exchange_init(&s->ex, &f->w, &s->client, &h1_exchange_ops);
+    s->ex.start_us = 0;
+    s->ex.target.port = 3000;
     *state = f;
-    return s->cbev ? 0 : -1;
+    return s->io ? 0 : -1;
 }
 
 #define LISTENER "\"listeners\":[{\"address\":\"127.0.0.1:8080\"}]"
@@ -95,11 +131,12 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     struct session *s = &f->s;
-    head_put(&f->w.heads, s->rh);
-    head_put(&f->w.heads, s->ph);
+    head_put(&f->w.heads, s->ex.rh);
+    head_put(&f->w.heads, resp_head);
+    resp_head = NULL;
     head_free_all(&f->w.heads);
-    route_rec_unref(s->rr);
-    stream_free(s->cbev); /* closes sv[0] */
+    route_rec_unref(s->ex.rr);
+    stream_free(s->io); /* closes sv[0] */
     close(f->sv[1]);
     event_base_free(f->base);
     config_free(&f->cfg);
@@ -116,22 +153,28 @@ static struct session *S(void **state)
  * (origin-form target, the Host header) and the sandbox's record. */
 static void parse_request(struct session *s, const char *raw, const char *record)
 {
+    struct exchange *ex = &s->ex;
     llhttp_init(&s->req, HTTP_REQUEST, &settings);
     s->req.data = s;
-    s->rh = head_get(&s->w->heads);
-    assert_non_null(s->rh);
+    ex->rh = head_get(&s->w->heads);
+    assert_non_null(ex->rh);
     assert_int_equal(llhttp_execute(&s->req, raw, strlen(raw)), HPE_PAUSED);
-    const struct head *h = s->rh;
-    s->path = head_str(h, h->url_off);
-    s->path_len = h->url_len;
+    const struct head *h = ex->rh;
+    ex->path = head_str(h, h->url_off);
+    ex->path_len = h->url_len;
     const struct hdr *x = head_find(h, HDR_HOST, NULL);
     assert_non_null(x);
-    s->host = head_str(h, x->val_off);
-    s->host_len = x->val_len;
-    s->upgrade = s->req.upgrade;
-    s->rr = route_rec_parse("abc", record, strlen(record));
-    assert_non_null(s->rr);
-    assert_int_equal(s->rr->status, LOOKUP_FOUND);
+    ex->authority = head_str(h, x->val_off);
+    ex->authority_len = x->val_len;
+    ex->method = s->req.method;
+    ex->upgrade = s->req.upgrade;
+    ex->req_body = (s->req.flags & F_CHUNKED)  ? EX_BODY_STREAM
+                   : s->req.content_length > 0 ? EX_BODY_LENGTH
+                                               : EX_BODY_NONE;
+    s->client_keepalive = llhttp_should_keep_alive(&s->req);
+    ex->rr = route_rec_parse("abc", record, strlen(record));
+    assert_non_null(ex->rr);
+    assert_int_equal(ex->rr->status, LOOKUP_FOUND);
 }
 
 #define PUBLIC "{\"address\":\"10.0.0.5\"}"
@@ -143,7 +186,7 @@ static void expect_request(void **state, const char *raw, const char *record, co
     parse_request(s, raw, record);
     struct evbuffer *out = evbuffer_new();
     assert_non_null(out);
-    assert_int_equal(rewrite_request_head(s, out), 0);
+    assert_int_equal(rewrite_request_head(&s->ex, out), 0);
     size_t n = evbuffer_get_length(out);
     char *got = calloc(1, n + 1);
     evbuffer_copyout(out, got, n);
@@ -236,7 +279,7 @@ static void test_trusted_claims_kept_or_appended(void **state)
 
 static void test_tls_proto(void **state)
 {
-    S(state)->tls = true;
+    S(state)->client.tls = true;
     expect_request(state, "GET / HTTP/1.1\r\nHost: " HOST "\r\n\r\n", PUBLIC,
                    "GET / HTTP/1.1\r\nHost: " HOST "\r\n"
                    "X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: https\r\n"
@@ -282,24 +325,28 @@ static void test_http10_request_goes_up_as_11(void **state)
 
 /* ---- the response head sent to the client ---- */
 
-/* Parses the request (for its version) and the response head, as relay.c
- * does, then checks what rewrite_response_head put in the client output. */
+/* Parses the request (for its version) and the response head, as
+ * core/proxy.c does, hands it to the HTTP/1 front end's send_head, then
+ * checks what it put in the client output. */
 static void expect_response(void **state, const char *request, const char *raw, const char *want)
 {
     struct session *s = S(state);
     parse_request(s, request, PUBLIC);
-    llhttp_init(&s->resp, HTTP_RESPONSE, &settings);
-    s->resp.data = s;
-    s->ph = head_get(&s->w->heads);
-    assert_non_null(s->ph);
-    assert_int_equal(llhttp_execute(&s->resp, raw, strlen(raw)), HPE_PAUSED);
-    assert_int_equal(rewrite_response_head(s), 0);
-    struct evbuffer *out = stream_output(s->cbev);
+    llhttp_t resp;
+    llhttp_init(&resp, HTTP_RESPONSE, &resp_settings);
+    resp_head = head_get(&s->w->heads);
+    assert_non_null(resp_head);
+    assert_int_equal(llhttp_execute(&resp, raw, strlen(raw)), HPE_PAUSED);
+    s->ex.resp_body = (resp.flags & F_CHUNKED)          ? EX_BODY_STREAM
+                      : (resp.flags & F_CONTENT_LENGTH) ? EX_BODY_LENGTH
+                                                        : EX_BODY_NONE;
+    assert_int_equal(h1_exchange_ops.send_head(&s->ex, resp.status_code, resp_head), 0);
+    struct evbuffer *out = stream_output(s->io);
     size_t n = evbuffer_get_length(out);
     char *got = calloc(1, n + 1);
     evbuffer_copyout(out, got, n);
     assert_string_equal(got, want);
-    assert_int_equal(s->bytes_out, n);
+    assert_int_equal(s->ex.bytes_out, n);
     free(got);
 }
 
@@ -336,9 +383,8 @@ static void test_response_close_after(void **state)
 
 static void test_response_dechunked_for_http10(void **state)
 {
-    /* relay.c de-chunks for an HTTP/1.0 client and closes after. */
-    S(state)->dechunk = true;
-    S(state)->close_after = true;
+    /* A body of unknown length goes to an HTTP/1.0 client de-chunked and
+     * close-delimited. */
     expect_response(state, "GET / HTTP/1.0\r\nHost: " HOST "\r\n\r\n",
                     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
                     "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
