@@ -74,6 +74,42 @@ def test_chunked_request_then_next_request(proxy, upstream, routed):
     assert [(x.target, x.body) for x in recs] == [("/r/%s/c1" % sid, b"hello"), ("/r/%s/c2" % sid, b"")]
 
 
+def test_request_trailers_reach_the_upstream(proxy, upstream, routed):
+    """A chunked request's trailer fields go up after its last chunk; the
+    ones a trailer must not carry (framing, routing, hop-by-hop, the token:
+    RFC 9110 section 6.5.1) do not."""
+    sid, host = routed
+    with proxy.connect() as c:
+        c.send(build_request("POST", "/r/%s/tr" % sid, host, [("Transfer-Encoding", "chunked")]) +
+               b"5\r\nhello\r\n0\r\nX-Checksum: 5d41\r\nContent-Length: 99\r\n"
+               b"Host: evil.example\r\ne2b-traffic-access-token: t\r\nX-Other: 2\r\n\r\n")
+        assert c.read_response().status == 200
+        assert c.request("GET", "/r/%s/tr2" % sid, host=host).status == 200
+    rec = upstream.requests_for("/r/%s/tr" % sid)[0]
+    assert rec.body == b"hello"
+    assert rec.trailers == [("X-Checksum", "5d41"), ("X-Other", "2")], rec.trailers
+
+
+def test_response_trailers_reach_the_client(proxy, upstream, routed):
+    """A chunked response's trailers come after the last chunk, minus the
+    fields a trailer must not carry; the connection stays in sync."""
+    sid, host = routed
+    trailers = '[["X-Checksum", "abc"], ["Content-Length", "7"], ["Connection", "close"], ["X-Done", "1"]]'
+    with proxy.connect() as c:
+        c.send(build_request("GET", "/r/%s/rt" % sid, host,
+                             [("X-Test-Chunked", "1"), ("X-Test-Body-Size", "3000"),
+                              ("X-Test-Trailers", trailers)]))
+        raw = b""
+        while not raw.endswith(b"\r\n0\r\nX-Checksum: abc\r\nX-Done: 1\r\n\r\n"):
+            part = c.sock.recv(65536)
+            assert part, raw[-200:]
+            raw += part
+            assert len(raw) < 10000, raw[-200:]
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert b"Transfer-Encoding: chunked" in head
+        assert c.request("GET", "/r/%s/rt2" % sid, host=host).status == 200
+
+
 def test_large_upload(proxy, upstream, routed):
     sid, host = routed
     n = 32 << 20

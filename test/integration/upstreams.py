@@ -277,12 +277,13 @@ class EchoUpstream:
                 pass
 
     def _read_body(self, r, headers, keep=True):
-        """Returns (body or b"" when not keep, length, sha256 hex)."""
+        """Returns (body or b"" when not keep, length, sha256 hex, trailers)."""
         te = ",".join(v for k, v in headers if k.lower() == "transfer-encoding").lower()
         cls = [v for k, v in headers if k.lower() == "content-length"]
         out = []
         h = hashlib.sha256()
         total = 0
+        trailers = []
 
         def take(n):
             nonlocal total
@@ -307,8 +308,12 @@ class EchoUpstream:
                 except ValueError:
                     raise BadRequest("bad chunk size %r" % line)
                 if size == 0:
-                    while r.line() != b"":
-                        pass
+                    while True:
+                        t = r.line()
+                        if t == b"":
+                            break
+                        k, _, v = t.decode("latin-1").partition(":")
+                        trailers.append((k, v.strip(" \t")))
                     break
                 take(size)
                 if r.line() != b"":
@@ -317,7 +322,7 @@ class EchoUpstream:
             if len(set(v.strip() for v in cls)) != 1:
                 raise BadRequest("conflicting Content-Length")
             take(int(cls[0]))
-        return b"".join(out), total, h.hexdigest()
+        return b"".join(out), total, h.hexdigest(), trailers
 
     def _one(self, s, r, cid, peer_port):
         raw = r.head()
@@ -336,9 +341,9 @@ class EchoUpstream:
         if hold:
             self._hold_event(hold[0]).wait(20)  # before reading the body
         keep = not any(k.lower() == "x-test-discard-body" for k, _ in headers)
-        body, body_len, body_sha = self._read_body(r, headers, keep)
+        body, body_len, body_sha, trailers = self._read_body(r, headers, keep)
         rec = Recorded(cid, peer_port, method, target, version, headers, body)
-        rec.body_len, rec.body_sha256 = body_len, body_sha
+        rec.body_len, rec.body_sha256, rec.trailers = body_len, body_sha, trailers
         with self.lock:
             self.requests.append(rec)
             dropped = cid in self.drop_next
@@ -418,7 +423,8 @@ class EchoUpstream:
                     s.sendall(b"%x\r\n%s\r\n" % (len(part), part))
                     self._count_sent(len(part))
                     time.sleep(0.01)
-                s.sendall(b"0\r\n\r\n")
+                trailers = json.loads(rec.header("x-test-trailers", "[]"))
+                s.sendall(b"0\r\n" + "".join("%s: %s\r\n" % tuple(t) for t in trailers).encode("latin-1") + b"\r\n")
             else:
                 for i in range(0, len(body), 1 << 20):
                     part = body[i:i + (1 << 20)]
