@@ -22,7 +22,7 @@ void metrics_observe_request(struct metrics *m, int status, uint64_t dur_us)
     METRIC_ADD(m, duration_sum_us, dur_us);
 }
 
-void metrics_observe_outcome(struct metrics *m, int outcome)
+void metrics_observe_outcome(struct metrics *m, enum outcome outcome)
 {
     METRIC_INC(m, requests_by_outcome[outcome]);
 }

@@ -49,7 +49,7 @@ extern const double metrics_duration_bounds[METRICS_DURATION_BUCKETS];
 #define METRIC_DEC(m, field) METRIC_ADD(m, field, -1)
 
 void metrics_observe_request(struct metrics *m, int status, uint64_t dur_us);
-void metrics_observe_outcome(struct metrics *m, int outcome);
+void metrics_observe_outcome(struct metrics *m, enum outcome outcome);
 
 struct evbuffer;
 /* Appends the Prometheus text exposition of the sum of `n` workers. */

@@ -112,7 +112,7 @@ int head_on_field(struct head *h, const char *at, size_t len)
 
 /* By length first: most names are rejected by one switch, a candidate costs
  * one strncasecmp. */
-static int classify(const char *n, uint32_t len)
+static enum hdr_kind classify(const char *n, uint32_t len)
 {
 #define IS(lit) (strncasecmp(n, lit, sizeof(lit) - 1) == 0)
     switch (len) {
@@ -209,7 +209,7 @@ bool head_name_is(const struct head *h, const struct hdr *x, const char *lc, siz
     return x->name_len == lclen && strncasecmp(h->buf + x->name_off, lc, lclen) == 0;
 }
 
-const struct hdr *head_find(const struct head *h, int kind, unsigned *count)
+const struct hdr *head_find(const struct head *h, enum hdr_kind kind, unsigned *count)
 {
     const struct hdr *first = NULL;
     unsigned n = 0;

@@ -38,7 +38,7 @@ enum hdr_kind {
 struct hdr {
     uint32_t name_off, name_len;
     uint32_t val_off, val_len;
-    int kind; /* enum hdr_kind */
+    enum hdr_kind kind;
 };
 
 enum head_err {
@@ -59,7 +59,7 @@ struct head {
     bool in_field, in_value;
     bool conn_lists_others; /* a Connection header names more
                                          than close/keep-alive/upgrade */
-    int err;                /* enum head_err */
+    enum head_err err;
 };
 
 /* Recycled arenas, one pool per worker: enough for the requests in flight
@@ -106,11 +106,11 @@ bool head_name_is(const struct head *h, const struct hdr *x, const char *lc, siz
 #define HEAD_NAME_IS(h, x, lit) head_name_is(h, x, lit, sizeof(lit) - 1)
 
 /* First header of that kind, or NULL; *count (if given) gets how many. */
-const struct hdr *head_find(const struct head *h, int kind, unsigned *count);
+const struct hdr *head_find(const struct head *h, enum hdr_kind kind, unsigned *count);
 
 /* The one header of a kind that may appear only once: NULL when absent,
  * *dup set when there are several. */
-static inline const struct hdr *head_find_one(const struct head *h, int kind, bool *dup)
+static inline const struct hdr *head_find_one(const struct head *h, enum hdr_kind kind, bool *dup)
 {
     unsigned n;
     const struct hdr *x = head_find(h, kind, &n);

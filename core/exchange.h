@@ -33,6 +33,7 @@
 
 #include "host.h"
 #include "lookup.h"
+#include "metrics.h"
 
 struct worker;
 struct head;
@@ -163,7 +164,7 @@ struct exchange {
     uint64_t start_us;  /* 0: not a request to count */
     int status;         /* what the client got */
     uint64_t bytes_out; /* response bytes to the client (the front end's count) */
-    int outcome;        /* enum outcome */
+    enum outcome outcome;
 };
 
 /* Starts a new exchange on `client` for front end `ops`. */

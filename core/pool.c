@@ -136,8 +136,8 @@ void upconn_close(struct upconn *c)
         return;
     bucket_unlink(c);
     ev_free(c->connect_ev);
-    if (c->bev) {
-        stream_free(c->bev);
+    if (c->io) {
+        stream_free(c->io);
         METRIC_DEC(&c->pool->w->metrics, upstream_connections);
     } else if (c->fd != -1) {
         close(c->fd);
@@ -156,18 +156,18 @@ struct upconn *pool_acquire(struct pool *p, const char *key)
     struct upconn *c = container_of(list_first(&b->idle), struct upconn, link);
     bucket_unlink(c);
     c->reused = true;
-    stream_setcb(c->bev, NULL, NULL, NULL, NULL);
+    stream_setcb(c->io, NULL, NULL, NULL, NULL);
     return c;
 }
 
 /* An idle pooled connection that becomes readable has either closed or sent
  * bytes nobody asked for: both make it unusable. */
-static void idle_read_cb(struct stream *bev, void *arg)
+static void idle_read_cb(struct stream *st, void *arg)
 {
     upconn_close(arg);
 }
 
-static void idle_event_cb(struct stream *bev, short what, void *arg)
+static void idle_event_cb(struct stream *st, short what, void *arg)
 {
     upconn_close(arg);
 }
@@ -205,11 +205,11 @@ void pool_release(struct upconn *c)
     c->bucket = b;
     list_insert_front(&b->idle, &c->link);
     b->count++;
-    stream_setcb(c->bev, idle_read_cb, NULL, idle_event_cb, c);
+    stream_setcb(c->io, idle_read_cb, NULL, idle_event_cb, c);
     /* The pool's sweep enforces the idle timeout; the stream keeps none. */
-    stream_set_timeouts(c->bev, 0, 0);
+    stream_set_timeouts(c->io, 0, 0);
     c->idle_since_ms = time_now_ms();
-    stream_enable_read(c->bev);
+    stream_enable_read(c->io);
 }
 
 static void connect_done_cb(evutil_socket_t fd, short what, void *arg)
@@ -224,8 +224,8 @@ static void connect_done_cb(evutil_socket_t fd, short what, void *arg)
     event_free(c->connect_ev);
     c->connect_ev = NULL;
     if (err == 0) {
-        c->bev = stream_new_socket(c->pool->w->base, fd);
-        if (!c->bev) {
+        c->io = stream_new_socket(c->pool->w->base, fd);
+        if (!c->io) {
             c->fd = -1; /* closed by stream_new_socket */
             err = ENOMEM;
         } else

@@ -23,7 +23,7 @@ struct upconn {
     struct list_node link;      /* idle list of its bucket */
     struct pool_bucket *bucket; /* set while idle in the pool */
     struct pool *pool;
-    struct stream *bev; /* NULL while connecting */
+    struct stream *io; /* NULL while connecting */
     char *key;
     bool reused;            /* came from the pool */
     uint64_t idle_since_ms; /* when it went back to the pool */

@@ -231,8 +231,8 @@ void proxy_start(struct exchange *ex)
 static void request_complete(struct exchange *ex)
 {
     const struct config *cfg = ex->w->cfg;
-    if (ex->up && ex->up->bev && !ex->resp_head_done)
-        stream_set_timeouts(ex->up->bev,
+    if (ex->up && ex->up->io && !ex->resp_head_done)
+        stream_set_timeouts(ex->up->io,
                             cfg->upstream_response_timeout_ms > 0
                                 ? cfg->upstream_response_timeout_ms
                                 : cfg->upstream_idle_timeout_ms,
@@ -252,18 +252,18 @@ static void forward_start(struct exchange *ex, struct upconn *c)
     pthread_once(&once, init_resp_settings);
     llhttp_init(&ex->resp, HTTP_RESPONSE, &resp_settings);
     ex->resp.data = ex;
-    stream_setcb(c->bev, up_read_cb, up_write_cb, up_event_cb, ex);
-    stream_set_write_low(c->bev, EX_LOW_WATER);
+    stream_setcb(c->io, up_read_cb, up_write_cb, up_event_cb, ex);
+    stream_set_write_low(c->io, EX_LOW_WATER);
     /* No read timeout while the request is still going up: the app is
      * allowed to be silent while it receives a body (request_complete arms
      * it). The write timeout catches an app that stops taking the body. */
-    stream_set_timeouts(c->bev, 0, cfg->upstream_idle_timeout_ms);
-    if (rewrite_request_head(ex, stream_output(c->bev)) == -1) {
+    stream_set_timeouts(c->io, 0, cfg->upstream_idle_timeout_ms);
+    if (rewrite_request_head(ex, stream_output(c->io)) == -1) {
         upstream_failed(ex, 502, "request head too large to forward");
         return;
     }
-    stream_flush(c->bev);
-    stream_enable_read(c->bev);
+    stream_flush(c->io);
+    stream_enable_read(c->io);
     if (ex->req_done)
         request_complete(ex); /* a retry of a complete request */
     else
@@ -272,17 +272,17 @@ static void forward_start(struct exchange *ex, struct upconn *c)
 
 int proxy_request_body(struct exchange *ex, struct evbuffer *src, size_t len)
 {
-    if (!ex->up || !ex->up->bev) {
+    if (!ex->up || !ex->up->io) {
         evbuffer_drain(src, len);
         return 1;
     }
-    struct evbuffer *out = stream_output(ex->up->bev);
+    struct evbuffer *out = stream_output(ex->up->io);
     if (len) {
         if (ex->req_body == EX_BODY_STREAM)
             chunked_write(out, src, len);
         else
             evbuffer_remove_buffer(src, out, len);
-        stream_flush(ex->up->bev);
+        stream_flush(ex->up->io);
         ex->req_body_started = true;
     }
     return evbuffer_get_length(out) >= EX_HIGH_WATER;
@@ -291,9 +291,9 @@ int proxy_request_body(struct exchange *ex, struct evbuffer *src, size_t len)
 void proxy_request_end(struct exchange *ex, const struct head *h, uint32_t from)
 {
     ex->req_done = true;
-    if (ex->req_body == EX_BODY_STREAM && ex->up && ex->up->bev) {
-        chunked_write_end(stream_output(ex->up->bev), h, from);
-        stream_flush(ex->up->bev);
+    if (ex->req_body == EX_BODY_STREAM && ex->up && ex->up->io) {
+        chunked_write_end(stream_output(ex->up->io), h, from);
+        stream_flush(ex->up->io);
     }
     request_complete(ex);
 }
@@ -351,7 +351,7 @@ static int on_response_head(struct exchange *ex)
         return -1;
     }
     ex->resp_head_done = true;
-    stream_set_timeouts(ex->up->bev, ex->w->cfg->upstream_idle_timeout_ms,
+    stream_set_timeouts(ex->up->io, ex->w->cfg->upstream_idle_timeout_ms,
                         ex->w->cfg->upstream_idle_timeout_ms);
     if (ex->ops->send_head(ex, status, ex->ph) == -1) {
         ex->resp_head_done = false;
@@ -374,8 +374,8 @@ static void response_complete(struct exchange *ex)
         return;
     }
     bool reuse = ex->req_done && !ex->up_closed && llhttp_should_keep_alive(&ex->resp) &&
-                 evbuffer_get_length(stream_input(c->bev)) == 0 &&
-                 evbuffer_get_length(stream_output(c->bev)) == 0;
+                 evbuffer_get_length(stream_input(c->io)) == 0 &&
+                 evbuffer_get_length(stream_output(c->io)) == 0;
     ex->up = NULL;
     if (reuse)
         pool_release(c);
@@ -414,7 +414,7 @@ static void upstream_eof(struct exchange *ex, bool error)
         }
     }
     if (!ex->resp_head_done && ex->up && ex->up->reused && !ex->req_body_started &&
-        !ex->stale_retry_done && evbuffer_get_length(stream_input(ex->up->bev)) == 0 && !ex->ph &&
+        !ex->stale_retry_done && evbuffer_get_length(stream_input(ex->up->io)) == 0 && !ex->ph &&
         method_is_idempotent(ex->method)) {
         /* A pooled connection the upstream closed as the request arrived:
          * most likely its keep-alive timeout won the race and the app never
@@ -449,10 +449,10 @@ static void deliver_body(struct exchange *ex, struct evbuffer *in, size_t used)
 
 static void pump_response(struct exchange *ex)
 {
-    struct evbuffer *in = stream_input(ex->up->bev);
+    struct evbuffer *in = stream_input(ex->up->io);
     while (!ex->resp_done) {
         if (ex->ops->pending(ex) >= EX_HIGH_WATER) {
-            stream_disable_read(ex->up->bev);
+            stream_disable_read(ex->up->io);
             ex->up_paused = true;
             return;
         }
@@ -505,7 +505,7 @@ void proxy_response_resume(struct exchange *ex)
     if (!ex->up_paused || !ex->up || ex->state != EX_FORWARDING)
         return;
     ex->up_paused = false;
-    stream_enable_read(ex->up->bev);
+    stream_enable_read(ex->up->io);
     pump_response(ex);
 }
 

@@ -65,7 +65,7 @@ static bool is_address_claim(const struct hdr *x)
 }
 
 /* Appends every value of a header, comma-joined (RFC 9110 section 5.3). */
-static bool out_joined(struct out *o, const struct head *h, int kind)
+static bool out_joined(struct out *o, const struct head *h, enum hdr_kind kind)
 {
     bool any = false;
     for (uint32_t i = 0; i < h->nhdrs; i++) {

@@ -272,7 +272,7 @@ static void h1_start_tunnel(struct exchange *ex)
     const struct config *cfg = s->w->cfg;
     s->state = SS_TUNNEL;
     session_clear_timer(s);
-    tunnel_start(&s->tun, s->io, ex->up->bev, cfg->websocket_idle_timeout_ms,
+    tunnel_start(&s->tun, s->io, ex->up->io, cfg->websocket_idle_timeout_ms,
                  cfg->upstream_idle_timeout_ms, &h1_tunnel_owner, s);
 }
 

@@ -162,7 +162,7 @@ static void test_connect_release_acquire(void **state)
     assert_true(again->reused);
     assert_null(pool_acquire(f->pool, "sb1|127.0.0.1|80|")); /* taken out */
     /* Still the same TCP connection, usable both ways. */
-    assert_int_equal(send(stream_fd(again->bev), "ping", 4, 0), 4);
+    assert_int_equal(send(stream_fd(again->io), "ping", 4, 0), 4);
     char buf[8];
     assert_int_equal(recv(peer, buf, sizeof(buf), 0), 4);
     assert_false(peer_sees_eof(peer));
