@@ -1,4 +1,10 @@
-/* The admin listener on the main thread: /healthz, /readyz, /metrics. */
+/* admin/: operating the daemon. The admin listener on the main thread
+ * (/healthz, /readyz, /metrics), the per-worker counters and their
+ * Prometheus rendering (metrics.c: a table of families, summed over workers
+ * when read), and the stderr log (log.c, level switchable at runtime).
+ * admin/ reads the workers' state (core/worker.h, the Redis link's
+ * readiness) but is called by every layer for logging and counting, so it
+ * calls back into no request path. */
 #ifndef EDGEPROXY_ADMIN_H
 #define EDGEPROXY_ADMIN_H
 

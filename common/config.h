@@ -1,4 +1,11 @@
-/* The JSON configuration: SPEC section 3 plus the team's own keys, each one
+/* common/: the pure pieces. Parsers (config, Host, routing record, PROXY
+ * header, request/response heads), renderers (the proxy's replies, the
+ * bounded writer) and small tools (SipHash map, lists, comma lists, backoff,
+ * time). Nothing here owns a socket, an event or a thread: every function
+ * takes bytes and lengths and returns, so each is unit-tested and fuzzed
+ * alone. common/ calls only libc and cJSON, never another folder.
+ *
+ * The JSON configuration: SPEC section 3 plus the team's own keys, each one
  * row of the table in config.c, which README.md's Configuration table is the
  * printout of (config_print_reference) and conf/edgeproxy.json shows with
  * its default. Pure but for that printout. */
