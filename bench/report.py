@@ -13,7 +13,7 @@ import re
 import statistics
 import sys
 
-TARGETS = ["origin", "nginx", "haproxy", "edgeproxy"]
+TARGETS = ["origin", "nginx", "haproxy", "edgeproxy", "edgeproxy_base"]
 PROXIES = ["nginx", "haproxy", "edgeproxy"]
 BODY = {"small": "6 B body (GET /)", "16k": "16 KiB body (GET /16k)"}
 UNIT_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
@@ -149,17 +149,17 @@ def paired_ratios(sel, target, peer, key):
     return out
 
 
-def paired_line(sel):
+def paired_line(sel, target="edgeproxy", peers=("nginx", "haproxy")):
     parts = []
-    for peer in ("nginx", "haproxy"):
+    for peer in peers:
         for key, label in (("rps", "req/s"), ("cpu", "CPU")):
-            vals = paired_ratios(sel, "edgeproxy", peer, key)
+            vals = paired_ratios(sel, target, peer, key)
             if vals:
                 parts.append("%s %s %.2f (%.2f-%.2f)" % (
                     label, peer, statistics.median(vals), min(vals), max(vals)))
     if not parts:
         return "paired: -"
-    return "edgeproxy / peer in the same round, median (min-max): " + ", ".join(parts)
+    return "%s / peer in the same round, median (min-max): %s" % (target, ", ".join(parts))
 
 
 def main():
@@ -217,6 +217,8 @@ def main():
             for t in TARGETS:
                 a = agg.get(t)
                 if a is None:
+                    if t == "edgeproxy_base":
+                        continue  # only with EDGEPROXY_BASE_BIN
                     rows.append([t, "not measured"] + [""] * 8)
                     continue
                 rps_ratio = a["rps"] / ng["rps"] if a["rps"] and ng.get("rps") else None
@@ -233,6 +235,11 @@ def main():
             print(table(rows, ["target", "req/s", "p50", "p99", "CPU us/req",
                                "CPU/origin", "req/s/nginx", "CPU/nginx", "errors"]))
             print(paired_line(sel))
+            if any(r["target"] == "edgeproxy_base" for r in sel):
+                # EDGEPROXY_BASE_BIN: the same ratios for the baseline binary,
+                # and the change itself
+                print(paired_line(sel, "edgeproxy_base"))
+                print(paired_line(sel, "edgeproxy", ("edgeproxy_base",)))
             print()
 
     print("CPU us/req: the target's utime+stime over the run / requests completed;")

@@ -27,6 +27,9 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 BENCH=$ROOT/bench
 EDGEPROXY_BIN=${EDGEPROXY_BIN:-$ROOT/build/edgeproxy}
+# A second edgeproxy binary (e.g. the commit before a change) measured in the
+# same rounds as target "edgeproxy_base": before/after ratios from one run.
+EDGEPROXY_BASE_BIN=${EDGEPROXY_BASE_BIN:-}
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
@@ -93,6 +96,7 @@ HAPROXY_PORT=$((BASE_PORT + 3))
 EDGEPROXY_PORT=$((BASE_PORT + 4))
 REDIS_PORT=$((BASE_PORT + 5))
 DISCARD_PORT=$((BASE_PORT + 6))
+EDGEPROXY_BASE_PORT=$((BASE_PORT + 7))
 SANDBOX=bench1
 DOMAIN=bench.local
 HOST_HDR="$ORIGIN_PORT-$SANDBOX.$DOMAIN"        # edgeproxy -> origin
@@ -169,6 +173,7 @@ render "$BENCH/conf/origin.nginx.conf" "$TMP/origin.conf"
 render "$BENCH/conf/proxy.nginx.conf" "$TMP/nginx.conf"
 render "$BENCH/conf/haproxy.cfg" "$TMP/haproxy.cfg"
 render "$BENCH/conf/edgeproxy.json" "$TMP/edgeproxy.json"
+sed "s|127.0.0.1:$EDGEPROXY_PORT|127.0.0.1:$EDGEPROXY_BASE_PORT|" "$TMP/edgeproxy.json" >"$TMP/edgeproxy_base.json"
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "bench: starting servers in $TMP (ulimit -n $NOFILE)"
@@ -191,6 +196,12 @@ wait_port edgeproxy "$EDGEPROXY_PORT"
 
 TARGETS=(origin nginx haproxy edgeproxy)
 declare -A PORT=([origin]=$ORIGIN_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT [edgeproxy]=$EDGEPROXY_PORT)
+if [ -n "$EDGEPROXY_BASE_BIN" ]; then
+    start edgeproxy_base "${SRV[@]}" "$EDGEPROXY_BASE_BIN" --config "$TMP/edgeproxy_base.json"
+    wait_port edgeproxy_base "$EDGEPROXY_BASE_PORT"
+    TARGETS+=(edgeproxy_base)
+    PORT[edgeproxy_base]=$EDGEPROXY_BASE_PORT
+fi
 declare -A FAILED   # target -> reason; a failed target is not measured again
 
 fail_target() {  # TARGET REASON

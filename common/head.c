@@ -72,6 +72,45 @@ void head_pool_set_limits(struct head_pool *p, uint32_t max_bytes, uint32_t max_
     p->limits = l;
 }
 
+/* ---- llhttp span callbacks ---- */
+
+static struct head *head_of(llhttp_t *p)
+{
+    const struct head_parser_settings *hs = (const struct head_parser_settings *)p->settings;
+    return *(struct head **)((char *)p->data + hs->head_off);
+}
+static int span_url(llhttp_t *p, const char *at, size_t len)
+{
+    return head_on_url(head_of(p), at, len) ? HPE_USER : 0;
+}
+static int span_field(llhttp_t *p, const char *at, size_t len)
+{
+    return head_on_field(head_of(p), at, len) ? HPE_USER : 0;
+}
+static int span_field_done(llhttp_t *p)
+{
+    return head_on_field_done(head_of(p));
+}
+static int span_value(llhttp_t *p, const char *at, size_t len)
+{
+    return head_on_value(head_of(p), at, len) ? HPE_USER : 0;
+}
+static int span_value_done(llhttp_t *p)
+{
+    return head_on_value_done(head_of(p));
+}
+
+void head_parser_callbacks(struct head_parser_settings *hs, size_t head_off)
+{
+    hs->head_off = head_off;
+    hs->st.on_url = span_url;
+    hs->st.on_status = span_url;
+    hs->st.on_header_field = span_field;
+    hs->st.on_header_field_complete = span_field_done;
+    hs->st.on_header_value = span_value;
+    hs->st.on_header_value_complete = span_value_done;
+}
+
 static int append(struct head *h, const char *at, size_t len)
 {
     if (len > h->cap - h->used) {

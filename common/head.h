@@ -4,6 +4,7 @@
 #ifndef EDGEPROXY_HEAD_H
 #define EDGEPROXY_HEAD_H
 
+#include <llhttp.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -88,6 +89,19 @@ void head_pool_set_limits(struct head_pool *p, uint32_t max_bytes, uint32_t max_
 struct head *head_get(struct head_pool *p);
 void head_put(struct head_pool *p, struct head *h);
 void head_free_all(struct head_pool *p);
+
+/* llhttp settings whose span callbacks (target or status, header names and
+ * values, trailers too) fill a head: the head being collected is the
+ * `struct head *` at byte offset `head_off` in the parser's data object, so
+ * one set of callbacks serves the HTTP/1 request parser (the session's
+ * exchange's rh), the upstream response parser (the exchange's ph) and the
+ * tests. `st` is first: llhttp's parser->settings points at it. The caller
+ * llhttp_settings_init()s `st` and sets its other callbacks. */
+struct head_parser_settings {
+    llhttp_settings_t st;
+    size_t head_off;
+};
+void head_parser_callbacks(struct head_parser_settings *hs, size_t head_off);
 
 /* Appenders for the llhttp span callbacks. 0 ok, -1 limit hit (h->err set). */
 int head_on_url(struct head *h, const char *at, size_t len);

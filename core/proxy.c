@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -38,7 +39,7 @@ static void pump_response(struct exchange *ex);
 static void upstream_eof(struct exchange *ex, bool error);
 static void connect_upstream(struct exchange *ex);
 
-/* ---- llhttp response callbacks (the head spans: head_span_callbacks) ---- */
+/* ---- llhttp response callbacks (the head spans: head_parser_callbacks) ---- */
 
 static int resp_on_message_begin(llhttp_t *p)
 {
@@ -72,46 +73,17 @@ static int resp_on_message_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
-static int resp_on_url_or_status(llhttp_t *p, const char *at, size_t len)
-{
-    struct exchange *ex = p->data;
-    return head_on_url(ex->ph, at, len) ? HPE_USER : 0;
-}
-static int resp_on_field(llhttp_t *p, const char *at, size_t len)
-{
-    struct exchange *ex = p->data;
-    return head_on_field(ex->ph, at, len) ? HPE_USER : 0;
-}
-static int resp_on_field_done(llhttp_t *p)
-{
-    struct exchange *ex = p->data;
-    return head_on_field_done(ex->ph);
-}
-static int resp_on_value(llhttp_t *p, const char *at, size_t len)
-{
-    struct exchange *ex = p->data;
-    return head_on_value(ex->ph, at, len) ? HPE_USER : 0;
-}
-static int resp_on_value_done(llhttp_t *p)
-{
-    struct exchange *ex = p->data;
-    return head_on_value_done(ex->ph);
-}
-
-static llhttp_settings_t resp_settings;
+static struct head_parser_settings resp_settings;
 
 static void init_resp_settings(void)
 {
-    llhttp_settings_init(&resp_settings);
-    resp_settings.on_status = resp_on_url_or_status;
-    resp_settings.on_header_field = resp_on_field;
-    resp_settings.on_header_field_complete = resp_on_field_done;
-    resp_settings.on_header_value = resp_on_value;
-    resp_settings.on_header_value_complete = resp_on_value_done;
-    resp_settings.on_message_begin = resp_on_message_begin;
-    resp_settings.on_headers_complete = resp_on_headers_complete;
-    resp_settings.on_body = resp_on_body;
-    resp_settings.on_message_complete = resp_on_message_complete;
+    llhttp_settings_init(&resp_settings.st);
+    head_parser_callbacks(&resp_settings, offsetof(struct exchange, ph));
+    resp_settings.st.on_url = NULL; /* responses have a status, not a target */
+    resp_settings.st.on_message_begin = resp_on_message_begin;
+    resp_settings.st.on_headers_complete = resp_on_headers_complete;
+    resp_settings.st.on_body = resp_on_body;
+    resp_settings.st.on_message_complete = resp_on_message_complete;
 }
 
 /* ---- failures ---- */
@@ -250,7 +222,7 @@ static void forward_start(struct exchange *ex, struct upconn *c)
      * (and its fast path is a plain load, not a locked exchange per request). */
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, init_resp_settings);
-    llhttp_init(&ex->resp, HTTP_RESPONSE, &resp_settings);
+    llhttp_init(&ex->resp, HTTP_RESPONSE, &resp_settings.st);
     ex->resp.data = ex;
     stream_setcb(c->io, up_read_cb, up_write_cb, up_event_cb, ex);
     stream_set_write_low(c->io, EX_LOW_WATER);

@@ -10,6 +10,7 @@
 #include <event2/event.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,39 +40,9 @@ static void parse_head(struct session *s);
 
 /* ---- llhttp request callbacks ---- */
 
-static int on_url(llhttp_t *p, const char *at, size_t len)
+void session_head_callbacks(struct head_parser_settings *hs)
 {
-    struct session *s = p->data;
-    return head_on_url(s->ex.rh, at, len) ? HPE_USER : 0;
-}
-static int on_field(llhttp_t *p, const char *at, size_t len)
-{
-    struct session *s = p->data;
-    return head_on_field(s->ex.rh, at, len) ? HPE_USER : 0;
-}
-static int on_field_done(llhttp_t *p)
-{
-    struct session *s = p->data;
-    return head_on_field_done(s->ex.rh);
-}
-static int on_value(llhttp_t *p, const char *at, size_t len)
-{
-    struct session *s = p->data;
-    return head_on_value(s->ex.rh, at, len) ? HPE_USER : 0;
-}
-static int on_value_done(llhttp_t *p)
-{
-    struct session *s = p->data;
-    return head_on_value_done(s->ex.rh);
-}
-
-void session_head_callbacks(llhttp_settings_t *st)
-{
-    st->on_url = on_url;
-    st->on_header_field = on_field;
-    st->on_header_field_complete = on_field_done;
-    st->on_header_value = on_value;
-    st->on_header_value_complete = on_value_done;
+    head_parser_callbacks(hs, offsetof(struct session, ex.rh));
 }
 
 /* Pauses so routing (maybe a Redis round trip) can run before any body byte
@@ -98,15 +69,15 @@ static int req_on_message_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
-static llhttp_settings_t req_settings;
+static struct head_parser_settings req_settings;
 
 static void init_req_settings(void)
 {
-    llhttp_settings_init(&req_settings);
+    llhttp_settings_init(&req_settings.st);
     session_head_callbacks(&req_settings);
-    req_settings.on_headers_complete = req_on_headers_complete;
-    req_settings.on_body = req_on_body;
-    req_settings.on_message_complete = req_on_message_complete;
+    req_settings.st.on_headers_complete = req_on_headers_complete;
+    req_settings.st.on_body = req_on_body;
+    req_settings.st.on_message_complete = req_on_message_complete;
 }
 
 /* ---- lifetime ---- */
@@ -651,7 +622,7 @@ int session_accept(struct worker *w, size_t index, int fd, const struct sockaddr
     }
     static pthread_once_t once = PTHREAD_ONCE_INIT; /* see forward_start() in core/proxy.c */
     pthread_once(&once, init_req_settings);
-    llhttp_init(&s->req, HTTP_REQUEST, &req_settings);
+    llhttp_init(&s->req, HTTP_REQUEST, &req_settings.st);
     s->req.data = s;
     list_insert_front(&w->sessions, &s->link);
     __atomic_store_n(&w->session_count, w->session_count + 1, __ATOMIC_RELAXED); /* main reads it */

@@ -81,6 +81,7 @@ void session_leave(struct session *s);
 void session_drain(struct session *s);
 
 /* Sets the span callbacks that collect a request head into s->ex.rh. */
-void session_head_callbacks(llhttp_settings_t *st);
+struct head_parser_settings;
+void session_head_callbacks(struct head_parser_settings *hs);
 
 #endif

@@ -33,31 +33,6 @@ struct sess {
     int heads;
 };
 
-static int on_url(llhttp_t *p, const char *at, size_t len)
-{
-    struct sess *s = p->data;
-    return head_on_url(s->rh, at, len) ? HPE_USER : 0;
-}
-static int on_field(llhttp_t *p, const char *at, size_t len)
-{
-    struct sess *s = p->data;
-    return head_on_field(s->rh, at, len) ? HPE_USER : 0;
-}
-static int on_field_done(llhttp_t *p)
-{
-    struct sess *s = p->data;
-    return head_on_field_done(s->rh);
-}
-static int on_value(llhttp_t *p, const char *at, size_t len)
-{
-    struct sess *s = p->data;
-    return head_on_value(s->rh, at, len) ? HPE_USER : 0;
-}
-static int on_value_done(llhttp_t *p)
-{
-    struct sess *s = p->data;
-    return head_on_value_done(s->rh);
-}
 static int on_headers_complete(llhttp_t *p)
 {
     return HPE_PAUSED;
@@ -135,7 +110,7 @@ static void check_head(const llhttp_t *p, const struct head *h)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static llhttp_settings_t settings;
+    static struct head_parser_settings settings;
     static bool init;
     llhttp_t parser;
     struct sess s = {0};
@@ -144,14 +119,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     enum { HEAD, BODY } state = HEAD;
 
     if (!init) {
-        llhttp_settings_init(&settings);
-        settings.on_url = on_url;
-        settings.on_header_field = on_field;
-        settings.on_header_field_complete = on_field_done;
-        settings.on_header_value = on_value;
-        settings.on_header_value_complete = on_value_done;
-        settings.on_headers_complete = on_headers_complete;
-        settings.on_message_complete = on_message_complete;
+        llhttp_settings_init(&settings.st);
+        head_parser_callbacks(&settings, offsetof(struct sess, rh));
+        settings.st.on_headers_complete = on_headers_complete;
+        settings.st.on_message_complete = on_message_complete;
         init = true;
     }
     if (size < 2)
@@ -167,7 +138,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t *bytes = malloc(size - 2 ? size - 2 : 1);
     memcpy(bytes, in, size - 2);
 
-    llhttp_init(&parser, HTTP_REQUEST, &settings);
+    llhttp_init(&parser, HTTP_REQUEST, &settings.st);
     parser.data = &s;
     s.rh = head_new();
     arrived = cut[0];

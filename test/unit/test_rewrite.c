@@ -50,30 +50,9 @@ static int on_headers_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
-static llhttp_settings_t settings;      /* the request */
-static llhttp_settings_t resp_settings; /* the response, into resp_head */
+static struct head_parser_settings settings;      /* the request */
+static struct head_parser_settings resp_settings; /* the response, into resp_head */
 static struct head *resp_head;
-
-static int resp_status(llhttp_t *p, const char *at, size_t len)
-{
-    return head_on_url(resp_head, at, len);
-}
-static int resp_field(llhttp_t *p, const char *at, size_t len)
-{
-    return head_on_field(resp_head, at, len);
-}
-static int resp_field_done(llhttp_t *p)
-{
-    return head_on_field_done(resp_head);
-}
-static int resp_value(llhttp_t *p, const char *at, size_t len)
-{
-    return head_on_value(resp_head, at, len);
-}
-static int resp_value_done(llhttp_t *p)
-{
-    return head_on_value_done(resp_head);
-}
 
 /* A config from JSON (defaults for the rest), one session from 127.0.0.1
  * whose client stream is one end of a socketpair: the response head is
@@ -89,16 +68,12 @@ static int setup_json(void **state, const char *json)
     f->base = event_base_new();
     if (!f->base || socketpair(AF_UNIX, SOCK_STREAM, 0, f->sv) == -1)
         return -1;
-    llhttp_settings_init(&settings);
+    llhttp_settings_init(&settings.st);
     session_head_callbacks(&settings);
-    settings.on_headers_complete = on_headers_complete;
-    llhttp_settings_init(&resp_settings);
-    resp_settings.on_status = resp_status;
-    resp_settings.on_header_field = resp_field;
-    resp_settings.on_header_field_complete = resp_field_done;
-    resp_settings.on_header_value = resp_value;
-    resp_settings.on_header_value_complete = resp_value_done;
-    resp_settings.on_headers_complete = on_headers_complete;
+    settings.st.on_headers_complete = on_headers_complete;
+    llhttp_settings_init(&resp_settings.st);
+    head_parser_callbacks(&resp_settings, 0); /* the parser's data is &resp_head */
+    resp_settings.st.on_headers_complete = on_headers_complete;
     struct session *s = &f->s;
     s->w = &f->w;
     s->io = stream_new_socket(f->base, f->sv[0]);
@@ -154,7 +129,7 @@ static struct session *S(void **state)
 static void parse_request(struct session *s, const char *raw, const char *record)
 {
     struct exchange *ex = &s->ex;
-    llhttp_init(&s->req, HTTP_REQUEST, &settings);
+    llhttp_init(&s->req, HTTP_REQUEST, &settings.st);
     s->req.data = s;
     ex->rh = head_get(&s->w->heads);
     assert_non_null(ex->rh);
@@ -333,7 +308,8 @@ static void expect_response(void **state, const char *request, const char *raw, 
     struct session *s = S(state);
     parse_request(s, request, PUBLIC);
     llhttp_t resp;
-    llhttp_init(&resp, HTTP_RESPONSE, &resp_settings);
+    llhttp_init(&resp, HTTP_RESPONSE, &resp_settings.st);
+    resp.data = &resp_head;
     resp_head = head_get(&s->w->heads);
     assert_non_null(resp_head);
     assert_int_equal(llhttp_execute(&resp, raw, strlen(raw)), HPE_PAUSED);
