@@ -19,6 +19,8 @@
 #include "conn_limit.h"
 #include "ev.h"
 #include "h1.h"
+#include "h2.h"
+#include "h2_rules.h"
 #include "head.h"
 #include "listener.h"
 #include "log.h"
@@ -127,6 +129,10 @@ static void session_free(struct session *s)
     else if (s->fd != -1)
         close(s->fd);
     list_unlink(&s->link);
+    if (s->handed_off) { /* the HTTP/2 connection counts it now */
+        free(s);
+        return;
+    }
     __atomic_store_n(&w->session_count, w->session_count - 1, __ATOMIC_RELAXED); /* main reads it */
     METRIC_DEC(&w->metrics, client_connections);
     free(s);
@@ -156,7 +162,8 @@ void session_leave(struct session *s)
     /* Pipelined requests are parsed here, at the outermost level, rather
      * than from deep inside the end of the previous exchange: the stack
      * stays flat however many requests a client packs into one read. */
-    while (s->busy == 1 && !s->closing && s->state == SS_IDLE && next_request_ready(s))
+    while (s->busy == 1 && !s->closing && s->state == SS_IDLE && !s->proto_waiting &&
+           next_request_ready(s))
         parse_head(s);
     if (--s->busy == 0 && s->closing)
         session_free(s);
@@ -222,6 +229,7 @@ void session_drain(struct session *s)
 static void begin_request(struct session *s)
 {
     exchange_init(&s->ex, s->w, &s->client, &h1_exchange_ops);
+    s->ex.http_version = 11;
     s->ex.rh = head_get(&s->w->heads);
     s->state = SS_HEAD;
     s->head_bytes = 0;
@@ -311,6 +319,7 @@ static void on_request_head(struct session *s)
         return;
     }
     struct exchange *ex = &s->ex;
+    ex->http_version = p->http_minor == 0 ? 10 : 11;
     ex->method = p->method;
     ex->head_method = p->method == HTTP_HEAD;
     ex->upgrade = p->upgrade;
@@ -341,6 +350,42 @@ static void on_request_head(struct session *s)
     route_request(ex);
 }
 
+/* ---- HTTP/2 ---- */
+
+enum proto { PROTO_HTTP1, PROTO_HTTP2, PROTO_UNDECIDED };
+
+/* Which protocol the connection speaks, decided once, before its first
+ * request: HTTP/2 when TLS chose ALPN h2, or on a plain listener that
+ * offers it when the bytes are the connection preface (RFC 9113 section
+ * 3.4, prior knowledge); HTTP/1.1 otherwise. Undecided while the bytes so
+ * far are a prefix of the preface. */
+static enum proto choose_protocol(struct session *s)
+{
+    if (s->client.tls)
+        return tls_alpn_is_h2(stream_tls_ssl(s->io)) ? PROTO_HTTP2 : PROTO_HTTP1;
+    if (!s->w->cfg->listeners[s->client.listener].http2)
+        return PROTO_HTTP1;
+    char buf[H2_PREFACE_LEN];
+    ev_ssize_t n = evbuffer_copyout(stream_input(s->io), buf, sizeof(buf));
+    int r = h2_preface_match(buf, n > 0 ? (size_t)n : 0);
+    return r == 1 ? PROTO_HTTP2 : r == 0 ? PROTO_HTTP1 : PROTO_UNDECIDED;
+}
+
+/* The stream, with what it buffered (the preface and the frames after
+ * it), goes to a new HTTP/2 connection; the session ends without counting
+ * the connection as closed. */
+static void hand_to_http2(struct session *s)
+{
+    session_clear_timer(s);
+    if (h2_conn_start(s->w, s->io, &s->client) == -1) {
+        session_close(s, false);
+        return;
+    }
+    s->io = NULL;
+    s->handed_off = true;
+    s->closing = true;
+}
+
 static void parse_head(struct session *s)
 {
     struct evbuffer *in = stream_input(s->io);
@@ -351,6 +396,18 @@ static void parse_head(struct session *s)
             return; /* the input waits; reading stops at its high-water mark */
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
             return;
+        if (!s->proto_chosen) {
+            enum proto p = choose_protocol(s);
+            if (p == PROTO_UNDECIDED) {
+                s->proto_waiting = true; /* until more bytes come */
+                return;                  /* the header timer bounds the wait */
+            }
+            s->proto_chosen = true;
+            if (p == PROTO_HTTP2) {
+                hand_to_http2(s);
+                return;
+            }
+        }
         if (s->state == SS_IDLE)
             begin_request(s);
         if (!s->ex.rh) {
@@ -390,6 +447,7 @@ static void client_read_cb(struct stream *st, void *arg)
     switch (s->state) {
     case SS_IDLE:
     case SS_HEAD:
+        s->proto_waiting = false;
         parse_head(s);
         break;
     case SS_EXCHANGE:

@@ -29,7 +29,7 @@ fi
 
 CFLAGS=(-std=gnu11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-        -DLLHTTP_STRICT_MODE=1 -Icommon -Icore -Ihttp1 -Iingress -Iredis -Iadmin -I"$LLHTTP_INC")
+        -DLLHTTP_STRICT_MODE=1 -Icommon -Icore -Ihttp1 -Ihttp2 -Iingress -Iredis -Iadmin -I"$LLHTTP_INC")
 
 # Every harness links all of common/ (pure code, no main(): a module that
 # starts depending on another, like config.c on json_guard.c, keeps linking);
@@ -50,7 +50,7 @@ declare -A EXTRA=(
     # The whole request path: every daemon source but core/main.c and
     # redis/lookup.c (the harness stands in for the Redis cache); upstream
     # stub on 127.0.0.1:39481.
-    [request_path]="$COMMON_LIBS $(ls core/*.c http1/*.c ingress/*.c redis/*.c admin/*.c | grep -v -e '^core/main\.c$' -e '^redis/lookup\.c$' | tr '\n' ' ') $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c -levent_core -levent_extra -levent_openssl -lssl -lcrypto -lpthread"
+    [request_path]="$COMMON_LIBS $(ls core/*.c http1/*.c http2/*.c ingress/*.c redis/*.c admin/*.c | grep -v -e '^core/main\.c$' -e '^redis/lookup\.c$' | tr '\n' ' ') $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c -levent_core -levent_extra -levent_openssl -lssl -lcrypto -lnghttp2 -lpthread"
 )
 ALL="host record config reply outbuf proxy_proto http_head redis_reply request_path"
 NAMES=${FUZZ_ONLY:-$ALL}
