@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "conn_limit.h"
@@ -30,6 +31,7 @@
 #include "runtime.h"
 #include "stream.h"
 #include "target.h"
+#include "toklist.h"
 #include "timeutil.h"
 #include "tls.h"
 #include "worker.h"
@@ -305,6 +307,30 @@ static const char *head_framing_error(struct session *s)
     return NULL;
 }
 
+/* Does the request ask only for "h2c" (RFC 7540 section 3.2: HTTP/2 by
+ * Upgrade, what curl --http2 sends on http:// URLs)? That asks the proxy
+ * itself, which does not offer it (RFC 9113 dropped it; prior knowledge
+ * works): the request is served in HTTP/1.1, as RFC 9110 section 7.8 lets
+ * a server ignore Upgrade, and never tunnelled to a sandbox. */
+static bool upgrade_is_h2c_only(const struct head *h)
+{
+    bool any = false;
+    for (uint32_t i = 0; i < h->nhdrs; i++) {
+        const struct hdr *x = &h->hdrs[i];
+        if (x->kind != HDR_UPGRADE)
+            continue;
+        struct toklist t = toklist_of(head_str(h, x->val_off), x->val_len);
+        const char *tok;
+        size_t n;
+        while (toklist_next(&t, &tok, &n)) {
+            if (n != 3 || strncasecmp(tok, "h2c", 3) != 0)
+                return false;
+            any = true;
+        }
+    }
+    return any;
+}
+
 static void on_request_head(struct session *s)
 {
     llhttp_t *p = &s->req;
@@ -335,6 +361,10 @@ static void on_request_head(struct session *s)
         ex->req_length = p->content_length;
     }
     s->client_keepalive = llhttp_should_keep_alive(p);
+    if (ex->upgrade && upgrade_is_h2c_only(ex->rh)) {
+        ex->upgrade = false;
+        s->client_keepalive = false; /* llhttp parses nothing after an upgrade */
+    }
     session_clear_timer(s);
     s->state = SS_EXCHANGE;
     if (p->method == HTTP_CONNECT) {

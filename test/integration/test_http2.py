@@ -1,0 +1,516 @@
+"""SPEC section 8: HTTP/2 to clients. Front-end selection (ALPN h2 on TLS,
+the preface on plain listeners), every rule of sections 4-6 per stream,
+the translation to the HTTP/1.1 upstream and back, flow control tied to
+the upstream, with python3-h2, curl and nghttp as clients."""
+
+import json
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+from hyperframe.frame import (ContinuationFrame, DataFrame, GoAwayFrame, HeadersFrame, PingFrame,
+                              PriorityFrame, PushPromiseFrame, RstStreamFrame, SettingsFrame,
+                              WindowUpdateFrame)
+
+from h2client import (CANCEL, INTERNAL_ERROR, NO_ERROR, PREFACE, PROTOCOL_ERROR, H2Client, RawH2,
+                      tls_context)
+from harness import (DOMAIN, Client, build_request, make_cert, new_sid, private_record,
+                     public_record, sandbox_host, wait_until)
+
+
+@pytest.fixture(scope="module")
+def certs(workdir):
+    d = workdir / "tls"
+    d.mkdir(exist_ok=True)
+    return {"a": make_cert(d, "a", "sandbox.test"), "b": make_cert(d, "b", "sandbox2.test")}
+
+
+@pytest.fixture(scope="module")
+def proxy(make_proxy, certs):
+    # extra_ports: [0] TLS (a is the default), [1] plain without HTTP/2,
+    # [2] TLS without HTTP/2.
+    return make_proxy({"domains": ["sandbox.test", "sandbox2.test"]}, extra_listeners=[
+        {"tls": {"certificates": [certs["a"], certs["b"]]}},
+        {"http2": False},
+        {"tls": {"certificates": [certs["a"]]}, "http2": False},
+    ])
+
+
+@pytest.fixture
+def routed(redis_server, upstream, sid):
+    redis_server.set_record(sid, public_record())
+    return sid, sandbox_host(upstream.port, sid)
+
+
+def tls_h2(proxy, certs, server_name, port_index=0, alpn=("h2", "http/1.1")):
+    ctx = tls_context([certs["a"]["cert"], certs["b"]["cert"]], alpn)
+    return H2Client(proxy.extra_ports[port_index], ctx=ctx, server_name=server_name)
+
+
+def upstream_request(upstream, marker):
+    (rec,) = upstream.wait_requests(marker)
+    return rec
+
+
+def error_body(r, status, **fields):
+    """A proxy reply (SPEC section 6) over HTTP/2."""
+    assert r.status == status, r
+    assert r.ended and r.reset is None, r
+    assert r.header("content-type") == "application/json; charset=utf-8", r
+    assert r.header("access-control-allow-origin") == "*", r
+    assert int(r.header("content-length")) == len(r.body), r
+    body = r.json()
+    assert body["code"] == status, body
+    for k, v in fields.items():
+        assert body[k] == v, body
+    return body
+
+
+# --------------------------------------------------------------------------
+# Front-end selection
+
+
+def test_prior_knowledge_on_plain_listener(proxy, upstream, routed):
+    sid, host = routed
+    with H2Client(proxy.port) as c:
+        r = c.get(host, "/r/%s/pk?q=1" % sid, headers=[("user-agent", "h2test")])
+        assert r.status == 200 and r.ended, r
+        assert r.header("x-upstream-conn") is not None
+        # no connection-specific field reaches an HTTP/2 client
+        assert not {"connection", "keep-alive", "transfer-encoding"} & {k for k, _ in r.headers}
+        assert r.json()["target"] == "/r/%s/pk?q=1" % sid
+    rec = upstream_request(upstream, "/r/%s/pk" % sid)
+    assert rec.version == "HTTP/1.1" and rec.method == "GET"
+    assert rec.header_all("host") == [host]
+    assert rec.header_all("x-forwarded-proto") == ["http"]
+    assert rec.header_all("x-forwarded-host") == [host]
+    assert rec.header_all("x-forwarded-for") == ["127.0.0.1"]
+    assert rec.header_all("user-agent") == ["h2test"]
+    assert not rec.has_header("transfer-encoding") and not rec.has_header("content-length")
+
+
+def test_http1_still_served_beside_http2(proxy, upstream, routed):
+    sid, host = routed
+    assert proxy.get(host, "/r/%s/h1" % sid).status == 200
+    # a preface in pieces is waited for, then served as HTTP/2
+    s = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    s.sendall(PREFACE[:5])
+    time.sleep(0.1)
+    s.sendall(PREFACE[5:17])
+    time.sleep(0.1)
+    with RawH2(proxy.port, preface=False, sock=s) as raw:
+        raw.send(PREFACE[17:], SettingsFrame(0))
+        raw.send(raw.headers(1, [(":method", "GET"), (":path", "/r/%s/pieces" % sid),
+                                 (":scheme", "http"), (":authority", host)]))
+        status, _, body, ended, _ = raw.response(1)
+        assert status == 200 and ended
+    assert upstream.requests_for("/r/%s/pieces" % sid)
+
+
+def test_preface_on_listener_without_http2_is_http1(proxy, upstream, routed):
+    sid, host = routed
+    with Client(proxy.extra_ports[1]) as c:
+        c.send(PREFACE)
+        r = c.read_response()
+        assert r.status == 400, r  # "PRI * HTTP/2.0" taken as HTTP/1.x and refused
+    # HTTP/1.1 there still works
+    with Client(proxy.extra_ports[1]) as c:
+        assert c.request("GET", "/r/%s/noh2" % sid, host=host).status == 200
+
+
+def test_alpn_h2_on_tls(proxy, certs, upstream, routed):
+    sid, host = routed
+    with tls_h2(proxy, certs, host) as c:
+        assert c.alpn == "h2"
+        r = c.get(host, "/r/%s/tls" % sid)
+        assert r.status == 200, r
+    rec = upstream_request(upstream, "/r/%s/tls" % sid)
+    assert rec.header_all("x-forwarded-proto") == ["https"]
+    # a client that offers only http/1.1 still gets it
+    ctx = tls_context([certs["a"]["cert"]], ("http/1.1",))
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", proxy.extra_ports[0])), server_hostname=host)
+    assert s.selected_alpn_protocol() == "http/1.1"
+    with Client(sock=s) as c:
+        assert c.request("GET", "/r/%s/tls-h1" % sid, host=host).status == 200
+
+
+def test_tls_listener_without_http2_offers_http11_only(proxy, certs, upstream, routed):
+    sid, host = routed
+    ctx = tls_context([certs["a"]["cert"]], ("h2", "http/1.1"))
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", proxy.extra_ports[2])), server_hostname=host)
+    assert s.selected_alpn_protocol() == "http/1.1"
+    with Client(sock=s) as c:
+        assert c.request("GET", "/r/%s/tls-noh2" % sid, host=host).status == 200
+
+
+def test_curl_http2(proxy, certs, upstream, routed):
+    sid, host = routed
+    out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                          "-H", "Host: " + host, "http://127.0.0.1:%d/r/%s/curl-pk" % (proxy.port, sid)],
+                         capture_output=True, text=True, timeout=20)
+    assert out.stdout == "2 200", out
+    url = "https://%s:%d/r/%s/curl-tls" % (host, proxy.extra_ports[0], sid)
+    out = subprocess.run(["curl", "-s", "--http2", "--cacert", certs["a"]["cert"], "--resolve",
+                          "%s:%d:127.0.0.1" % (host, proxy.extra_ports[0]), "-o", "/dev/null",
+                          "-w", "%{http_version} %{http_code}", url],
+                         capture_output=True, text=True, timeout=20)
+    assert out.stdout == "2 200", out
+    # curl --http2 on a plain URL upgrades (h2c Upgrade): not offered, HTTP/1.1 answers
+    out = subprocess.run(["curl", "-s", "--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                          "-H", "Host: " + host, "http://127.0.0.1:%d/r/%s/curl-up" % (proxy.port, sid)],
+                         capture_output=True, text=True, timeout=20)
+    assert out.stdout == "1.1 200", out
+    rec = upstream_request(upstream, "/r/%s/curl-up" % sid)
+    assert not rec.has_header("upgrade") and not rec.has_header("http2-settings"), rec
+    assert not rec.has_header("connection"), rec
+
+
+def test_nghttp_several_streams(proxy, upstream, routed):
+    sid, host = routed
+    urls = ["http://127.0.0.1:%d/r/%s/ng%d" % (proxy.port, sid, i) for i in range(4)]
+    out = subprocess.run(["nghttp", "-n", "-s", "-H", ":authority: " + host] + urls,
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out
+    recs = upstream.wait_requests("/r/%s/ng" % sid, 4)
+    assert sorted(r.target for r in recs) == sorted(u.split(str(proxy.port))[1] for u in urls)
+
+
+# --------------------------------------------------------------------------
+# Sections 4-6 per stream
+
+
+def test_two_sandboxes_one_connection(proxy, redis_server, upstream):
+    a, b = new_sid(), new_sid()
+    redis_server.set_record(a, public_record())
+    redis_server.set_record(b, public_record())
+    ha, hb = sandbox_host(upstream.port, a), sandbox_host(upstream.port, b)
+    with H2Client(proxy.port) as c:
+        s1 = c.request("GET", "/r/%s/two" % a, ha, [("x-test-delay-ms", "200")])
+        s2 = c.request("GET", "/r/%s/two" % b, hb)
+        r2 = c.wait(s2)
+        assert r2.status == 200 and not c.results[s1].done, "the second stream waited for the first"
+        r1 = c.wait(s1)
+        assert r1.status == 200
+    assert upstream_request(upstream, "/r/%s/two" % a).header_all("host") == [ha]
+    assert upstream_request(upstream, "/r/%s/two" % b).header_all("host") == [hb]
+
+
+def test_unknown_sandbox_does_not_disturb_siblings(proxy, upstream, routed):
+    sid, host = routed
+    other = new_sid()
+    with H2Client(proxy.port) as c:
+        s1 = c.request("GET", "/r/%s/sib1" % sid, host, [("x-test-delay-ms", "100")])
+        s2 = c.request("GET", "/", sandbox_host(upstream.port, other))
+        s3 = c.request("GET", "/", "bad.sandbox.test")
+        error_body(c.wait(s2), 502, sandboxId=other)
+        error_body(c.wait(s3), 400)
+        assert c.wait(s1).status == 200
+        assert c.get(host, "/r/%s/sib2" % sid).status == 200  # the connection goes on
+        assert c.goaway is None
+
+
+def test_token_per_stream(proxy, redis_server, upstream, sid):
+    redis_server.set_record(sid, private_record("s3cret"))
+    host = sandbox_host(upstream.port, sid)
+    with H2Client(proxy.port) as c:
+        s1 = c.request("GET", "/r/%s/tok1" % sid, host)
+        s2 = c.request("GET", "/r/%s/tok2" % sid, host, [("e2b-traffic-access-token", "s3cret")])
+        s3 = c.request("GET", "/r/%s/tok3" % sid, host, [("e2b-traffic-access-token", "wrong")])
+        error_body(c.wait(s1), 403, sandboxId=sid)
+        assert c.wait(s2).status == 200
+        error_body(c.wait(s3), 403, sandboxId=sid)
+    (rec,) = upstream.requests_for("/r/%s/tok" % sid)
+    assert rec.target.endswith("tok2") and not rec.has_header("e2b-traffic-access-token")
+
+
+def test_sandbox_headers_host(proxy, redis_server, upstream, sid):
+    redis_server.set_record(sid, public_record(maskRequestHost="localhost:${PORT}"))
+    with H2Client(proxy.port) as c:
+        r = c.get("sandbox." + DOMAIN, "/r/%s/hdrs" % sid,
+                  [("e2b-sandbox-id", sid), ("e2b-sandbox-port", str(upstream.port))])
+        assert r.status == 200, r
+        r = c.get("sandbox." + DOMAIN, "/r/%s/hdrs-bad" % sid, [("e2b-sandbox-id", sid)])
+        error_body(r, 400)
+    rec = upstream_request(upstream, "/r/%s/hdrs" % sid)
+    assert rec.header_all("host") == ["localhost:%d" % upstream.port]
+    assert rec.header_all("x-forwarded-host") == ["sandbox." + DOMAIN]
+
+
+def test_host_must_match_authority(proxy, upstream, routed):
+    sid, host = routed
+    with H2Client(proxy.port) as c:
+        r = c.get(host, "/r/%s/hostdiff" % sid, [("host", "other.sandbox.test")])
+        error_body(r, 400)
+        r = c.get(host, "/r/%s/hostsame" % sid, [("host", host.upper())])
+        assert r.status == 200, r
+        # no :authority at all: Host names the target (RFC 9113 section 8.3.1)
+        sid2 = c.request("GET", "/r/%s/hostonly" % sid, None, [("host", host)])
+        assert c.wait(sid2).status == 200
+    assert not upstream.requests_for("/r/%s/hostdiff" % sid)
+    assert upstream_request(upstream, "/r/%s/hostsame" % sid).header_all("host") == [host]
+
+
+def test_misdirected_request_421(proxy, certs, redis_server, upstream, sid):
+    redis_server.set_record(sid, public_record())
+    h1 = sandbox_host(upstream.port, sid, "sandbox.test")
+    h2 = sandbox_host(upstream.port, sid, "sandbox2.test")
+    with tls_h2(proxy, certs, h1) as c:  # certificate a: *.sandbox.test
+        r = c.get(h2, "/r/%s/misdirected" % sid)
+        error_body(r, 421)
+        other = sandbox_host(upstream.port, new_sid(), "sandbox.test")
+        assert c.get(h1, "/r/%s/covered" % sid).status == 200
+        error_body(c.get(other, "/"), 502)  # covered: routed (and unknown)
+    with tls_h2(proxy, certs, h2) as c:  # SNI picks certificate b
+        assert c.get(h2, "/r/%s/covered-b" % sid).status == 200
+    assert not upstream.requests_for("/r/%s/misdirected" % sid)
+
+
+def test_cookies_joined(proxy, upstream, routed):
+    sid, host = routed
+    with H2Client(proxy.port) as c:
+        r = c.get(host, "/r/%s/cookies" % sid, [("cookie", "a=1"), ("x-other", "y"), ("cookie", "b=2"),
+                                                  ("cookie", "c=3")])
+        assert r.status == 200
+    rec = upstream_request(upstream, "/r/%s/cookies" % sid)
+    assert rec.header_all("cookie") == ["a=1; b=2; c=3"], rec
+
+
+@pytest.mark.parametrize("field", [("connection", "keep-alive"), ("keep-alive", "timeout=5"),
+                                   ("proxy-connection", "x"), ("transfer-encoding", "chunked"),
+                                   ("upgrade", "websocket"), ("te", "gzip")])
+def test_connection_specific_fields_refused(proxy, upstream, routed, field):
+    sid, host = routed
+    with H2Client(proxy.port) as c:
+        bad = c.request("GET", "/r/%s/connspec" % sid, host, [field])
+        ok = c.request("GET", "/r/%s/connspec-ok" % sid, host, [("te", "trailers")])
+        assert c.wait(bad).reset == PROTOCOL_ERROR, c.results[bad]
+        assert c.wait(ok).status == 200
+    assert not upstream.requests_for("/r/%s/connspec?" % sid) and \
+        [r.target for r in upstream.requests_for("/r/%s/connspec" % sid)] == ["/r/%s/connspec-ok" % sid]
+    assert not upstream_request(upstream, "/r/%s/connspec-ok" % sid).has_header("te")
+
+
+@pytest.mark.parametrize("headers,why", [
+    ([(":method", "GET"), (":scheme", "http"), (":authority", "{host}")], "no :path"),
+    ([(":path", "/"), (":scheme", "http"), (":authority", "{host}")], "no :method"),
+    ([(":method", "GET"), (":path", "/"), (":authority", "{host}")], "no :scheme"),
+    ([(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "{host}"), (":path", "/2")], "twice"),
+    ([(":method", "GET"), (":path", "/"), (":scheme", "http"), ("x-a", "1"), (":authority", "{host}")], "after a field"),
+    ([(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "{host}"), (":foo", "1")], "unknown"),
+    ([(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "{host}"), ("X-Upper", "1")], "upper case"),
+    ([(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "{host}"), (":status", "200")], "response pseudo"),
+    ([(":method", "GET"), (":path", "/a b"), (":scheme", "http"), (":authority", "{host}")], "space in path"),
+    ([(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "{host}"), ("x-a", "a\r\nb")], "CRLF in value"),
+])
+def test_malformed_requests_reset(proxy, upstream, routed, headers, why):
+    # RFC 9113 section 8.1.1: malformed -> stream error PROTOCOL_ERROR
+    sid, host = routed
+    with RawH2(proxy.port) as raw:
+        raw.send(raw.headers(1, [(k, v.format(host=host)) for k, v in headers]))
+        f = raw.rst(1)
+        assert f is not None and f.error_code == PROTOCOL_ERROR, (why, raw.frames)
+        raw.send(raw.headers(3, [(":method", "GET"), (":path", "/r/%s/after-malformed" % sid),
+                                 (":scheme", "http"), (":authority", host)]))
+        status, _, _, ended, _ = raw.response(3)
+        assert status == 200 and ended, why
+    assert upstream_request(upstream, "/r/%s/after-malformed" % sid)
+
+
+def test_methods(proxy, upstream, routed):
+    sid, host = routed
+    with H2Client(proxy.port) as c:
+        error_body(c.wait(c.request("FOO", "/r/%s/foo" % sid, host)), 501)
+        r = c.wait(c.request("DELETE", "/r/%s/del" % sid, host))
+        assert r.status == 200 and r.json()["method"] == "DELETE"
+        r = c.wait(c.request("OPTIONS", "*", host))
+        assert r.status == 200 and r.json()["target"] == "*"
+    with RawH2(proxy.port) as raw:  # CONNECT: :method and :authority only
+        raw.send(raw.headers(1, [(":method", "CONNECT"), (":authority", host)], end_stream=False))
+        status, hdrs, body, ended, reset = raw.response(1)
+        assert status == 405 and ended, raw.frames
+    assert not upstream.requests_for("/r/%s/foo" % sid)
+
+
+def test_header_limits_431(make_proxy, redis_server, upstream, sid):
+    p = make_proxy({"client": {"max_headers": 10, "max_head_bytes": 2048, "max_request_line": 256}},
+                   name="limits")
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    with H2Client(p.port) as c:
+        many = [("x-h%d" % i, "v") for i in range(20)]
+        error_body(c.get(host, "/r/%s/many" % sid, many), 431)
+        error_body(c.get(host, "/r/%s/big" % sid, [("x-big", "v" * 3000)]), 431)
+        error_body(c.get(host, "/r/%s/cookies" % sid, [("cookie", "c" * 1000), ("cookie", "d" * 1000)]), 431)
+        error_body(c.get(host, "/r/%s/" % sid + "p" * 300), 414)
+        assert c.get(host, "/r/%s/fine" % sid).status == 200
+        assert c.goaway is None
+    assert [r.target for r in upstream.requests_for("/r/%s/" % sid)] == ["/r/%s/fine" % sid]
+
+
+def test_replies_html_for_browsers(proxy, upstream):
+    with H2Client(proxy.port) as c:
+        r = c.get(sandbox_host(upstream.port, new_sid()), "/", [("user-agent", "Mozilla/5.0"),
+                                                                ("accept", "text/html")])
+        assert r.status == 502 and r.header("content-type") == "text/html; charset=utf-8", r
+        assert int(r.header("content-length")) == len(r.body) and b"<html" in r.body
+        r = c.wait(c.request("HEAD", "/", sandbox_host(upstream.port, new_sid())))
+        assert r.status == 502 and r.body == b"" and int(r.header("content-length")) > 0, r
+
+
+# --------------------------------------------------------------------------
+# Responses and bodies
+
+
+def test_response_bodies(proxy, upstream, routed):
+    sid, host = routed
+    with H2Client(proxy.port) as c:
+        r = c.get(host, "/r/%s/len" % sid, [("x-test-body-size", "100000")])
+        assert r.status == 200 and len(r.body) == 100000 and r.header("content-length") == "100000"
+        r = c.get(host, "/r/%s/chunked" % sid, [("x-test-body-size", "70000"), ("x-test-chunked", "1")])
+        assert r.status == 200 and len(r.body) == 70000 and r.header("content-length") is None, r.headers
+        r = c.get(host, "/r/%s/eof" % sid, [("x-test-body-size", "5000"), ("x-test-no-length", "1")])
+        assert r.status == 200 and len(r.body) == 5000 and r.ended
+        r = c.get(host, "/r/%s/big" % sid, [("x-test-body-size", str(3 << 20))], timeout=20)
+        from upstreams import pattern_bytes
+        assert bytes(r.body) == pattern_bytes(3 << 20)
+
+
+def test_request_bodies(proxy, upstream, routed):
+    sid, host = routed
+    import hashlib
+    body = bytes(range(256)) * 1000
+    with H2Client(proxy.port) as c:
+        r = c.wait(c.request("POST", "/r/%s/cl" % sid, host, [("content-length", str(len(body)))], body=body))
+        assert r.status == 200 and r.json()["body_len"] == len(body)
+        r = c.wait(c.request("POST", "/r/%s/nocl" % sid, host, body=body))
+        assert r.status == 200 and r.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+        big = b"u" * (3 << 20)
+        r = c.wait(c.request("PUT", "/r/%s/big" % sid, host, [("x-test-discard-body", "1")], body=big),
+                   timeout=30)
+        assert r.status == 200 and r.json()["body_len"] == len(big)
+    cl = upstream_request(upstream, "/r/%s/cl" % sid)
+    assert cl.header_all("content-length") == [str(len(body))] and not cl.has_header("transfer-encoding")
+    nocl = upstream_request(upstream, "/r/%s/nocl" % sid)
+    assert nocl.header_all("transfer-encoding") == ["chunked"] and not nocl.has_header("content-length")
+    assert nocl.body == body
+
+
+def test_content_length_mismatch_reset(proxy, upstream, routed):
+    sid, host = routed
+    with RawH2(proxy.port) as raw:
+        base = [(":method", "POST"), (":scheme", "http"), (":authority", host)]
+        raw.send(raw.headers(1, base + [(":path", "/r/%s/short" % sid), ("content-length", "10")],
+                             end_stream=False), raw.data(1, b"12345", end_stream=True))
+        assert raw.rst(1).error_code == PROTOCOL_ERROR
+        raw.send(raw.headers(3, base + [(":path", "/r/%s/long" % sid), ("content-length", "3")],
+                             end_stream=False), raw.data(3, b"12345", end_stream=True))
+        assert raw.rst(3).error_code == PROTOCOL_ERROR
+    time.sleep(0.2)
+    # what the upstream got never exceeds the declared length
+    for r in upstream.requests_for("/r/%s/" % sid):
+        assert len(r.body) <= int(r.header("content-length")), r
+
+
+def test_trailers_both_ways(proxy, upstream, routed):
+    sid, host = routed
+    with H2Client(proxy.port) as c:
+        sid_ = c.request("POST", "/r/%s/trl" % sid, host,
+                         [("x-test-chunked", "1"),
+                          ("x-test-trailers", json.dumps([["x-checksum", "abc"], ["content-length", "9"]]))],
+                         body=b"hello", trailers=[("x-req-trailer", "t1"), ("host", "evil")])
+        r = c.wait(sid_)
+        assert r.status == 200 and r.ended
+        assert r.trailers == [("x-checksum", "abc")], r.trailers
+    rec = upstream_request(upstream, "/r/%s/trl" % sid)
+    assert rec.header_all("transfer-encoding") == ["chunked"] and rec.body == b"hello"
+    assert rec.trailers == [("x-req-trailer", "t1")], rec.trailers
+
+
+@pytest.mark.parametrize("method,status", [("HEAD", 200), ("GET", 204), ("GET", 304)])
+def test_bodyless_responses(proxy, upstream, routed, method, status):
+    sid, host = routed
+    with RawH2(proxy.port) as raw:
+        raw.send(raw.headers(1, [(":method", method), (":path", "/r/%s/nobody" % sid), (":scheme", "http"),
+                                 (":authority", host), ("x-test-status", str(status))]))
+        st, hdrs, body, ended, reset = raw.response(1)
+        assert st == status and ended and body == b"", raw.frames
+        # END_STREAM on the HEADERS frame itself: no DATA frame at all
+        assert not [f for f in raw.frames if isinstance(f, DataFrame) and f.stream_id == 1]
+        if method == "HEAD":
+            assert dict(hdrs).get("content-length") not in (None, "0")
+
+
+def one_shot_upstream(response):
+    """A listening socket that answers the first request with `response`
+    (raw bytes) and closes. Returns (port, thread, got) with got the
+    request bytes."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    got = []
+
+    def run():
+        s, _ = ls.accept()
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(65536)
+        got.append(buf)
+        s.sendall(response)
+        time.sleep(0.2)
+        s.close()
+        ls.close()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return ls.getsockname()[1], t, got
+
+
+def test_interim_responses(proxy, redis_server, sid):
+    redis_server.set_record(sid, public_record())
+    port, t, got = one_shot_upstream(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\nok")
+    with H2Client(proxy.port) as c:
+        r = c.get(sandbox_host(port, sid), "/interim")
+        assert [s for s, _ in r.interim] == [100, 103], r.interim
+        assert ("link", "</s.css>; rel=preload") in r.interim[1][1]
+        assert r.status == 200 and bytes(r.body) == b"ok"
+        assert r.header("connection") is None and r.header("keep-alive") is None
+    t.join(2)
+
+
+def test_101_on_plain_request_is_502(proxy, upstream, routed):
+    sid, host = routed
+    with H2Client(proxy.port) as c:
+        error_body(c.get(host, "/r/%s/sw" % sid, [("x-test-status", "101")]), 502, sandboxId=sid)
+
+
+@pytest.mark.parametrize("then", ["close", "reset"])
+def test_upstream_cut_mid_body_is_rst(proxy, upstream, routed, then):
+    sid, host = routed
+    with H2Client(proxy.port) as c:
+        r = c.get(host, "/r/%s/cut" % sid, [("x-test-body-size", "100000"), ("x-test-partial", "1000"),
+                                             ("x-test-partial-then", then)])
+        assert r.status == 200 and r.reset == INTERNAL_ERROR and not r.ended, r
+        assert c.get(host, "/r/%s/after-cut" % sid).status == 200  # siblings unaffected
+
+
+def upstream_conn_closed(upstream, conn_id):
+    return any(ev == "close" and cid == conn_id for _, ev, cid in list(upstream.events))
+
+
+def test_client_reset_closes_upstream_connection(proxy, upstream, routed):
+    sid, host = routed
+    # A response far bigger than the windows: the upstream is left blocked
+    # writing it, until the proxy closes its connection.
+    with H2Client(proxy.port, auto_ack=False) as c:
+        s1 = c.request("GET", "/r/%s/rst" % sid, host, [("x-test-body-size", str(64 << 20))])
+        c.wait_for(lambda: c.results[s1].status == 200, what="response head")
+        conn = int(c.results[s1].header("x-upstream-conn"))
+        c.reset(s1, CANCEL)
+        wait_until(lambda: upstream_conn_closed(upstream, conn), what="upstream connection closed")
+    with H2Client(proxy.port) as c:  # (that one's connection window is spent: never acked)
+        r = c.get(host, "/r/%s/after-rst" % sid)
+        assert r.status == 200 and int(r.header("x-upstream-conn")) != conn  # not pooled
