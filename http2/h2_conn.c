@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "config.h"
 #include "ev.h"
@@ -216,6 +217,25 @@ static void conn_free(struct h2_conn *c)
     worker_session_gone(w);
 }
 
+/* The last bytes (a GOAWAY) are written. Closing now, with the client's
+ * frames still arriving, would make the kernel answer them with a RST that
+ * destroys the GOAWAY before the client reads it: half-close and read (and
+ * discard) for a moment first, as http1/ does (not under TLS, where a
+ * half-close would skip close_notify). */
+static void output_flushed(struct h2_conn *c)
+{
+    if (c->lingering || stream_is_tls(c->io)) {
+        c->closing = true;
+        return;
+    }
+    c->lingering = true;
+    shutdown(stream_fd(c->io), SHUT_WR);
+    stream_set_timeouts(c->io, 0, 0);
+    stream_enable_read(c->io);
+    c->linger_until_ms = time_now_ms() + H2_LINGER_MS;
+    conn_arm(c, c->linger_until_ms);
+}
+
 /* nghttp2 has nothing more to say or hear: write out what is queued (a
  * GOAWAY), then close. */
 static void finish_output(struct h2_conn *c)
@@ -228,7 +248,7 @@ static void finish_output(struct h2_conn *c)
     stream_set_write_low(c->io, 0);
     stream_set_timeouts(c->io, 0, c->w->cfg->http2_send_timeout_ms);
     if (evbuffer_get_length(stream_output(c->io)) == 0)
-        c->closing = true;
+        output_flushed(c);
     else
         stream_flush(c->io);
 }
@@ -327,7 +347,12 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     uint64_t now = time_now_ms(), next = 0;
     c->armed_ms = 0;
     conn_enter(c);
-    if (c->nstreams == 0 && !c->goaway && !c->flushing_out) {
+    if (c->lingering) {
+        if (now >= c->linger_until_ms)
+            c->closing = true;
+        else
+            next = c->linger_until_ms;
+    } else if (c->nstreams == 0 && !c->goaway && !c->flushing_out) {
         uint64_t d = c->idle_ms + (uint64_t)(c->requests ? cfg->client_keepalive_timeout_ms
                                                          : cfg->client_header_timeout_ms);
         if (now >= d) {
@@ -412,8 +437,8 @@ static void conn_write_cb(struct stream *io, void *arg)
     struct h2_conn *c = arg;
     conn_enter(c);
     if (c->flushing_out) {
-        if (evbuffer_get_length(stream_output(io)) == 0)
-            c->closing = true;
+        if (evbuffer_get_length(stream_output(io)) == 0 && !c->lingering)
+            output_flushed(c);
     } else if (c->read_paused && !congested(c)) {
         c->read_paused = false;
         stream_enable_read(io);

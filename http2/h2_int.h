@@ -37,6 +37,9 @@ struct event;
  * until the client takes some (one slow client, one bounded connection). */
 #define H2_CONN_QUEUE_HIGH (1024 * 1024)
 #define H2_CONN_QUEUE_LOW (512 * 1024)
+/* How long a closing connection reads and discards after its GOAWAY (the
+ * lingering close of http1/). */
+#define H2_LINGER_MS 2000
 /* The reset budget's cap (and start), see h2_rules.h. */
 #define H2_RESET_BUDGET 100
 /* A header block decoding to this many times client.max_head_bytes is no
@@ -57,6 +60,8 @@ struct h2_conn {
     bool flushing_out; /* nghttp2 is done: write what is queued, then close */
     bool read_paused;  /* output congested: the client is not read */
     bool aborted;      /* an abuse limit tripped: every stream released */
+    bool lingering;    /* GOAWAY written, half-closed: reading and discarding */
+    uint64_t linger_until_ms;
 
     struct list_node streams; /* h2_stream.link: streams with an exchange */
     struct list_node ready;   /* h2_stream.ready_link: heads complete this read */

@@ -303,6 +303,7 @@ class RawH2:
     def send(self, *items):
         out = b"".join(i if isinstance(i, (bytes, bytearray)) else i.serialize() for i in items)
         try:
+            self.sock.settimeout(self.timeout)
             self.sock.sendall(out)
         except OSError:
             self.closed = True
@@ -337,7 +338,7 @@ class RawH2:
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(1 << 20)
-        except socket.timeout:
+        except (socket.timeout, BlockingIOError, ssl.SSLWantReadError):
             return None
         except (ConnectionResetError, ssl.SSLError, OSError):
             data = b""
@@ -364,16 +365,18 @@ class RawH2:
                     return f
             if self.closed:
                 return False
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            r = self._fill(left)
+            left = max(0.0, deadline - time.monotonic())
+            r = self._fill(left)  # 0: one look without waiting
             if r is None:
                 return None
 
     def until(self, pred, timeout=None):
-        """Reads frames until pred(frame) holds: that frame; None when the
-        connection closed or time ran out first."""
+        """The first frame, read already or still to come, for which
+        pred(frame) holds; None when the connection closed or time ran out
+        first."""
+        for f in self.frames:
+            if pred(f):
+                return f
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
         while True:
             left = deadline - time.monotonic()

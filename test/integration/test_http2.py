@@ -514,3 +514,312 @@ def test_client_reset_closes_upstream_connection(proxy, upstream, routed):
     with H2Client(proxy.port) as c:  # (that one's connection window is spent: never acked)
         r = c.get(host, "/r/%s/after-rst" % sid)
         assert r.status == 200 and int(r.header("x-upstream-conn")) != conn  # not pooled
+
+
+# --------------------------------------------------------------------------
+# Flow control tied to the upstream
+
+
+def rss_kib(proxy):
+    for line in open("/proc/%d/status" % proxy.proc.pid):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.fixture(scope="module")
+def slowproxy(make_proxy):
+    return make_proxy({"http2": {"send_timeout_ms": 1500}, "workers": 1}, name="slow")
+
+
+def test_upload_to_a_sandbox_that_does_not_read(proxy, upstream, routed):
+    # The window opens only as bytes reach the upstream: while the app
+    # does not read, the client is held back, memory stays put.
+    sid, host = routed
+    import hashlib
+    total = 48 << 20
+    chunk = b"q" * (1 << 20)
+    with H2Client(proxy.port, timeout=10) as c:
+        s = c.request("POST", "/r/%s/held-upload" % sid, host,
+                      [("x-test-hold-body", "up-" + sid), ("content-length", str(total))], end_stream=False)
+        rss0 = rss_kib(proxy)
+        sent = 0
+        deadline = time.monotonic() + 3
+        while sent < total and time.monotonic() < deadline:
+            window = min(c.conn.local_flow_control_window(s), c.conn.max_outbound_frame_size)
+            if window <= 0:
+                c.pump(0.05)
+                continue
+            c.conn.send_data(s, chunk[:window])
+            c.flush()
+            sent += window
+        # loopback socket buffers take some; the proxy takes a window and its 256 KiB
+        assert sent < 24 << 20, "the client sent %d bytes to an app that reads nothing" % sent
+        assert rss_kib(proxy) - rss0 < 16 * 1024, "RSS grew by %d KiB" % (rss_kib(proxy) - rss0)
+        upstream.release("up-" + sid)
+        while sent < total:
+            n = min(len(chunk), total - sent)
+            c.send_body(s, chunk[:n], end_stream=False, timeout=20)
+            sent += n
+        c.conn.end_stream(s)
+        c.flush()
+        r = c.wait(s, timeout=30)
+        assert r.status == 200 and r.json()["body_len"] == total, r
+        assert r.json()["body_sha256"] == hashlib.sha256(b"q" * total).hexdigest()
+
+
+def test_download_to_a_client_that_does_not_read(slowproxy, upstream, redis_server, sid):
+    # The upstream is read only as fast as the client takes the bytes;
+    # a window that stays shut resets the stream after http2.send_timeout_ms.
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    size = 256 << 20
+    before = upstream.body_bytes_sent
+    with H2Client(slowproxy.port, auto_ack=False, timeout=10) as c:
+        rss0 = rss_kib(slowproxy)
+        s = c.request("GET", "/r/%s/big-down" % sid, host, [("x-test-body-size", str(size))])
+        c.wait_for(lambda: c.results[s].status == 200, what="response head")
+        time.sleep(1.0)
+        pulled = upstream.body_bytes_sent - before
+        assert pulled < 24 << 20, "the proxy read %d bytes for a client that reads none" % pulled
+        assert rss_kib(slowproxy) - rss0 < 16 * 1024
+        r = c.wait(s, timeout=10)
+        assert r.reset == CANCEL and not r.ended, r
+        assert len(r.body) <= 65535
+        assert c.goaway is None  # only that stream
+    assert upstream.body_bytes_sent - before < 48 << 20
+
+
+def test_trickled_window_does_not_hold_a_stream(slowproxy, upstream, redis_server, sid):
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    with H2Client(slowproxy.port, auto_ack=False, timeout=10) as c:
+        s = c.request("GET", "/r/%s/trickle" % sid, host, [("x-test-body-size", str(64 << 20))])
+        c.wait_for(lambda: len(c.results[s].body) >= 65535, what="the first window")
+        t0 = time.monotonic()
+        while not c.results[s].done and time.monotonic() - t0 < 8:
+            c.conn.increment_flow_control_window(100, s)  # 1 KB/s: a real trickle
+            c.conn.increment_flow_control_window(100)
+            c.flush()
+            time.sleep(0.1)
+            c.pump(0.01)
+        assert c.results[s].reset == CANCEL, c.results[s]
+        assert time.monotonic() - t0 < 5, "a trickle of window updates kept the stream"
+
+
+# --------------------------------------------------------------------------
+# Abuse (SPEC section 8): answered with GOAWAY or RST, bounded
+
+
+GET = [(":method", "GET"), (":scheme", "http")]
+
+
+def test_server_settings(proxy):
+    with H2Client(proxy.port) as c:
+        c.wait_for(lambda: 3 in c.remote_settings, what="SETTINGS")
+        assert c.remote_settings[3] == 100  # MAX_CONCURRENT_STREAMS
+        assert c.remote_settings.get(4, 65535) == 65535
+
+
+def test_rapid_reset(proxy, upstream, routed):
+    sid, host = routed
+    before = proxy.metric("edgeproxy_http2_abuse_closes_total")
+    with RawH2(proxy.port) as raw:
+        sent = 0
+        for batch in range(20):
+            frames = []
+            for i in range(50):
+                n = 1 + 2 * (batch * 50 + i)
+                frames.append(raw.headers(n, GET + [(":path", "/r/%s/rr%d" % (sid, n)), (":authority", host)]))
+                frames.append(RstStreamFrame(n, error_code=CANCEL))
+            raw.send(*frames)
+            sent += 50
+            if raw.closed:
+                break
+            time.sleep(0.01)
+        g = raw.goaway(timeout=5)
+        assert g is not None and g.error_code == 0xb, raw.frames[-5:]  # ENHANCE_YOUR_CALM
+        assert raw.wait_closed(5)
+    time.sleep(0.3)
+    assert len(upstream.requests_for("/r/%s/rr" % sid)) < 150, "every reset stream reached the sandbox"
+    assert proxy.metric("edgeproxy_http2_abuse_closes_total") > before
+
+
+def test_too_many_new_streams_in_one_read(make_proxy, upstream, redis_server, sid):
+    p = make_proxy({"http2": {"max_concurrent_streams": 4}}, name="streams4")
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    with RawH2(p.port) as raw:
+        frames = []
+        for i in range(12):
+            n = 1 + 2 * i
+            frames.append(raw.headers(n, GET + [(":path", "/r/%s/burst" % sid), (":authority", host)]))
+            frames.append(RstStreamFrame(n, error_code=CANCEL))
+        raw.send(*frames)
+        f = raw.until(lambda f: isinstance(f, RstStreamFrame) and f.error_code == 0x7, timeout=3)
+        assert f is not None and f.stream_id > 2 * 4 * 2 - 1, raw.frames  # streams past 8 in the read
+        # the connection itself goes on
+        raw.send(raw.headers(101, GET + [(":path", "/r/%s/after-burst" % sid), (":authority", host)]))
+        st, _, _, ended, _ = raw.response(101)
+        assert st == 200 and ended
+
+
+def test_continuation_flood(proxy, upstream, routed):
+    sid, host = routed
+    with RawH2(proxy.port) as raw:
+        block = raw.block(GET + [(":path", "/r/%s/cont" % sid), (":authority", host)])
+        h = HeadersFrame(1)
+        h.data = block
+        h.flags.add("END_STREAM")
+        frames = [h]
+        for i in range(100):
+            c = ContinuationFrame(1)
+            c.data = b"\x40\x01a\x01b"  # literal "a: b", indexed: each frame a little more
+            frames.append(c)
+        raw.send(*frames)
+        assert raw.wait_closed(5), raw.frames
+    assert not upstream.requests_for("/r/%s/cont" % sid)
+
+
+def test_unfinished_header_block_times_out(make_proxy, upstream, redis_server, sid):
+    p = make_proxy({"client": {"header_timeout_ms": 800}}, name="hdrtimeout")
+    with RawH2(p.port) as raw:
+        h = raw.headers(1, GET + [(":path", "/x"), (":authority", "a.b")], end_headers=False)
+        raw.send(h)
+        t0 = time.monotonic()
+        assert raw.wait_closed(5)
+        assert time.monotonic() - t0 < 4
+
+
+def test_hpack_bomb(proxy, upstream, routed):
+    sid, host = routed
+    with RawH2(proxy.port) as raw:
+        big = ("x-bomb", "b" * 4000)
+        raw.send(raw.headers(1, GET + [(":path", "/r/%s/bomb-seed" % sid), (":authority", host), big]))
+        st, _, _, _, _ = raw.response(1)
+        assert st == 200
+        # now each reference to the table entry is one byte, 4 KB decoded
+        raw.send(raw.headers(3, GET + [(":path", "/r/%s/bomb" % sid), (":authority", host)] + [big] * 3000))
+        f = raw.rst(3)
+        assert f is not None, raw.frames
+        raw.send(raw.headers(5, GET + [(":path", "/r/%s/after-bomb" % sid), (":authority", host)]))
+        st, _, _, ended, _ = raw.response(5)
+        assert st == 200 and ended
+    assert not upstream.requests_for("/r/%s/bomb?" % sid) and len(upstream.requests_for("/r/%s/bomb" % sid)) == 1
+
+
+def test_header_count_flood(proxy, upstream, routed):
+    sid, host = routed
+    with H2Client(proxy.port) as c:
+        r = c.get(host, "/r/%s/count" % sid, [("a", "b")] * 5000)
+        assert r.status == 431 or r.reset is not None, r
+    assert not upstream.requests_for("/r/%s/count" % sid)
+
+
+@pytest.mark.parametrize("kind", ["ping", "settings", "empty-data", "tiny-window-updates"])
+def test_control_frame_floods(make_proxy, upstream, redis_server, sid, kind):
+    p = make_proxy({"workers": 1}, name="flood-" + kind)
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    with RawH2(p.port, timeout=10) as raw:
+        if kind == "ping":
+            unit = PingFrame(0, opaque_data=b"12345678").serialize()
+        elif kind == "settings":
+            unit = SettingsFrame(0).serialize()
+        elif kind == "empty-data":
+            raw.send(raw.headers(1, [(":method", "POST"), (":scheme", "http"), (":path", "/r/%s/flood" % sid),
+                                     (":authority", host), ("x-test-hold-body", "flood-" + sid)],
+                                 end_stream=False))
+            unit = raw.data(1, b"").serialize()
+        else:
+            raw.send(raw.headers(1, GET + [(":path", "/r/%s/flood" % sid), (":authority", host),
+                                           ("x-test-body-size", str(1 << 30))]))
+            unit = WindowUpdateFrame(1, window_increment=1).serialize()
+        batch = unit * (256 * 1024 // len(unit))
+        sent = 0
+        t0 = time.monotonic()
+        goaway = lambda: [f for f in raw.frames if isinstance(f, GoAwayFrame)]
+        while not raw.closed and not goaway() and sent < (64 << 20) and time.monotonic() - t0 < 20:
+            raw.send(batch)
+            sent += len(batch)
+            while raw.read_frame(0) not in (None, False):  # a client that keeps up
+                pass
+        # nghttp2's ACK cap closes without a word, the flood check with a GOAWAY
+        assert raw.closed or goaway(), "%s: %d bytes and still open" % (kind, sent)
+        assert not goaway() or goaway()[0].error_code == 0xb, goaway()
+        assert sent < 32 << 20, sent
+        assert raw.wait_closed(5)
+    upstream.release("flood-" + sid)
+    assert p.metric("edgeproxy_http2_abuse_closes_total") >= 1
+
+
+@pytest.mark.parametrize("provoke", ["malformed", "window-overflow"])
+def test_provoked_resets(proxy, upstream, routed, provoke):
+    # CVE-2025-8671: stream errors the client provokes spend the budget too.
+    # (WINDOW_UPDATE 0 is not one: nghttp2 closes the connection for it.)
+    sid, host = routed
+    with RawH2(proxy.port) as raw:
+        for i in range(150):
+            n = 1 + 2 * i
+            if provoke == "malformed":
+                raw.send(raw.headers(n, GET + [(":path", "/r/%s/myr" % sid), (":authority", host),
+                                               ("te", "gzip")]))
+            else:
+                raw.send(raw.headers(n, GET + [(":path", "/r/%s/myr" % sid), (":authority", host),
+                                               ("x-test-delay-ms", "2000")]),
+                         WindowUpdateFrame(n, window_increment=0x7fffffff))
+            if raw.closed:
+                break
+        g = raw.goaway(timeout=5)
+        assert g is not None and g.error_code == 0xb, raw.frames[-5:]
+    rsts = [f for f in raw.frames if isinstance(f, RstStreamFrame)]
+    assert 90 <= len(rsts) <= 110, len(rsts)
+    assert all(f.error_code in (PROTOCOL_ERROR, 0x3) for f in rsts)
+    assert len(upstream.requests_for("/r/%s/myr" % sid)) <= len(rsts)
+
+
+def test_max_requests_then_goaway(make_proxy, upstream, redis_server, sid):
+    p = make_proxy({"http2": {"max_requests": 3}}, name="maxreq")
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    with RawH2(p.port) as raw:
+        for i in range(3):
+            n = 1 + 2 * i
+            raw.send(raw.headers(n, GET + [(":path", "/r/%s/mr%d" % (sid, i)), (":authority", host)]))
+            st, _, _, ended, _ = raw.response(n)
+            assert st == 200 and ended
+        g = raw.goaway()
+        assert g.error_code == NO_ERROR and g.last_stream_id == 5
+        raw.send(raw.headers(7, GET + [(":path", "/r/%s/mr-late" % sid), (":authority", host)]))
+        assert raw.wait_closed(5)
+    assert not upstream.requests_for("/r/%s/mr-late" % sid)
+
+
+def test_drain_sends_goaway_and_lets_streams_finish(make_proxy, upstream, redis_server, sid):
+    import signal
+    p = make_proxy(name="drain")
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    with RawH2(p.port) as raw:
+        raw.send(raw.headers(1, GET + [(":path", "/r/%s/draining" % sid), (":authority", host),
+                                       ("x-test-hold", "drain-" + sid)]))
+        upstream.wait_requests("/r/%s/draining" % sid)
+        p.signal(signal.SIGTERM)
+        g = raw.goaway()
+        assert g.error_code == NO_ERROR and g.last_stream_id == 1
+        upstream.release("drain-" + sid)
+        st, _, _, ended, _ = raw.response(1)
+        assert st == 200 and ended
+        assert raw.wait_closed(5)
+    assert p.wait(10) == 0
+
+
+def test_idle_connection_closed(make_proxy, upstream, redis_server, sid):
+    p = make_proxy({"client": {"keepalive_timeout_ms": 500}}, name="idle")
+    redis_server.set_record(sid, public_record())
+    with H2Client(p.port) as c:
+        assert c.get(sandbox_host(upstream.port, sid), "/r/%s/idle" % sid).status == 200
+        t0 = time.monotonic()
+        c.wait_closed(5)
+        assert c.goaway is not None and c.goaway.error_code == NO_ERROR
+        assert time.monotonic() - t0 < 3
