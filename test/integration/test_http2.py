@@ -823,3 +823,151 @@ def test_idle_connection_closed(make_proxy, upstream, redis_server, sid):
         c.wait_closed(5)
         assert c.goaway is not None and c.goaway.error_code == NO_ERROR
         assert time.monotonic() - t0 < 3
+
+
+# --------------------------------------------------------------------------
+# Conformance (h2spec's list: preface, frames, streams, HPACK, settings)
+
+FRAME_SIZE_ERROR_, STREAM_CLOSED_, COMPRESSION_ERROR_, FLOW_CONTROL_ERROR_ = 0x6, 0x5, 0x9, 0x3
+
+
+def raw_frame(ftype, flags, sid, payload):
+    import struct
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", sid) + payload
+
+
+def settings(*pairs, ack=False):
+    import struct
+    return raw_frame(0x4, 0x1 if ack else 0, 0, b"".join(struct.pack(">HI", k, v) for k, v in pairs))
+
+
+def conformance_cases(host):
+    get = lambda raw, n: raw.headers(n, GET + [(":path", "/"), (":authority", host)])
+    return {
+        # section 3.4 / 6.5: the first frame after the preface is SETTINGS
+        "first frame not SETTINGS": (lambda raw: [PREFACE, PingFrame(0, opaque_data=b"x" * 8)], ("goaway", PROTOCOL_ERROR)),
+        # section 4.2: over SETTINGS_MAX_FRAME_SIZE
+        "DATA over max frame size": (lambda raw: [raw.headers(1, [(":method", "POST"), (":scheme", "http"), (":path", "/"), (":authority", host)], end_stream=False), raw.data(1, b"x" * 16385)], ("goaway", FRAME_SIZE_ERROR_)),
+        "HEADERS over max frame size": (lambda raw: [raw_frame(0x1, 0x5, 1, b"\x00" * 16385)], ("goaway", FRAME_SIZE_ERROR_)),
+        # section 5.1: stream states
+        "DATA on an idle stream": (lambda raw: [raw.data(1, b"x")], ("goaway", PROTOCOL_ERROR)),
+        "RST_STREAM on an idle stream": (lambda raw: [RstStreamFrame(1, error_code=CANCEL)], ("goaway", PROTOCOL_ERROR)),
+        "WINDOW_UPDATE on an idle stream": (lambda raw: [WindowUpdateFrame(1, window_increment=1)], ("goaway", PROTOCOL_ERROR)),
+        "HEADERS with an even stream id": (lambda raw: [get(raw, 2)], ("goaway", PROTOCOL_ERROR)),
+        "HEADERS on stream 0": (lambda raw: [raw_frame(0x1, 0x5, 0, raw.block(GET + [(":path", "/"), (":authority", host)]))], ("goaway", PROTOCOL_ERROR)),
+        "DATA on a half-closed (remote) stream": (lambda raw: [raw.headers(1, GET + [(":path", "/"), (":authority", host), ("x-test-delay-ms", "500")]), raw.data(1, b"x")], ("rst-or-goaway", STREAM_CLOSED_)),
+        # section 6.2, 6.10: CONTINUATION rules
+        "CONTINUATION without HEADERS": (lambda raw: [raw_frame(0x9, 0x4, 1, raw.block([("a", "b")]))], ("goaway", PROTOCOL_ERROR)),
+        "other frame inside a header block": (lambda raw: [raw.headers(1, GET + [(":path", "/"), (":authority", host)], end_headers=False), PingFrame(0, opaque_data=b"x" * 8)], ("goaway", PROTOCOL_ERROR)),
+        "CONTINUATION on another stream": (lambda raw: [raw.headers(1, GET + [(":path", "/")], end_headers=False), raw_frame(0x9, 0x4, 3, raw.block([(":authority", host)]))], ("goaway", PROTOCOL_ERROR)),
+        # section 6.3, 6.4: PRIORITY and RST_STREAM sizes
+        "PRIORITY of a bad length": (lambda raw: [raw_frame(0x2, 0, 1, b"\x00" * 4)], ("rst-or-goaway", FRAME_SIZE_ERROR_)),
+        "RST_STREAM of a bad length": (lambda raw: [get(raw, 1), raw_frame(0x3, 0, 1, b"\x00" * 3)], ("goaway", FRAME_SIZE_ERROR_)),
+        # section 6.5: SETTINGS
+        "SETTINGS ACK with a payload": (lambda raw: [settings((1, 4096), ack=True)], ("goaway", FRAME_SIZE_ERROR_)),
+        "SETTINGS on a stream": (lambda raw: [raw_frame(0x4, 0, 1, b"")], ("goaway", PROTOCOL_ERROR)),
+        "SETTINGS of a bad length": (lambda raw: [raw_frame(0x4, 0, 0, b"\x00" * 5)], ("goaway", FRAME_SIZE_ERROR_)),
+        "SETTINGS_ENABLE_PUSH 2": (lambda raw: [settings((2, 2))], ("goaway", PROTOCOL_ERROR)),
+        "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1": (lambda raw: [settings((4, 1 << 31))], ("goaway", FLOW_CONTROL_ERROR_)),
+        "SETTINGS_MAX_FRAME_SIZE under 16384": (lambda raw: [settings((5, 16383))], ("goaway", PROTOCOL_ERROR)),
+        # section 6.6: a client never promises
+        "PUSH_PROMISE from a client": (lambda raw: [get(raw, 1), raw_frame(0x5, 0x4, 1, b"\x00\x00\x00\x02" + raw.block([(":method", "GET")]))], ("goaway", PROTOCOL_ERROR)),
+        # section 6.7: PING
+        "PING on a stream": (lambda raw: [raw_frame(0x6, 0, 1, b"\x00" * 8)], ("goaway", PROTOCOL_ERROR)),
+        "PING of a bad length": (lambda raw: [raw_frame(0x6, 0, 0, b"\x00" * 7)], ("goaway", FRAME_SIZE_ERROR_)),
+        # section 6.8: GOAWAY on a stream
+        "GOAWAY on a stream": (lambda raw: [raw_frame(0x7, 0, 1, b"\x00" * 8)], ("goaway", PROTOCOL_ERROR)),
+        # section 6.9: WINDOW_UPDATE
+        "WINDOW_UPDATE 0 on the connection": (lambda raw: [WindowUpdateFrame(0, window_increment=0)], ("goaway", PROTOCOL_ERROR)),
+        "WINDOW_UPDATE 0 on a stream": (lambda raw: [raw.headers(1, GET + [(":path", "/"), (":authority", host), ("x-test-delay-ms", "500")]), WindowUpdateFrame(1, window_increment=0)], ("rst-or-goaway", PROTOCOL_ERROR)),
+        "connection window over 2^31-1": (lambda raw: [WindowUpdateFrame(0, window_increment=0x7fffffff)], ("goaway", FLOW_CONTROL_ERROR_)),
+        "stream window over 2^31-1": (lambda raw: [raw.headers(1, GET + [(":path", "/"), (":authority", host), ("x-test-delay-ms", "500")]), WindowUpdateFrame(1, window_increment=0x7fffffff)], ("rst", FLOW_CONTROL_ERROR_)),
+        "WINDOW_UPDATE of a bad length": (lambda raw: [raw_frame(0x8, 0, 0, b"\x00" * 3)], ("goaway", FRAME_SIZE_ERROR_)),
+        # RFC 7541: HPACK
+        "HPACK index out of range": (lambda raw: [raw_frame(0x1, 0x5, 1, b"\xff\x7f")], ("goaway", COMPRESSION_ERROR_)),
+        "HPACK table size update above SETTINGS": (lambda raw: [raw_frame(0x1, 0x5, 1, b"\x3f\xe1\x7f" + raw.block(GET + [(":path", "/")]))], ("goaway", COMPRESSION_ERROR_)),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(conformance_cases("x").keys()))
+def test_conformance(proxy, upstream, routed, case):
+    sid, host = routed
+    build, (kind, code) = conformance_cases(host)[case]
+    with RawH2(proxy.port, preface=case != "first frame not SETTINGS") as raw:
+        raw.send(*build(raw))
+        if kind == "goaway":
+            f = raw.goaway()
+            assert f is not None and f.error_code == code, (case, raw.frames)
+            assert raw.wait_closed(5), case
+        else:
+            f = raw.until(lambda f: isinstance(f, (RstStreamFrame, GoAwayFrame)) and f.stream_id in (0, 1))
+            assert f is not None and f.error_code == code, (case, raw.frames)
+            if kind == "rst":
+                assert isinstance(f, RstStreamFrame), (case, f)
+
+
+def test_stream_ids_going_down_are_ignored(proxy, upstream, routed):
+    # RFC 9113 section 5.1.1 allows a PROTOCOL_ERROR; nghttp2 ignores the
+    # HEADERS instead when it cannot be sure the client saw the stream
+    # closed (its session_on_request_headers_received explains why): the
+    # lower stream is never served, the connection goes on.
+    sid, host = routed
+    with RawH2(proxy.port) as raw:
+        raw.send(raw.headers(5, GET + [(":path", "/r/%s/down5" % sid), (":authority", host)]),
+                 raw.headers(3, GET + [(":path", "/r/%s/down3" % sid), (":authority", host)]))
+        st, _, _, ended, _ = raw.response(5)
+        assert st == 200 and ended
+        assert raw.response(3, timeout=0.5) is None
+        raw.send(raw.headers(7, GET + [(":path", "/r/%s/down7" % sid), (":authority", host)]))
+        st, _, _, ended, _ = raw.response(7)
+        assert st == 200 and ended
+    assert not upstream.requests_for("/r/%s/down3" % sid)
+
+
+def test_ping_and_settings_acknowledged(proxy, upstream, routed):
+    sid, host = routed
+    with RawH2(proxy.port) as raw:
+        raw.send(PingFrame(0, opaque_data=b"abcdefgh"))
+        f = raw.until(lambda f: isinstance(f, PingFrame) and "ACK" in f.flags)
+        assert f.opaque_data == b"abcdefgh"
+        assert raw.until(lambda f: isinstance(f, SettingsFrame) and "ACK" in f.flags) is not None
+        # unknown frame types and settings are ignored (sections 4.1, 6.5.2)
+        raw.send(raw_frame(0xfa, 0, 0, b"whatever"), settings((0x99, 7)))
+        raw.send(PriorityFrame(3, depends_on=0, stream_weight=10))  # on an idle stream: fine
+        raw.send(raw.headers(5, GET + [(":path", "/r/%s/conf-ok" % sid), (":authority", host)]))
+        st, _, _, ended, _ = raw.response(5)
+        assert st == 200 and ended
+
+
+# --------------------------------------------------------------------------
+# Metrics and the access log
+
+
+def test_metrics_and_access_log_name_the_protocol(make_proxy, workdir, upstream, redis_server, sid):
+    log = workdir / "h2-access.log"
+    p = make_proxy({"access_log": {"path": str(log)}, "workers": 1}, name="h2log")
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    h1_before = p.metric("edgeproxy_requests_by_protocol_total", protocol="http1")
+    h2_before = p.metric("edgeproxy_requests_by_protocol_total", protocol="http2")
+    with H2Client(p.port) as c:
+        assert c.get(host, "/r/%s/log-h2" % sid).status == 200
+        assert p.metric("edgeproxy_http2_connections") == 1
+        s = c.request("GET", "/r/%s/log-rst" % sid, host, [("x-test-delay-ms", "300")])
+        c.reset(s)
+        c.wait_for(lambda: p.metric("edgeproxy_http2_resets_total", by="client") >= 1, what="reset counted")
+    assert p.request("GET", "/r/%s/log-h1" % sid, host=host).status == 200
+    wait_until(lambda: p.metric("edgeproxy_http2_connections") == 0, what="gauge back to 0")
+    assert p.metric("edgeproxy_requests_by_protocol_total", protocol="http2") - h2_before == 2
+    assert p.metric("edgeproxy_requests_by_protocol_total", protocol="http1") - h1_before == 1
+    assert p.metric("edgeproxy_client_connections") == 0
+
+    def lines():
+        return [json.loads(l) for l in log.read_text().splitlines()] if log.exists() else []
+    wait_until(lambda: len([l for l in lines() if sid in l["path"]]) == 3, timeout=5, what="access log lines")
+    by_path = {l["path"]: l for l in lines() if sid in l["path"]}
+    assert by_path["/r/%s/log-h2" % sid]["protocol"] == "HTTP/2"
+    assert by_path["/r/%s/log-h2" % sid]["status"] == 200 and by_path["/r/%s/log-h2" % sid]["bytes"] > 0
+    assert by_path["/r/%s/log-h2" % sid]["host"] == host and by_path["/r/%s/log-h2" % sid]["method"] == "GET"
+    assert by_path["/r/%s/log-rst" % sid]["status"] == 0  # aborted: nobody answered
+    assert by_path["/r/%s/log-h1" % sid]["protocol"] == "HTTP/1.1"
