@@ -63,6 +63,9 @@
  *     free (by a hash of the input), so the input's own lines land at the
  *     buffer's end, where the overrun of issue 10 was.
  *
+ * HTTP/2 is off on these listeners (a preface is an HTTP/1.1 request
+ * here): fuzz_h2 drives that front end.
+ *
  * Limits: the normal runtime allows a request line of 3600 bytes (so a
  * path can outgrow the access log's 3000-byte budget once escaped); the
  * short-timeout one keeps 512 (and 2048 for the head) so the 414/431
@@ -633,10 +636,10 @@ static const char *config_json(bool short_timeouts)
     int head = short_timeouts ? 2048 : 4096, line = short_timeouts ? 512 : 3600;
     snprintf(buf, sizeof(buf),
              "{\"workers\":1,\"domains\":[\"sandbox.test\",\"e2b.local\"],"
-             "\"listeners\":[{\"address\":\"127.0.0.1:1\"},"
-             "{\"address\":\"127.0.0.1:2\",\"proxy_protocol\":true},"
-             "{\"address\":\"127.0.0.1:3\",%s},"
-             "{\"address\":\"127.0.0.1:4\",\"proxy_protocol\":true,%s}],"
+             "\"listeners\":[{\"address\":\"127.0.0.1:1\",\"http2\":false},"
+             "{\"address\":\"127.0.0.1:2\",\"proxy_protocol\":true,\"http2\":false},"
+             "{\"address\":\"127.0.0.1:3\",\"http2\":false,%s},"
+             "{\"address\":\"127.0.0.1:4\",\"proxy_protocol\":true,\"http2\":false,%s}],"
              "\"admin\":null,"
              "\"redis\":{\"url\":\"redis://127.0.0.1:1/0\",\"timeout_ms\":100},"
              "\"policy\":{\"token_exempt_ports\":[49983,%d],"
