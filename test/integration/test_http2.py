@@ -971,3 +971,30 @@ def test_metrics_and_access_log_name_the_protocol(make_proxy, workdir, upstream,
     assert by_path["/r/%s/log-h2" % sid]["host"] == host and by_path["/r/%s/log-h2" % sid]["method"] == "GET"
     assert by_path["/r/%s/log-rst" % sid]["status"] == 0  # aborted: nobody answered
     assert by_path["/r/%s/log-h1" % sid]["protocol"] == "HTTP/1.1"
+
+
+def test_request_body_timeout_per_stream(make_proxy, upstream, redis_server, sid):
+    p = make_proxy({"client": {"body_timeout_ms": 500}}, name="bodytimeout")
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    with H2Client(p.port) as c:
+        s = c.request("POST", "/r/%s/stalled-body" % sid, host, [("content-length", "100")],
+                      body=b"x" * 10, end_stream=False)
+        t0 = time.monotonic()
+        r = c.wait(s, timeout=5)
+        assert r.reset == CANCEL, r
+        assert time.monotonic() - t0 < 3
+        assert c.get(host, "/r/%s/after-stall" % sid).status == 200  # only that stream
+    assert not upstream.requests_for("/r/%s/stalled-body" % sid)  # never completed upstream
+
+
+def test_proxy_protocol_then_prior_knowledge(make_proxy, upstream, redis_server, sid):
+    p = make_proxy(name="pp-h2", extra_listeners=[{"proxy_protocol": True}])
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    s = socket.create_connection(("127.0.0.1", p.extra_ports[0]), timeout=5)
+    s.sendall(b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 80\r\n")
+    with H2Client(None, sock=s) as c:
+        assert c.get(host, "/r/%s/pp-h2" % sid).status == 200
+    rec = upstream_request(upstream, "/r/%s/pp-h2" % sid)
+    assert rec.header_all("x-forwarded-for") == ["203.0.113.9"]
