@@ -1,5 +1,6 @@
-/* redis/lookup.c, the route cache, driven the way a worker drives it: a real
- * event_base, a minimal struct worker around a config, and a real
+/* ingress/lookup.c, the route cache (redis/cache.c over redis/link.c with
+ * route records), driven the way a worker drives it: a real event_base, a
+ * minimal struct worker around a config and its Redis link, and a real
  * redis-server started per test on a free port (killed by pid at the end).
  * No mocks: what a test checks is what a request would get (status, record,
  * answered now or later), what Redis was asked (INFO commandstats) and what
@@ -34,6 +35,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "link.h"
 #include "log.h"
 #include "lookup.h"
 #include "route_rec.h"
@@ -299,13 +301,20 @@ static bool lookup_subscribed(struct fixture *f)
     return redis_int(f, "PUBSUB NUMSUB sandbox:invalidate") >= 1;
 }
 
+static bool lookup_connected(struct fixture *f)
+{
+    return redis_link_connected(f->w.redis);
+}
+
 /* The lookup with the config as the test set it, both links up. */
 static void start_lookup(struct fixture *f)
 {
+    f->w.redis = redis_link_new(&f->w);
+    assert_non_null(f->w.redis);
     f->lk = lookup_new(&f->w);
     assert_non_null(f->lk);
     uint64_t end = now_ms() + 3000;
-    while (!lookup_connected(f->lk) || !lookup_subscribed(f)) {
+    while (!lookup_connected(f) || !lookup_subscribed(f)) {
         if (now_ms() > end)
             fail_msg("lookup did not connect to redis on port %d", f->redis_port);
         run_for(f, 5);
@@ -339,6 +348,7 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     lookup_free(f->lk);
+    redis_link_free(f->w.redis);
     event_free(f->tick);
     event_base_free(f->w.base);
     redis_kill(f);
@@ -489,7 +499,7 @@ static void test_stale_grace_redis_gone(void **state)
     cache_found(f, "kept");
     redis_kill(f);
     run_for(f, 150); /* expired, and the loss seen */
-    assert_false(lookup_connected(f->lk));
+    assert_false(lookup_connected(f));
     expect_now(f, "kept", LOOKUP_FOUND);
     expect_now(f, "unknown", LOOKUP_UNAVAILABLE);
     run_for(f, 600); /* past TTL + grace */
