@@ -92,7 +92,8 @@ struct cache_waiter {
 };
 
 /* A new instance on `base`, a client of `link` (which must outlive it).
- * d and counters are borrowed for the instance's life; p is copied. NULL
+ * d is borrowed for the instance's life; p and counters (NULL: count
+ * nothing) are copied, the counters they point at must outlive it. NULL
  * when out of memory. */
 struct cache *cache_new(struct event_base *base, struct redis_link *link,
                         const struct cache_desc *d, const struct cache_params *p,

@@ -5,7 +5,7 @@
  * "toy:" (keys sandbox:toy:<id>, purged by PUBLISH sandbox:invalidate
  * toy:<id>) and "bare" under "" (keys sandbox:<id>, purged by a bare id, as
  * sandbox routes are). A real event_base and a real redis-server per test
- * (test/redis_server.h); what a test checks is what a caller would get
+ * (test/redis_test.h); what a test checks is what a caller would get
  * (status, value, now or later), what Redis was asked (INFO commandstats)
  * and what the instance counted.
  *
@@ -23,7 +23,7 @@
 #include <ctype.h>
 #include <event2/event.h>
 
-#include "../redis_server.h"
+#include "../redis_test.h"
 #include "cache.h"
 #include "config.h"
 #include "errf.h"
@@ -118,15 +118,9 @@ struct answer {
     struct toy *t;
 };
 
-static void tick_cb(evutil_socket_t fd, short what, void *arg)
-{
-}
-
 static void run_for(struct fixture *f, int ms)
 {
-    uint64_t end = now_ms() + (uint64_t)ms;
-    while (now_ms() < end)
-        event_base_loop(f->w.base, EVLOOP_ONCE);
+    loop_run_for(f->w.base, ms);
 }
 
 static void answer_cb(struct cache_waiter *wt, int status, void *value)
@@ -215,15 +209,7 @@ static void start(struct fixture *f)
     f->toy = cache_new(f->w.base, f->w.redis, &toy_desc, &f->params, &counters);
     assert_non_null(f->toy);
     assert_non_null(f->bare);
-    uint64_t end = now_ms() + 3000;
-    while (!redis_link_connected(f->w.redis) ||
-           redis_int(&f->redis, "PUBSUB NUMSUB sandbox:invalidate") < 1) {
-        if (now_ms() > end)
-            fail_msg("the link did not connect to redis on port %d", f->redis.port);
-        run_for(f, 5);
-    }
-    run_for(f, 50); /* the subscription's own reply expires everything */
-    redis_cmd(&f->redis, "CONFIG RESETSTAT");
+    wait_link_up(&f->redis, &f->w);
 }
 
 static int setup(void **state)
@@ -232,8 +218,7 @@ static int setup(void **state)
     assert_non_null(f);
     log_level_current = LOG_ERROR; /* broken records and outages are the point */
     redis_start(&f->redis);
-    config_defaults(&f->cfg);
-    f->cfg.redis_port = f->redis.port;
+    f->tick = worker_shell_init(&f->w, &f->cfg, f->redis.port);
     f->params = (struct cache_params){
         .ttl_ms = 60000,
         .negative_ttl_ms = 60000,
@@ -241,12 +226,6 @@ static int setup(void **state)
         .refresh_ahead = true,
         .max_entries = 1000,
     };
-    f->w.cfg = &f->cfg;
-    f->w.base = event_base_new();
-    assert_non_null(f->w.base);
-    f->tick = event_new(f->w.base, -1, EV_PERSIST, tick_cb, NULL);
-    struct timeval tv = {0, 1000};
-    event_add(f->tick, &tv);
     *state = f;
     return 0;
 }
@@ -259,10 +238,8 @@ static int teardown(void **state)
     cache_free(f->bare);
     redis_link_free(f->w.redis);
     assert_int_equal(toys_live, 0); /* every reference given back */
-    event_free(f->tick);
-    event_base_free(f->w.base);
+    worker_shell_free(&f->w, &f->cfg, f->tick);
     redis_kill(&f->redis);
-    config_free(&f->cfg);
     free(f);
     return 0;
 }

@@ -24,7 +24,7 @@
 
 #include <event2/event.h>
 
-#include "../redis_server.h"
+#include "../redis_test.h"
 #include "config.h"
 #include "link.h"
 #include "log.h"
@@ -57,15 +57,9 @@ static void set_record(struct fixture *f, const char *id, const char *json)
 
 /* ---- the worker ---- */
 
-static void tick_cb(evutil_socket_t fd, short what, void *arg)
-{
-}
-
 static void run_for(struct fixture *f, int ms)
 {
-    uint64_t end = now_ms() + (uint64_t)ms;
-    while (now_ms() < end)
-        event_base_loop(f->w.base, EVLOOP_ONCE);
+    loop_run_for(f->w.base, ms);
 }
 
 static void answer_cb(struct lookup_waiter *wt, int status, struct route_rec *rr)
@@ -175,11 +169,6 @@ static uint64_t metric(struct fixture *f, size_t offset)
 }
 #define METRIC(f, field) metric(f, offsetof(struct metrics, field))
 
-static bool lookup_subscribed(struct fixture *f)
-{
-    return redis_int(&f->redis, "PUBSUB NUMSUB sandbox:invalidate") >= 1;
-}
-
 static bool lookup_connected(struct fixture *f)
 {
     return redis_link_connected(f->w.redis);
@@ -192,15 +181,7 @@ static void start_lookup(struct fixture *f)
     assert_non_null(f->w.redis);
     f->lk = lookup_new(&f->w);
     assert_non_null(f->lk);
-    uint64_t end = now_ms() + 3000;
-    while (!lookup_connected(f) || !lookup_subscribed(f)) {
-        if (now_ms() > end)
-            fail_msg("lookup did not connect to redis on port %d", f->redis.port);
-        run_for(f, 5);
-    }
-    /* The subscription's own reply expires the whole cache: let it pass. */
-    run_for(f, 50);
-    redis_cmd(&f->redis, "CONFIG RESETSTAT");
+    wait_link_up(&f->redis, &f->w);
 }
 
 static int setup(void **state)
@@ -209,16 +190,9 @@ static int setup(void **state)
     assert_non_null(f);
     log_level_current = LOG_ERROR; /* timeouts and outages are the point */
     redis_start(&f->redis);
-    config_defaults(&f->cfg);
-    f->cfg.redis_port = f->redis.port;
+    f->tick = worker_shell_init(&f->w, &f->cfg, f->redis.port);
     f->cfg.cache_ttl_ms = 60000;
     f->cfg.cache_negative_ttl_ms = 60000;
-    f->w.cfg = &f->cfg;
-    f->w.base = event_base_new();
-    assert_non_null(f->w.base);
-    f->tick = event_new(f->w.base, -1, EV_PERSIST, tick_cb, NULL);
-    struct timeval tv = {0, 1000};
-    event_add(f->tick, &tv);
     *state = f;
     return 0;
 }
@@ -228,10 +202,8 @@ static int teardown(void **state)
     struct fixture *f = *state;
     lookup_free(f->lk);
     redis_link_free(f->w.redis);
-    event_free(f->tick);
-    event_base_free(f->w.base);
+    worker_shell_free(&f->w, &f->cfg, f->tick);
     redis_kill(&f->redis);
-    config_free(&f->cfg);
     free(f);
     return 0;
 }

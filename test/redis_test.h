@@ -1,15 +1,17 @@
-/* A real redis-server for the unit tests of the Redis cache (test_lookup.c,
- * test_cache.c): one per test on a free loopback port, no persistence,
+/* For the unit tests of redis/ (test_lookup.c, test_cache.c): a real
+ * redis-server, one per test on a free loopback port, no persistence,
  * killed by pid at the end (and by the kernel if the test dies first:
  * PR_SET_PDEATHSIG), with a blocking hiredis client for the test's own
- * commands. What a test asks it (INFO commandstats) is what the code under
- * test really sent.
+ * commands; and the shell of a worker for the code under test (config,
+ * event_base, counters). What a test asks the server (INFO commandstats) is
+ * what the code under test really sent.
  *
  * Header-only: static inline functions, included after <cmocka.h>. */
-#ifndef EDGEPROXY_TEST_REDIS_SERVER_H
-#define EDGEPROXY_TEST_REDIS_SERVER_H
+#ifndef EDGEPROXY_TEST_REDIS_TEST_H
+#define EDGEPROXY_TEST_REDIS_TEST_H
 
 #include <arpa/inet.h>
+#include <event2/event.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
@@ -25,6 +27,10 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "config.h"
+#include "link.h"
+#include "worker.h"
 
 #define REDIS_SERVER "/usr/bin/redis-server"
 
@@ -144,6 +150,62 @@ static inline long gets_served(struct redis_server *r)
     long n = p ? strtol(p + strlen("cmdstat_get:calls="), NULL, 10) : 0;
     freeReplyObject(reply);
     return n;
+}
+
+/* ---- the worker shell ---- */
+
+static void worker_shell_tick(evutil_socket_t fd, short what, void *arg)
+{
+}
+
+/* What the link and caches use of a worker: w->cfg = cfg (the defaults,
+ * Redis on redis_port), a new event_base with a 1 ms tick so EVLOOP_ONCE
+ * never blocks, counters at zero (w zeroed by the caller). Returns the
+ * tick, for worker_shell_free. */
+static inline struct event *worker_shell_init(struct worker *w, struct config *cfg, int redis_port)
+{
+    config_defaults(cfg);
+    cfg->redis_port = redis_port;
+    w->cfg = cfg;
+    w->base = event_base_new();
+    assert_non_null(w->base);
+    struct event *tick = event_new(w->base, -1, EV_PERSIST, worker_shell_tick, NULL);
+    struct timeval tv = {0, 1000};
+    assert_non_null(tick);
+    event_add(tick, &tv);
+    return tick;
+}
+
+/* After the caches and the link are gone. */
+static inline void worker_shell_free(struct worker *w, struct config *cfg, struct event *tick)
+{
+    event_free(tick);
+    event_base_free(w->base);
+    config_free(cfg);
+}
+
+static inline void loop_run_for(struct event_base *base, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    while (now_ms() < end)
+        event_base_loop(base, EVLOOP_ONCE);
+}
+
+/* Runs w's loop until its link (w->redis) has the data connection set up
+ * and the subscriber on sandbox:invalidate (3 s at most); then lets the
+ * subscription's own expiry of every cache pass and resets the server's
+ * command stats, so a test counts only its own GETs. */
+static inline void wait_link_up(struct redis_server *r, struct worker *w)
+{
+    uint64_t end = now_ms() + 3000;
+    while (!redis_link_connected(w->redis) ||
+           redis_int(r, "PUBSUB NUMSUB sandbox:invalidate") < 1) {
+        if (now_ms() > end)
+            fail_msg("the link did not connect to redis on port %d", r->port);
+        loop_run_for(w->base, 5);
+    }
+    loop_run_for(w->base, 50);
+    redis_cmd(r, "CONFIG RESETSTAT");
 }
 
 #endif
