@@ -211,8 +211,7 @@ static void answer_cb(evutil_socket_t fd, short what, void *arg)
     list_init(&list);
     list_splice_back(&list, &lk->pending);
     while (!list_empty(&list)) {
-        struct lookup_waiter *wt =
-            container_of(list_first(&list), struct lookup_waiter, cw.link);
+        struct lookup_waiter *wt = container_of(list_first(&list), struct lookup_waiter, cw.link);
         lookup_cancel(wt);
         struct exchange *s = container_of(wt, struct exchange, waiter);
         int status;
