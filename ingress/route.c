@@ -1,6 +1,7 @@
 /* ingress/: the way in. Host -> (port, sandbox id) -> record -> verdict
  * (SPEC sections 4 and 5): the token, the connection limit, then the proxy;
- * the sandbox route record (route_rec.c), the per-sandbox connection counts
+ * the sandbox route record (route_rec.c), the route cache (lookup.c, an
+ * instance of redis/cache.c), the per-sandbox connection counts
  * (conn_limit.c) and the access log (access_log.c). ingress/ works on an
  * exchange whatever front end made it, and may call common/, redis/ (the
  * cache), admin/ (log, metrics) and core/ (the exchange, the proxy); never a

@@ -1,8 +1,10 @@
 /* libFuzzer: the whole request path, in process, through the event loop.
  *
- * Every proxy source but main.c and lookup.c is linked in; this file
- * provides the lookup.h API (a static table of real records built with
- * route_rec_parse, answered synchronously or on the next loop turn) and an
+ * Every proxy source but core/main.c and the Redis cache (redis/link.c,
+ * redis/cache.c, ingress/lookup.c) is linked in; this file provides the
+ * lookup.h API (a static table of real records built with route_rec_parse,
+ * answered synchronously or on the next loop turn), the few link.h calls
+ * the worker and /readyz make (the worker here has no link), and an
  * upstream stub: a listening socket on 127.0.0.1:STUB_PORT served by the
  * worker's own event_base, which parses what the proxy forwards with llhttp
  * (strict) and answers each request with a response chosen by the input
@@ -119,6 +121,7 @@
 #include "ev.h"
 #include "list.h"
 #include "log.h"
+#include "link.h"
 #include "lookup.h"
 #include "access_log.h"
 #include "proxy_proto.h"
@@ -208,7 +211,7 @@ static void answer_cb(evutil_socket_t fd, short what, void *arg)
     list_init(&list);
     list_splice_back(&list, &lk->pending);
     while (!list_empty(&list)) {
-        struct lookup_waiter *wt = container_of(list_first(&list), struct lookup_waiter, link);
+        struct lookup_waiter *wt = container_of(list_first(&list), struct lookup_waiter, cw.link);
         lookup_cancel(wt);
         struct exchange *s = container_of(wt, struct exchange, waiter);
         int status;
@@ -242,7 +245,7 @@ int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt, int 
                struct route_rec **rr)
 {
     if (strncmp(id, "slow", 4) == 0) {
-        list_insert_front(&lk->pending, &wt->link);
+        list_insert_front(&lk->pending, &wt->cw.link);
         event_active(lk->answer_ev, EV_TIMEOUT, 0);
         return 1;
     }
@@ -254,7 +257,23 @@ void lookup_config_changed(struct lookup *lk, const struct config *old)
 {
 }
 
-bool lookup_connected(const struct lookup *lk)
+/* ---- the link.h calls of worker.c and admin.c (W.redis stays NULL) ---- */
+
+struct redis_link *redis_link_new(struct worker *w)
+{
+    die("redis_link_new: the harness runs no Redis link");
+    return NULL;
+}
+
+void redis_link_free(struct redis_link *l)
+{
+}
+
+void redis_link_config_changed(struct redis_link *l, const struct config *old)
+{
+}
+
+bool redis_link_connected(const struct redis_link *l)
 {
     return true;
 }
