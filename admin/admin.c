@@ -13,7 +13,7 @@
 #include "ev.h"
 #include "listener.h"
 #include "log.h"
-#include "link.h"
+#include "redis_link.h"
 #include "metrics.h"
 #include "timeutil.h"
 #include "worker.h"

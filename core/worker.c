@@ -10,7 +10,7 @@
 #include "ev.h"
 #include "head.h"
 #include "listener.h"
-#include "link.h"
+#include "redis_link.h"
 #include "log.h"
 #include "lookup.h"
 #include "runtime.h"

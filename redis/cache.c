@@ -49,7 +49,7 @@
 #include <string.h>
 
 #include "ev.h"
-#include "link.h"
+#include "redis_link.h"
 #include "log.h"
 #include "metrics.h"
 #include "redis_reply.h"

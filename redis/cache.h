@@ -1,5 +1,5 @@
 /* A generic per-worker cache of parsed Redis records, in front of a
- * redis_link (see link.h for what lives in redis/). One instance per record
+ * redis_link (see redis_link.h for what lives in redis/). One instance per record
  * type per worker, described by a struct cache_desc: how its keys are named,
  * how a value is parsed, referenced and released, what it is called in the
  * log. The instance does the rest once for every type: one GET per id per

@@ -1,6 +1,6 @@
 /* What the proxy makes of Redis replies: pure functions of a hiredis
  * redisReply, for any shape a server (or the fuzzer) may send. No I/O, no
- * logging: cache.c and link.c act on the answers. */
+ * logging: cache.c and redis_link.c act on the answers. */
 #ifndef EDGEPROXY_REDIS_REPLY_H
 #define EDGEPROXY_REDIS_REPLY_H
 

@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "link.h"
+#include "redis_link.h"
 #include "worker.h"
 
 #define REDIS_SERVER "/usr/bin/redis-server"

@@ -121,7 +121,7 @@
 #include "ev.h"
 #include "list.h"
 #include "log.h"
-#include "link.h"
+#include "redis_link.h"
 #include "lookup.h"
 #include "access_log.h"
 #include "proxy_proto.h"

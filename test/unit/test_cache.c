@@ -27,7 +27,7 @@
 #include "cache.h"
 #include "config.h"
 #include "errf.h"
-#include "link.h"
+#include "redis_link.h"
 #include "log.h"
 #include "worker.h"
 

@@ -26,7 +26,7 @@
 
 #include "../redis_test.h"
 #include "config.h"
-#include "link.h"
+#include "redis_link.h"
 #include "log.h"
 #include "lookup.h"
 #include "route_rec.h"

@@ -1,6 +1,6 @@
 /* redis/: everything that talks to Redis, one set per worker.
  *
- *   link.c         the worker's two connections to Redis (data: GETs and the
+ *   redis_link.c   the worker's two connections to Redis (data: GETs and the
  *                  heartbeat PUBLISH; subscriber: <prefix>invalidate and the
  *                  heartbeat channel): name resolution (evdns), setup (AUTH,
  *                  SELECT), readiness, liveness, reconnect with backoff

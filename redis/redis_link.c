@@ -1,7 +1,7 @@
 /* A worker's Redis link: the data connection (GETs for every cache, the
  * heartbeat PUBLISH) and the subscriber connection (<prefix>invalidate and
  * this worker's heartbeat channel), with the caches attached to it as
- * clients (see link.h).
+ * clients (see redis_link.h).
  *
  * Each connection goes round: resolve redis.url's host, connect to one of
  * its addresses, set the connection up (AUTH; then SELECT and a first
@@ -18,7 +18,7 @@
  * silently (partition, failover) without a FIN or RST. GETs that time out
  * several times in a row (the caches report them) also drop the data
  * connection. */
-#include "link.h"
+#include "redis_link.h"
 
 #include <event2/dns.h>
 #include <event2/event.h>
@@ -99,7 +99,7 @@ static void sub_cb(redisAsyncContext *ac, void *r, void *privdata);
 
 enum client_event { DATA_READY, DATA_ABANDONED, EXPIRE_ALL };
 
-/* Tells every client. (An op never detaches a client: link.h.) */
+/* Tells every client. (An op never detaches a client: redis_link.h.) */
 static void clients_tell(struct redis_link *rl, enum client_event ev)
 {
     struct list_node *n, *next;
@@ -116,7 +116,7 @@ static void clients_tell(struct redis_link *rl, enum client_event ev)
 }
 
 /* A purge message goes to the client whose ns is the longest prefix of it
- * (link.h); the rest of the message is the id. */
+ * (redis_link.h); the rest of the message is the id. */
 static void clients_purge(struct redis_link *rl, const char *msg, size_t len)
 {
     struct redis_client *best = NULL;
