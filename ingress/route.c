@@ -77,6 +77,17 @@ static void verdict(struct exchange *s, int status, struct route_rec *rr)
         }
         s->limit_held = true;
     }
+    /* The sandbox's address at the requested port; pooled connections are
+     * this sandbox's (and this execution's) only. */
+    memcpy(&s->up_addr, &rec->addr, rec->addr_len);
+    s->up_addr_len = rec->addr_len;
+    if (rec->addr.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&s->up_addr)->sin6_port = htons(s->target.port);
+    else
+        ((struct sockaddr_in *)&s->up_addr)->sin_port = htons(s->target.port);
+    s->up_pool_name = s->target.sandbox_id;
+    s->up_addr_text = rec->address;
+    s->up_pool_tag = rec->execution_id;
     proxy_start(s);
 }
 
