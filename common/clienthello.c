@@ -45,6 +45,12 @@ struct scan {
     uint16_t rec_vers; /* legacy_record_version of the first record */
 };
 
+static int too_many(size_t nrec, size_t pos, char *err, size_t errlen)
+{
+    return errf(err, errlen, "record %zu at byte %zu: ClientHello spread over more than %d bytes",
+                nrec, pos, CLIENTHELLO_MAX_INPUT);
+}
+
 /* Pass 1. Returns 0 with *s filled when the whole message is in, else
  * NEED_MORE or BAD. */
 static int records_scan(const unsigned char *buf, size_t len, struct scan *s, char *err,
@@ -56,6 +62,10 @@ static int records_scan(const unsigned char *buf, size_t len, struct scan *s, ch
     for (;;) {
         size_t rlen, avail, i;
 
+        /* Decided on pos alone, so that with CLIENTHELLO_MAX_INPUT bytes
+         * in, the answer is never NEED_MORE. */
+        if (pos + REC_HDR + 1 > CLIENTHELLO_MAX_INPUT)
+            return too_many(nrec, pos, err, errlen);
         if (len - pos < 1)
             return CLIENTHELLO_NEED_MORE;
         if (buf[pos] != CT_HANDSHAKE) {
@@ -84,10 +94,7 @@ static int records_scan(const unsigned char *buf, size_t len, struct scan *s, ch
             return errf(err, errlen, "record %zu at byte %zu: length %zu over 2^14", nrec, pos,
                         rlen);
         if (pos + REC_HDR + rlen > CLIENTHELLO_MAX_INPUT)
-            return errf(err, errlen,
-                        "record %zu at byte %zu: ClientHello spread over more than %d bytes of "
-                        "records",
-                        nrec, pos, CLIENTHELLO_MAX_INPUT);
+            return too_many(nrec, pos, err, errlen);
         /* The record that ends the hello must end with it: the client's
          * next handshake message only follows the server's flight, and
          * what comes after the hello (ChangeCipherSpec, early data) is in
@@ -246,9 +253,7 @@ static int sni_check(unsigned char *name, size_t n, size_t at, struct clienthell
             return errf(err, errlen, "server_name: label longer than 63 bytes at name byte %zu", i);
     }
     if (n > 0 && name[n - 1] == '.') {
-        n--; /* one trailing dot; "a.." already failed as an empty label */
-        if (n == 0)
-            return errf(err, errlen, "server_name: the name is only a dot");
+        n--; /* one trailing dot; ".", "a.." failed as empty labels */
         for (last = n; last > 0 && name[last - 1] != '.'; last--)
             ;
     }

@@ -19,8 +19,8 @@
 #define CLIENTHELLO_MAX_MSG 16384
 /* Cap on the input the parser will ever ask for: the message plus record
  * headers worth no more than the message again (a 1.8 KB hello still fits
- * when sent in 1-byte records). A caller that buffers this much and still
- * gets NEED_MORE has a bug; a client that needs more is refused as BAD. */
+ * when sent in 1-byte records). Given this many bytes the answer is never
+ * NEED_MORE, so a caller's buffer of this size always gets a decision. */
 #define CLIENTHELLO_MAX_INPUT (2 * CLIENTHELLO_MAX_MSG)
 /* RFC 6066 section 3 / RFC 1035 section 2.3.4: a name is at most 255 bytes
  * (the parser takes up to 255 on the wire, one trailing dot included). */
