@@ -1,10 +1,16 @@
 /* libFuzzer: clienthello_parse (common/clienthello.c).
  *
- * Input: byte 0 mode (bit 0: wrap), bytes 1-2 a split point, byte 3 a record
- * size (0 = 16384), then the payload. Raw mode parses the payload as the
- * client's bytes; wrap mode takes it as a ClientHello body, adds the
- * handshake header and cuts it into records of that size, so the mutations
- * reach the extensions without breaking the outer lengths.
+ * Input: byte 0 mode, bytes 1-2 a split point, byte 3 a record size (0 =
+ * 16384), then the payload, which by mode % 4 is:
+ *   0 the client's bytes, as they are;
+ *   1 a ClientHello body: the harness adds the handshake header and cuts it
+ *     into records of that size, so mutations reach the extensions without
+ *     breaking the outer lengths;
+ *   2 a host_name: put in a server_name extension of a fixed hello, every
+ *     length right, so the name checks see any bytes;
+ *   3 extensions as (type16, len8, data) tuples, serialised with right
+ *     16-bit lengths into a fixed hello.
+ * Bit 2 of the mode picks the size the message is re-cut into (below).
  *
  * Invariants, besides memory safety (every parse runs on an exact-size heap
  * copy):
@@ -21,8 +27,8 @@
  *
  * Seeds (corpus/clienthello/): the unit tests' openssl captures and crafted
  * hellos (test/unit/fixtures/clienthello_fixtures.h), each raw with a few
- * split points and record sizes, and as a wrapped body; an HTTP request, an
- * SSH banner and an SSLv2 hello. */
+ * split points and record sizes, and as a wrapped body; names and extension
+ * lists for modes 2 and 3; an HTTP request, an SSH banner, an SSLv2 hello. */
 #include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -125,6 +131,57 @@ static size_t unwrap(uint8_t *msg, const uint8_t *buf, size_t consumed)
     return n;
 }
 
+static size_t put16(uint8_t *o, size_t v)
+{
+    o[0] = (uint8_t)(v >> 8);
+    o[1] = (uint8_t)v;
+    return 2;
+}
+
+/* A ClientHello body into out (room for 2 * n + 60 bytes) from the payload
+ * p[0..n), by mode (see the top). */
+static size_t build_body(uint8_t *out, int mode, const uint8_t *p, size_t n)
+{
+    size_t o = 0, ext_at;
+
+    if (mode == 1) {
+        memcpy(out, p, n);
+        return n;
+    }
+    o += put16(out + o, 0x0303);
+    memset(out + o, 0x11, 32); /* random */
+    o += 32;
+    out[o++] = 0; /* session id */
+    o += put16(out + o, 2);
+    o += put16(out + o, 0x1301);
+    out[o++] = 1;
+    out[o++] = 0;
+    ext_at = o;
+    o += 2; /* extensions length, below */
+    if (mode == 2) {
+        o += put16(out + o, 0x0000);
+        o += put16(out + o, n + 5);
+        o += put16(out + o, n + 3);
+        out[o++] = 0;
+        o += put16(out + o, n);
+        memcpy(out + o, p, n);
+        o += n;
+    } else {
+        size_t i = 0;
+        while (i + 3 <= n) {
+            size_t l = p[i + 2], take = l < n - i - 3 ? l : n - i - 3;
+            out[o++] = p[i];
+            out[o++] = p[i + 1];
+            o += put16(out + o, take);
+            memcpy(out + o, p + i + 3, take);
+            o += take;
+            i += 3 + take;
+        }
+    }
+    put16(out + ext_at, o - ext_at - 2);
+    return o;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct clienthello_info full, part, again;
@@ -137,15 +194,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     split = (size_t)data[1] << 8 | data[2];
     frag = data[3] ? data[3] : 16384;
-    if (data[0] & 1) {
-        /* payload = ClientHello body */
-        size_t body = size - 4;
-        msg = malloc(body + 4);
+    if (data[0] % 4 != 0) {
+        size_t body;
+        msg = malloc(2 * size + 64);
+        body = build_body(msg + 4, data[0] % 4, data + 4, size - 4);
         msg[0] = 1;
         msg[1] = (uint8_t)(body >> 16);
         msg[2] = (uint8_t)(body >> 8);
         msg[3] = (uint8_t)body;
-        memcpy(msg + 4, data + 4, body);
         buf = malloc((body + 4) * 6 + 5);
         n = wrap(buf, msg, body + 4, frag);
         free(msg);
@@ -182,7 +238,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         msg = malloc(full.msg_len);
         mlen = unwrap(msg, buf, (size_t)rc);
         assert(mlen == full.msg_len);
-        if (data[0] & 2)
+        if (data[0] & 4)
             frag2 = 16384;
         rebuf = malloc(mlen * 6 + 5);
         n2 = wrap(rebuf, msg, mlen, frag2);
