@@ -17,11 +17,14 @@
  * Nothing is allocated; `buf` is borrowed for the call only. */
 #include "clienthello.h"
 
+#include <stdio.h>
 #include <string.h>
 
+#include "egress_policy.h"
 #include "errf.h"
 
 _Static_assert(CLIENTHELLO_BAD == -1, "errf's -1 is CLIENTHELLO_BAD");
+_Static_assert(CLIENTHELLO_SNI_MAX >= EGRESS_NAME_MAX, "sni holds any normalised name");
 
 #define REC_HDR 5
 #define HS_HDR 4
@@ -218,66 +221,40 @@ static int is_grease(uint32_t v)
     return (v >> 8) == (v & 0xff) && (v & 0x0f) == 0x0a;
 }
 
-static int is_hex(unsigned char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-}
-
 /* RFC 6066 section 3: "HostName contains the fully qualified DNS hostname
  * of the server, as understood by the client ... ASCII encoding without a
  * trailing dot ... Literal IPv4 and IPv6 addresses are not permitted".
- * Normalises name[0..n) in place (lower case, one trailing dot dropped) into
- * out->sni. Bytes: letters, digits, '-' and '_' (in real names, if not in
- * RFC 952 hostnames), labels of 1..63 (RFC 1035 section 2.3.4). IDNs come
- * as punycode (RFC 5890), so any other byte, NUL included, is BAD. */
-static int sni_check(unsigned char *name, size_t n, size_t at, struct clienthello_info *out,
+ * The name is normalised by the one rule the policy matches with
+ * (egress_name_normalize: lower case, one trailing dot dropped, [a-z0-9_-]
+ * labels of 1..63 bytes, at most 253, the last label not all digits), so
+ * what the SNI says and what allowOut names compare byte for byte. Any
+ * other byte (NUL, UTF-8: IDNs come as punycode) makes the hello BAD, as an
+ * IP literal does. */
+static int sni_check(const unsigned char *name, size_t n, size_t at, struct clienthello_info *out,
                      char *err, size_t errlen)
 {
-    size_t i, label = 0, last = 0;
+    char shown[4 * 64 + 4];
+    size_t i, k = 0;
+    int len = egress_name_normalize((const char *)name, n, false, out->sni, sizeof(out->sni));
 
-    for (i = 0; i < n; i++) {
+    if (len >= 0) {
+        out->sni_len = (size_t)len;
+        out->has_sni = true;
+        return 0;
+    }
+    /* The name as sent, for the message: visible ASCII, else \xNN. */
+    for (i = 0; i < n && i < 64; i++) {
         unsigned char c = name[i];
-        if (c >= 'A' && c <= 'Z')
-            name[i] = c = (unsigned char)(c - 'A' + 'a');
-        if (c == '.') {
-            if (label == 0)
-                return errf(err, errlen, "server_name: empty label at name byte %zu", i);
-            label = 0;
-            last = i + 1;
-            continue;
-        }
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
-            return errf(err, errlen, "server_name: byte 0x%02x at name byte %zu (message byte %zu)",
-                        c, i, at + i);
-        if (++label > 63)
-            return errf(err, errlen, "server_name: label longer than 63 bytes at name byte %zu", i);
-    }
-    if (n > 0 && name[n - 1] == '.') {
-        n--; /* one trailing dot; ".", "a.." failed as empty labels */
-        for (last = n; last > 0 && name[last - 1] != '.'; last--)
-            ;
-    }
-    /* An IPv4 literal in any form inet_aton takes ("1.2.3.4", "127.1",
-     * "0x7f000001") ends in a number: the WHATWG URL standard's "ends in a
-     * number" rule, which browsers use to tell names from addresses. */
-    {
-        const unsigned char *l = name + last;
-        size_t ln = n - last, j = 0;
-        int num = 1;
-        if (ln >= 2 && l[0] == '0' && l[1] == 'x')
-            for (j = 2; j < ln && num; j++)
-                num = is_hex(l[j]);
+        if (c > 0x20 && c < 0x7f && c != '"' && c != '\\')
+            shown[k++] = (char)c;
         else
-            for (j = 0; j < ln && num; j++)
-                num = l[j] >= '0' && l[j] <= '9';
-        if (num)
-            return errf(err, errlen, "server_name: an IP address literal (RFC 6066 section 3)");
+            k += (size_t)snprintf(shown + k, sizeof(shown) - k, "\\x%02x", c);
     }
-    memcpy(out->sni, name, n);
-    out->sni[n] = '\0';
-    out->sni_len = n;
-    out->has_sni = true;
-    return 0;
+    shown[k] = '\0';
+    out->sni[0] = '\0';
+    return errf(err, errlen,
+                "server_name \"%s\"%s (%zu bytes at message byte %zu) is not a DNS host name",
+                shown, n > 64 ? "..." : "", n, at);
 }
 
 /* server_name extension data: a ServerNameList of exactly one host_name

@@ -22,8 +22,9 @@
  * when sent in 1-byte records). Given this many bytes the answer is never
  * NEED_MORE, so a caller's buffer of this size always gets a decision. */
 #define CLIENTHELLO_MAX_INPUT (2 * CLIENTHELLO_MAX_MSG)
-/* RFC 6066 section 3 / RFC 1035 section 2.3.4: a name is at most 255 bytes
- * (the parser takes up to 255 on the wire, one trailing dot included). */
+/* RFC 1035 section 2.3.4: a name is at most 255 bytes on the wire; a longer
+ * host_name is BAD by its length alone. Once normalised it is at most 253
+ * (EGRESS_NAME_MAX). */
 #define CLIENTHELLO_SNI_MAX 255
 
 enum clienthello_result {
@@ -47,8 +48,10 @@ struct clienthello_info {
     size_t msg_len;          /* handshake message bytes, header included */
     size_t records;          /* TLS records it took */
     size_t sni_len;
-    /* host_name, lower-cased, one trailing dot stripped, NUL-terminated:
-     * [a-z0-9_-] labels of 1..63 bytes joined by dots, not an IP literal. */
+    /* host_name as egress_name_normalize writes it (the policy's one rule):
+     * lower-cased, one trailing dot stripped, NUL-terminated, [a-z0-9_-]
+     * labels of 1..63 bytes joined by dots, at most 253, the last label not
+     * all digits (no IPv4 literal). */
     char sni[CLIENTHELLO_SNI_MAX + 1];
 };
 

@@ -19,8 +19,9 @@
  *   info), whatever k;
  * - a success is at most the input, at most CLIENTHELLO_MAX_INPUT, with a
  *   message within CLIENTHELLO_MAX_MSG;
- * - a returned SNI is 1..255 bytes of [a-z0-9_-] labels of 1..63 bytes
- *   joined by dots, NUL-terminated at sni_len, and not ending in a number;
+ * - a returned SNI is 1..253 bytes of [a-z0-9_-] labels of 1..63 bytes
+ *   joined by dots, NUL-terminated at sni_len, not ending in a number, and
+ *   egress_name_normalize gives it back unchanged;
  * - the same message re-cut into records of another size (the record size
  *   byte) parses to the same info but the record count;
  * - NULL out and err change nothing; BAD always carries a message.
@@ -36,6 +37,7 @@
 #include <string.h>
 
 #include "clienthello.h"
+#include "egress_policy.h"
 
 static int parse_copy(const uint8_t *data, size_t len, struct clienthello_info *info, char *err,
                       size_t errlen)
@@ -73,7 +75,7 @@ static void check_info(const struct clienthello_info *in, int rc)
         assert(in->sni_len == 0 && in->sni[0] == '\0');
         return;
     }
-    assert(in->sni_len >= 1 && in->sni_len <= CLIENTHELLO_SNI_MAX);
+    assert(in->sni_len >= 1 && in->sni_len <= EGRESS_NAME_MAX);
     assert(strlen(in->sni) == in->sni_len);
     for (i = 0; i < in->sni_len; i++) {
         char c = in->sni[i];
@@ -87,13 +89,14 @@ static void check_info(const struct clienthello_info *in, int rc)
         assert(++label <= 63);
     }
     assert(label > 0); /* no trailing dot left */
-    /* the last label is not a number (no IP literal) */
+    /* the last label is not a number (no IPv4 literal) */
+    assert(strspn(in->sni + last, "0123456789") < in->sni_len - last);
+    /* already in the policy's normal form */
     {
-        const char *l = in->sni + last;
-        size_t n = in->sni_len - last, digits = strspn(l, "0123456789");
-        assert(digits < n);
-        if (n >= 2 && l[0] == '0' && l[1] == 'x')
-            assert(strspn(l + 2, "0123456789abcdef") < n - 2);
+        char again[EGRESS_NAME_MAX + 1];
+        assert(egress_name_normalize(in->sni, in->sni_len, false, again, sizeof(again)) ==
+               (int)in->sni_len);
+        assert(strcmp(again, in->sni) == 0);
     }
 }
 
