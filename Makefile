@@ -112,7 +112,7 @@ $(SAN_LIB): $(filter-out $(SAN)/obj/core/main.o,$(SAN_OBJ))
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/test/%: test/unit/%.c $(SAN_LIB)
+$(BUILD)/test/%: test/unit/%.c $(SAN_LIB) $(wildcard test/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $< $(filter $(SAN)/obj/common/%,$(SAN_OBJ)) $(SAN_LIB) -lcmocka $(LDLIBS)
 

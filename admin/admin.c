@@ -13,7 +13,7 @@
 #include "ev.h"
 #include "listener.h"
 #include "log.h"
-#include "lookup.h"
+#include "redis_link.h"
 #include "metrics.h"
 #include "timeutil.h"
 #include "worker.h"
@@ -76,8 +76,8 @@ static void readyz(struct evhttp_request *req, void *arg)
         return;
     }
     for (int i = 0; i < a->nworkers; i++) {
-        struct lookup *lk = __atomic_load_n(&a->workers[i].lookup, __ATOMIC_ACQUIRE);
-        if (lk && lookup_connected(lk)) {
+        struct redis_link *rl = __atomic_load_n(&a->workers[i].redis, __ATOMIC_ACQUIRE);
+        if (rl && redis_link_connected(rl)) {
             reply_text(req, 200, "OK", "ready\n");
             return;
         }

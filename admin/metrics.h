@@ -46,9 +46,11 @@ struct metrics {
 
 extern const double metrics_duration_bounds[METRICS_DURATION_BUCKETS];
 
-#define METRIC_ADD(m, field, n)                                                         \
-    __atomic_store_n(&(m)->field, __atomic_load_n(&(m)->field, __ATOMIC_RELAXED) + (n), \
-                     __ATOMIC_RELAXED)
+/* Adds n to the counter at p: one writer (its worker), so a relaxed load
+ * and store; /metrics reads it with a relaxed load. */
+#define METRIC_ADD_AT(p, n) \
+    __atomic_store_n((p), __atomic_load_n((p), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
+#define METRIC_ADD(m, field, n) METRIC_ADD_AT(&(m)->field, n)
 #define METRIC_INC(m, field) METRIC_ADD(m, field, 1)
 #define METRIC_DEC(m, field) METRIC_ADD(m, field, -1)
 

@@ -110,96 +110,21 @@ int config_parse_address(const char *s, struct sockaddr_storage *ss, socklen_t *
     return 0;
 }
 
-/* "10.0.0.0/8", "fd00::/8", "::1" (bare = one host). Host bits past the
- * prefix are cleared rather than refused, as nginx's set_real_ip_from does:
- * "10.1.2.3/8" can only mean 10.0.0.0/8. */
-static int parse_cidr(const char *s, struct config_cidr *out)
+bool config_cidr_match(const struct cidr *nets, size_t count, const struct sockaddr *sa)
 {
-    char addr[INET6_ADDRSTRLEN + 1];
-    const char *slash = strchr(s, '/');
-    size_t alen = slash ? (size_t)(slash - s) : strlen(s);
-    unsigned max, prefix;
+    struct cidr_addr a, mapped;
 
-    if (alen == 0 || alen >= sizeof(addr))
-        return -1;
-    memcpy(addr, s, alen);
-    addr[alen] = '\0';
-    memset(out, 0, sizeof(*out));
-    if (inet_pton(AF_INET, addr, out->addr) == 1) {
-        out->family = AF_INET;
-        max = 32;
-    } else if (inet_pton(AF_INET6, addr, out->addr) == 1) {
-        out->family = AF_INET6;
-        max = 128;
-    } else {
-        return -1;
-    }
-    prefix = max;
-    if (slash != NULL) {
-        const char *p = slash + 1;
-        size_t n = strlen(p);
-
-        if (n == 0 || n > 3)
-            return -1;
-        prefix = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (p[i] < '0' || p[i] > '9')
-                return -1;
-            prefix = prefix * 10 + (unsigned)(p[i] - '0');
-        }
-        if (prefix > max)
-            return -1;
-    }
-    out->prefix = prefix;
-    for (unsigned bit = prefix; bit < max; bit++)
-        out->addr[bit / 8] &= (uint8_t) ~(0x80u >> (bit % 8));
-    return 0;
-}
-
-static bool prefix_equal(const uint8_t *a, const uint8_t *b, unsigned bits)
-{
-    unsigned bytes = bits / 8, rest = bits % 8;
-
-    if (memcmp(a, b, bytes) != 0)
-        return false;
-    if (rest == 0)
-        return true;
-    return ((a[bytes] ^ b[bytes]) & (uint8_t)(0xff00u >> rest)) == 0;
-}
-
-bool config_cidr_match(const struct config_cidr *nets, size_t count, const struct sockaddr *sa)
-{
-    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    uint8_t v4[4], v6[16];
-    bool has_v4 = false, has_v6 = false;
-
-    if (sa == NULL)
-        return false;
     /* Each client address in both forms where one exists: a dual-stack
-     * socket reports IPv4 peers as ::ffff:a.b.c.d, and those must match
-     * "10.0.0.0/8" just as a plain IPv4 peer does (and the reverse). */
-    if (sa->sa_family == AF_INET) {
-        memcpy(v4, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-        memcpy(v6, mapped, 12);
-        memcpy(v6 + 12, v4, 4);
-        has_v4 = has_v6 = true;
-    } else if (sa->sa_family == AF_INET6) {
-        memcpy(v6, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-        has_v6 = true;
-        if (memcmp(v6, mapped, 12) == 0) {
-            memcpy(v4, v6 + 12, 4);
-            has_v4 = true;
-        }
-    } else {
+     * socket reports IPv4 peers as ::ffff:a.b.c.d (canonical: IPv4), and an
+     * IPv4 peer must match an IPv6 network holding its mapped form ("::/0"). */
+    if (cidr_addr_from_sockaddr(sa, &a) == -1)
         return false;
-    }
-    for (size_t i = 0; i < count; i++) {
-        if (nets[i].family == AF_INET && has_v4 && prefix_equal(nets[i].addr, v4, nets[i].prefix))
-            return true;
-        if (nets[i].family == AF_INET6 && has_v6 && prefix_equal(nets[i].addr, v6, nets[i].prefix))
-            return true;
-    }
-    return false;
+    if (cidr_find(nets, count, &a) >= 0)
+        return true;
+    if (a.family != AF_INET)
+        return false;
+    cidr_addr_mapped(&a, &mapped);
+    return cidr_find(nets, count, &mapped) >= 0;
 }
 
 /* ---- JSON helpers -------------------------------------------------------- */
@@ -258,8 +183,9 @@ typedef int key_parse_fn(const struct config_key *k, const cJSON *it, void *base
 struct config_key {
     /* "client.max_headers". A row "a.b" with no row "a" is member b of the
      * section "a": an object of such rows, absent, or null when every one of
-     * them takes null (then each of them is null). Sections are one level
-     * deep. "listeners[].tls" is member tls of each element of the array
+     * them takes null (then each of them is null). Sections nest:
+     * "egress.listeners.http" is member http of section listeners of section
+     * egress. "listeners[].tls" is member tls of each element of the array
      * "listeners", read by that row's parser. */
     const char *path;
     enum key_type type;
@@ -291,8 +217,12 @@ struct config_key {
 };
 
 static key_parse_fn parse_domains, parse_listeners, parse_listener_address, parse_tls,
-    parse_certificates, parse_admin_address, parse_redis, parse_exempt_ports, parse_trusted_proxies;
+    parse_certificates, parse_admin_address, parse_redis, parse_exempt_ports, parse_trusted_proxies,
+    parse_egress_listener, parse_nameservers, parse_always_deny;
 static void default_admin(struct config *cfg);
+static void default_nameservers(struct config *cfg);
+static void default_always_deny(struct config *cfg);
+static bool same_nameservers(const void *a, const void *b);
 static void default_redis(struct config *cfg);
 static void default_exempt_ports(struct config *cfg);
 static bool same_listener_address(const void *a, const void *b);
@@ -313,6 +243,28 @@ static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL}
 #define LISTENER(p, t, field)                                                               \
     .path = "listeners[]." p, .type = t, .offset = offsetof(struct config_listener, field), \
     .restart = "address, tls on/off and proxy_protocol need a restart"
+#define EGRESS_LISTENER(p, field, doc_)                                            \
+    .path = "egress.listeners." p, .type = KEY_TEXT, .offset = OFF(field.address), \
+    .nullable = true, .parse = parse_egress_listener,                              \
+    .restart = "egress listeners need a restart",                                  \
+    .values = "`IPv4:port`, `[IPv6]:port` or `null`", .doc = doc_
+
+/* egress.always_deny's default, and the same as --print-config shows it
+ * (test_config checks that the two agree). */
+static const char *const always_deny_default[] = {
+    "0.0.0.0/8",     "10.0.0.0/8",   "100.64.0.0/10",  "127.0.0.0/8",   "169.254.0.0/16",
+    "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4",
+    "240.0.0.0/4",   "::/128",       "::1/128",        "64:ff9b::/96",  "64:ff9b:1::/48",
+    "2001::/32",     "2002::/16",    "fc00::/7",       "fe80::/10",     "fec0::/10",
+    "ff00::/8",
+};
+#define ALWAYS_DENY_SHOWN                                                                \
+    "[\"0.0.0.0/8\", \"10.0.0.0/8\", \"100.64.0.0/10\", \"127.0.0.0/8\", "               \
+    "\"169.254.0.0/16\", \"172.16.0.0/12\", \"192.0.0.0/24\", \"192.168.0.0/16\", "      \
+    "\"198.18.0.0/15\", \"224.0.0.0/4\", \"240.0.0.0/4\", \"::/128\", \"::1/128\", "     \
+    "\"64:ff9b::/96\", \"64:ff9b:1::/48\", \"2001::/32\", \"2002::/16\", \"fc00::/7\", " \
+    "\"fe80::/10\", \"fec0::/10\", \"ff00::/8\"]"
+
 #define CERT(p, field, doc_)                                                                \
     .path = "listeners[].tls.certificates[]." p, .type = KEY_TEXT,                          \
     .offset = offsetof(struct config_cert, field), .required = true, .values = "file path", \
@@ -509,6 +461,39 @@ static const struct config_key keys[] = {
      .values = "file path or `null`",
      .doc = "access log file, opened for appending (reopened on SIGHUP, for "
             "rotation); `null` = off. See below"},
+    {EGRESS_LISTENER("http", egress_http,
+                     "transparent listener for sandbox TCP to port 80 (SPEC section 9): "
+                     "HTTP/1.1, each request decided by its Host. `null` = none. The rules "
+                     "of `edgeproxy egress-rules` `redirect` to this port on the sandbox "
+                     "interface's own address, so bind a wildcard: `[::]` takes IPv4 and "
+                     "IPv6, `0.0.0.0` IPv4 only. Must differ from every other listener")},
+    {EGRESS_LISTENER("tls", egress_tls,
+                     "the same for port 443: TLS, decided by the ClientHello's SNI, then "
+                     "spliced")},
+    {EGRESS_LISTENER("tcp", egress_tcp,
+                     "the same for every other TCP port, decided by address. With `http` "
+                     "or `tls` `null`, their ports come here too; with this one `null` "
+                     "as well, the kernel filters that TCP by address, like UDP")},
+    {CUSTOM("egress.nameservers", parse_nameservers), .set_default = default_nameservers,
+     .same = same_nameservers, .restart = "changing the nameservers needs a restart",
+     .shown_default = "`[\"8.8.8.8\"]`",
+     .values = "array of 1 to " XSTR(CONFIG_MAX_NAMESERVERS) " IPv4 or IPv6 addresses",
+     .doc = "the resolvers (port 53) the proxy asks for a name's addresses after a domain "
+            "rule matched. While a sandbox's `allowOut` holds a domain they are also open "
+            "to it on port 53, UDP and TCP, even inside `always_deny`"},
+    {CUSTOM("egress.always_deny", parse_always_deny), .set_default = default_always_deny,
+     .shown_default = "`" ALWAYS_DENY_SHOWN "`",
+     .values = "array of at most " XSTR(CONFIG_MAX_ALWAYS_DENY) " networks",
+     .doc = "destinations refused whatever a policy allows, by the proxy and by the "
+            "generated nft rules; IPv4-mapped IPv6 is checked as IPv4 (so "
+            "`::ffff:0:0/96` needs no entry). The default: this network, RFC 1918, "
+            "CGNAT, loopback, link-local (cloud metadata), IETF protocol "
+            "assignments, benchmarking, multicast, reserved and broadcast; IPv6 "
+            "unspecified, loopback, NAT64, Teredo and 6to4 (they embed IPv4 "
+            "addresses the IPv4 rules would not see), unique-local, link-local, "
+            "site-local and multicast. The documentation ranges (`192.0.2.0/24`, "
+            "`198.51.100.0/24`, `203.0.113.0/24`, `2001:db8::/32`) are not denied: "
+            "the tests use them as the internet. `[]` = none"},
 };
 
 #define KEYS_END (keys + sizeof(keys) / sizeof(keys[0]))
@@ -719,6 +704,56 @@ static int open_section(const cJSON *obj, const char *section, const char *path,
     return check_keys(it, sp, pattern, err, errlen);
 }
 
+/* How rest (a row's path below `section`) is reached: the length of its
+ * sections' part, up to its last dot ("egress.listeners.http":
+ * "egress.listeners"), 0 when it is a member of section itself, SIZE_MAX
+ * when a row of its own reads it (the row of an array, "listeners[].tls",
+ * or of an object, "tls.certificates" below "listeners[]"). */
+static size_t sections_len(const char *section, const char *rest)
+{
+    size_t last = 0;
+
+    for (size_t i = 0; rest[i] != '\0'; i++) {
+        if (rest[i] == '[')
+            return SIZE_MAX;
+        if (rest[i] == '.') {
+            if (find_row(section, rest, i) != NULL)
+                return SIZE_MAX;
+            last = i;
+        }
+    }
+    return last;
+}
+
+/* The object at the dotted path names[0..n) below obj (the object at
+ * `section`, named `path` in messages), each level checked for unknown and
+ * duplicate keys: *sub is NULL when a level is absent, &json_null when one
+ * is null (then each key below is null). */
+static int open_sections(const cJSON *obj, const char *section, const char *path, const char *names,
+                         size_t n, const cJSON **sub, char *err, size_t errlen)
+{
+    char sec[PATH_MAX_LEN], p[PATH_MAX_LEN], next[PATH_MAX_LEN];
+    size_t i = 0;
+
+    pathf(sec, sizeof(sec), "%s", section);
+    pathf(p, sizeof(p), "%s", path);
+    *sub = obj;
+    while (i < n && *sub != NULL && *sub != &json_null) {
+        size_t e = i;
+
+        while (e < n && names[e] != '.')
+            e++;
+        if (open_section(*sub, sec, p, names + i, e - i, sub, err, errlen) == -1)
+            return -1;
+        pathf(next, sizeof(next), "%s%s%.*s", sec, sec[0] ? "." : "", (int)(e - i), names + i);
+        memcpy(sec, next, sizeof(sec));
+        pathf(next, sizeof(next), "%s%s%.*s", p, p[0] ? "." : "", (int)(e - i), names + i);
+        memcpy(p, next, sizeof(p));
+        i = e + 1;
+    }
+    return 0;
+}
+
 /* Reads obj, the object at `section` ("" for the document, "listeners[]"
  * for one listener), into base, key by key in table order; path names obj
  * in messages ("listeners[2]"). */
@@ -726,7 +761,7 @@ static int parse_members(const cJSON *obj, const char *section, void *base, cons
                          char *err, size_t errlen)
 {
     const cJSON *sub = NULL;
-    const char *open = NULL; /* the open section's name, in a row's path */
+    const char *open = NULL; /* the open sections' names, in a row's path */
     size_t open_len = 0;
     char kp[PATH_MAX_LEN];
 
@@ -739,19 +774,19 @@ static int parse_members(const cJSON *obj, const char *section, void *base, cons
 
         if (rest == NULL)
             continue;
-        n = name_len(rest);
-        if (rest[n] == '\0') {
+        n = sections_len(section, rest);
+        if (n == SIZE_MAX)
+            continue; /* read by the row of its array or object */
+        if (n == 0) {
             it = item(obj, rest);
-        } else if (rest[n] == '.' && find_row(section, rest, n) == NULL) {
+        } else {
             if (open == NULL || open_len != n || memcmp(open, rest, n) != 0) {
                 open = rest;
                 open_len = n;
-                if (open_section(obj, section, path, rest, n, &sub, err, errlen) == -1)
+                if (open_sections(obj, section, path, rest, n, &sub, err, errlen) == -1)
                     return -1;
             }
             it = sub == &json_null ? sub : sub != NULL ? item(sub, rest + n + 1) : NULL;
-        } else {
-            continue; /* read by the row of its array or object */
         }
         join(kp, sizeof(kp), path, rest);
         if ((k->parse ? k->parse : parse_value)(k, it, base, kp, err, errlen) == -1)
@@ -1255,7 +1290,8 @@ static int parse_trusted_proxies(const struct config_key *k, const cJSON *arr, v
         return -1;
     cJSON_ArrayForEach(it, arr)
     {
-        if (!cJSON_IsString(it) || parse_cidr(it->valuestring, &cfg->trusted_proxies[i]) == -1)
+        if (!cJSON_IsString(it) ||
+            cidr_parse(it->valuestring, strlen(it->valuestring), &cfg->trusted_proxies[i]) == -1)
             return errf(err, errlen,
                         "%s[%zu]: not an IPv4 or IPv6 address "
                         "or network",
@@ -1264,6 +1300,132 @@ static int parse_trusted_proxies(const struct config_key *k, const cJSON *arr, v
     }
     cfg->trusted_count = i;
     return 0;
+}
+
+/* ---- egress (SPEC section 9) --------------------------------------------- */
+
+static const struct {
+    const char *path;
+    size_t offset;
+} egress_listeners[] = {
+    {"egress.listeners.http", OFF(egress_http)},
+    {"egress.listeners.tls", OFF(egress_tls)},
+    {"egress.listeners.tcp", OFF(egress_tcp)},
+};
+
+/* Read after the listeners and admin.address: no two sockets may share an
+ * address. */
+static int parse_egress_listener(const struct config_key *k, const cJSON *it, void *base,
+                                 const char *path, char *err, size_t errlen)
+{
+    struct config *cfg = base;
+    struct config_egress_listener *l = field(base, k);
+
+    if (parse_value(k, it, base, path, err, errlen) == -1)
+        return -1;
+    memset(&l->addr, 0, sizeof(l->addr));
+    l->addr_len = 0;
+    if (l->address == NULL)
+        return 0;
+    if (config_parse_address(l->address, &l->addr, &l->addr_len) == -1)
+        return errf(err, errlen, "%s: not IPv4:port or [IPv6]:port", path);
+    for (size_t i = 0; i < cfg->listener_count; i++)
+        if (same_address(&cfg->listeners[i].addr, cfg->listeners[i].addr_len, &l->addr,
+                         l->addr_len))
+            return errf(err, errlen, "%s: same as listeners[%zu]", path, i);
+    if (cfg->admin_enabled &&
+        same_address(&cfg->admin_addr, cfg->admin_addr_len, &l->addr, l->addr_len))
+        return errf(err, errlen, "%s: same as admin.address", path);
+    for (size_t i = 0; i < sizeof(egress_listeners) / sizeof(egress_listeners[0]); i++) {
+        const struct config_egress_listener *o =
+            (const struct config_egress_listener *)((char *)cfg + egress_listeners[i].offset);
+
+        if (o == l)
+            break;
+        if (o->address != NULL && same_address(&o->addr, o->addr_len, &l->addr, l->addr_len))
+            return errf(err, errlen, "%s: same as %s", path, egress_listeners[i].path);
+    }
+    return 0;
+}
+
+static int parse_nameservers(const struct config_key *k, const cJSON *arr, void *base,
+                             const char *path, char *err, size_t errlen)
+{
+    struct config *cfg = base;
+    const cJSON *it;
+    size_t i = 0;
+
+    if (arr == NULL)
+        return 0;
+    if (check_array(arr, path, CONFIG_MAX_NAMESERVERS, "addresses", err, errlen) == -1)
+        return -1;
+    if (cJSON_GetArraySize(arr) == 0)
+        return errf(err, errlen, "%s: at least one address is required", path);
+    cJSON_ArrayForEach(it, arr)
+    {
+        struct cidr_addr a;
+        struct cidr *ns = &cfg->egress_nameservers[i];
+
+        if (!cJSON_IsString(it) ||
+            cidr_addr_parse(it->valuestring, strlen(it->valuestring), &a) == -1)
+            return errf(err, errlen, "%s[%zu]: not an IPv4 or IPv6 address", path, i);
+        memset(ns, 0, sizeof(*ns));
+        ns->family = a.family;
+        memcpy(ns->addr, a.addr, sizeof(ns->addr));
+        ns->prefix = a.family == AF_INET ? 32 : 128;
+        i++;
+    }
+    cfg->egress_nameserver_count = i;
+    return 0;
+}
+
+static void default_nameservers(struct config *cfg)
+{
+    /* The table's literal: cannot fail. */
+    (void)cidr_parse("8.8.8.8", 7, &cfg->egress_nameservers[0]);
+    cfg->egress_nameserver_count = 1;
+}
+
+static bool same_nameservers(const void *a, const void *b)
+{
+    const struct config *x = a, *y = b;
+
+    return x->egress_nameserver_count == y->egress_nameserver_count &&
+           memcmp(x->egress_nameservers, y->egress_nameservers,
+                  x->egress_nameserver_count * sizeof(x->egress_nameservers[0])) == 0;
+}
+
+static int parse_always_deny(const struct config_key *k, const cJSON *arr, void *base,
+                             const char *path, char *err, size_t errlen)
+{
+    struct config *cfg = base;
+    const cJSON *it;
+    size_t i = 0;
+
+    if (arr == NULL)
+        return 0;
+    if (check_array(arr, path, CONFIG_MAX_ALWAYS_DENY, "networks", err, errlen) == -1)
+        return -1;
+    cJSON_ArrayForEach(it, arr)
+    {
+        if (!cJSON_IsString(it) ||
+            cidr_parse(it->valuestring, strlen(it->valuestring), &cfg->egress_always_deny[i]) == -1)
+            return errf(err, errlen, "%s[%zu]: not an IPv4 or IPv6 address or network", path, i);
+        i++;
+    }
+    cfg->egress_always_deny_count = i;
+    return 0;
+}
+
+static void default_always_deny(struct config *cfg)
+{
+    size_t n = sizeof(always_deny_default) / sizeof(always_deny_default[0]);
+
+    /* The table's literals: cannot fail (test_config checks each). */
+    for (size_t i = 0; i < n; i++)
+        (void)cidr_parse(always_deny_default[i], strlen(always_deny_default[i]),
+                         &cfg->egress_always_deny[i]);
+    cfg->egress_always_deny_count = n;
 }
 
 /* ---- public -------------------------------------------------------------- */

@@ -18,12 +18,15 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include "cidr.h"
 #include "host.h"
 
 #define CONFIG_MAX_LISTENERS 16
 #define CONFIG_MAX_CERTS 16
 #define CONFIG_MAX_EXEMPT_PORTS 64
 #define CONFIG_MAX_TRUSTED 32
+#define CONFIG_MAX_NAMESERVERS 8
+#define CONFIG_MAX_ALWAYS_DENY 128
 
 struct config_cert {
     char *cert; /* PEM chain path */
@@ -41,12 +44,11 @@ struct config_listener {
     bool http2; /* offer HTTP/2: ALPN h2, or the preface on plain */
 };
 
-/* An IPv4 or IPv6 network, "10.0.0.0/8", "::1" (a bare address is /32 or
- * /128). */
-struct config_cidr {
-    int family;       /* AF_INET or AF_INET6 */
-    uint8_t addr[16]; /* network bytes */
-    unsigned prefix;  /* bits */
+/* An egress listener (SPEC section 9): address NULL = none. */
+struct config_egress_listener {
+    char *address;                /* as written, for messages */
+    struct sockaddr_storage addr; /* parsed IPv4:port / [IPv6]:port */
+    socklen_t addr_len;
 };
 
 struct config {
@@ -81,7 +83,7 @@ struct config {
     /* "policy" */
     uint16_t token_exempt_ports[CONFIG_MAX_EXEMPT_PORTS];
     size_t token_exempt_count; /* default [49983] */
-    struct config_cidr trusted_proxies[CONFIG_MAX_TRUSTED];
+    struct cidr trusted_proxies[CONFIG_MAX_TRUSTED];
     size_t trusted_count; /* default [] */
 
     /* "client" */
@@ -117,6 +119,15 @@ struct config {
     /* "drain" */
     int drain_delay_ms;   /* default 0 */
     int drain_timeout_ms; /* default 30000 */
+
+    /* "egress" (SPEC section 9) */
+    struct config_egress_listener egress_http;              /* "listeners.http": port 80 */
+    struct config_egress_listener egress_tls;               /* "listeners.tls": port 443 */
+    struct config_egress_listener egress_tcp;               /* "listeners.tcp": the rest */
+    struct cidr egress_nameservers[CONFIG_MAX_NAMESERVERS]; /* one-host networks */
+    size_t egress_nameserver_count;                         /* default ["8.8.8.8"] */
+    struct cidr egress_always_deny[CONFIG_MAX_ALWAYS_DENY];
+    size_t egress_always_deny_count; /* default: the list in config.c */
 
     /* "access_log" */
     char *access_log_path; /* NULL = off */
@@ -170,7 +181,9 @@ int config_worker_count(const struct config *cfg);
 #define CONFIG_MAX_CONNECTIONS 16777216
 int config_derived_max_connections(unsigned long long nofile, int workers, size_t listeners);
 
-/* Is `sa` inside one of the networks? */
-bool config_cidr_match(const struct config_cidr *nets, size_t count, const struct sockaddr *sa);
+/* Is `sa` inside one of the networks? An IPv4 address is also tried in its
+ * IPv4-mapped form, so that "::/0" holds every client (policy.trusted_proxies
+ * has always matched that way; egress rules do not, see cidr.h). */
+bool config_cidr_match(const struct cidr *nets, size_t count, const struct sockaddr *sa);
 
 #endif

@@ -1,4 +1,5 @@
 #include "json_guard.h"
+#include "errf.h"
 
 #include <stdbool.h>
 #include <string.h>
@@ -29,4 +30,49 @@ long json_guard_scan(const char *s, size_t len)
         }
     }
     return -1;
+}
+
+cJSON *json_guard_parse_object(const char *json, size_t len, char *err, size_t errlen)
+{
+    const char *end = NULL;
+    cJSON *root;
+
+    if (json == NULL || json_guard_scan(json, len) != -1) {
+        errf(err, errlen, "not valid JSON");
+        return NULL;
+    }
+    root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    if (root == NULL) {
+        errf(err, errlen, "not valid JSON");
+        return NULL;
+    }
+    for (; end < json + len; end++) {
+        if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
+            errf(err, errlen, "not valid JSON (data after the object)");
+            cJSON_Delete(root);
+            return NULL;
+        }
+    }
+    if (!cJSON_IsObject(root)) {
+        errf(err, errlen, "not a JSON object");
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
+int json_guard_member(const cJSON *obj, const char *name, const cJSON **out)
+{
+    const cJSON *found = NULL, *it;
+
+    cJSON_ArrayForEach(it, obj)
+    {
+        if (it->string != NULL && strcmp(it->string, name) == 0) {
+            if (found != NULL)
+                return -1;
+            found = it;
+        }
+    }
+    *out = (found != NULL && !cJSON_IsNull(found)) ? found : NULL;
+    return 0;
 }

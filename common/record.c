@@ -12,25 +12,6 @@
 
 #include <cjson/cJSON.h>
 
-/* The one object member named `name`; -1 when it appears twice (which
- * value would the control plane have meant?). NULL member = absent. */
-static int member(const cJSON *obj, const char *name, const cJSON **out)
-{
-    const cJSON *found = NULL, *it;
-
-    cJSON_ArrayForEach(it, obj)
-    {
-        if (it->string != NULL && strcmp(it->string, name) == 0) {
-            if (found != NULL)
-                return -1;
-            found = it;
-        }
-    }
-    /* null counts as absent for every optional field. */
-    *out = (found != NULL && !cJSON_IsNull(found)) ? found : NULL;
-    return 0;
-}
-
 static bool visible_ascii(const char *s)
 {
     for (; *s; s++)
@@ -72,7 +53,7 @@ done:
 
 #define FIELD(name, var)                                          \
     do {                                                          \
-        if (member(root, name, &var) == -1) {                     \
+        if (json_guard_member(root, name, &var) == -1) {          \
             errf(err, errlen, "%s appears more than once", name); \
             goto fail;                                            \
         }                                                         \
@@ -81,32 +62,13 @@ done:
 int record_parse(const char *json, size_t len, struct record **out, char *err, size_t errlen)
 {
     const cJSON *address, *allow, *token, *mask, *exec, *maxc;
-    const char *end = NULL;
     cJSON *root = NULL;
     struct record *r = NULL;
 
     *out = NULL;
-    if (json == NULL || json_guard_scan(json, len) != -1) {
-        errf(err, errlen, "not valid JSON");
+    root = json_guard_parse_object(json, len, err, errlen);
+    if (root == NULL)
         goto fail;
-    }
-    root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-    if (root == NULL) {
-        errf(err, errlen, "not valid JSON");
-        goto fail;
-    }
-    /* cJSON stops after the first value; anything but whitespace after it
-     * means the record is not one JSON document. */
-    for (; end < json + len; end++) {
-        if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
-            errf(err, errlen, "not valid JSON (data after the object)");
-            goto fail;
-        }
-    }
-    if (!cJSON_IsObject(root)) {
-        errf(err, errlen, "not a JSON object");
-        goto fail;
-    }
 
     r = calloc(1, sizeof(*r));
     if (r == NULL) {

@@ -28,7 +28,7 @@ void exchange_init(struct exchange *ex, struct worker *w, const struct client_in
     ex->state = EX_ROUTING;
     ex->start_us = time_now_us();
     ex->outcome = OUTCOME_ABORTED;
-    list_init(&ex->waiter.link);
+    list_init(&ex->waiter.cw.link);
 }
 
 void exchange_count(struct exchange *ex)

@@ -144,6 +144,18 @@ struct exchange {
     bool limit_held;
     struct lookup_waiter waiter;
 
+    /* where the proxy connects, set by the route before proxy_start: the
+     * address (port included), and the pool partition it may reuse
+     * connections from: name (the sandbox id), the address as text, and a
+     * tag (executionId, or NULL), so a recycled address never reuses
+     * another sandbox's connection. The strings outlive the exchange's use
+     * of them (the route record's or the target's). */
+    struct sockaddr_storage up_addr;
+    socklen_t up_addr_len;
+    const char *up_pool_name;
+    const char *up_addr_text;
+    const char *up_pool_tag;
+
     /* the upstream side (core/proxy.c) */
     struct upconn *up;
     llhttp_t resp;

@@ -13,8 +13,10 @@
 
 #include "admin.h"
 #include "config.h"
+#include "egress_policy.h"
 #include "listener.h"
 #include "log.h"
+#include "nft_rules.h"
 #include "runtime.h"
 #include "timeutil.h"
 #include "worker.h"
@@ -42,6 +44,7 @@ struct main_ctx {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: edgeproxy --config FILE [--check]\n"
+               "       edgeproxy egress-rules --config FILE --interface IF --policy FILE\n"
                "       edgeproxy --print-config\n"
                "       edgeproxy --version\n");
 }
@@ -188,8 +191,90 @@ static int bind_all(struct main_ctx *m, int *fds)
     return 0;
 }
 
+/* The whole of a file ("-": standard input), at most `max` bytes; caller
+ * frees. NULL with errno set (EFBIG when larger). */
+static char *read_all(const char *path, size_t max, size_t *len)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    char *buf = f ? malloc(max + 1) : NULL;
+    size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
+    int bad = !f ? errno : !buf ? ENOMEM : ferror(f) ? EIO : n > max ? EFBIG : 0;
+
+    if (f && f != stdin)
+        fclose(f);
+    if (bad) {
+        free(buf);
+        errno = bad;
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/* `edgeproxy egress-rules`: prints the nft ruleset of one sandbox interface
+ * (common/nft_rules.h). 2 on a usage error, 1 on a bad file, 0 printed. */
+static int egress_rules_main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"interface", required_argument, NULL, 'i'},
+                                         {"policy", required_argument, NULL, 'P'},
+                                         {NULL, 0, NULL, 0}};
+    const char *cpath = NULL, *ifname = NULL, *ppath = NULL;
+    struct config cfg;
+    struct egress_policy *p = NULL;
+    char err[512], *json, *rules;
+    size_t len;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "c:i:P:", opts, NULL)) != -1) {
+        if (c == 'c')
+            cpath = optarg;
+        else if (c == 'i')
+            ifname = optarg;
+        else if (c == 'P')
+            ppath = optarg;
+        else
+            return usage(stderr), 2;
+    }
+    if (!cpath || !ifname || !ppath || optind != argc)
+        return usage(stderr), 2;
+    if (nft_rules_check_interface(ifname, err, sizeof(err)) == -1) {
+        fprintf(stderr, "edgeproxy: --%s\n", err);
+        return 2;
+    }
+    if (config_load_file(cpath, &cfg, err, sizeof(err)) == -1) {
+        fprintf(stderr, "edgeproxy: %s: %s\n", cpath, err);
+        return 1;
+    }
+    json = read_all(ppath, 1 << 20, &len);
+    if (!json) {
+        fprintf(stderr, "edgeproxy: %s: %s\n", ppath,
+                errno == EFBIG ? "larger than 1048576 bytes" : strerror(errno));
+        config_free(&cfg);
+        return 1;
+    }
+    if (egress_policy_parse(json, len, &p, err, sizeof(err)) == -1) {
+        fprintf(stderr, "edgeproxy: %s: %s\n", ppath, err);
+        free(json);
+        config_free(&cfg);
+        return 1;
+    }
+    rules = nft_rules_build(ifname, p, &cfg, &len, err, sizeof(err));
+    c = rules && fwrite(rules, 1, len, stdout) == len && fflush(stdout) == 0 ? 0 : 1;
+    if (!rules)
+        fprintf(stderr, "edgeproxy: %s\n", err);
+    free(rules);
+    free(json);
+    egress_policy_free(p);
+    config_free(&cfg);
+    return c;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "egress-rules") == 0)
+        return egress_rules_main(argc - 1, argv + 1);
+
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 'k'},
         {"print-config", no_argument, NULL, 'p'}, {"version", no_argument, NULL, 'v'},

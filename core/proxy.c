@@ -153,20 +153,15 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 
 static void connect_new(struct exchange *ex, const char *key)
 {
-    const struct record *rec = ex->rr->rec;
-    struct sockaddr_storage ss = rec->addr;
-    if (ss.ss_family == AF_INET6)
-        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(ex->target.port);
-    else
-        ((struct sockaddr_in *)&ss)->sin_port = htons(ex->target.port);
     if (!ex->retry_timer)
         ex->retry_timer = evtimer_new(ex->w->base, retry_cb, ex);
     ex->connect_attempts++;
     ex->upstream_used = true;
-    ex->up = ex->retry_timer
-                 ? upconn_connect(ex->w->pool, key, (struct sockaddr *)&ss, rec->addr_len,
-                                  ex->w->cfg->upstream_connect_timeout_ms, on_connected, ex)
-                 : NULL;
+    ex->up =
+        ex->retry_timer
+            ? upconn_connect(ex->w->pool, key, (struct sockaddr *)&ex->up_addr, ex->up_addr_len,
+                             ex->w->cfg->upstream_connect_timeout_ms, on_connected, ex)
+            : NULL;
     if (!ex->up)
         upstream_failed(ex, 502, "cannot create an upstream socket");
 }
@@ -174,10 +169,11 @@ static void connect_new(struct exchange *ex, const char *key)
 static void connect_upstream(struct exchange *ex)
 {
     char key[512];
-    const struct record *rec = ex->rr->rec;
+    const struct sockaddr *sa = (const struct sockaddr *)&ex->up_addr;
+    unsigned port = ntohs(sa->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                                                    : ((const struct sockaddr_in *)sa)->sin_port);
     ex->state = EX_CONNECTING;
-    pool_key(key, sizeof(key), ex->target.sandbox_id, rec->address, ex->target.port,
-             rec->execution_id);
+    pool_key(key, sizeof(key), ex->up_pool_name, ex->up_addr_text, port, ex->up_pool_tag);
     if (ex->connect_attempts == 0 && !ex->stale_retry_done) {
         struct upconn *c = pool_acquire(ex->w->pool, key);
         if (c) {

@@ -86,8 +86,8 @@ int rewrite_request_head(const struct exchange *s, struct evbuffer *dst)
     const struct config *cfg = s->w->cfg;
     const struct client_info *ci = s->client;
     int mask_len = -1;
-    const char *mask = route_rec_masked_host(s->rr, s->target.port, &mask_len);
-    if (!mask && s->rr->rec->mask_host)
+    const char *mask = s->rr ? route_rec_masked_host(s->rr, s->target.port, &mask_len) : NULL;
+    if (!mask && s->rr && s->rr->rec->mask_host)
         return -1; /* a mask too long to expand: never send the wrong Host */
     bool trusted =
         cfg->trusted_count > 0 && config_cidr_match(cfg->trusted_proxies, cfg->trusted_count,

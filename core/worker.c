@@ -11,6 +11,7 @@
 #include "h2.h"
 #include "head.h"
 #include "listener.h"
+#include "redis_link.h"
 #include "log.h"
 #include "lookup.h"
 #include "runtime.h"
@@ -49,6 +50,8 @@ static void apply_runtime(struct worker *w, struct runtime *rt)
     worker_apply_head_limits(w);
     if (w->lookup)
         lookup_config_changed(w->lookup, old);
+    if (w->redis)
+        redis_link_config_changed(w->redis, old);
     /* Pooled connections were made under the old policy; let new ones be
      * made under the new. */
     pool_close_idle(w->pool);
@@ -114,16 +117,19 @@ int worker_init(struct worker *w, int id, struct runtime *rt, const int *fds)
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
-    struct lookup *lk = lookup_new(w);
-    __atomic_store_n(&w->lookup, lk, __ATOMIC_RELEASE); /* /readyz reads it */
-    if (!lk || listener_start(w) == -1 || access_log_worker_init(w) == -1) {
+    struct redis_link *rl = redis_link_new(w);
+    __atomic_store_n(&w->redis, rl, __ATOMIC_RELEASE); /* /readyz reads it */
+    w->lookup = rl ? lookup_new(w) : NULL;
+    if (!w->lookup || listener_start(w) == -1 || access_log_worker_init(w) == -1) {
         log_error("worker %d: cannot start", w->id);
         exit(1);
     }
     event_base_dispatch(w->base);
-    /* Drained: every session is gone. */
-    __atomic_store_n(&w->lookup, NULL, __ATOMIC_RELEASE);
-    lookup_free(lk);
+    /* Drained: every session is gone. The caches go before their link. */
+    lookup_free(w->lookup);
+    w->lookup = NULL;
+    __atomic_store_n(&w->redis, NULL, __ATOMIC_RELEASE);
+    redis_link_free(rl);
     access_log_worker_free(w);
     pool_free(w->pool); /* its connections hold read buffers */
     w->pool = NULL;

@@ -17,6 +17,7 @@
 struct event_base;
 struct event;
 struct lookup;
+struct redis_link;
 struct pool;
 struct session;
 struct head;
@@ -46,7 +47,8 @@ struct worker {
     struct event *accept_timer; /* ends an accept pause (listener.c) */
     int accept_paused;          /* why accepting is paused, 0 = it is not */
 
-    struct lookup *lookup;
+    struct redis_link *redis; /* read by /readyz from the main thread */
+    struct lookup *lookup;    /* the route cache, a client of redis */
     struct pool *pool;
     struct metrics metrics;
 

@@ -1,6 +1,7 @@
 /* ingress/: the way in. Host -> (port, sandbox id) -> record -> verdict
  * (SPEC sections 4 and 5): the token, the connection limit, then the proxy;
- * the sandbox route record (route_rec.c), the per-sandbox connection counts
+ * the sandbox route record (route_rec.c), the route cache (lookup.c, an
+ * instance of redis/cache.c), the per-sandbox connection counts
  * (conn_limit.c) and the access log (access_log.c). ingress/ works on an
  * exchange whatever front end made it, and may call common/, redis/ (the
  * cache), admin/ (log, metrics) and core/ (the exchange, the proxy); never a
@@ -76,6 +77,17 @@ static void verdict(struct exchange *s, int status, struct route_rec *rr)
         }
         s->limit_held = true;
     }
+    /* The sandbox's address at the requested port; pooled connections are
+     * this sandbox's (and this execution's) only. */
+    memcpy(&s->up_addr, &rec->addr, rec->addr_len);
+    s->up_addr_len = rec->addr_len;
+    if (rec->addr.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&s->up_addr)->sin6_port = htons(s->target.port);
+    else
+        ((struct sockaddr_in *)&s->up_addr)->sin_port = htons(s->target.port);
+    s->up_pool_name = s->target.sandbox_id;
+    s->up_addr_text = rec->address;
+    s->up_pool_tag = rec->execution_id;
     proxy_start(s);
 }
 

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 
 #include "conn_limit.h"
+#include "errf.h"
+#include "host.h"
 
 struct route_rec *route_rec_new(int status)
 {
@@ -54,3 +56,39 @@ const char *route_rec_masked_host(struct route_rec *rr, uint16_t port, int *len)
     *len = rr->mask_len;
     return rr->mask_len > 0 ? rr->mask : NULL;
 }
+
+/* ---- the cache's view (route_rec_desc) ---- */
+
+static int desc_parse(const char *id, const char *bytes, size_t len, void **value, char *err,
+                      size_t errlen)
+{
+    struct route_rec *rr = route_rec_parse(id, bytes, len);
+    if (!rr)
+        return -1;
+    if (rr->status == LOOKUP_BROKEN) {
+        errf(err, errlen, "%s", rr->message);
+        route_rec_unref(rr);
+        return CACHE_BROKEN;
+    }
+    *value = rr;
+    return CACHE_FOUND;
+}
+
+static void *desc_ref(void *value)
+{
+    return route_rec_ref(value);
+}
+
+static void desc_unref(void *value)
+{
+    route_rec_unref(value);
+}
+
+const struct cache_desc route_rec_desc = {
+    .name = "sandbox",
+    .ns = "",
+    .id_max = HOST_ID_MAX,
+    .parse = desc_parse,
+    .ref = desc_ref,
+    .unref = desc_unref,
+};

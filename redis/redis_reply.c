@@ -3,16 +3,17 @@
 #include <stdio.h>
 #include <string.h>
 
-struct route_rec *redis_reply_record(const char *id, const redisReply *reply)
+#include "errf.h"
+
+int redis_reply_value(const struct cache_desc *d, const char *id, const redisReply *reply,
+                      void **value, char *err, size_t errlen)
 {
     if (reply->type == REDIS_REPLY_NIL)
-        return route_rec_new(LOOKUP_NOT_FOUND);
+        return CACHE_NOT_FOUND;
     if (reply->type == REDIS_REPLY_STRING)
-        return route_rec_parse(id, reply->str, reply->len);
-    struct route_rec *rr = route_rec_new(LOOKUP_BROKEN);
-    if (rr)
-        snprintf(rr->message, sizeof(rr->message), "the sandbox key does not hold a string");
-    return rr;
+        return d->parse(id, reply->str, reply->len, value, err, errlen);
+    errf(err, errlen, "the %s key does not hold a string", d->name);
+    return CACHE_BROKEN;
 }
 
 static bool is_string(const redisReply *r, const char *s)

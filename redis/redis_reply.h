@@ -1,6 +1,6 @@
 /* What the proxy makes of Redis replies: pure functions of a hiredis
  * redisReply, for any shape a server (or the fuzzer) may send. No I/O, no
- * logging: lookup.c acts on the answers. */
+ * logging: cache.c and redis_link.c act on the answers. */
 #ifndef EDGEPROXY_REDIS_REPLY_H
 #define EDGEPROXY_REDIS_REPLY_H
 
@@ -8,14 +8,17 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "route_rec.h"
+#include "cache.h"
 
-/* The answer a reply to GET <prefix><id> gives about sandbox `id`:
- * LOOKUP_NOT_FOUND for nil, the record's parse (FOUND or BROKEN with the
- * reason) for a string, BROKEN for any other type. An error reply says
- * nothing about the sandbox (the caller answers 503 before asking); here it
- * is BROKEN like any other non-string. NULL when out of memory. */
-struct route_rec *redis_reply_record(const char *id, const redisReply *reply);
+/* The answer a reply to GET <prefix><ns><id> gives about `id`, for the
+ * record type d: CACHE_NOT_FOUND for nil; for a string, what d->parse makes
+ * of it (CACHE_FOUND with *value a new reference, or CACHE_BROKEN with the
+ * reason in err); CACHE_BROKEN ("the <name> key does not hold a string")
+ * for any other type. An error reply says nothing about the id (the cache
+ * answers 503 before asking); here it is BROKEN like any other non-string.
+ * *value is set only for CACHE_FOUND. -1 when out of memory. */
+int redis_reply_value(const struct cache_desc *d, const char *id, const redisReply *reply,
+                      void **value, char *err, size_t errlen);
 
 enum redis_push_kind {
     REDIS_PUSH_OTHER = 0,  /* not for us: ignored */

@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             assert(l->addr.ss_family == AF_INET || l->addr.ss_family == AF_INET6);
         }
         for (size_t i = 0; i < cfg.trusted_count; i++) {
-            const struct config_cidr *c = &cfg.trusted_proxies[i];
+            const struct cidr *c = &cfg.trusted_proxies[i];
             assert(c->family == AF_INET || c->family == AF_INET6);
             assert(c->prefix <= (c->family == AF_INET ? 32u : 128u));
             (void)config_cidr_match(cfg.trusted_proxies, cfg.trusted_count,

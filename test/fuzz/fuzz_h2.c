@@ -1,6 +1,7 @@
 /* libFuzzer: the HTTP/2 front end, frames in, the whole proxy in process
  * (proxy_harness.c: one worker, the lookup table, the llhttp-checked
- * upstream stub on 127.0.0.1:39482, TLS listeners, the access log).
+ * upstream stub on 127.0.0.1:39483 (odd: Linux gives even ports to
+ * connect()), TLS listeners, the access log).
  *
  * Per input, a socketpair goes to session_accept() on a listener with
  * HTTP/2 on: plain (the preface picks HTTP/2), PROXY protocol (the harness
@@ -71,7 +72,7 @@
 #include "proxy_harness.h"
 #include "session.h"
 
-#define STUB_PORT 39482
+#define STUB_PORT 39483
 #define CTRL 4
 #define MAX_STREAMS 256 /* stream ids 1..511 */
 #define OUT_MAX (1 << 20)

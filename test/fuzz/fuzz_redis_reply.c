@@ -1,12 +1,13 @@
 /* libFuzzer: hiredis's reply reader on raw bytes (what a Redis server, or
  * anything answering on its port, may send), then every reply and every
- * element of every array in it to redis_reply_record and redis_reply_push
- * (proxy/redis_reply.c).
+ * element of every array in it to redis_reply_value (as a sandbox route
+ * record, ingress/route_rec.c's route_rec_desc) and redis_reply_push
+ * (redis/redis_reply.c).
  *
  * Input: byte 0 splits the rest into two feeds (replies cut anywhere).
  * Invariants: a record answer exists (memory is plentiful here) with a
- * known status, FOUND with a record, BROKEN with a non-empty NUL-terminated
- * reason; a push is MESSAGE or SUBSCRIBED only for a three-element array,
+ * known status, FOUND with a record (and only FOUND with a value), BROKEN
+ * with a non-empty NUL-terminated reason; a push is MESSAGE or SUBSCRIBED only for a three-element array,
  * its channel and payload are that array's elements, byte for byte, and
  * OTHER carries nothing. */
 #include <assert.h>
@@ -17,6 +18,7 @@
 #include <hiredis/hiredis.h>
 
 #include "redis_reply.h"
+#include "route_rec.h"
 
 #define MAX_ELEMENTS 4096
 
@@ -35,12 +37,19 @@ static void *create_array(const redisReadTask *task, int elements)
 
 static void check_record(const redisReply *reply)
 {
-    struct route_rec *rr = redis_reply_record("fuzzsandbox", reply);
+    char why[200];
+    void *value = NULL;
 
-    assert(rr != NULL);
-    assert(rr->refs == 1);
-    switch (rr->status) {
+    memset(why, 0xa5, sizeof(why));
+    int status = redis_reply_value(&route_rec_desc, "fuzzsandbox", reply, &value, why, sizeof(why));
+    struct route_rec *rr = value;
+
+    assert(status != -1);
+    assert((rr != NULL) == (status == LOOKUP_FOUND));
+    switch (status) {
     case LOOKUP_FOUND:
+        assert(rr->refs == 1);
+        assert(rr->status == LOOKUP_FOUND);
         assert(rr->rec != NULL);
         assert(reply->type == REDIS_REPLY_STRING);
         break;
@@ -48,8 +57,8 @@ static void check_record(const redisReply *reply)
         assert(reply->type == REDIS_REPLY_NIL);
         break;
     case LOOKUP_BROKEN:
-        assert(memchr(rr->message, '\0', sizeof(rr->message)) != NULL);
-        assert(rr->message[0] != '\0');
+        assert(memchr(why, '\0', sizeof(why)) != NULL);
+        assert(why[0] != '\0');
         break;
     default:
         assert(0 && "unknown status");

@@ -1,8 +1,10 @@
 /* libFuzzer: the whole request path, in process, through the event loop.
  *
- * Every proxy source but main.c and lookup.c is linked in; this file
- * provides the lookup.h API (a static table of real records built with
- * route_rec_parse, answered synchronously or on the next loop turn) and an
+ * Every proxy source but core/main.c and the Redis cache (redis/redis_link.c,
+ * redis/cache.c, ingress/lookup.c) is linked in; test/fuzz/proxy_harness.c
+ * (shared with fuzz_h2) provides the lookup.h API (a static table of real
+ * records built with route_rec_parse, answered synchronously or on the next
+ * loop turn), the few redis_link.h calls the worker and /readyz make, and an
  * upstream stub: a listening socket on 127.0.0.1:STUB_PORT served by the
  * worker's own event_base, which parses what the proxy forwards with llhttp
  * (strict) and answers each request with a response chosen by the input

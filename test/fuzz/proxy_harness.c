@@ -1,7 +1,9 @@
 /* The in-process proxy harness the request-path fuzzers share (fuzz_request_path
  * for HTTP/1.1, fuzz_h2 for HTTP/2): one worker and its event loop, every
- * proxy source linked in but main.c and lookup.c, the lookup.h API from a
- * static table of real records, an upstream stub that checks with llhttp
+ * proxy source linked in but core/main.c and the Redis cache
+ * (redis/redis_link.c, redis/cache.c, ingress/lookup.c), the lookup.h API
+ * from a static table of real records, the few redis_link.h calls the
+ * worker and /readyz make (the worker here has no link), an upstream stub that checks with llhttp
  * (strict) every byte the proxy forwards, two self-signed certificates for
  * the TLS listeners, an access log on a memfd checked line by line, the
  * client's end of a socketpair (plain or TLS), the loop helpers (a turn,
@@ -37,6 +39,7 @@
 #include "ev.h"
 #include "list.h"
 #include "log.h"
+#include "redis_link.h"
 #include "lookup.h"
 #include "pool.h"
 #include "record.h"
@@ -120,7 +123,7 @@ static void answer_cb(evutil_socket_t fd, short what, void *arg)
     list_init(&list);
     list_splice_back(&list, &lk->pending);
     while (!list_empty(&list)) {
-        struct lookup_waiter *wt = container_of(list_first(&list), struct lookup_waiter, link);
+        struct lookup_waiter *wt = container_of(list_first(&list), struct lookup_waiter, cw.link);
         lookup_cancel(wt);
         struct exchange *s = container_of(wt, struct exchange, waiter);
         int status;
@@ -154,7 +157,7 @@ int lookup_get(struct lookup *lk, const char *id, struct lookup_waiter *wt, int 
                struct route_rec **rr)
 {
     if (strncmp(id, "slow", 4) == 0) {
-        list_insert_front(&lk->pending, &wt->link);
+        list_insert_front(&lk->pending, &wt->cw.link);
         event_active(lk->answer_ev, EV_TIMEOUT, 0);
         return 1;
     }
@@ -166,7 +169,23 @@ void lookup_config_changed(struct lookup *lk, const struct config *old)
 {
 }
 
-bool lookup_connected(const struct lookup *lk)
+/* ---- the link.h calls of worker.c and admin.c (W.redis stays NULL) ---- */
+
+struct redis_link *redis_link_new(struct worker *w)
+{
+    die("redis_link_new: the harness runs no Redis link");
+    return NULL;
+}
+
+void redis_link_free(struct redis_link *l)
+{
+}
+
+void redis_link_config_changed(struct redis_link *l, const struct config *old)
+{
+}
+
+bool redis_link_connected(const struct redis_link *l)
 {
     return true;
 }

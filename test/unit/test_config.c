@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <cjson/cJSON.h>
 #include <cmocka.h>
 
 #include "config.h"
@@ -115,6 +116,15 @@ static void assert_defaults_except_listeners(const struct config *c)
     assert_int_equal(c->drain_timeout_ms, 30000);
     assert_null(c->access_log_path);
     assert_int_equal(c->log_level, 2);
+    assert_null(c->egress_http.address);
+    assert_null(c->egress_tls.address);
+    assert_null(c->egress_tcp.address);
+    assert_int_equal(c->egress_nameserver_count, 1);
+    assert_int_equal(c->egress_nameservers[0].family, AF_INET);
+    assert_int_equal(c->egress_nameservers[0].prefix, 32);
+    assert_int_equal(c->egress_nameservers[0].addr[0], 8);
+    assert_int_equal(c->egress_nameservers[0].addr[3], 8);
+    assert_int_equal(c->egress_always_deny_count, 21);
 }
 
 static void test_defaults(void **state)
@@ -935,6 +945,198 @@ static void test_cidr_match(void **state)
     }
 }
 
+/* An address in egress.always_deny? */
+static bool always_denied(const struct config *cfg, const char *ip)
+{
+    struct cidr_addr a;
+
+    assert_int_equal(cidr_addr_parse(ip, strlen(ip), &a), 0);
+    return cidr_find(cfg->egress_always_deny, cfg->egress_always_deny_count, &a) >= 0;
+}
+
+/* The default cell of `key` in --print-config, backticks stripped. */
+static char *shown_default(const char *key)
+{
+    char *text = NULL, *row, *cell, *end, want[128];
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+
+    assert_non_null(f);
+    config_print_reference(f);
+    fclose(f);
+    snprintf(want, sizeof(want), "| `%s` | `", key);
+    row = strstr(text, want);
+    assert_non_null(row);
+    cell = row + strlen(want);
+    end = strstr(cell, "` |");
+    assert_non_null(end);
+    *end = '\0';
+    memmove(text, cell, strlen(cell) + 1);
+    return text;
+}
+
+static void test_egress(void **state)
+{
+    struct config cfg, other;
+    char err[256];
+    char *shown;
+    cJSON *arr, *it;
+    size_t i = 0;
+
+    /* The default always_deny: what --print-config (and so README and
+     * conf/edgeproxy.json) shows is what the proxy holds. */
+    config_defaults(&cfg);
+    shown = shown_default("egress.always_deny");
+    arr = cJSON_Parse(shown);
+    assert_non_null(arr);
+    assert_int_equal(cJSON_GetArraySize(arr), cfg.egress_always_deny_count);
+    cJSON_ArrayForEach(it, arr)
+    {
+        struct cidr c;
+
+        assert_int_equal(cidr_parse(it->valuestring, strlen(it->valuestring), &c), 0);
+        assert_memory_equal(&c, &cfg.egress_always_deny[i], sizeof(c));
+        i++;
+    }
+    cJSON_Delete(arr);
+    free(shown);
+    shown = shown_default("egress.nameservers");
+    assert_string_equal(shown, "[\"8.8.8.8\"]");
+    free(shown);
+
+    /* What it covers, and what it leaves to the tests' fake internet. */
+    assert_true(always_denied(&cfg, "0.0.0.0"));
+    assert_true(always_denied(&cfg, "127.0.0.1"));
+    assert_true(always_denied(&cfg, "10.200.0.1"));
+    assert_true(always_denied(&cfg, "172.31.255.255"));
+    assert_true(always_denied(&cfg, "192.168.1.1"));
+    assert_true(always_denied(&cfg, "100.100.100.100"));
+    assert_true(always_denied(&cfg, "169.254.169.254"));
+    assert_true(always_denied(&cfg, "224.0.0.1"));
+    assert_true(always_denied(&cfg, "255.255.255.255"));
+    assert_true(always_denied(&cfg, "198.19.0.1"));
+    assert_true(always_denied(&cfg, "::"));
+    assert_true(always_denied(&cfg, "::1"));
+    assert_true(always_denied(&cfg, "fd12::1"));
+    assert_true(always_denied(&cfg, "fe80::1"));
+    assert_true(always_denied(&cfg, "ff02::1"));
+    assert_true(always_denied(&cfg, "64:ff9b::a00:1"));
+    assert_true(always_denied(&cfg, "2002:a00:1::1"));
+    assert_true(always_denied(&cfg, "::ffff:10.0.0.1"));
+    assert_true(always_denied(&cfg, "::ffff:169.254.169.254"));
+    assert_false(always_denied(&cfg, "192.0.2.1"));
+    assert_false(always_denied(&cfg, "198.51.100.1"));
+    assert_false(always_denied(&cfg, "203.0.113.1"));
+    assert_false(always_denied(&cfg, "2001:db8::1"));
+    assert_false(always_denied(&cfg, "8.8.8.8"));
+    assert_false(always_denied(&cfg, "2606:4700::1111"));
+    assert_false(always_denied(&cfg, "::ffff:1.1.1.1"));
+
+    /* Everything set; sections nest two deep. */
+    ok("{" MIN_LISTENER ",\"egress\":{\"listeners\":{\"http\":\"[::]:15080\","
+       "\"tls\":\"[::]:15443\",\"tcp\":\"0.0.0.0:15000\"},"
+       "\"nameservers\":[\"192.0.2.53\",\"2001:db8::53\",\"::ffff:198.51.100.53\"],"
+       "\"always_deny\":[\"10.0.0.0/8\",\"::ffff:172.16.0.0/108\"]}}",
+       &cfg);
+    assert_string_equal(cfg.egress_http.address, "[::]:15080");
+    assert_int_equal(cfg.egress_http.addr.ss_family, AF_INET6);
+    assert_int_equal(ntohs(((struct sockaddr_in6 *)&cfg.egress_http.addr)->sin6_port), 15080);
+    assert_int_equal(ntohs(((struct sockaddr_in6 *)&cfg.egress_tls.addr)->sin6_port), 15443);
+    assert_int_equal(cfg.egress_tcp.addr.ss_family, AF_INET);
+    assert_int_equal(ntohs(((struct sockaddr_in *)&cfg.egress_tcp.addr)->sin_port), 15000);
+    assert_int_equal(cfg.egress_nameserver_count, 3);
+    assert_int_equal(cfg.egress_nameservers[1].family, AF_INET6);
+    assert_int_equal(cfg.egress_nameservers[1].prefix, 128);
+    assert_int_equal(cfg.egress_nameservers[2].family, AF_INET);
+    assert_int_equal(cfg.egress_always_deny_count, 2);
+    assert_int_equal(cfg.egress_always_deny[1].family, AF_INET);
+    assert_int_equal(cfg.egress_always_deny[1].prefix, 12);
+    assert_false(always_denied(&cfg, "127.0.0.1"));
+
+    /* SIGHUP: listeners and nameservers need a restart, always_deny not. */
+    ok("{" MIN_LISTENER ",\"egress\":{\"listeners\":{\"http\":\"[::]:15080\","
+       "\"tls\":\"[::]:15443\",\"tcp\":\"0.0.0.0:15000\"},"
+       "\"nameservers\":[\"192.0.2.53\",\"2001:db8::53\",\"198.51.100.53\"],"
+       "\"always_deny\":[]}}",
+       &other);
+    assert_int_equal(other.egress_always_deny_count, 0);
+    assert_int_equal(config_reload_check(&cfg, &other, err, sizeof(err)), 0);
+    config_free(&other);
+    ok("{" MIN_LISTENER ",\"egress\":{\"listeners\":{\"http\":\"[::]:15080\","
+       "\"tls\":\"[::]:15443\",\"tcp\":\"0.0.0.0:15001\"},"
+       "\"nameservers\":[\"192.0.2.53\",\"2001:db8::53\",\"198.51.100.53\"]}}",
+       &other);
+    assert_int_equal(config_reload_check(&cfg, &other, err, sizeof(err)), -1);
+    assert_string_equal(err, "egress.listeners.tcp: egress listeners need a restart");
+    config_free(&other);
+    ok("{" MIN_LISTENER ",\"egress\":{\"listeners\":{\"http\":\"[::]:15080\","
+       "\"tls\":\"[::]:15443\",\"tcp\":\"0.0.0.0:15000\"},"
+       "\"nameservers\":[\"192.0.2.53\"]}}",
+       &other);
+    assert_int_equal(config_reload_check(&cfg, &other, err, sizeof(err)), -1);
+    assert_string_equal(err, "egress.nameservers: changing the nameservers needs a restart");
+    config_free(&other);
+    config_free(&cfg);
+
+    /* null listeners: none, one by one or the whole object. */
+    ok("{" MIN_LISTENER ",\"egress\":{\"listeners\":null}}", &cfg);
+    assert_null(cfg.egress_http.address);
+    assert_null(cfg.egress_tcp.address);
+    config_free(&cfg);
+    ok("{" MIN_LISTENER ",\"egress\":{\"listeners\":{\"tls\":\"[::]:15443\",\"http\":null}}}",
+       &cfg);
+    assert_null(cfg.egress_http.address);
+    assert_non_null(cfg.egress_tls.address);
+    assert_null(cfg.egress_tcp.address);
+    assert_int_equal(cfg.egress_nameserver_count, 1);
+    assert_int_equal(cfg.egress_always_deny_count, 21);
+    config_free(&cfg);
+    ok("{" MIN_LISTENER ",\"egress\":{}}", &cfg);
+    config_free(&cfg);
+
+    /* Errors name the key. */
+    bad("{" MIN_LISTENER ",\"egress\":null}", "egress: must be an object");
+    bad("{" MIN_LISTENER ",\"egress\":{\"listener\":{}}}", "unknown key \"egress.listener\"");
+    bad("{" MIN_LISTENER ",\"egress\":{\"listeners\":{\"htp\":\"[::]:1\"}}}",
+        "unknown key \"egress.listeners.htp\"");
+    bad("{" MIN_LISTENER ",\"egress\":{\"listeners\":{\"tls\":\"[::]:1\",\"tls\":\"[::]:2\"}}}",
+        "duplicate key \"egress.listeners.tls\"");
+    bad("{" MIN_LISTENER ",\"egress\":{\"listeners\":[]}}",
+        "egress.listeners: must be an object or null");
+    bad("{" MIN_LISTENER ",\"egress\":{\"listeners\":{\"http\":15080}}}",
+        "egress.listeners.http: must be a non-empty string or null");
+    bad("{" MIN_LISTENER ",\"egress\":{\"listeners\":{\"tcp\":\"15000\"}}}",
+        "egress.listeners.tcp: not IPv4:port or [IPv6]:port");
+    bad("{" MIN_LISTENER ",\"egress\":{\"listeners\":{\"tcp\":\"[::]:0\"}}}",
+        "egress.listeners.tcp: not IPv4:port or [IPv6]:port");
+    bad("{" MIN_LISTENER ",\"egress\":{\"listeners\":{\"http\":\"0.0.0.0:8080\"}}}",
+        "egress.listeners.http: same as listeners[0]");
+    bad("{" MIN_LISTENER ",\"egress\":{\"listeners\":{\"tls\":\"127.0.0.1:9090\"}}}",
+        "egress.listeners.tls: same as admin.address");
+    bad("{" MIN_LISTENER ",\"egress\":{\"listeners\":{\"http\":\"[::]:15000\","
+        "\"tcp\":\"[::]:15000\"}}}",
+        "egress.listeners.tcp: same as egress.listeners.http");
+    bad("{" MIN_LISTENER ",\"egress\":{\"nameservers\":\"8.8.8.8\"}}",
+        "egress.nameservers: must be an array of addresses");
+    bad("{" MIN_LISTENER ",\"egress\":{\"nameservers\":[]}}",
+        "egress.nameservers: at least one address is required");
+    bad("{" MIN_LISTENER ",\"egress\":{\"nameservers\":[\"8.8.8.8\",\"dns.google\"]}}",
+        "egress.nameservers[1]: not an IPv4 or IPv6 address");
+    bad("{" MIN_LISTENER ",\"egress\":{\"nameservers\":[\"8.8.8.0/24\"]}}",
+        "egress.nameservers[0]: not an IPv4 or IPv6 address");
+    bad("{" MIN_LISTENER ",\"egress\":{\"nameservers\":[\"8.8.8.8:53\"]}}",
+        "egress.nameservers[0]: not an IPv4 or IPv6 address");
+    bad("{" MIN_LISTENER ",\"egress\":{\"nameservers\":[\"1.1.1.1\",\"1.1.1.2\",\"1.1.1.3\","
+        "\"1.1.1.4\",\"1.1.1.5\",\"1.1.1.6\",\"1.1.1.7\",\"1.1.1.8\",\"1.1.1.9\"]}}",
+        "egress.nameservers: at most 8 addresses");
+    bad("{" MIN_LISTENER ",\"egress\":{\"always_deny\":\"10.0.0.0/8\"}}",
+        "egress.always_deny: must be an array of networks");
+    bad("{" MIN_LISTENER ",\"egress\":{\"always_deny\":[\"10.0.0.0/8\",\"metadata.google\"]}}",
+        "egress.always_deny[1]: not an IPv4 or IPv6 address or network");
+    bad("{" MIN_LISTENER ",\"egress\":{\"always_deny\":[null]}}",
+        "egress.always_deny[0]: not an IPv4 or IPv6 address or network");
+}
+
 static void test_load_file(void **state)
 {
     struct config cfg;
@@ -1016,6 +1218,7 @@ int main(void)
         cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_parse_address),
         cmocka_unit_test(test_cidr_match),
+        cmocka_unit_test(test_egress),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_derived_max_connections),
     };

@@ -1,5 +1,6 @@
-/* redis/lookup.c, the route cache, driven the way a worker drives it: a real
- * event_base, a minimal struct worker around a config, and a real
+/* ingress/lookup.c, the route cache (redis/cache.c over redis/link.c with
+ * route records), driven the way a worker drives it: a real event_base, a
+ * minimal struct worker around a config and its Redis link, and a real
  * redis-server started per test on a free port (killed by pid at the end).
  * No mocks: what a test checks is what a request would get (status, record,
  * answered now or later), what Redis was asked (INFO commandstats) and what
@@ -21,31 +22,20 @@
 
 #include <cmocka.h>
 
-#include <arpa/inet.h>
 #include <event2/event.h>
-#include <fcntl.h>
-#include <hiredis/hiredis.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
+#include "../redis_test.h"
 #include "config.h"
+#include "redis_link.h"
 #include "log.h"
 #include "lookup.h"
 #include "route_rec.h"
 #include "worker.h"
 
-#define REDIS_SERVER "/usr/bin/redis-server"
 #define PUBLIC_RECORD "{\"address\":\"127.0.0.1\"}"
 
 struct fixture {
-    pid_t redis_pid;
-    int redis_port;
-    redisContext *rc; /* the test's own client */
+    struct redis_server redis;
     struct config cfg;
     struct worker w;
     struct event *tick; /* keeps EVLOOP_ONCE from blocking */
@@ -60,131 +50,16 @@ struct answer {
     struct route_rec *rr;
 };
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sa);
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-/* ---- redis-server ---- */
-
-static void redis_start(struct fixture *f)
-{
-    char port[16];
-    f->redis_port = free_port();
-    snprintf(port, sizeof(port), "%d", f->redis_port);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a crashed test */
-        int null = open("/dev/null", O_RDWR);
-        dup2(null, 0);
-        dup2(null, 1);
-        dup2(null, 2);
-        execl(REDIS_SERVER, REDIS_SERVER, "--port", port, "--bind", "127.0.0.1", "--save", "",
-              "--appendonly", "no", "--daemonize", "no", "--dir", "/tmp", (char *)NULL);
-        _exit(127);
-    }
-    f->redis_pid = pid;
-    for (int i = 0; i < 500; i++) {
-        f->rc = redisConnect("127.0.0.1", f->redis_port);
-        if (f->rc && !f->rc->err) {
-            redisReply *r = redisCommand(f->rc, "PING");
-            bool up = r && r->type == REDIS_REPLY_STATUS;
-            freeReplyObject(r);
-            if (up)
-                return;
-        }
-        redisFree(f->rc);
-        f->rc = NULL;
-        usleep(10000);
-    }
-    fail_msg("redis-server on port %d did not answer PING", f->redis_port);
-}
-
-static void redis_kill(struct fixture *f)
-{
-    if (f->rc)
-        redisFree(f->rc);
-    f->rc = NULL;
-    if (f->redis_pid > 0) {
-        kill(f->redis_pid, SIGCONT);
-        kill(f->redis_pid, SIGKILL);
-        waitpid(f->redis_pid, NULL, 0);
-    }
-    f->redis_pid = 0;
-}
-
-static void redis_cmd(struct fixture *f, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(f->rc, fmt, ap);
-    va_end(ap);
-    assert_non_null(r);
-    if (r->type == REDIS_REPLY_ERROR)
-        fail_msg("redis: %s", r->str);
-    freeReplyObject(r);
-}
-
-static long long redis_int(struct fixture *f, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(f->rc, fmt, ap);
-    va_end(ap);
-    assert_non_null(r);
-    long long v = -1;
-    if (r->type == REDIS_REPLY_INTEGER)
-        v = r->integer;
-    else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-             r->element[1]->type == REDIS_REPLY_INTEGER)
-        v = r->element[1]->integer; /* PUBSUB NUMSUB channel */
-    freeReplyObject(r);
-    return v;
-}
-
-/* GETs Redis has served since the last CONFIG RESETSTAT. */
-static long gets_served(struct fixture *f)
-{
-    redisReply *r = redisCommand(f->rc, "INFO commandstats");
-    assert_non_null(r);
-    assert_int_equal(r->type, REDIS_REPLY_STRING);
-    const char *p = strstr(r->str, "cmdstat_get:calls=");
-    long n = p ? strtol(p + strlen("cmdstat_get:calls="), NULL, 10) : 0;
-    freeReplyObject(r);
-    return n;
-}
-
 static void set_record(struct fixture *f, const char *id, const char *json)
 {
-    redis_cmd(f, "SET sandbox:%s %s", id, json);
+    redis_cmd(&f->redis, "SET sandbox:%s %s", id, json);
 }
 
 /* ---- the worker ---- */
 
-static void tick_cb(evutil_socket_t fd, short what, void *arg)
-{
-}
-
 static void run_for(struct fixture *f, int ms)
 {
-    uint64_t end = now_ms() + (uint64_t)ms;
-    while (now_ms() < end)
-        event_base_loop(f->w.base, EVLOOP_ONCE);
+    loop_run_for(f->w.base, ms);
 }
 
 static void answer_cb(struct lookup_waiter *wt, int status, struct route_rec *rr)
@@ -294,25 +169,19 @@ static uint64_t metric(struct fixture *f, size_t offset)
 }
 #define METRIC(f, field) metric(f, offsetof(struct metrics, field))
 
-static bool lookup_subscribed(struct fixture *f)
+static bool lookup_connected(struct fixture *f)
 {
-    return redis_int(f, "PUBSUB NUMSUB sandbox:invalidate") >= 1;
+    return redis_link_connected(f->w.redis);
 }
 
 /* The lookup with the config as the test set it, both links up. */
 static void start_lookup(struct fixture *f)
 {
+    f->w.redis = redis_link_new(&f->w);
+    assert_non_null(f->w.redis);
     f->lk = lookup_new(&f->w);
     assert_non_null(f->lk);
-    uint64_t end = now_ms() + 3000;
-    while (!lookup_connected(f->lk) || !lookup_subscribed(f)) {
-        if (now_ms() > end)
-            fail_msg("lookup did not connect to redis on port %d", f->redis_port);
-        run_for(f, 5);
-    }
-    /* The subscription's own reply expires the whole cache: let it pass. */
-    run_for(f, 50);
-    redis_cmd(f, "CONFIG RESETSTAT");
+    wait_link_up(&f->redis, &f->w);
 }
 
 static int setup(void **state)
@@ -320,17 +189,10 @@ static int setup(void **state)
     struct fixture *f = calloc(1, sizeof(*f));
     assert_non_null(f);
     log_level_current = LOG_ERROR; /* timeouts and outages are the point */
-    redis_start(f);
-    config_defaults(&f->cfg);
-    f->cfg.redis_port = f->redis_port;
+    redis_start(&f->redis);
+    f->tick = worker_shell_init(&f->w, &f->cfg, f->redis.port);
     f->cfg.cache_ttl_ms = 60000;
     f->cfg.cache_negative_ttl_ms = 60000;
-    f->w.cfg = &f->cfg;
-    f->w.base = event_base_new();
-    assert_non_null(f->w.base);
-    f->tick = event_new(f->w.base, -1, EV_PERSIST, tick_cb, NULL);
-    struct timeval tv = {0, 1000};
-    event_add(f->tick, &tv);
     *state = f;
     return 0;
 }
@@ -339,10 +201,9 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     lookup_free(f->lk);
-    event_free(f->tick);
-    event_base_free(f->w.base);
-    redis_kill(f);
-    config_free(&f->cfg);
+    redis_link_free(f->w.redis);
+    worker_shell_free(&f->w, &f->cfg, f->tick);
+    redis_kill(&f->redis);
     free(f);
     return 0;
 }
@@ -363,7 +224,7 @@ static void test_miss_then_hit(void **state)
     assert_true(ask(f, "sb1", &a)); /* a hit answers at once */
     assert_int_equal(a.status, LOOKUP_FOUND);
     assert_string_equal(a.rr->rec->address, "127.0.0.1");
-    assert_int_equal(gets_served(f), 1);
+    assert_int_equal(gets_served(&f->redis), 1);
     assert_int_equal(METRIC(f, cache_misses), 1);
     assert_int_equal(METRIC(f, cache_hits), 1);
     assert_int_equal(METRIC(f, cache_entries), 1);
@@ -380,7 +241,7 @@ static void test_negative_ttl(void **state)
     /* Created now, but the "not found" is cached for negative_ttl_ms. */
     set_record(f, "ghost", PUBLIC_RECORD);
     expect_now(f, "ghost", LOOKUP_NOT_FOUND);
-    assert_int_equal(gets_served(f), 1);
+    assert_int_equal(gets_served(&f->redis), 1);
     /* Every "not found" is the same shared answer (memory per entry). */
     assert_int_equal(lookup_status(f, "ghost2", &b), LOOKUP_NOT_FOUND);
     assert_ptr_equal(a.rr, b.rr);
@@ -388,7 +249,7 @@ static void test_negative_ttl(void **state)
     assert_false(ask(f, "ghost", &a));
     await(f, &a, 3000);
     assert_int_equal(a.status, LOOKUP_FOUND);
-    assert_int_equal(gets_served(f), 3);
+    assert_int_equal(gets_served(&f->redis), 3);
     answer_clear(&a);
     answer_clear(&b);
 }
@@ -408,10 +269,10 @@ static void test_single_flight(void **state)
         assert_int_equal(a[i].status, LOOKUP_FOUND);
     }
     assert_ptr_equal(a[0].rr, a[2].rr);
-    assert_int_equal(gets_served(f), 1);
+    assert_int_equal(gets_served(&f->redis), 1);
     assert_int_equal(METRIC(f, cache_entries), 1);
     /* A waiter that leaves (its client closed) is not called. */
-    redis_cmd(f, "DEL sandbox:other");
+    redis_cmd(&f->redis, "DEL sandbox:other");
     assert_false(ask(f, "other", &a[0]));
     assert_false(ask(f, "other", &a[1]));
     lookup_cancel(&a[0].wt);
@@ -432,12 +293,12 @@ static void test_purge_on_publish(void **state)
     set_record(f, "moving", "{\"address\":\"127.0.0.2\"}");
     assert_true(ask(f, "moving", &a)); /* cached for 60 s */
     assert_string_equal(a.rr->rec->address, "127.0.0.1");
-    assert_int_equal(redis_int(f, "PUBLISH sandbox:invalidate MOVING"), 1);
+    assert_int_equal(redis_int(&f->redis, "PUBLISH sandbox:invalidate MOVING"), 1);
     run_for(f, 50); /* ids are lower-cased: MOVING purges "moving" */
     assert_false(ask(f, "moving", &a));
     await(f, &a, 3000);
     assert_string_equal(a.rr->rec->address, "127.0.0.2");
-    assert_int_equal(gets_served(f), 2);
+    assert_int_equal(gets_served(&f->redis), 2);
     answer_clear(&a);
 }
 
@@ -457,7 +318,7 @@ static void test_stale_grace_redis_stopped(void **state)
     start_lookup(f);
     cache_found(f, "kept");
     run_for(f, 250); /* expired */
-    kill(f->redis_pid, SIGSTOP);
+    kill(f->redis.pid, SIGSTOP);
     uint64_t t0 = now_ms();
     assert_false(ask(f, "kept", &a));
     assert_false(ask(f, "unknown", &b));
@@ -471,7 +332,7 @@ static void test_stale_grace_redis_stopped(void **state)
     assert_null(b.rr);
     /* Its GET is late: the next request does not wait again. */
     expect_now(f, "kept", LOOKUP_FOUND);
-    kill(f->redis_pid, SIGCONT);
+    kill(f->redis.pid, SIGCONT);
     run_for(f, 100);
     assert_int_equal(lookup_status(f, "kept", &a), LOOKUP_FOUND);
     answer_clear(&a);
@@ -487,9 +348,9 @@ static void test_stale_grace_redis_gone(void **state)
     f->cfg.cache_stale_grace_ms = 600;
     start_lookup(f);
     cache_found(f, "kept");
-    redis_kill(f);
+    redis_kill(&f->redis);
     run_for(f, 150); /* expired, and the loss seen */
-    assert_false(lookup_connected(f->lk));
+    assert_false(lookup_connected(f));
     expect_now(f, "kept", LOOKUP_FOUND);
     expect_now(f, "unknown", LOOKUP_UNAVAILABLE);
     run_for(f, 600); /* past TTL + grace */
@@ -508,12 +369,12 @@ static void test_refresh_ahead(void **state)
     set_record(f, "hot", "{\"address\":\"127.0.0.2\"}");
     run_for(f, 200); /* before the last quarter: plain hits */
     assert_true(ask(f, "hot", &a));
-    assert_int_equal(gets_served(f), 1);
+    assert_int_equal(gets_served(&f->redis), 1);
     run_for(f, 120); /* 320 ms: in the last quarter */
     assert_true(ask(f, "hot", &a));
     assert_string_equal(a.rr->rec->address, "127.0.0.1");
     run_for(f, 50);
-    assert_int_equal(gets_served(f), 2);
+    assert_int_equal(gets_served(&f->redis), 2);
     assert_true(ask(f, "hot", &a)); /* the refreshed record, still a hit */
     assert_string_equal(a.rr->rec->address, "127.0.0.2");
     assert_int_equal(METRIC(f, cache_misses), 1);
@@ -588,7 +449,7 @@ static void test_full_of_lookups_in_flight(void **state)
     f->cfg.cache_max_entries = 16;
     f->cfg.redis_timeout_ms = 5000;
     start_lookup(f);
-    kill(f->redis_pid, SIGSTOP);
+    kill(f->redis.pid, SIGSTOP);
     for (int i = 0; i < 16; i++) {
         snprintf(id, sizeof(id), "wait%d", i);
         assert_false(ask(f, id, &a[i]));
@@ -598,7 +459,7 @@ static void test_full_of_lookups_in_flight(void **state)
     assert_int_equal(METRIC(f, cache_full), 1);
     assert_int_equal(METRIC(f, cache_evictions), 0);
     assert_int_equal(METRIC(f, cache_entries), 16);
-    kill(f->redis_pid, SIGCONT);
+    kill(f->redis.pid, SIGCONT);
     for (int i = 0; i < 16; i++) {
         await(f, &a[i], 3000);
         assert_int_equal(a[i].status, LOOKUP_NOT_FOUND);
@@ -683,7 +544,7 @@ static void test_deadlines_share_one_timer(void **state)
     uint64_t at[3];
     f->cfg.redis_timeout_ms = 300;
     start_lookup(f);
-    kill(f->redis_pid, SIGSTOP);
+    kill(f->redis.pid, SIGSTOP);
     uint64_t t0 = now_ms();
     assert_false(ask(f, "late0", &a[0]));
     assert_false(ask(f, "late1", &a[1]));
@@ -700,7 +561,7 @@ static void test_deadlines_share_one_timer(void **state)
     assert_true(at[0] >= 280 && at[1] < at[2]);
     assert_true(at[2] >= 380 && at[2] < 490);
     assert_true(METRIC(f, redis_errors) >= 3);
-    kill(f->redis_pid, SIGCONT);
+    kill(f->redis.pid, SIGCONT);
     for (int i = 0; i < 3; i++)
         answer_clear(&a[i]);
 }

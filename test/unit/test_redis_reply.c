@@ -1,5 +1,6 @@
-/* redis_reply_record / redis_reply_push (redis/redis_reply.c): every reply
- * shape a server may send, built by hiredis's own reader from RESP bytes. */
+/* redis_reply_value / redis_reply_push (redis/redis_reply.c): every reply
+ * shape a server may send, built by hiredis's own reader from RESP bytes;
+ * GET replies read as sandbox route records (route_rec_desc). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include <hiredis/hiredis.h>
 
 #include "redis_reply.h"
+#include "route_rec.h"
 
 /* The reply hiredis makes of exactly these bytes. */
 static redisReply *resp_n(const char *bytes, size_t len)
@@ -49,15 +51,22 @@ static redisReply *big_string(size_t n, char fill, bool as_message)
     return r;
 }
 
+/* What a GET reply says about sandbox "sb1": a value exactly when found;
+ * the reason in message when broken. */
 static int record_status(redisReply *reply, char *message, size_t cap)
 {
-    struct route_rec *rr = redis_reply_record("sb1", reply);
+    char why[200] = "";
+    void *value = NULL;
+    int status = redis_reply_value(&route_rec_desc, "sb1", reply, &value, why, sizeof(why));
 
-    assert_non_null(rr);
-    int status = rr->status;
+    assert_true(status >= 0);
+    if (status == LOOKUP_FOUND)
+        assert_non_null(value);
+    else
+        assert_null(value);
     if (message)
-        snprintf(message, cap, "%s", rr->message);
-    route_rec_unref(rr);
+        snprintf(message, cap, "%s", why);
+    route_rec_unref(value);
     freeReplyObject(reply);
     return status;
 }
@@ -84,8 +93,12 @@ static void test_get_nil_is_not_found(void **state)
 static void test_get_string_is_parsed(void **state)
 {
     redisReply *reply = RESP("$22\r\n{\"address\":\"10.0.0.1\"}\r\n");
-    struct route_rec *rr = redis_reply_record("sb1", reply);
+    void *value = NULL;
+    char why[200];
 
+    assert_int_equal(redis_reply_value(&route_rec_desc, "sb1", reply, &value, why, sizeof(why)),
+                     LOOKUP_FOUND);
+    struct route_rec *rr = value;
     assert_non_null(rr);
     assert_int_equal(rr->status, LOOKUP_FOUND);
     assert_string_equal(rr->rec->address, "10.0.0.1");
