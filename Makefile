@@ -18,11 +18,21 @@ LLHTTP_DEFS := -DLLHTTP_STRICT_MODE=1
 # the compiler may use it; the build host is the run host here.
 LLHTTP_SIMD := $(shell grep -qw sse4_2 /proc/cpuinfo 2>/dev/null && echo -msse4.2)
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -pthread $(WARN) $(LLHTTP_DEFS) $(SRC_DIRS:%=-I%) -I$(LLHTTP_INC)
-LDLIBS  := -levent_core -levent_extra -levent_pthreads -levent_openssl -lssl -lcrypto -lhiredis -lcjson -lpthread
+LDLIBS  := -levent_core -levent_extra -levent_pthreads -levent_openssl -lssl -lcrypto -lhiredis -lcjson -lnghttp2 -lpthread
+# nghttp2: Debian's 1.52 backports the rapid-reset (CVE-2023-44487) and
+# CONTINUATION (CVE-2024-28182) limits without changing its version number,
+# so each is detected by symbol: a tiny program that takes its address must
+# compile (the header declares it) and link (the library has it).
+HASH := \#
+nghttp2_has = $(shell printf '$(HASH)include <nghttp2/nghttp2.h>\nint main(void) { return (int)(long)&$(1); }\n' | \
+                $(CC) -x c - -o /dev/null -lnghttp2 >/dev/null 2>&1 && echo -DHAVE_$(2))
+NGHTTP2_DEFS := $(call nghttp2_has,nghttp2_option_set_stream_reset_rate_limit,NGHTTP2_STREAM_RESET_RATE_LIMIT) \
+                $(call nghttp2_has,nghttp2_option_set_max_continuations,NGHTTP2_MAX_CONTINUATIONS)
+CFLAGS  += $(NGHTTP2_DEFS)
 
 # common/ is pure (no event loop); the daemon's layers are the other folders
 # (the README's architecture section says what each holds and may call).
-LAYER_DIRS := core http1 ingress redis admin
+LAYER_DIRS := core http1 http2 ingress redis admin
 SRC_DIRS   := common $(LAYER_DIRS)
 COMMON_SRC := $(wildcard common/*.c)
 PROXY_SRC  := $(foreach d,$(LAYER_DIRS),$(wildcard $(d)/*.c))

@@ -84,6 +84,12 @@ static const struct metric_family {
      offsetof(struct metrics, tls_handshake_failures)},
     {"edgeproxy_proxy_replies_total", "Responses made by the proxy itself (errors).", "counter",
      offsetof(struct metrics, rejected_by_proxy)},
+    {"edgeproxy_http2_connections",
+     "Open client connections speaking HTTP/2 (part of edgeproxy_client_connections).", "gauge",
+     offsetof(struct metrics, http2_connections)},
+    {"edgeproxy_http2_abuse_closes_total",
+     "HTTP/2 connections closed by an abuse limit (reset budget, flood, header bomb).", "counter",
+     offsetof(struct metrics, http2_abuse_closes)},
 };
 
 void metrics_render(struct evbuffer *out, struct metrics *const *all, int n)
@@ -132,4 +138,20 @@ void metrics_render(struct evbuffer *out, struct metrics *const *all, int n)
                         "edgeproxy_accept_pauses_total{reason=\"max_connections\"} %llu\n",
                         (unsigned long long)SUM(accept_pauses[0]),
                         (unsigned long long)SUM(accept_pauses[1]));
+    evbuffer_add_printf(out,
+                        "# HELP edgeproxy_requests_by_protocol_total Requests by the protocol "
+                        "the client spoke.\n"
+                        "# TYPE edgeproxy_requests_by_protocol_total counter\n"
+                        "edgeproxy_requests_by_protocol_total{protocol=\"http1\"} %llu\n"
+                        "edgeproxy_requests_by_protocol_total{protocol=\"http2\"} %llu\n",
+                        (unsigned long long)SUM(requests_by_protocol[0]),
+                        (unsigned long long)SUM(requests_by_protocol[1]));
+    evbuffer_add_printf(out,
+                        "# HELP edgeproxy_http2_resets_total HTTP/2 streams reset (RST_STREAM), "
+                        "by the client or by the proxy.\n"
+                        "# TYPE edgeproxy_http2_resets_total counter\n"
+                        "edgeproxy_http2_resets_total{by=\"client\"} %llu\n"
+                        "edgeproxy_http2_resets_total{by=\"proxy\"} %llu\n",
+                        (unsigned long long)SUM(http2_resets[0]),
+                        (unsigned long long)SUM(http2_resets[1]));
 }

@@ -36,8 +36,12 @@ struct metrics {
     uint64_t upstream_retries;
     uint64_t rejected_by_proxy; /* proxy-made error responses */
     uint64_t tls_handshake_failures;
-    uint64_t accept_pauses[2]; /* [0] out of descriptors, [1] at
+    uint64_t accept_pauses[2];        /* [0] out of descriptors, [1] at
                                          client.max_connections */
+    uint64_t requests_by_protocol[2]; /* [0] HTTP/1.x, [1] HTTP/2 */
+    int64_t http2_connections;        /* gauge: client connections on HTTP/2 */
+    uint64_t http2_resets[2];         /* RST_STREAM [0] from clients, [1] by the proxy */
+    uint64_t http2_abuse_closes;      /* connections closed by an abuse limit */
 };
 
 extern const double metrics_duration_bounds[METRICS_DURATION_BUCKETS];

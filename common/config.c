@@ -293,9 +293,17 @@ static const struct config_key keys[] = {
             "carries becomes the client address everywhere "
             "(`X-Forwarded-For`, `trusted_proxies`, access log); "
             "`LOCAL`/`UNKNOWN` keep the socket's"},
+    {.path = "listeners[].http2",
+     .type = KEY_BOOL,
+     .offset = offsetof(struct config_listener, http2),
+     .def = 1,
+     .doc = "offer HTTP/2 (SPEC section 8): ALPN `h2` before `http/1.1` on a "
+            "TLS listener, the connection preface (prior knowledge) beside "
+            "HTTP/1.1 on a plain one. A SIGHUP applies it to new connections"},
     {LISTENER("tls", KEY_BOOL, tls), .parse = parse_tls, .shown_default = "absent: plain HTTP",
      .values = "object",
-     .doc = "turns on TLS termination: TLS 1.2 and 1.3, ALPN `http/1.1`, "
+     .doc = "turns on TLS termination: TLS 1.2 and 1.3, ALPN `h2` (unless "
+            "`http2` is false) then `http/1.1`, "
             "session tickets. On or off needs a restart; the certificate "
             "files reload on SIGHUP"},
     {CUSTOM("listeners[].tls.certificates", parse_certificates), .required = true,
@@ -415,6 +423,24 @@ static const struct config_key keys[] = {
      .doc = "how long an idle keep-alive upstream connection stays pooled"},
     {INT("upstream.pool_max_idle", upstream_pool_max_idle, 0, 100000, 64),
      .doc = "idle connections kept per pool key per worker (0 = no reuse)"},
+    {INT("http2.max_concurrent_streams", http2_max_concurrent_streams, 1, 1000, 100),
+     .doc = "streams one HTTP/2 connection may have open (SETTINGS); more are "
+            "refused with `REFUSED_STREAM`, and more than twice this many new "
+            "streams in one read are refused too (nginx's rapid-reset guard)"},
+    {INT("http2.stream_window_bytes", http2_stream_window, 65535, 16777216, 65535),
+     .doc = "flow-control window of each request body (SETTINGS_INITIAL_WINDOW_SIZE): "
+            "what a stream may send before its bytes reached the sandbox. "
+            "Request-body memory per stream is at most this plus 256 KiB"},
+    {INT("http2.connection_window_bytes", http2_connection_window, 65535, 1073741824, 1048576),
+     .doc = "flow-control window of a whole connection: request bytes buffered "
+            "for all its streams together are at most this"},
+    {INT("http2.max_requests", http2_max_requests, 1, 100000000, 10000),
+     .doc = "streams one HTTP/2 connection may open; then a graceful `GOAWAY` "
+            "(open streams finish, the client reconnects)"},
+    {MS("http2.send_timeout_ms", http2_send_timeout_ms, 1, 60000),
+     .doc = "a stream with response bytes waiting that does not get 16 KiB (or "
+            "all it has) out to the client in this time is reset: a window "
+            "that stays shut, or opens by a trickle, holds nothing for long"},
     {MS("drain.delay_ms", drain_delay_ms, 0, 0),
      .doc = "on SIGTERM/SIGINT, time between `/readyz` turning 503 and the "
             "listeners closing"},
@@ -602,8 +628,17 @@ static int fail_enum(const struct config_key *k, const char *path, char *err, si
 static int parse_value(const struct config_key *k, const cJSON *it, void *base, const char *path,
                        char *err, size_t errlen)
 {
-    if (it == NULL)
-        return k->required ? errf(err, errlen, "%s: required", path) : 0;
+    if (it == NULL) {
+        if (k->required)
+            return errf(err, errlen, "%s: required", path);
+        /* Array elements start zeroed: a member whose default is not zero
+         * gets it here. */
+        if (in_array(k) && k->type == KEY_BOOL)
+            *(bool *)field(base, k) = k->def;
+        else if (in_array(k) && (k->type == KEY_INT || k->type == KEY_ENUM))
+            *(int *)field(base, k) = k->def;
+        return 0;
+    }
     switch (k->type) {
     case KEY_INT:
         if (!int_in(it, k->min, k->max, field(base, k)))

@@ -41,6 +41,7 @@ struct config_listener {
     struct config_cert certs[CONFIG_MAX_CERTS];
     size_t cert_count;
     bool proxy_protocol;
+    bool http2; /* offer HTTP/2: ALPN h2, or the preface on plain */
 };
 
 /* An egress listener (SPEC section 9): address NULL = none. */
@@ -107,6 +108,13 @@ struct config {
     int upstream_idle_timeout_ms;      /* default 60000, read/write idle */
     int upstream_pool_idle_timeout_ms; /* default 30000, pooled conns */
     int upstream_pool_max_idle;        /* default 64 per pool key */
+
+    /* "http2" */
+    int http2_max_concurrent_streams; /* default 100 (SPEC section 8) */
+    int http2_stream_window;          /* "stream_window_bytes", default 65535 */
+    int http2_connection_window;      /* "connection_window_bytes", default 1 MiB */
+    int http2_max_requests;           /* streams per connection, then GOAWAY */
+    int http2_send_timeout_ms;        /* default 60000: a stream's slow reader */
 
     /* "drain" */
     int drain_delay_ms;   /* default 0 */

@@ -243,6 +243,35 @@ int head_on_value_done(struct head *h)
     return 0;
 }
 
+int head_add(struct head *h, const char *name, size_t nlen, const char *val, size_t vlen)
+{
+    if (head_on_field(h, name, nlen) == -1)
+        return -1;
+    head_on_field_done(h);
+    if (vlen && head_on_value(h, val, vlen) == -1)
+        return -1;
+    return head_on_value_done(h);
+}
+
+int head_add_bytes(struct head *h, const char *at, size_t len, uint32_t *off)
+{
+    *off = h->used;
+    return append(h, at, len);
+}
+
+bool head_trailer_allowed(const struct head *h, const struct hdr *x)
+{
+    switch (x->kind) {
+    case HDR_HOST:
+    case HDR_CONTENT_LENGTH:
+    case HDR_TRANSFER_ENCODING:
+    case HDR_TRAFFIC_TOKEN:
+        return false;
+    default:
+        return !head_is_hop_by_hop(h, x);
+    }
+}
+
 bool head_name_is(const struct head *h, const struct hdr *x, const char *lc, size_t lclen)
 {
     return x->name_len == lclen && strncasecmp(h->buf + x->name_off, lc, lclen) == 0;

@@ -140,6 +140,20 @@ bool head_list_has(const char *val, size_t len, const char *tok, size_t toklen);
  * section 5.1 does not: a request with one is refused, a response is a 502. */
 bool head_has_empty_name(const struct head *h);
 
+/* One whole field appended (a front end that gets fields whole, like
+ * HTTP/2, rather than in llhttp spans): the same limits and header kinds as
+ * the span appenders. 0 ok, -1 limit hit (h->err set). */
+int head_add(struct head *h, const char *name, size_t nlen, const char *val, size_t vlen);
+
+/* Copies bytes into the arena without making them a field (e.g. HTTP/2's
+ * :authority), *off gets where. 0 ok, -1 full (h->err = HEAD_TOO_LARGE). */
+int head_add_bytes(struct head *h, const char *at, size_t len, uint32_t *off);
+
+/* May this field travel in a trailer section (RFC 9110 section 6.5.1)? Not
+ * what frames, routes or authenticates the message (Host, Content-Length,
+ * Transfer-Encoding, the traffic token), never a hop-by-hop field. */
+bool head_trailer_allowed(const struct head *h, const struct hdr *x);
+
 /* Starts the arena over for the next message (1xx then final response). */
 void head_reset(struct head *h);
 

@@ -248,40 +248,82 @@ static void render_html(struct outbuf *o, const struct reply *r)
     outbuf_str(o, "</body></html>\n");
 }
 
+/* The fields for a body of body_len bytes, in the order they are written. */
+static void fill_fields(const struct reply *r, size_t body_len, struct reply_parts *p)
+{
+    struct outbuf o;
+
+    p->nfields = 0;
+    p->fields[p->nfields++] = (struct reply_field){
+        "Content-Type", r->html ? "text/html; charset=utf-8" : "application/json; charset=utf-8"};
+    outbuf_init(&o, p->length, sizeof(p->length));
+    outbuf_uint(&o, body_len, 1);
+    p->length[o.len] = '\0';
+    p->fields[p->nfields++] = (struct reply_field){"Content-Length", p->length};
+    p->fields[p->nfields++] = (struct reply_field){"Access-Control-Allow-Origin", "*"};
+    p->fields[p->nfields++] = (struct reply_field){"Cache-Control", "no-store"};
+    if (r->retry_after > 0) {
+        outbuf_init(&o, p->retry, sizeof(p->retry));
+        outbuf_int(&o, r->retry_after);
+        p->retry[o.len] = '\0';
+        p->fields[p->nfields++] = (struct reply_field){"Retry-After", p->retry};
+    }
+}
+
+/* The body's length (a counting pass through the same writer). */
+static size_t body_length(const struct reply *r)
+{
+    struct outbuf sizing;
+
+    outbuf_init(&sizing, NULL, SIZE_MAX);
+    (r->html ? render_html : render_json)(&sizing, r);
+    return sizing.len;
+}
+
+int reply_render_parts(const struct reply *r, char *buf, size_t cap, struct reply_parts *p)
+{
+    struct outbuf o;
+
+    if (r == NULL || buf == NULL || p == NULL || r->status < 100 || r->status > 599)
+        return -1;
+    fill_fields(r, body_length(r), p);
+    if (r->head_only)
+        return 0;
+    outbuf_init(&o, buf, cap);
+    (r->html ? render_html : render_json)(&o, r);
+    if (o.truncated || o.len > INT32_MAX)
+        return -1;
+    return (int)o.len;
+}
+
 int reply_render(const struct reply *r, char *buf, size_t cap)
 {
-    struct outbuf sizing, o;
-    void (*body)(struct outbuf *, const struct reply *);
+    struct outbuf o;
+    struct reply_parts p;
 
     /* The status line needs three digits (RFC 9112 section 4). */
     if (r == NULL || buf == NULL || r->status < 100 || r->status > 599)
         return -1;
-    body = r->html ? render_html : render_json;
     /* Two passes, no scratch buffer: count the body, then write it all. */
-    outbuf_init(&sizing, NULL, SIZE_MAX);
-    body(&sizing, r);
+    fill_fields(r, body_length(r), &p);
     outbuf_init(&o, buf, cap);
 
     outbuf_str(&o, "HTTP/1.1 ");
     outbuf_int(&o, r->status);
     outbuf_str(&o, " ");
     outbuf_str(&o, reply_reason(r->status));
-    outbuf_str(&o, r->html ? "\r\nContent-Type: text/html; charset=utf-8"
-                           : "\r\nContent-Type: application/json; charset=utf-8");
-    outbuf_str(&o, "\r\nContent-Length: ");
-    outbuf_uint(&o, sizing.len, 1);
-    outbuf_str(&o, "\r\nAccess-Control-Allow-Origin: *"
-                   "\r\nCache-Control: no-store\r\n");
-    if (r->retry_after > 0) {
-        outbuf_str(&o, "Retry-After: ");
-        outbuf_int(&o, r->retry_after);
+    outbuf_str(&o, "\r\n");
+    for (size_t i = 0; i < p.nfields; i++) {
+        outbuf_str(&o, p.fields[i].name);
+        outbuf_str(&o, ": ");
+        outbuf_str(&o, p.fields[i].value);
         outbuf_str(&o, "\r\n");
     }
     if (r->close)
         outbuf_str(&o, "Connection: close\r\n");
     outbuf_str(&o, "\r\n");
     if (!r->head_only)
-        body(&o, r);
+        (r->html ? render_html : render_json)(&o, r);
 
     if (o.truncated || o.len > INT32_MAX)
         return -1;

@@ -52,6 +52,27 @@ struct reply {
  * escaping can grow one byte of a message into 8). */
 int reply_render(const struct reply *r, char *buf, size_t cap);
 
+/* The same reply in parts, for a front end that frames it its own way
+ * (HTTP/2 HEADERS + DATA): the header fields reply_render writes (but the
+ * HTTP/1.1-only Connection) and the body. Names are as reply_render writes
+ * them ("Content-Type"); values are NUL-terminated and point into the
+ * struct or at literals. */
+struct reply_field {
+    const char *name;
+    const char *value;
+};
+struct reply_parts {
+    struct reply_field fields[5];
+    size_t nfields;
+    char length[24]; /* Content-Length's value */
+    char retry[24];  /* Retry-After's value */
+};
+
+/* Renders the body into buf (none for head_only, but Content-Length still
+ * says the real length) and fills p. Returns the body's length in buf (0
+ * for head_only), -1 when cap is too small or the status is not 100..599. */
+int reply_render_parts(const struct reply *r, char *buf, size_t cap, struct reply_parts *p);
+
 /* "Bad Request", "Forbidden", ... ; "Unknown" for codes it does not know. */
 const char *reply_reason(int status);
 

@@ -15,28 +15,13 @@ size_t chunked_write(struct evbuffer *dst, struct evbuffer *src, size_t len)
     return (size_t)n + len + 2;
 }
 
-/* RFC 9110 section 6.5.1: a trailer must not carry what frames, routes or
- * authenticates the message; hop-by-hop fields are never forwarded. */
-static bool trailer_allowed(const struct head *h, const struct hdr *x)
-{
-    switch (x->kind) {
-    case HDR_HOST:
-    case HDR_CONTENT_LENGTH:
-    case HDR_TRANSFER_ENCODING:
-    case HDR_TRAFFIC_TOKEN:
-        return false;
-    default:
-        return !head_is_hop_by_hop(h, x);
-    }
-}
-
 size_t chunked_write_end(struct evbuffer *dst, const struct head *h, uint32_t from)
 {
     size_t n = 3;
     evbuffer_add(dst, "0\r\n", 3);
     for (uint32_t i = from; h && i < h->nhdrs; i++) {
         const struct hdr *x = &h->hdrs[i];
-        if (!trailer_allowed(h, x))
+        if (!head_trailer_allowed(h, x))
             continue;
         evbuffer_add(dst, head_str(h, x->name_off), x->name_len);
         evbuffer_add(dst, ": ", 2);

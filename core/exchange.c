@@ -39,6 +39,7 @@ void exchange_count(struct exchange *ex)
     if (ex->status)
         metrics_observe_request(&ex->w->metrics, ex->status, dur);
     metrics_observe_outcome(&ex->w->metrics, ex->outcome);
+    METRIC_INC(&ex->w->metrics, requests_by_protocol[ex->http_version == 20]);
     access_log_request(ex, dur);
     ex->start_us = 0;
 }

@@ -122,6 +122,7 @@ struct exchange {
     enum ex_state state;
 
     /* the normalised request (views into rh unless said otherwise) */
+    uint8_t http_version;  /* what the client spoke: 10, 11 or 20 (metrics, access log) */
     struct head *rh;       /* request head arena (the front end's) */
     int method;            /* llhttp_method_t */
     bool head_method;      /* HEAD: the response has no body whatever it says */

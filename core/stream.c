@@ -392,6 +392,11 @@ struct stream *stream_new_tls(struct event_base *base, int fd, SSL *ssl)
     return st;
 }
 
+SSL *stream_tls_ssl(struct stream *st)
+{
+    return st->bev ? bufferevent_openssl_get_ssl(st->bev) : NULL;
+}
+
 unsigned long stream_tls_error(struct stream *st)
 {
     return st->bev ? bufferevent_get_openssl_error(st->bev) : 0;

@@ -68,6 +68,10 @@ void stream_set_timeouts(struct stream *st, int read_ms, int write_ms);
 /* Frees the calling thread's spare read buffers (at worker exit). */
 void stream_thread_cleanup(void);
 
+/* TLS: the connection's SSL (ALPN, the certificate SNI chose), NULL for a
+ * plain stream. Borrowed. */
+SSL *stream_tls_ssl(struct stream *st);
+
 /* TLS: the OpenSSL error that ended the stream (0 when none), popping it. */
 unsigned long stream_tls_error(struct stream *st);
 

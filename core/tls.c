@@ -1,5 +1,6 @@
 #include "tls.h"
 
+#include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
@@ -166,19 +167,25 @@ static int sni_cb(SSL *ssl, int *alert, void *arg)
     return SSL_TLSEXT_ERR_OK; /* unknown names get the default certificate */
 }
 
+/* ALPN (RFC 7301): h2 first when the listener offers HTTP/2 (SPEC section
+ * 8), then http/1.1; our order wins over the client's. `arg` is non-NULL
+ * when h2 is on. */
 static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                    const unsigned char *in, unsigned int inlen, void *arg)
 {
-    static const unsigned char ours[] = "\x08http/1.1";
+    static const unsigned char with_h2[] = "\x02h2\x08http/1.1";
+    static const unsigned char h1_only[] = "\x08http/1.1";
+    const unsigned char *ours = arg ? with_h2 : h1_only;
+    unsigned int ours_len = arg ? sizeof(with_h2) - 1 : sizeof(h1_only) - 1;
     unsigned char *sel;
-    if (SSL_select_next_proto(&sel, outlen, ours, sizeof(ours) - 1, in, inlen) !=
-        OPENSSL_NPN_NEGOTIATED)
+    if (SSL_select_next_proto(&sel, outlen, ours, ours_len, in, inlen) != OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_NOACK; /* let the client fall back to no ALPN */
     *out = sel;
     return SSL_TLSEXT_ERR_OK;
 }
 
-static SSL_CTX *load_ctx(const struct config_cert *c, const char *where, char *err, size_t errlen)
+static SSL_CTX *load_ctx(const struct config_cert *c, bool http2, const char *where, char *err,
+                         size_t errlen)
 {
     char ebuf[256];
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -192,7 +199,7 @@ static SSL_CTX *load_ctx(const struct config_cert *c, const char *where, char *e
     SSL_CTX_set_cipher_list(ctx, tls12_ciphers);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS); /* idle conns keep no 34 KiB buffers */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, http2 ? (void *)ctx : NULL);
     if (SSL_CTX_use_certificate_chain_file(ctx, c->cert) != 1) {
         errf(err, errlen, "%s.cert: cannot load %s: %s", where, c->cert,
              tls_error_string(ERR_get_error(), ebuf, sizeof(ebuf)));
@@ -232,7 +239,7 @@ struct tls_ctx *tls_ctx_new(const struct config_listener *l, size_t index, char 
     for (size_t i = 0; i < l->cert_count; i++) {
         char where[96];
         snprintf(where, sizeof(where), "listeners[%zu].tls.certificates[%zu]", index, i);
-        t->ctxs[i] = load_ctx(&l->certs[i], where, err, errlen);
+        t->ctxs[i] = load_ctx(&l->certs[i], l->http2, where, err, errlen);
         if (!t->ctxs[i])
             goto fail;
         t->nctx++;
@@ -250,6 +257,28 @@ struct tls_ctx *tls_ctx_new(const struct config_listener *l, size_t index, char 
 fail:
     tls_ctx_unref(t);
     return NULL;
+}
+
+bool tls_alpn_is_h2(const SSL *ssl)
+{
+    const unsigned char *p;
+    unsigned int n;
+    SSL_get0_alpn_selected(ssl, &p, &n);
+    return n == 2 && p[0] == 'h' && p[1] == '2';
+}
+
+bool tls_cert_covers(const SSL *ssl, const char *host)
+{
+    X509 *x = SSL_get_certificate(ssl);
+    unsigned char ip[16];
+    if (!x)
+        return false;
+    bool literal = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+    int r = literal ? X509_check_ip_asc(x, host, 0)
+                    : X509_check_host(x, host, strlen(host), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+                                      NULL);
+    ERR_clear_error();
+    return r == 1;
 }
 
 SSL *tls_ssl_new(struct tls_ctx *t)

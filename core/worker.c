@@ -8,6 +8,7 @@
 
 #include "access_log.h"
 #include "ev.h"
+#include "h2.h"
 #include "head.h"
 #include "listener.h"
 #include "redis_link.h"
@@ -27,6 +28,7 @@ static void drain(struct worker *w)
     pool_close_idle(w->pool);
     struct list_node *n, *next;
     list_for_each_safe(n, next, &w->sessions) session_drain(container_of(n, struct session, link));
+    list_for_each_safe(n, next, &w->h2_conns) h2_conn_drain(n);
     if (w->session_count == 0)
         event_base_loopbreak(w->base);
 }
@@ -80,6 +82,7 @@ int worker_init(struct worker *w, int id, struct runtime *rt, const int *fds)
 {
     memset(w, 0, sizeof(*w));
     list_init(&w->sessions);
+    list_init(&w->h2_conns);
     w->id = id;
     w->rt = rt;
     w->cfg = &rt->cfg;

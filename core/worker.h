@@ -59,7 +59,8 @@ struct worker {
 
     struct list_node sessions; /* session.link: all open client sessions
                                   * (for drain), newest first */
-    size_t session_count;      /* stored atomically: main reads it */
+    struct list_node h2_conns; /* h2_conn.link: the HTTP/2 connections */
+    size_t session_count;      /* both kinds; stored atomically: main reads it */
 
     struct access_log_buf *access_log;
 

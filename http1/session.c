@@ -14,11 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "conn_limit.h"
 #include "ev.h"
 #include "h1.h"
+#include "h2.h"
+#include "h2_rules.h"
 #include "head.h"
 #include "listener.h"
 #include "log.h"
@@ -28,6 +31,7 @@
 #include "runtime.h"
 #include "stream.h"
 #include "target.h"
+#include "toklist.h"
 #include "timeutil.h"
 #include "tls.h"
 #include "worker.h"
@@ -127,6 +131,10 @@ static void session_free(struct session *s)
     else if (s->fd != -1)
         close(s->fd);
     list_unlink(&s->link);
+    if (s->handed_off) { /* the HTTP/2 connection counts it now */
+        free(s);
+        return;
+    }
     __atomic_store_n(&w->session_count, w->session_count - 1, __ATOMIC_RELAXED); /* main reads it */
     METRIC_DEC(&w->metrics, client_connections);
     free(s);
@@ -156,7 +164,8 @@ void session_leave(struct session *s)
     /* Pipelined requests are parsed here, at the outermost level, rather
      * than from deep inside the end of the previous exchange: the stack
      * stays flat however many requests a client packs into one read. */
-    while (s->busy == 1 && !s->closing && s->state == SS_IDLE && next_request_ready(s))
+    while (s->busy == 1 && !s->closing && s->state == SS_IDLE && !s->proto_waiting &&
+           next_request_ready(s))
         parse_head(s);
     if (--s->busy == 0 && s->closing)
         session_free(s);
@@ -222,6 +231,7 @@ void session_drain(struct session *s)
 static void begin_request(struct session *s)
 {
     exchange_init(&s->ex, s->w, &s->client, &h1_exchange_ops);
+    s->ex.http_version = 11;
     s->ex.rh = head_get(&s->w->heads);
     s->state = SS_HEAD;
     s->head_bytes = 0;
@@ -297,6 +307,30 @@ static const char *head_framing_error(struct session *s)
     return NULL;
 }
 
+/* Does the request ask only for "h2c" (RFC 7540 section 3.2: HTTP/2 by
+ * Upgrade, what curl --http2 sends on http:// URLs)? That asks the proxy
+ * itself, which does not offer it (RFC 9113 dropped it; prior knowledge
+ * works): the request is served in HTTP/1.1, as RFC 9110 section 7.8 lets
+ * a server ignore Upgrade, and never tunnelled to a sandbox. */
+static bool upgrade_is_h2c_only(const struct head *h)
+{
+    bool any = false;
+    for (uint32_t i = 0; i < h->nhdrs; i++) {
+        const struct hdr *x = &h->hdrs[i];
+        if (x->kind != HDR_UPGRADE)
+            continue;
+        struct toklist t = toklist_of(head_str(h, x->val_off), x->val_len);
+        const char *tok;
+        size_t n;
+        while (toklist_next(&t, &tok, &n)) {
+            if (n != 3 || strncasecmp(tok, "h2c", 3) != 0)
+                return false;
+            any = true;
+        }
+    }
+    return any;
+}
+
 static void on_request_head(struct session *s)
 {
     llhttp_t *p = &s->req;
@@ -311,6 +345,7 @@ static void on_request_head(struct session *s)
         return;
     }
     struct exchange *ex = &s->ex;
+    ex->http_version = p->http_minor == 0 ? 10 : 11;
     ex->method = p->method;
     ex->head_method = p->method == HTTP_HEAD;
     ex->upgrade = p->upgrade;
@@ -326,6 +361,10 @@ static void on_request_head(struct session *s)
         ex->req_length = p->content_length;
     }
     s->client_keepalive = llhttp_should_keep_alive(p);
+    if (ex->upgrade && upgrade_is_h2c_only(ex->rh)) {
+        ex->upgrade = false;
+        s->client_keepalive = false; /* llhttp parses nothing after an upgrade */
+    }
     session_clear_timer(s);
     s->state = SS_EXCHANGE;
     if (p->method == HTTP_CONNECT) {
@@ -341,6 +380,42 @@ static void on_request_head(struct session *s)
     route_request(ex);
 }
 
+/* ---- HTTP/2 ---- */
+
+enum proto { PROTO_HTTP1, PROTO_HTTP2, PROTO_UNDECIDED };
+
+/* Which protocol the connection speaks, decided once, before its first
+ * request: HTTP/2 when TLS chose ALPN h2, or on a plain listener that
+ * offers it when the bytes are the connection preface (RFC 9113 section
+ * 3.4, prior knowledge); HTTP/1.1 otherwise. Undecided while the bytes so
+ * far are a prefix of the preface. */
+static enum proto choose_protocol(struct session *s)
+{
+    if (s->client.tls)
+        return tls_alpn_is_h2(stream_tls_ssl(s->io)) ? PROTO_HTTP2 : PROTO_HTTP1;
+    if (!s->w->cfg->listeners[s->client.listener].http2)
+        return PROTO_HTTP1;
+    char buf[H2_PREFACE_LEN];
+    ev_ssize_t n = evbuffer_copyout(stream_input(s->io), buf, sizeof(buf));
+    int r = h2_preface_match(buf, n > 0 ? (size_t)n : 0);
+    return r == 1 ? PROTO_HTTP2 : r == 0 ? PROTO_HTTP1 : PROTO_UNDECIDED;
+}
+
+/* The stream, with what it buffered (the preface and the frames after
+ * it), goes to a new HTTP/2 connection; the session ends without counting
+ * the connection as closed. */
+static void hand_to_http2(struct session *s)
+{
+    session_clear_timer(s);
+    if (h2_conn_start(s->w, s->io, &s->client) == -1) {
+        session_close(s, false);
+        return;
+    }
+    s->io = NULL;
+    s->handed_off = true;
+    s->closing = true;
+}
+
 static void parse_head(struct session *s)
 {
     struct evbuffer *in = stream_input(s->io);
@@ -351,6 +426,18 @@ static void parse_head(struct session *s)
             return; /* the input waits; reading stops at its high-water mark */
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
             return;
+        if (!s->proto_chosen) {
+            enum proto p = choose_protocol(s);
+            if (p == PROTO_UNDECIDED) {
+                s->proto_waiting = true; /* until more bytes come */
+                return;                  /* the header timer bounds the wait */
+            }
+            s->proto_chosen = true;
+            if (p == PROTO_HTTP2) {
+                hand_to_http2(s);
+                return;
+            }
+        }
         if (s->state == SS_IDLE)
             begin_request(s);
         if (!s->ex.rh) {
@@ -390,6 +477,7 @@ static void client_read_cb(struct stream *st, void *arg)
     switch (s->state) {
     case SS_IDLE:
     case SS_HEAD:
+        s->proto_waiting = false;
         parse_head(s);
         break;
     case SS_EXCHANGE:

@@ -4,7 +4,8 @@
  * operations that write responses in HTTP/1.1. One exchange at a time per
  * connection (RFC 9112 section 9.3.2: responses in request order), embedded
  * in the session. http1/ may call core/ (stream, exchange, proxy, tunnel,
- * rewrite), ingress/ (route_request), admin/ and common/.
+ * rewrite), ingress/ (route_request), admin/ and common/, and hands a
+ * connection that speaks HTTP/2 (ALPN h2, or the preface) to http2/.
  *
  * A session is never freed inside one of its own callbacks: code marks it
  * closing and the outermost callback frees it as the stack unwinds. */
@@ -41,6 +42,9 @@ struct session {
     int fd;            /* the socket until `io` owns it */
     struct client_info client;
     bool tls_up;         /* handshake done */
+    bool proto_chosen;   /* HTTP/1.1 or HTTP/2 decided (before the first request) */
+    bool proto_waiting;  /* the bytes so far are a prefix of the HTTP/2 preface */
+    bool handed_off;     /* the connection went to the HTTP/2 front end */
     struct event *pp_ev; /* PROXY header read event */
     size_t pp_seen;      /* PROXY header bytes peeked so far */
     enum session_state state;

@@ -95,10 +95,11 @@ void access_log_worker_free(struct worker *w)
 #define ALOG_HOST_MAX 512
 #define ALOG_PATH_MAX 3000
 #define ALOG_ADDR_MAX 64 /* client, sandbox_id, upstream address */
-#define ALOG_WIDEST                                                                      \
-    "{\"time\":\"-2147481748-12-31T23:59:60.999Z\",\"client\":\"\",\"method\":\"\","     \
-    "\"host\":\"\",\"path\":\"\",\"status\":-2147483648,\"bytes\":18446744073709551615," \
-    "\"duration_ms\":18446744073709551.615,\"sandbox_id\":\"\",\"port\":65535,"          \
+#define ALOG_WIDEST                                                                  \
+    "{\"time\":\"-2147481748-12-31T23:59:60.999Z\",\"client\":\"\",\"method\":\"\"," \
+    "\"host\":\"\",\"path\":\"\",\"protocol\":\"HTTP/"                               \
+    "1.1\",\"status\":-2147483648,\"bytes\":18446744073709551615,"                   \
+    "\"duration_ms\":18446744073709551.615,\"sandbox_id\":\"\",\"port\":65535,"      \
     "\"upstream\":\"[]:65535\"}\n"
 _Static_assert(sizeof(ALOG_WIDEST) - 1 + ALOG_METHOD_MAX + ALOG_HOST_MAX + ALOG_PATH_MAX +
                        3 * ALOG_ADDR_MAX <=
@@ -168,6 +169,10 @@ static void format_line(struct outbuf *ob, const struct exchange *s, uint64_t du
     put_view(ob, s->authority, s->authority_len, ALOG_HOST_MAX);
     outbuf_lit(ob, ",\"path\":");
     put_view(ob, s->path, s->path_len, ALOG_PATH_MAX);
+    outbuf_lit(ob, ",\"protocol\":");
+    outbuf_str(ob, s->http_version == 20   ? "\"HTTP/2\""
+                   : s->http_version == 10 ? "\"HTTP/1.0\""
+                                           : "\"HTTP/1.1\"");
     outbuf_lit(ob, ",\"status\":");
     outbuf_int(ob, s->status);
     outbuf_lit(ob, ",\"bytes\":");

@@ -29,12 +29,22 @@ fi
 
 CFLAGS=(-std=gnu11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-        -DLLHTTP_STRICT_MODE=1 -Icommon -Icore -Ihttp1 -Iingress -Iredis -Iadmin -I"$LLHTTP_INC")
+        -DLLHTTP_STRICT_MODE=1 -Icommon -Icore -Ihttp1 -Ihttp2 -Iingress -Iredis -Iadmin -I"$LLHTTP_INC")
+
+# nghttp2's backported limits, detected by symbol as the Makefile does: the
+# HTTP/2 harnesses run with every optional feature the library has.
+nghttp2_has() {
+    printf '#include <nghttp2/nghttp2.h>\nint main(void) { return (int)(long)&%s; }\n' "$1" |
+        "$CLANG" -x c - -o /dev/null -lnghttp2 >/dev/null 2>&1 && echo "-DHAVE_$2"
+}
+CFLAGS+=($(nghttp2_has nghttp2_option_set_stream_reset_rate_limit NGHTTP2_STREAM_RESET_RATE_LIMIT)
+         $(nghttp2_has nghttp2_option_set_max_continuations NGHTTP2_MAX_CONTINUATIONS))
 
 # Every harness links all of common/ (pure code, no main(): a module that
 # starts depending on another, like config.c on json_guard.c, keeps linking);
 # the HTTP one adds llhttp.
 COMMON_LIBS="$(ls common/*.c | tr '\n' ' ') -lcjson -lm"
+PROXY_LIBS="$COMMON_LIBS test/fuzz/proxy_harness.c $(ls core/*.c http1/*.c http2/*.c ingress/*.c redis/*.c admin/*.c | grep -v -e '^core/main\.c$' -e '^redis/redis_link\.c$' -e '^redis/cache\.c$' -e '^ingress/lookup\.c$' | tr '\n' ' ') $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c -levent_core -levent_extra -levent_openssl -lssl -lcrypto -lnghttp2 -lpthread"
 declare -A EXTRA=(
     [host]="$COMMON_LIBS"
     [record]="$COMMON_LIBS"
@@ -53,11 +63,14 @@ declare -A EXTRA=(
     [redis_reply]="$COMMON_LIBS redis/redis_reply.c ingress/route_rec.c ingress/conn_limit.c -lhiredis -lpthread"
     # The whole request path: every daemon source but core/main.c and the
     # Redis cache (redis/redis_link.c, redis/cache.c and its route instance
-    # ingress/lookup.c: the harness stands in for them); upstream stub on
-    # 127.0.0.1:39481.
-    [request_path]="$COMMON_LIBS $(ls core/*.c http1/*.c ingress/*.c redis/*.c admin/*.c | grep -v -e '^core/main\.c$' -e '^redis/redis_link\.c$' -e '^redis/cache\.c$' -e '^ingress/lookup\.c$' | tr '\n' ' ') $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c -levent_core -levent_extra -levent_openssl -lssl -lcrypto -lpthread"
+    # ingress/lookup.c: test/fuzz/proxy_harness.c stands in for them);
+    # upstream stub on 127.0.0.1:39481.
+    [request_path]="$PROXY_LIBS"
+    # The HTTP/2 front end, frames in: the same harness, stub on 39483 (odd:
+    # Linux hands even ports to connect(), a bind could find one taken).
+    [h2]="$PROXY_LIBS"
 )
-ALL="host record config reply outbuf proxy_proto egress_policy clienthello http_head redis_reply request_path"
+ALL="host record config reply outbuf proxy_proto egress_policy clienthello http_head redis_reply request_path h2"
 NAMES=${FUZZ_ONLY:-$ALL}
 
 mkdir -p "$OUT/artifacts"

@@ -44,7 +44,7 @@ def print_config_rows():
     for line in r.stdout.splitlines()[2:]:
         cells = [c.strip() for c in line.strip("|").split(" | ")]
         assert len(cells) == 5, line
-        m = re.fullmatch(r"`([a-z_.\[\]]+)`", cells[0])
+        m = re.fullmatch(r"`([a-z0-9_.\[\]]+)`", cells[0])
         assert m, line
         rows[m.group(1)] = cells[1]
     return rows

@@ -26,9 +26,9 @@
 
 /* README, "Access log": the keys in order, the line cap (newline included)
  * and the budgets of the client's free text, in bytes as written. */
-static const char *const keys[] = {"time",       "client", "method",  "host",
-                                   "path",       "status", "bytes",   "duration_ms",
-                                   "sandbox_id", "port",   "upstream"};
+static const char *const keys[] = {"time",        "client",     "method", "host",
+                                   "path",        "protocol",   "status", "bytes",
+                                   "duration_ms", "sandbox_id", "port",   "upstream"};
 #define LINE_CAP 4096
 #define METHOD_BUDGET 32
 #define HOST_BUDGET 512
@@ -163,11 +163,13 @@ static void test_plain_line(void **state)
     assert_int_equal(
         sscanf(f->file + 9, "%4d-%2d-%2dT%2d:%2d:%2d.%3d%c", &y, &mo, &d, &h, &mi, &s, &ms, &z), 8);
     assert_int_equal(z, 'Z');
-    assert_string_equal(f->file + 9 + 24,
-                        "\",\"client\":\"203.0.113.7\",\"method\":\"GET\","
-                        "\"host\":\"8000-abc.sandbox.test\",\"path\":\"/x?y=1\",\"status\":200,"
-                        "\"bytes\":437,\"duration_ms\":1.204,\"sandbox_id\":\"abc\",\"port\":8000,"
-                        "\"upstream\":\"127.0.0.1:8000\"}\n");
+    assert_string_equal(
+        f->file + 9 + 24,
+        "\",\"client\":\"203.0.113.7\",\"method\":\"GET\","
+        "\"host\":\"8000-abc.sandbox.test\",\"path\":\"/x?y=1\",\"protocol\":\"HTTP/1.1\","
+        "\"status\":200,"
+        "\"bytes\":437,\"duration_ms\":1.204,\"sandbox_id\":\"abc\",\"port\":8000,"
+        "\"upstream\":\"127.0.0.1:8000\"}\n");
 }
 
 static void test_upstream_v6_and_none(void **state)
@@ -192,6 +194,28 @@ static void test_upstream_v6_and_none(void **state)
     assert_non_null(strstr(f->file, "\"duration_ms\":0.999,"));
     cJSON_Delete(a);
     cJSON_Delete(b);
+}
+
+/* The protocol the client spoke, as the front end recorded it. */
+static void test_protocol_named(void **state)
+{
+    struct fixture *f = *state;
+    size_t len;
+
+    f->s.http_version = 20;
+    access_log_request(&f->s, 1);
+    f->s.http_version = 10;
+    access_log_request(&f->s, 1);
+    f->s.http_version = 11;
+    access_log_request(&f->s, 1);
+    read_log(f);
+    cJSON *a = line(f, 0, &len), *b = line(f, 1, &len), *c = line(f, 2, &len);
+    assert_string_equal(str_of(a, "protocol"), "HTTP/2");
+    assert_string_equal(str_of(b, "protocol"), "HTTP/1.0");
+    assert_string_equal(str_of(c, "protocol"), "HTTP/1.1");
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+    cJSON_Delete(c);
 }
 
 /* Escapes and U+FFFD, exactly: what the client sent, made valid JSON. */
@@ -285,6 +309,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_plain_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upstream_v6_and_none, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_protocol_named, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_bytes_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_fields_cut_and_bounded, setup, teardown),
     };

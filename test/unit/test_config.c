@@ -107,6 +107,11 @@ static void assert_defaults_except_listeners(const struct config *c)
     assert_int_equal(c->upstream_idle_timeout_ms, 60000);
     assert_int_equal(c->upstream_pool_idle_timeout_ms, 30000);
     assert_int_equal(c->upstream_pool_max_idle, 64);
+    assert_int_equal(c->http2_max_concurrent_streams, 100);
+    assert_int_equal(c->http2_stream_window, 65535);
+    assert_int_equal(c->http2_connection_window, 1048576);
+    assert_int_equal(c->http2_max_requests, 10000);
+    assert_int_equal(c->http2_send_timeout_ms, 60000);
     assert_int_equal(c->drain_delay_ms, 0);
     assert_int_equal(c->drain_timeout_ms, 30000);
     assert_null(c->access_log_path);
@@ -151,6 +156,7 @@ static void test_minimal(void **state)
     assert_false(cfg.listeners[0].tls);
     assert_int_equal(cfg.listeners[0].cert_count, 0);
     assert_false(cfg.listeners[0].proxy_protocol);
+    assert_true(cfg.listeners[0].http2); /* a member default that is not zero */
     config_free(&cfg);
     assert_int_equal(cfg.listener_count, 0);
     config_free(&cfg);
@@ -185,7 +191,7 @@ static void test_everything_set(void **state)
        " {\"address\":\"[::]:8443\",\"tls\":{\"certificates\":["
        "   {\"cert\":\"conf/tls/a.pem\",\"key\":\"conf/tls/a.key\"},"
        "   {\"cert\":\"b.pem\",\"key\":\"b.key\"}]}},"
-       " {\"address\":\"127.0.0.1:8081\",\"proxy_protocol\":true}],"
+       " {\"address\":\"127.0.0.1:8081\",\"proxy_protocol\":true,\"http2\":false}],"
        "\"admin\":{\"address\":\"[::1]:9191\"},"
        "\"redis\":{\"url\":\"redis://:p%40ss:w/rd@redis.internal:6380/3\","
        "  \"key_prefix\":\"sb:\",\"timeout_ms\":250},"
@@ -201,6 +207,8 @@ static void test_everything_set(void **state)
        "  \"retry_backoff_ms\":0,\"response_timeout_ms\":86400000,"
        "  \"idle_timeout_ms\":6,\"pool_idle_timeout_ms\":7,"
        "  \"pool_max_idle\":0},"
+       "\"http2\":{\"max_concurrent_streams\":1000,\"stream_window_bytes\":16777216,"
+       "  \"connection_window_bytes\":65535,\"max_requests\":1,\"send_timeout_ms\":8},"
        "\"drain\":{\"delay_ms\":5000,\"timeout_ms\":0},"
        "\"access_log\":{\"path\":\"/var/log/edgeproxy/access.log\"},"
        "\"log\":{\"level\":\"debug\"}}",
@@ -222,6 +230,8 @@ static void test_everything_set(void **state)
     assert_string_equal(cfg.listeners[1].certs[1].key, "b.key");
     assert_false(cfg.listeners[1].proxy_protocol);
     assert_true(cfg.listeners[2].proxy_protocol);
+    assert_true(cfg.listeners[0].http2 && cfg.listeners[1].http2);
+    assert_false(cfg.listeners[2].http2);
     assert_true(cfg.admin_enabled);
     assert_string_equal(cfg.admin_address, "[::1]:9191");
     s6 = (const struct sockaddr_in6 *)&cfg.admin_addr;
@@ -264,6 +274,11 @@ static void test_everything_set(void **state)
     assert_int_equal(cfg.upstream_idle_timeout_ms, 6);
     assert_int_equal(cfg.upstream_pool_idle_timeout_ms, 7);
     assert_int_equal(cfg.upstream_pool_max_idle, 0);
+    assert_int_equal(cfg.http2_max_concurrent_streams, 1000);
+    assert_int_equal(cfg.http2_stream_window, 16777216);
+    assert_int_equal(cfg.http2_connection_window, 65535);
+    assert_int_equal(cfg.http2_max_requests, 1);
+    assert_int_equal(cfg.http2_send_timeout_ms, 8);
     assert_int_equal(cfg.drain_delay_ms, 5000);
     assert_int_equal(cfg.drain_timeout_ms, 0);
     assert_string_equal(cfg.access_log_path, "/var/log/edgeproxy/access.log");
@@ -406,6 +421,15 @@ static void test_errors(void **state)
         {"{" MIN_LISTENER "} {}", "not valid JSON near line 1, column 44"},
         {"{" MIN_LISTENER "}x", "not valid JSON near line 1, column 43"},
         {"[]", "the configuration must be a JSON object"},
+        /* HTTP/2 (SPEC section 8) */
+        {"{" MIN_LISTENER ",\"http2\":{\"max_concurrent_streams\":0}}",
+         "http2.max_concurrent_streams: must be an integer in 1..1000"},
+        {"{" MIN_LISTENER ",\"http2\":{\"stream_window_bytes\":65534}}",
+         "http2.stream_window_bytes: must be an integer in 65535..16777216"},
+        {"{" MIN_LISTENER ",\"http2\":{\"max_concurrent\":5}}",
+         "unknown key \"http2.max_concurrent\""},
+        {"{\"listeners\":[{\"address\":\"0.0.0.0:8080\",\"http2\":1}]}",
+         "listeners[0].http2: must be true or false"},
         {"null", "the configuration must be a JSON object"},
         {"{\"a\":\"b\\u0000c\"}", "not valid JSON near line 1, column 9"},
         {"{\"a\":\"b\tc\"}", "not valid JSON near line 1, column 8"},

@@ -478,6 +478,63 @@ static void test_connection_substring_is_not_a_token(void **state)
     head_put(W(state), h);
 }
 
+/* ---- whole fields (HTTP/2) ---- */
+
+static void test_add_whole_fields(void **state)
+{
+    struct head *h = head_get(W(state));
+    uint32_t off;
+    assert_int_equal(head_add_bytes(h, "a.example", 9, &off), 0);
+    assert_int_equal(head_add(h, "host", 4, "a.example", 9), 0);
+    assert_int_equal(head_add(h, "x-empty", 7, "", 0), 0);
+    assert_int_equal(head_add(h, "e2b-traffic-access-token", 24, "t", 1), 0);
+    assert_memory_equal(head_str(h, off), "a.example", 9);
+    assert_int_equal(h->nhdrs, 3);
+    assert_true(hdr_equal(h, &h->hdrs[0], "host", "a.example"));
+    assert_int_equal(h->hdrs[0].kind, HDR_HOST); /* classified as the spans are */
+    assert_true(hdr_equal(h, &h->hdrs[1], "x-empty", ""));
+    assert_int_equal(h->hdrs[2].kind, HDR_TRAFFIC_TOKEN);
+    head_put(W(state), h);
+}
+
+static void test_add_whole_fields_limits(void **state)
+{
+    struct head *h = head_get(W(state)); /* 64 bytes, 3 fields */
+    uint32_t off;
+    char big[80];
+    memset(big, 'b', sizeof(big));
+    assert_int_equal(head_add_bytes(h, big, 65, &off), -1);
+    assert_int_equal(h->err, HEAD_TOO_LARGE);
+    head_put(W(state), h);
+    h = head_get(W(state));
+    assert_int_equal(head_add(h, "a", 1, "1", 1), 0);
+    assert_int_equal(head_add(h, "b", 1, "2", 1), 0);
+    assert_int_equal(head_add(h, "c", 1, "3", 1), 0);
+    assert_int_equal(head_add(h, "d", 1, "4", 1), -1);
+    assert_int_equal(h->err, HEAD_TOO_MANY);
+    head_put(W(state), h);
+    h = head_get(W(state));
+    assert_int_equal(head_add(h, "a", 1, big, 63), 0);
+    assert_int_equal(head_add(h, "b", 1, "", 0), -1);
+    assert_int_equal(h->err, HEAD_TOO_LARGE);
+    head_put(W(state), h);
+}
+
+static void test_trailer_allowed(void **state)
+{
+    struct head *h = hop_head(state, "x-custom");
+    add_hdr(h, "Host", "a");
+    add_hdr(h, "e2b-traffic-access-token", "t");
+    add_hdr(h, "X-Checksum", "1");
+    for (uint32_t i = 0; i < h->nhdrs; i++) {
+        const struct hdr *x = &h->hdrs[i];
+        bool want = HEAD_NAME_IS(h, x, "x-other") || HEAD_NAME_IS(h, x, "cookie") ||
+                    HEAD_NAME_IS(h, x, "x-checksum");
+        assert_int_equal(head_trailer_allowed(h, x), want);
+    }
+    head_put(W(state), h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -502,6 +559,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hop_by_hop_named_in_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_cannot_strip_framing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_substring_is_not_a_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_add_whole_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_add_whole_fields_limits, setup_small, teardown),
+        cmocka_unit_test_setup_teardown(test_trailer_allowed, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -413,6 +413,60 @@ static void test_wants_html(void **state)
     assert_true(reply_wants_html(&n));
 }
 
+/* The parts (HTTP/2's HEADERS and DATA) are the same reply as the HTTP/1.1
+ * rendering: its fields in order, then its body, byte for byte. */
+static void parts_match(struct reply r)
+{
+    char full[4096], body[4096], head[4096];
+    struct reply_parts p;
+    int n = reply_render(&r, full, sizeof(full));
+    int blen = reply_render_parts(&r, body, sizeof(body), &p);
+    size_t hl = 0;
+
+    assert_true(n > 0 && blen >= 0);
+    hl += (size_t)snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n", r.status,
+                           reply_reason(r.status));
+    for (size_t i = 0; i < p.nfields; i++)
+        hl += (size_t)snprintf(head + hl, sizeof(head) - hl, "%s: %s\r\n", p.fields[i].name,
+                               p.fields[i].value);
+    if (r.close)
+        hl += (size_t)snprintf(head + hl, sizeof(head) - hl, "Connection: close\r\n");
+    hl += (size_t)snprintf(head + hl, sizeof(head) - hl, "\r\n");
+    assert_int_equal((size_t)n, hl + (size_t)blen);
+    assert_memory_equal(full, head, hl);
+    assert_memory_equal(full + hl, body, (size_t)blen);
+}
+
+static void test_parts(void **state)
+{
+    struct reply r = base(503, "try again");
+    struct reply_parts p;
+    char buf[4096];
+
+    r.sandbox_id = "abc";
+    r.retry_after = 1;
+    parts_match(r);
+    r.html = true;
+    parts_match(r);
+    r.close = true;
+    parts_match(r);
+    r = base(429, "busy");
+    r.connection_limit = 7;
+    r.port = 3000;
+    parts_match(r);
+    /* head only: no body, but the real length */
+    r.head_only = true;
+    assert_int_equal(reply_render_parts(&r, buf, sizeof(buf), &p), 0);
+    assert_string_equal(p.fields[1].name, "Content-Length");
+    assert_true(atoi(p.fields[1].value) > 0);
+    parts_match(r);
+    /* too small, bad status */
+    r.head_only = false;
+    assert_int_equal(reply_render_parts(&r, buf, 10, &p), -1);
+    r.status = 99;
+    assert_int_equal(reply_render_parts(&r, buf, sizeof(buf), &p), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -421,7 +475,7 @@ int main(void)
         cmocka_unit_test(test_html),          cmocka_unit_test(test_head_only),
         cmocka_unit_test(test_capacity),      cmocka_unit_test(test_4096_enough),
         cmocka_unit_test(test_bad_status),    cmocka_unit_test(test_every_status),
-        cmocka_unit_test(test_wants_html),
+        cmocka_unit_test(test_wants_html),    cmocka_unit_test(test_parts),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
