@@ -44,6 +44,8 @@ declare -A EXTRA=(
     [proxy_proto]="$COMMON_LIBS"
     # The egress policy record, its decisions and the nft rules built from it.
     [egress_policy]="$COMMON_LIBS"
+    # The egress TLS listener's ClientHello parser.
+    [clienthello]="$COMMON_LIBS"
     [http_head]="$COMMON_LIBS $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c"
     # Redis replies: hiredis's reader, then redis/redis_reply.c (GET records
     # through ingress/route_rec.c, whose maxConnections counters are
@@ -55,7 +57,7 @@ declare -A EXTRA=(
     # 127.0.0.1:39481.
     [request_path]="$COMMON_LIBS $(ls core/*.c http1/*.c ingress/*.c redis/*.c admin/*.c | grep -v -e '^core/main\.c$' -e '^redis/redis_link\.c$' -e '^redis/cache\.c$' -e '^ingress/lookup\.c$' | tr '\n' ' ') $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c -levent_core -levent_extra -levent_openssl -lssl -lcrypto -lpthread"
 )
-ALL="host record config reply outbuf proxy_proto egress_policy http_head redis_reply request_path"
+ALL="host record config reply outbuf proxy_proto egress_policy clienthello http_head redis_reply request_path"
 NAMES=${FUZZ_ONLY:-$ALL}
 
 mkdir -p "$OUT/artifacts"
