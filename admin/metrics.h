@@ -6,7 +6,11 @@
 
 #include <stdint.h>
 
+#include "egress_policy.h"
+
 #define METRICS_DURATION_BUCKETS 12
+/* Egress listener kinds: http, tls, tcp (egress/flow.h's enum egress_kind). */
+#define METRICS_EGRESS_KINDS 3
 
 /* How an exchange ended. */
 enum outcome {
@@ -38,6 +42,15 @@ struct metrics {
     uint64_t tls_handshake_failures;
     uint64_t accept_pauses[2]; /* [0] out of descriptors, [1] at
                                          client.max_connections */
+    /* egress (SPEC section 9) */
+    uint64_t egress_decisions[METRICS_EGRESS_KINDS][EGRESS_BY_COUNT]; /* [kind][rule kind] */
+    int64_t egress_connections; /* gauge: open egress TLS/TCP connections */
+    uint64_t egress_revoked;    /* open flows a new policy closed */
+    uint64_t egress_cache_hits;
+    uint64_t egress_cache_misses;
+    int64_t egress_cache_entries; /* gauge */
+    uint64_t egress_ech;          /* ClientHellos offering ECH */
+    uint64_t egress_dns[3];       /* names answered from the resolver cache, asked, failed */
 };
 
 extern const double metrics_duration_bounds[METRICS_DURATION_BUCKETS];

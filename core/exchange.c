@@ -39,7 +39,11 @@ void exchange_count(struct exchange *ex)
     if (ex->status)
         metrics_observe_request(&ex->w->metrics, ex->status, dur);
     metrics_observe_outcome(&ex->w->metrics, ex->outcome);
-    access_log_request(ex, dur);
+    const struct route_ops *r = ex->client ? ex->client->route : NULL;
+    if (r && r->log)
+        r->log(ex, dur);
+    else
+        access_log_request(ex, dur);
     ex->start_us = 0;
 }
 
@@ -50,6 +54,9 @@ void exchange_finish(struct exchange *ex)
     exchange_count(ex);
     lookup_cancel(&ex->waiter);
     proxy_abort(ex);
+    if (ex->route_state && ex->client->route->finish)
+        ex->client->route->finish(ex);
+    ex->route_state = NULL;
     if (ex->limit_held) {
         limits_release(ex->rr->limit);
         ex->limit_held = false;
