@@ -22,7 +22,7 @@ LDLIBS  := -levent_core -levent_extra -levent_pthreads -levent_openssl -lssl -lc
 
 # common/ is pure (no event loop); the daemon's layers are the other folders
 # (the README's architecture section says what each holds and may call).
-LAYER_DIRS := core http1 ingress redis admin
+LAYER_DIRS := core http1 ingress redis admin egress
 SRC_DIRS   := common $(LAYER_DIRS)
 COMMON_SRC := $(wildcard common/*.c)
 PROXY_SRC  := $(foreach d,$(LAYER_DIRS),$(wildcard $(d)/*.c))

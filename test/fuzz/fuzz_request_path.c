@@ -121,6 +121,7 @@
 #include "ev.h"
 #include "list.h"
 #include "log.h"
+#include "egress.h"
 #include "redis_link.h"
 #include "lookup.h"
 #include "access_log.h"
@@ -276,6 +277,47 @@ void redis_link_config_changed(struct redis_link *l, const struct config *old)
 bool redis_link_connected(const struct redis_link *l)
 {
     return true;
+}
+
+/* ---- egress.h, which core/ calls (no egress listener here: W.egress stays
+ * NULL and no connection comes to these) ---- */
+
+int egress_init(struct worker *w)
+{
+    return 0;
+}
+
+void egress_free(struct egress *eg)
+{
+}
+
+void egress_drain(struct egress *eg)
+{
+}
+
+void egress_config_changed(struct egress *eg)
+{
+}
+
+int egress_accept_http(struct worker *w, size_t index, int fd, const struct sockaddr *sa,
+                       int salen)
+{
+    die("egress_accept_http: the harness has no egress listener");
+    return -1;
+}
+
+int egress_accept_tls(struct worker *w, size_t index, int fd, const struct sockaddr *sa,
+                      int salen)
+{
+    die("egress_accept_tls: the harness has no egress listener");
+    return -1;
+}
+
+int egress_accept_tcp(struct worker *w, size_t index, int fd, const struct sockaddr *sa,
+                      int salen)
+{
+    die("egress_accept_tcp: the harness has no egress listener");
+    return -1;
 }
 
 /* ---- per-input state ---- */

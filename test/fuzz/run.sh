@@ -29,7 +29,7 @@ fi
 
 CFLAGS=(-std=gnu11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-        -DLLHTTP_STRICT_MODE=1 -Icommon -Icore -Ihttp1 -Iingress -Iredis -Iadmin -I"$LLHTTP_INC")
+        -DLLHTTP_STRICT_MODE=1 -Icommon -Icore -Ihttp1 -Iingress -Iredis -Iadmin -Iegress -I"$LLHTTP_INC")
 
 # Every harness links all of common/ (pure code, no main(): a module that
 # starts depending on another, like config.c on json_guard.c, keeps linking);
@@ -53,8 +53,8 @@ declare -A EXTRA=(
     [redis_reply]="$COMMON_LIBS redis/redis_reply.c ingress/route_rec.c ingress/conn_limit.c -lhiredis -lpthread"
     # The whole request path: every daemon source but core/main.c and the
     # Redis cache (redis/redis_link.c, redis/cache.c and its route instance
-    # ingress/lookup.c: the harness stands in for them); upstream stub on
-    # 127.0.0.1:39481.
+    # ingress/lookup.c: the harness stands in for them, and for egress/,
+    # which it has no listener for); upstream stub on 127.0.0.1:39481.
     [request_path]="$COMMON_LIBS $(ls core/*.c http1/*.c ingress/*.c redis/*.c admin/*.c | grep -v -e '^core/main\.c$' -e '^redis/redis_link\.c$' -e '^redis/cache\.c$' -e '^ingress/lookup\.c$' | tr '\n' ' ') $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c -levent_core -levent_extra -levent_openssl -lssl -lcrypto -lpthread"
 )
 ALL="host record config reply outbuf proxy_proto egress_policy clienthello http_head redis_reply request_path"
