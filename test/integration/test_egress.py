@@ -60,7 +60,9 @@ PREFIX = "sandbox:"
 PEEK_MS = 400
 
 CONFIG = {
-    "workers": 2,
+    # One worker: each has its own policy cache, and the Redis outage test
+    # needs the one that cached a policy to be the one that serves it.
+    "workers": 1,
     "listeners": [{"address": "127.0.0.1:18080"}],
     "admin": {"address": "127.0.0.1:9090"},
     "redis": {"url": "redis://127.0.0.1:6379/0", "key_prefix": PREFIX},
@@ -602,3 +604,46 @@ def test_max_connections(world):
         holder.wait()
     wait_until(lambda: world.client("tcp", BANNER, "2222", "", "shut")["end"] == "eof",
                timeout=5, what="the slot given back")
+
+
+def test_redis_down_cached_policy_serves_uncached_refused(world):
+    world.set_policy(allow_only(BANNER))
+    world.set_policy(allow_only(BANNER), sources=(SBX_IP2,))
+    assert world.client("tcp", BANNER, "2222", "", "shut")["end"] == "eof"  # cached now
+    os.kill(world.redis_proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(1.2)  # past cache.ttl_ms: the record is stale, Redis silent
+        # The stale record serves (once the GET has timed out); an address
+        # never looked up has nothing to serve: refused, never a hang.
+        got = world.client("tcp", BANNER, "2222", "", "shut")
+        assert got == {"data": "BANNER %s\n" % BANNER, "end": "eof"}, got
+        t0 = time.monotonic()
+        assert world.client("tcp", BANNER, "2222", src=SBX_IP2)["end"] == "reset"
+        assert time.monotonic() - t0 < 3
+        got = world.client("http", ALLOWED, "80", "allowed.test", src=SBX_IP2)
+        assert got[0]["status"] == 503 and got[0]["headers"]["retry-after"] == "1", got
+    finally:
+        os.kill(world.redis_proc.pid, signal.SIGCONT)
+    wait_until(lambda: world.client("tcp", BANNER, "2222", "", "shut", src=SBX_IP2)["end"] == "eof",
+               timeout=10, what="lookups after Redis came back")
+
+
+def test_proxy_and_host_unreachable_from_the_sandbox(world):
+    world.set_policy({})
+    # The listeners and the admin port on the host's own addresses: refused
+    # by the kernel rules before NAT, never redirected to the proxy.
+    for port in ("15080", "15443", "15000", "9090", "6379"):
+        got = world.client("tcp", "198.18.0.1", port)
+        assert got.get("error") == "ECONNREFUSED", (port, got)
+
+
+def test_dns_to_the_nameserver_by_the_generated_rules(world):
+    if not shutil.which("dig"):
+        pytest.skip("dig not installed")
+    world.set_policy(allow_only("allowed.test"))
+    r = world.run("dig", "+short", "+time=2", "+tries=1", "@" + NAMESERVER, "allowed.test")
+    assert r.stdout.strip() == ALLOWED, r
+    # No name in the policy: the nameserver is an address like any other.
+    world.set_policy(allow_only(BANNER))
+    r = world.run("dig", "+short", "+time=2", "+tries=1", "@" + NAMESERVER, "allowed.test")
+    assert r.stdout.strip() != ALLOWED, r
