@@ -31,6 +31,7 @@ import pytest
 import harness
 from harness import (Client, Resp, edgeproxy_bin, parse_metrics, value, wait_until,
                      SANITIZER_PATTERNS)
+from documented import egress_log_keys
 from test_egress_rules import in_ns, sh
 
 TOOLS = ("ip", "nft", "dnsmasq", "curl", "openssl", "nc")
@@ -584,9 +585,13 @@ def test_decisions_in_metrics_and_log(world):
     assert line["bytes_in"] == len("got 3\n") and line["decision"] == "allow"
     assert line["sandbox_id"] == "sbxtest" and line["source"] == SBX_IP
     assert line["rule"] == "allowOut[0] %s" % ALLOWED and line["connected"] == "%s:7777" % ALLOWED
-    assert list(line) == ["time", "egress", "sandbox_id", "source", "destination", "name",
-                          "decision", "rule", "connected", "revoked", "bytes_out", "bytes_in",
-                          "duration_ms"]
+    # README's keys, in its order (a TCP line has no "ech").
+    tls_keys, http_keys = egress_log_keys()
+    assert list(line) == [k for k in tls_keys if k != "ech"]
+    world.client("tls", ALLOWED, "443", "allowed.test")
+    world.client("http", ALLOWED, "80", "allowed.test")
+    assert list(world.log_lines(lambda l: l["egress"] == "tls")[-1]) == tls_keys
+    assert list(world.log_lines(lambda l: l["egress"] == "http")[-1]) == http_keys
 
 
 def test_max_connections(world):
