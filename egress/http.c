@@ -33,6 +33,7 @@ struct egress_req {
     int busy;
     bool finished;
     char host[256]; /* the Host as sent (cut), for the refusal */
+    char pool_tag[sizeof("egress ") + INET6_ADDRSTRLEN];
 };
 
 #define REQ_OF(f) container_of(f, struct egress_req, flow)
@@ -86,15 +87,21 @@ static void req_decided(struct egress_flow *f)
         return;
     }
     const char *sid = egress_flow_sandbox(f);
+    const struct sockaddr *dst = (const struct sockaddr *)&f->dst;
     snprintf(ex->target.sandbox_id, sizeof(ex->target.sandbox_id), "%s", sid ? sid : f->src);
     ex->target.id_len = strlen(ex->target.sandbox_id);
+    ex->target.port =
+        ntohs(dst->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)dst)->sin6_port
+                                         : ((const struct sockaddr_in *)dst)->sin_port);
     memcpy(&ex->up_addr, &f->dial, f->dial_len);
     ex->up_addr_len = f->dial_len;
-    /* Pooled per source address (the sandbox), never shared with the
-     * ingress side's pools. */
-    ex->up_pool_name = f->src;
+    /* Pooled per sandbox (its id, else its address) and per source address
+     * (a recycled address is another sandbox), under a tag no ingress pool
+     * key has. */
+    snprintf(r->pool_tag, sizeof(r->pool_tag), "egress %s", f->src);
+    ex->up_pool_name = sid ? sid : f->src;
     ex->up_addr_text = f->dial_text;
-    ex->up_pool_tag = "egress";
+    ex->up_pool_tag = r->pool_tag;
     proxy_start(ex);
 }
 
