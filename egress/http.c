@@ -148,9 +148,14 @@ static void route(struct exchange *ex)
                      ci->dst_len);
     const char *url = head_str(h, h->url_off);
     if (h->url_len == 0 || (url[0] != '/' && !(h->url_len == 1 && url[0] == '*'))) {
-        exchange_error(ex, 400,
-                       "absolute-form request targets are refused on egress (this is not a "
-                       "forward proxy)");
+        /* A client that takes this for a forward proxy: nothing more it
+         * sends on the connection will be what it means. */
+        struct reply rep = {.status = 400,
+                            .message = "absolute-form request targets are refused on egress "
+                                       "(this is not a forward proxy)",
+                            .connection_limit = -1,
+                            .close = true};
+        ex->ops->reply(ex, &rep);
         return;
     }
     char name[EGRESS_NAME_MAX + 1];

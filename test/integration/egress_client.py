@@ -14,6 +14,8 @@ namespace. One JSON result on stdout.
   tcp IP PORT [SEND] [shut]     connect, read the greeting (if any), send,
                                 half-close with "shut", read to the end:
                                 {"data", "end": "eof"|"reset"|"timeout"}
+  greet IP PORT                 reads the first line the server sends:
+                                {"data", "end", "after": seconds}
   hold IP PORT                  reads a banner, prints {"opened"} at once,
                                 then waits for the end: {"end", "after"}
 """
@@ -217,6 +219,19 @@ def tcp(ip, port, send="", shut=""):
     return {"data": data.decode("latin-1"), "end": end}
 
 
+def greet(ip, port):
+    try:
+        s = connect(ip, port)
+    except ConnectionResetError:
+        return {"data": "", "end": "reset"}
+    t0 = time.monotonic()
+    try:
+        line = s.makefile("rb").readline().decode()
+    except ConnectionResetError:
+        return {"data": "", "end": "reset"}
+    return {"data": line, "end": "line" if line else "eof", "after": time.monotonic() - t0}
+
+
 def hold(ip, port):
     s = connect(ip, port, timeout=30)
     f = s.makefile("rb")
@@ -226,5 +241,5 @@ def hold(ip, port):
     return {"end": end, "after": time.monotonic() - t0}
 
 
-KINDS = {"http": http, "raw": raw, "tls": tls, "tcp": tcp, "hold": hold}
+KINDS = {"http": http, "raw": raw, "tls": tls, "tcp": tcp, "greet": greet, "hold": hold}
 print(json.dumps(KINDS[args[0]](*args[1:])), flush=True)
