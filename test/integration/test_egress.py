@@ -200,7 +200,10 @@ class World:
         self.config_path.write_text(json.dumps(self.config))
         self.apply_rules({})
         err = open(self.stderr_path, "wb")
-        env = dict(os.environ, UBSAN_OPTIONS="print_stacktrace=1")
+        env = dict(os.environ)
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        env.setdefault("TSAN_OPTIONS", "suppressions=%s second_deadlock_stack=1" %
+                       harness.TSAN_SUPPRESSIONS)
         self.proxy = subprocess.Popen(
             ["ip", "netns", "exec", self.hst, str(edgeproxy_bin()), "--config",
              str(self.config_path)], stdout=err, stderr=subprocess.STDOUT,
