@@ -32,7 +32,7 @@ CFLAGS  += $(NGHTTP2_DEFS)
 
 # common/ is pure (no event loop); the daemon's layers are the other folders
 # (the README's architecture section says what each holds and may call).
-LAYER_DIRS := core http1 http2 ingress redis admin
+LAYER_DIRS := core http1 http2 ingress redis admin egress
 SRC_DIRS   := common $(LAYER_DIRS)
 COMMON_SRC := $(wildcard common/*.c)
 PROXY_SRC  := $(foreach d,$(LAYER_DIRS),$(wildcard $(d)/*.c))

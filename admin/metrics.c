@@ -90,6 +90,28 @@ static const struct metric_family {
     {"edgeproxy_http2_abuse_closes_total",
      "HTTP/2 connections closed by an abuse limit (reset budget, flood, header bomb).", "counter",
      offsetof(struct metrics, http2_abuse_closes)},
+    {"edgeproxy_egress_connections", "Open egress TLS and TCP connections.", "gauge",
+     offsetof(struct metrics, egress_connections)},
+    {"edgeproxy_egress_revoked_total",
+     "Open egress connections or requests closed because a new policy refuses them.", "counter",
+     offsetof(struct metrics, egress_revoked)},
+    {"edgeproxy_egress_policy_cache_hits_total",
+     "Egress policy lookups answered from the worker cache.", "counter",
+     offsetof(struct metrics, egress_cache_hits)},
+    {"edgeproxy_egress_policy_cache_misses_total", "Egress policy lookups that needed Redis.",
+     "counter", offsetof(struct metrics, egress_cache_misses)},
+    {"edgeproxy_egress_policy_cache_entries", "Source addresses in the egress policy caches.",
+     "gauge", offsetof(struct metrics, egress_cache_entries)},
+    {"edgeproxy_egress_ech_total", "Egress ClientHellos offering ECH (decided by the outer SNI).",
+     "counter", offsetof(struct metrics, egress_ech)},
+    {"edgeproxy_egress_dns_cache_hits_total",
+     "Names a domain rule matched, answered from the egress resolver cache.", "counter",
+     offsetof(struct metrics, egress_dns[0])},
+    {"edgeproxy_egress_dns_queries_total",
+     "Names sent to egress.nameservers (A and AAAA together).", "counter",
+     offsetof(struct metrics, egress_dns[1])},
+    {"edgeproxy_egress_dns_failures_total", "Names that resolved to no address.", "counter",
+     offsetof(struct metrics, egress_dns[2])},
 };
 
 void metrics_render(struct evbuffer *out, struct metrics *const *all, int n)
@@ -154,4 +176,16 @@ void metrics_render(struct evbuffer *out, struct metrics *const *all, int n)
                         "edgeproxy_http2_resets_total{by=\"proxy\"} %llu\n",
                         (unsigned long long)SUM(http2_resets[0]),
                         (unsigned long long)SUM(http2_resets[1]));
+    static const char *const kinds[METRICS_EGRESS_KINDS] = {"http", "tls", "tcp"};
+    evbuffer_add_printf(out, "# HELP edgeproxy_egress_decisions_total Egress decisions (a "
+                             "connection, or a request on port 80) by result, listener kind "
+                             "and the kind of rule that decided.\n"
+                             "# TYPE edgeproxy_egress_decisions_total counter\n");
+    for (int k = 0; k < METRICS_EGRESS_KINDS; k++)
+        for (int by = 0; by < EGRESS_BY_COUNT; by++)
+            evbuffer_add_printf(
+                out,
+                "edgeproxy_egress_decisions_total{result=\"%s\",kind=\"%s\",rule=\"%s\"} %llu\n",
+                egress_decided_by_verdict(by) == EGRESS_ALLOW ? "allow" : "deny", kinds[k],
+                egress_decided_by_name(by), (unsigned long long)SUM(egress_decisions[k][by]));
 }

@@ -6,7 +6,11 @@
 
 #include <stdint.h>
 
+#include "egress_policy.h"
+
 #define METRICS_DURATION_BUCKETS 12
+/* Egress listener kinds: http, tls, tcp (egress/flow.h's enum egress_kind). */
+#define METRICS_EGRESS_KINDS 3
 
 /* How an exchange ended. */
 enum outcome {
@@ -42,6 +46,15 @@ struct metrics {
     int64_t http2_connections;        /* gauge: client connections on HTTP/2 */
     uint64_t http2_resets[2];         /* RST_STREAM [0] from clients, [1] by the proxy */
     uint64_t http2_abuse_closes;      /* connections closed by an abuse limit */
+    /* egress (SPEC section 9) */
+    uint64_t egress_decisions[METRICS_EGRESS_KINDS][EGRESS_BY_COUNT]; /* [kind][rule kind] */
+    int64_t egress_connections; /* gauge: open egress TLS/TCP connections */
+    uint64_t egress_revoked;    /* open flows a new policy closed */
+    uint64_t egress_cache_hits;
+    uint64_t egress_cache_misses;
+    int64_t egress_cache_entries; /* gauge */
+    uint64_t egress_ech;          /* ClientHellos offering ECH */
+    uint64_t egress_dns[3];       /* names answered from the resolver cache, asked, failed */
 };
 
 extern const double metrics_duration_bounds[METRICS_DURATION_BUCKETS];

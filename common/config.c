@@ -481,6 +481,13 @@ static const struct config_key keys[] = {
      .doc = "the resolvers (port 53) the proxy asks for a name's addresses after a domain "
             "rule matched. While a sandbox's `allowOut` holds a domain they are also open "
             "to it on port 53, UDP and TCP, even inside `always_deny`"},
+    {MS("egress.peek_timeout_ms", egress_peek_timeout_ms, 1, 3000),
+     .doc = "how long the TLS listener waits for a connection's ClientHello; a client that "
+            "sends nothing (a server-speaks-first protocol on port 443) is then decided by "
+            "address"},
+    {MS("egress.idle_timeout_ms", egress_idle_timeout_ms, 1, 3600000),
+     .doc = "an egress TLS or TCP connection with no byte either way for this long is "
+            "closed"},
     {CUSTOM("egress.always_deny", parse_always_deny), .set_default = default_always_deny,
      .shown_default = "`" ALWAYS_DENY_SHOWN "`",
      .values = "array of at most " XSTR(CONFIG_MAX_ALWAYS_DENY) " networks",

@@ -128,6 +128,8 @@ struct config {
     size_t egress_nameserver_count;                         /* default ["8.8.8.8"] */
     struct cidr egress_always_deny[CONFIG_MAX_ALWAYS_DENY];
     size_t egress_always_deny_count; /* default: the list in config.c */
+    int egress_peek_timeout_ms;      /* default 3000: the TLS listener's wait for a ClientHello */
+    int egress_idle_timeout_ms;      /* default 3600000: spliced connections */
 
     /* "access_log" */
     char *access_log_path; /* NULL = off */

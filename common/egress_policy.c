@@ -405,14 +405,30 @@ enum egress_verdict egress_decide(const struct egress_policy *p, const struct eg
 const char *egress_decided_by_name(enum egress_decided_by by)
 {
     static const char *const names[] = {
-        [EGRESS_BY_NO_POLICY] = "no_policy",    [EGRESS_BY_NO_ADDRESS] = "no_address",
-        [EGRESS_BY_NAMESERVER] = "nameserver",  [EGRESS_BY_ALWAYS_DENY] = "always_deny",
-        [EGRESS_BY_ALLOW_NAME] = "allow_name",  [EGRESS_BY_ALLOW_ADDR] = "allow_address",
-        [EGRESS_BY_DENY_ADDR] = "deny_address", [EGRESS_BY_NO_INTERNET] = "no_internet",
+        [EGRESS_BY_NO_POLICY] = "no_policy",
+        [EGRESS_BY_NO_ADDRESS] = "no_address",
+        [EGRESS_BY_NAMESERVER] = "nameserver",
+        [EGRESS_BY_ALWAYS_DENY] = "always_deny",
+        [EGRESS_BY_ALLOW_NAME] = "allow_name",
+        [EGRESS_BY_ALLOW_ADDR] = "allow_address",
+        [EGRESS_BY_DENY_ADDR] = "deny_address",
+        [EGRESS_BY_NO_INTERNET] = "no_internet",
         [EGRESS_BY_DEFAULT] = "default",
+        [EGRESS_BY_BROKEN] = "broken_policy",
+        [EGRESS_BY_UNAVAILABLE] = "unavailable",
+        [EGRESS_BY_UNRESOLVED] = "unresolved",
+        [EGRESS_BY_MAX_CONNECTIONS] = "max_connections",
     };
 
     if ((unsigned)by >= sizeof(names) / sizeof(names[0]))
         return "unknown";
     return names[by];
+}
+
+enum egress_verdict egress_decided_by_verdict(enum egress_decided_by by)
+{
+    return by == EGRESS_BY_NAMESERVER || by == EGRESS_BY_ALLOW_NAME || by == EGRESS_BY_ALLOW_ADDR ||
+                   by == EGRESS_BY_DEFAULT
+               ? EGRESS_ALLOW
+               : EGRESS_DENY;
 }

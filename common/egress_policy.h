@@ -107,6 +107,12 @@ enum egress_decided_by {
     EGRESS_BY_DENY_ADDR,   /* a denyOut rule (deny) */
     EGRESS_BY_NO_INTERNET, /* allowInternetAccess false (deny) */
     EGRESS_BY_DEFAULT,     /* nothing matched (allow) */
+    /* Decided around egress_decide by the proxy (egress/flow.c), all deny: */
+    EGRESS_BY_BROKEN,          /* the record is broken */
+    EGRESS_BY_UNAVAILABLE,     /* Redis cannot answer, nothing usable cached */
+    EGRESS_BY_UNRESOLVED,      /* a name rule matched; the name gave no usable address */
+    EGRESS_BY_MAX_CONNECTIONS, /* the sandbox's maxConnections are open */
+    EGRESS_BY_COUNT,
 };
 
 struct egress_decision {
@@ -135,7 +141,11 @@ enum egress_verdict egress_decide(const struct egress_policy *p, const struct eg
                                   struct egress_decision *out);
 
 /* Short names of enum egress_decided_by, for metrics: "no_policy",
- * "always_deny", "allow_name", ... */
+ * "always_deny", "allow_name", ... ("unknown" out of range) */
 const char *egress_decided_by_name(enum egress_decided_by by);
+
+/* The verdict a rule kind always gives: allow for the nameserver, allowOut
+ * and default rules, deny for the rest. */
+enum egress_verdict egress_decided_by_verdict(enum egress_decided_by by);
 
 #endif

@@ -209,6 +209,10 @@ static void render_json(struct outbuf *o, const struct reply *r)
         outbuf_str(o, ",\"connectionLimit\":");
         outbuf_int(o, r->connection_limit);
     }
+    if (r->host != NULL) {
+        outbuf_str(o, ",\"host\":");
+        put_json_str(o, r->host);
+    }
     outbuf_str(o, "}\n");
 }
 
@@ -243,6 +247,11 @@ static void render_html(struct outbuf *o, const struct reply *r)
     if (r->connection_limit >= 0) {
         outbuf_str(o, "<p>Connection limit: <code>");
         outbuf_int(o, r->connection_limit);
+        outbuf_str(o, "</code></p>");
+    }
+    if (r->host != NULL) {
+        outbuf_str(o, "<p>Host: <code>");
+        put_html_str(o, r->host);
         outbuf_str(o, "</code></p>");
     }
     outbuf_str(o, "</body></html>\n");

@@ -33,6 +33,7 @@ struct reply {
     const char *sandbox_id; /* NULL = field absent */
     int port;               /* 0 = field absent */
     long connection_limit;  /* < 0 = field absent */
+    const char *host;       /* egress refusals: the Host asked for; NULL = absent */
     int retry_after;        /* seconds; 0 = no Retry-After header */
     bool close;             /* add "Connection: close" */
     bool head_only;         /* HEAD request: headers (with the real
@@ -45,7 +46,8 @@ struct reply {
  * "text/html; charset=utf-8"), Content-Length, Access-Control-Allow-Origin: *,
  * Cache-Control: no-store, Retry-After when set, Connection: close when set.
  * JSON body: {"code":N,"message":"...","sandboxId":"...","port":N,
- * "connectionLimit":N} with absent fields left out, strings JSON-escaped.
+ * "connectionLimit":N,"host":"..."} with absent fields left out, strings
+ * JSON-escaped.
  * HTML body: a small self-contained page with the status, message and
  * sandbox id, HTML-escaped. Returns the length written, or -1 if cap is too
  * small (4096 is enough for the proxy's own short ASCII messages; HTML

@@ -40,7 +40,11 @@ void exchange_count(struct exchange *ex)
         metrics_observe_request(&ex->w->metrics, ex->status, dur);
     metrics_observe_outcome(&ex->w->metrics, ex->outcome);
     METRIC_INC(&ex->w->metrics, requests_by_protocol[ex->http_version == 20]);
-    access_log_request(ex, dur);
+    const struct route_ops *r = ex->client ? ex->client->route : NULL;
+    if (r && r->log)
+        r->log(ex, dur);
+    else
+        access_log_request(ex, dur);
     ex->start_us = 0;
 }
 
@@ -51,6 +55,9 @@ void exchange_finish(struct exchange *ex)
     exchange_count(ex);
     lookup_cancel(&ex->waiter);
     proxy_abort(ex);
+    if (ex->route_state && ex->client->route->finish)
+        ex->client->route->finish(ex);
+    ex->route_state = NULL;
     if (ex->limit_held) {
         limits_release(ex->rr->limit);
         ex->limit_held = false;

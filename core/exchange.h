@@ -8,10 +8,12 @@
  * access log) and redis/ (the cache) but never a front end (http1/): it
  * reaches the client only through the operations below.
  *
- * A front end (http1/ today; http2/ and egress/ next) parses its protocol
- * into a normalised request (method, scheme, authority, path, header views,
- * body framing), fills an exchange, and hands it to the route (ingress/),
- * which answers through ops->reply or starts the proxy. The proxy writes the
+ * A front end (http1/ today; http2/ next) parses its protocol into a
+ * normalised request (method, scheme, authority, path, header views, body
+ * framing), fills an exchange, and hands it to the route its connection's
+ * listener chose (struct route_ops: ingress/ for the public listeners,
+ * egress/ for the egress HTTP listener), which answers through ops->reply
+ * or starts the proxy. The proxy writes the
  * request upstream in HTTP/1.1 and gives the response back through the ops:
  * a head, body bytes (payload only: framing is each side's own business),
  * an end with optional trailers, or a reset. The split follows h2o
@@ -60,13 +62,36 @@ enum ex_state {
     EX_DONE,        /* answered (by the proxy or the upstream) */
 };
 
+/* What routes a front end's exchanges: ingress (Host -> sandbox -> its
+ * address) or egress (Host -> the sandbox's egress policy -> the original
+ * destination). The listener kind picks it at accept (core/listener.c); a
+ * front end calls route(), core calls the rest. */
+struct route_ops {
+    /* The request head is in (authority, path, rh): route it. */
+    void (*route)(struct exchange *ex);
+    /* exchange_finish: release what the route keeps in ex->route_state.
+     * NULL: nothing there. */
+    void (*finish)(struct exchange *ex);
+    /* exchange_count: the request's log line. NULL: the access log's own
+     * line (ingress/access_log.c). */
+    void (*log)(struct exchange *ex, uint64_t duration_us);
+};
+
+/* An egress connection is on none of cfg->listeners. */
+#define CLIENT_NO_LISTENER ((size_t)-1)
+
 /* The client connection the exchange arrived on (shared by every exchange
  * of that connection). */
 struct client_info {
     struct sockaddr_storage peer;
     char peer_ip[INET6_ADDRSTRLEN];
     bool tls;
-    size_t listener; /* index in cfg->listeners */
+    size_t listener; /* index in cfg->listeners, or CLIENT_NO_LISTENER */
+    const struct route_ops *route;
+    /* A transparent (egress) listener's connection: the address the client
+     * dialled, from SO_ORIGINAL_DST; dst_len 0 elsewhere. */
+    struct sockaddr_storage dst;
+    socklen_t dst_len;
 };
 
 /* What a front end implements. Every operation is called from the worker's
@@ -140,6 +165,12 @@ struct exchange {
 
     /* the route verdict */
     struct host_target target;
+    void *route_state; /* the route's own (egress/: a flow), released by route->finish */
+    /* Egress: the proxy is not there for the app. The head goes up as the
+     * client wrote it but for hop-by-hop fields: no X-Forwarded-*,
+     * Forwarded, X-Real-IP and the traffic token kept (rewrite.c); a
+     * refused connect is the destination's answer, not retried (proxy.c). */
+    bool transparent;
     struct route_rec *rr;
     bool limit_held;
     struct lookup_waiter waiter;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "conn_limit.h"
+#include "egress.h"
 #include "errf.h"
 #include "ev.h"
 #include "log.h"
@@ -17,19 +18,37 @@
 
 #define LISTEN_BACKLOG 4096
 
-int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name, char *err,
-                  size_t errlen)
+size_t listener_specs(const struct config *cfg, struct listener_spec *out)
 {
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->listener_count; i++) {
+        const struct config_listener *l = &cfg->listeners[i];
+        out[n++] = (struct listener_spec){LISTENER_INGRESS, i, l->address,
+                                          (const struct sockaddr *)&l->addr, l->addr_len};
+    }
+    const struct config_egress_listener *eg[] = {&cfg->egress_http, &cfg->egress_tls,
+                                                 &cfg->egress_tcp};
+    for (size_t k = 0; k < 3; k++)
+        if (eg[k]->address)
+            out[n++] =
+                (struct listener_spec){LISTENER_EGRESS_HTTP + k, 0, eg[k]->address,
+                                       (const struct sockaddr *)&eg[k]->addr, eg[k]->addr_len};
+    return n;
+}
+
+static int bind_socket(const struct sockaddr *sa, socklen_t len, const char *name, int v6only,
+                       char *err, size_t errlen)
+{
+    int one = 1;
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1)
         return errf(err, errlen, "listener %s: socket: %s", name, strerror(errno));
-    int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     /* One socket per worker on the same address: the kernel spreads new
      * connections across workers without a shared accept lock. */
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (sa->sa_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
     if (bind(fd, sa, len) == -1) {
         errf(err, errlen, "listener %s: cannot bind: %s", name, strerror(errno));
         close(fd);
@@ -41,6 +60,18 @@ int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name, ch
         return -1;
     }
     return fd;
+}
+
+int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name, char *err,
+                  size_t errlen)
+{
+    return bind_socket(sa, len, name, 1, err, errlen);
+}
+
+int listener_bind_spec(const struct listener_spec *spec, char *err, size_t errlen)
+{
+    return bind_socket(spec->sa, spec->len, spec->address, spec->kind == LISTENER_INGRESS, err,
+                       errlen);
 }
 
 /* ---- accepting ---- */
@@ -133,6 +164,17 @@ static bool accept_error_transient(int err)
     }
 }
 
+/* Each kind's front end takes the accepted socket (and owns it from then
+ * on); -1: no connection made, its client.max_connections slot goes back.
+ * The connection's end calls listener_conn_closed. */
+typedef int accept_fn(struct worker *w, size_t index, int fd, const struct sockaddr *sa, int salen);
+static accept_fn *const accept_handlers[] = {
+    [LISTENER_INGRESS] = session_accept,
+    [LISTENER_EGRESS_HTTP] = egress_accept_http,
+    [LISTENER_EGRESS_TLS] = egress_accept_tls,
+    [LISTENER_EGRESS_TCP] = egress_accept_tcp,
+};
+
 static void accept_ready(evutil_socket_t lfd, short what, void *arg)
 {
     struct listener_slot *slot = arg;
@@ -151,12 +193,12 @@ static void accept_ready(evutil_socket_t lfd, short what, void *arg)
             if (accept_error_transient(err))
                 return;
             /* One line per pause, not per turn of the loop. */
-            log_error("accept on %s: %s; not accepting for %d ms",
-                      w->cfg->listeners[slot->index].address, strerror(err), LISTENER_PAUSE_MS);
+            log_error("accept on %s: %s; not accepting for %d ms", slot->address, strerror(err),
+                      LISTENER_PAUSE_MS);
             accept_pause(w, PAUSED_FDS, LISTENER_PAUSE_MS);
             return;
         }
-        if (session_accept(w, slot->index, fd, (struct sockaddr *)&ss, (int)len) == -1)
+        if (accept_handlers[slot->kind](w, slot->index, fd, (struct sockaddr *)&ss, (int)len) == -1)
             limits_give(&open_conns);
     }
 }
@@ -178,7 +220,9 @@ static void derive_max_connections(const struct config *cfg)
     unsigned long long nofile = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : RLIM_INFINITY;
     int workers = config_worker_count(cfg);
     uint32_t expect = 0;
-    uint32_t n = (uint32_t)config_derived_max_connections(nofile, workers, cfg->listener_count);
+    struct listener_spec specs[LISTENER_MAX];
+    uint32_t n =
+        (uint32_t)config_derived_max_connections(nofile, workers, listener_specs(cfg, specs));
     if (__atomic_compare_exchange_n(&derived_max, &expect, n, false, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE) &&
         cfg->client_max_connections == 0)

@@ -177,16 +177,16 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 static int bind_all(struct main_ctx *m, int *fds)
 {
     char err[256];
+    struct listener_spec specs[LISTENER_MAX];
+    size_t n = listener_specs(&m->rt->cfg, specs);
     for (int w = 0; w < m->nworkers; w++)
-        for (size_t l = 0; l < m->rt->cfg.listener_count; l++) {
-            const struct config_listener *li = &m->rt->cfg.listeners[l];
-            int fd = listener_bind((const struct sockaddr *)&li->addr, li->addr_len, li->address,
-                                   err, sizeof(err));
+        for (size_t l = 0; l < n; l++) {
+            int fd = listener_bind_spec(&specs[l], err, sizeof(err));
             if (fd == -1) {
                 fprintf(stderr, "edgeproxy: %s\n", err);
                 return -1;
             }
-            fds[w * CONFIG_MAX_LISTENERS + l] = fd;
+            fds[w * LISTENER_MAX + l] = fd;
         }
     return 0;
 }
@@ -332,7 +332,7 @@ int main(int argc, char **argv)
     raise_fd_limit();
 
     m.nworkers = config_worker_count(&m.rt->cfg);
-    int *fds = calloc((size_t)m.nworkers * CONFIG_MAX_LISTENERS, sizeof(int));
+    int *fds = calloc((size_t)m.nworkers * LISTENER_MAX, sizeof(int));
     m.workers = calloc((size_t)m.nworkers, sizeof(*m.workers));
     m.base = event_base_new();
     if (!fds || !m.workers || !m.base) {
@@ -349,7 +349,7 @@ int main(int argc, char **argv)
         }
     }
     for (int i = 0; i < m.nworkers; i++) {
-        if (worker_init(&m.workers[i], i, m.rt, &fds[i * CONFIG_MAX_LISTENERS]) == -1) {
+        if (worker_init(&m.workers[i], i, m.rt, &fds[i * LISTENER_MAX]) == -1) {
             fprintf(stderr, "edgeproxy: cannot create worker %d\n", i);
             return 1;
         }
@@ -371,8 +371,10 @@ int main(int argc, char **argv)
     m.drain_poll_ev = event_new(m.base, -1, EV_PERSIST, drain_poll_cb, &m);
     m.drain_deadline_ev = evtimer_new(m.base, drain_deadline_cb, &m);
     m.retire_ev = evtimer_new(m.base, retire_cb, &m);
-    for (size_t l = 0; l < m.rt->cfg.listener_count; l++)
-        log_info("listening on %s", m.rt->cfg.listeners[l].address);
+    struct listener_spec specs[LISTENER_MAX];
+    static const char *const kinds[] = {"", " (egress http)", " (egress tls)", " (egress tcp)"};
+    for (size_t l = 0, n = listener_specs(&m.rt->cfg, specs); l < n; l++)
+        log_info("listening on %s%s", specs[l].address, kinds[specs[l].kind]);
     log_info("edgeproxy %s: %d workers, redis %s:%d, admin %s", EDGEPROXY_VERSION, m.nworkers,
              m.rt->cfg.redis_host, m.rt->cfg.redis_port,
              m.rt->cfg.admin_enabled ? m.rt->cfg.admin_address : "off");

@@ -124,7 +124,8 @@ static void on_connected(struct upconn *c, int err, void *arg)
     ex->up = NULL;
     if (c) {
         forward_start(ex, c);
-    } else if (err == ECONNREFUSED && ex->connect_attempts <= cfg->upstream_connect_retries) {
+    } else if (err == ECONNREFUSED && !ex->transparent &&
+               ex->connect_attempts <= cfg->upstream_connect_retries) {
         /* The app may still be binding its port: back off and try again. */
         METRIC_INC(&ex->w->metrics, upstream_retries);
         struct timeval tv =

@@ -113,9 +113,12 @@ int rewrite_request_head(const struct exchange *s, struct evbuffer *dst)
     OUT_LIT(&o, "\r\n");
     for (uint32_t i = 0; i < h->nhdrs; i++) {
         const struct hdr *x = &h->hdrs[i];
-        if (x->kind == HDR_HOST || x->kind == HDR_TRAFFIC_TOKEN ||
-            x->kind == HDR_TRANSFER_ENCODING || is_forwarded_header(h, x) ||
-            (!trusted && is_address_claim(x)) || head_is_hop_by_hop(h, x))
+        if (x->kind == HDR_HOST || x->kind == HDR_TRANSFER_ENCODING || head_is_hop_by_hop(h, x))
+            continue;
+        /* What the ingress claims or takes for the sandbox: not on egress,
+         * where the header is the sandbox's own, for a server it chose. */
+        if (!s->transparent && (x->kind == HDR_TRAFFIC_TOKEN || is_forwarded_header(h, x) ||
+                                (!trusted && is_address_claim(x))))
             continue;
         out_header(&o, h, x);
     }
@@ -124,20 +127,22 @@ int rewrite_request_head(const struct exchange *s, struct evbuffer *dst)
      * used (the request-path fuzzer sent "Transfer-Encoding:\xa0 chunked"). */
     if (s->req_body == EX_BODY_STREAM)
         OUT_LIT(&o, "Transfer-Encoding: chunked\r\n");
-    OUT_LIT(&o, "X-Forwarded-For: ");
-    if (trusted && out_joined(&o, h, HDR_X_FORWARDED_FOR))
-        OUT_LIT(&o, ", ");
-    out_put(&o, ci->peer_ip, strlen(ci->peer_ip));
-    OUT_LIT(&o, "\r\nX-Forwarded-Proto: ");
-    if (!trusted || !out_joined(&o, h, HDR_X_FORWARDED_PROTO)) {
-        if (ci->tls)
-            OUT_LIT(&o, "https");
-        else
-            OUT_LIT(&o, "http");
+    if (!s->transparent) {
+        OUT_LIT(&o, "X-Forwarded-For: ");
+        if (trusted && out_joined(&o, h, HDR_X_FORWARDED_FOR))
+            OUT_LIT(&o, ", ");
+        out_put(&o, ci->peer_ip, strlen(ci->peer_ip));
+        OUT_LIT(&o, "\r\nX-Forwarded-Proto: ");
+        if (!trusted || !out_joined(&o, h, HDR_X_FORWARDED_PROTO)) {
+            if (ci->tls)
+                OUT_LIT(&o, "https");
+            else
+                OUT_LIT(&o, "http");
+        }
+        OUT_LIT(&o, "\r\nX-Forwarded-Host: ");
+        out_put(&o, s->authority, s->authority_len);
+        OUT_LIT(&o, "\r\n");
     }
-    OUT_LIT(&o, "\r\nX-Forwarded-Host: ");
-    out_put(&o, s->authority, s->authority_len);
-    OUT_LIT(&o, "\r\n");
     if (s->upgrade) {
         const struct hdr *up = head_find(h, HDR_UPGRADE, NULL);
         OUT_LIT(&o, "Connection: upgrade\r\n");

@@ -2,7 +2,9 @@
  * hop-by-hop and client X-Forwarded-* removed, Forwarded and X-Real-IP
  * removed unless the peer is a trusted proxy, the proxy's X-Forwarded-*
  * added, framing in one canonical spelling) and the response going back to
- * the client (hop-by-hop removed, connection fate said). Written straight
+ * the client (hop-by-hop removed, connection fate said). An egress exchange
+ * (ex->transparent) keeps the client's fields but hop-by-hop ones and gets
+ * no X-Forwarded-*. Written straight
  * into reserved evbuffer space: one copy, no per-header allocation. */
 #ifndef EDGEPROXY_REWRITE_H
 #define EDGEPROXY_REWRITE_H

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "access_log.h"
+#include "egress.h"
 #include "ev.h"
 #include "h2.h"
 #include "head.h"
@@ -29,6 +30,7 @@ static void drain(struct worker *w)
     struct list_node *n, *next;
     list_for_each_safe(n, next, &w->sessions) session_drain(container_of(n, struct session, link));
     list_for_each_safe(n, next, &w->h2_conns) h2_conn_drain(n);
+    egress_drain(w->egress);
     if (w->session_count == 0)
         event_base_loopbreak(w->base);
 }
@@ -50,6 +52,7 @@ static void apply_runtime(struct worker *w, struct runtime *rt)
     worker_apply_head_limits(w);
     if (w->lookup)
         lookup_config_changed(w->lookup, old);
+    egress_config_changed(w->egress);
     if (w->redis)
         redis_link_config_changed(w->redis, old);
     /* Pooled connections were made under the old policy; let new ones be
@@ -88,11 +91,11 @@ int worker_init(struct worker *w, int id, struct runtime *rt, const int *fds)
     w->cfg = &rt->cfg;
     w->applied_generation = rt->generation;
     worker_apply_head_limits(w);
-    w->listener_count = rt->cfg.listener_count;
+    struct listener_spec specs[LISTENER_MAX];
+    w->listener_count = listener_specs(&rt->cfg, specs);
     for (size_t i = 0; i < w->listener_count; i++) {
         w->listen_fds[i] = fds[i];
-        w->slots[i].w = w;
-        w->slots[i].index = i;
+        w->slots[i] = (struct listener_slot){w, specs[i].kind, specs[i].index, specs[i].address};
     }
     struct event_config *ec = event_config_new();
     if (!ec)
@@ -120,7 +123,8 @@ static void *worker_main(void *arg)
     struct redis_link *rl = redis_link_new(w);
     __atomic_store_n(&w->redis, rl, __ATOMIC_RELEASE); /* /readyz reads it */
     w->lookup = rl ? lookup_new(w) : NULL;
-    if (!w->lookup || listener_start(w) == -1 || access_log_worker_init(w) == -1) {
+    if (!w->lookup || egress_init(w) == -1 || listener_start(w) == -1 ||
+        access_log_worker_init(w) == -1) {
         log_error("worker %d: cannot start", w->id);
         exit(1);
     }
@@ -128,6 +132,8 @@ static void *worker_main(void *arg)
     /* Drained: every session is gone. The caches go before their link. */
     lookup_free(w->lookup);
     w->lookup = NULL;
+    egress_free(w->egress);
+    w->egress = NULL;
     __atomic_store_n(&w->redis, NULL, __ATOMIC_RELEASE);
     redis_link_free(rl);
     access_log_worker_free(w);

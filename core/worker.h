@@ -12,6 +12,7 @@
 #include "config.h"
 #include "head.h"
 #include "list.h"
+#include "listener.h"
 #include "metrics.h"
 
 struct event_base;
@@ -23,11 +24,14 @@ struct session;
 struct head;
 struct runtime;
 struct access_log_buf;
+struct egress;
 
 /* The accept callback's argument: which worker, which listener. */
 struct listener_slot {
     struct worker *w;
-    size_t index;
+    enum listener_kind kind;
+    size_t index;        /* LISTENER_INGRESS: into cfg->listeners */
+    const char *address; /* for log lines (the config's; restart-only) */
 };
 
 struct worker {
@@ -40,15 +44,16 @@ struct worker {
     unsigned applied_generation; /* read by main */
     bool drain_requested;        /* set by main */
 
-    int listen_fds[CONFIG_MAX_LISTENERS];
-    struct event *accept_evs[CONFIG_MAX_LISTENERS];
-    struct listener_slot slots[CONFIG_MAX_LISTENERS];
+    int listen_fds[LISTENER_MAX];
+    struct event *accept_evs[LISTENER_MAX];
+    struct listener_slot slots[LISTENER_MAX];
     size_t listener_count;
     struct event *accept_timer; /* ends an accept pause (listener.c) */
     int accept_paused;          /* why accepting is paused, 0 = it is not */
 
     struct redis_link *redis; /* read by /readyz from the main thread */
     struct lookup *lookup;    /* the route cache, a client of redis */
+    struct egress *egress;    /* egress listeners' state (egress/), NULL without them */
     struct pool *pool;
     struct metrics metrics;
 
@@ -71,7 +76,8 @@ struct worker {
 void worker_apply_head_limits(struct worker *w);
 
 /* Creates the worker's event base and structures; the listening fds are
- * borrowed from `fds` (already bound, one per listener). 0 ok, -1 error. */
+ * borrowed from `fds` (already bound, one per listener_specs entry). 0 ok,
+ * -1 error. */
 int worker_init(struct worker *w, int id, struct runtime *rt, const int *fds);
 int worker_start(struct worker *w);
 /* Thread-safe: asks the worker to stop accepting and finish its sessions. */

@@ -377,7 +377,7 @@ static void on_request_head(struct session *s)
         exchange_error(ex, 400, bad_target);
         return;
     }
-    route_request(ex);
+    s->client.route->route(ex);
 }
 
 /* ---- HTTP/2 ---- */
@@ -393,7 +393,10 @@ static enum proto choose_protocol(struct session *s)
 {
     if (s->client.tls)
         return tls_alpn_is_h2(stream_tls_ssl(s->io)) ? PROTO_HTTP2 : PROTO_HTTP1;
-    if (!s->w->cfg->listeners[s->client.listener].http2)
+    /* Egress port 80 has no ingress listener: HTTP/1.1 only (SPEC 9: the
+     * HTTP/2 preface is refused there). */
+    if (s->client.listener == CLIENT_NO_LISTENER ||
+        !s->w->cfg->listeners[s->client.listener].http2)
         return PROTO_HTTP1;
     char buf[H2_PREFACE_LEN];
     ev_ssize_t n = evbuffer_copyout(stream_input(s->io), buf, sizeof(buf));
@@ -595,7 +598,8 @@ static void format_peer(struct session *s)
 static void start_io(struct session *s)
 {
     struct worker *w = s->w;
-    struct tls_ctx *tls = w->rt->tls[s->client.listener];
+    struct tls_ctx *tls =
+        s->client.listener < w->cfg->listener_count ? w->rt->tls[s->client.listener] : NULL;
     if (tls) {
         SSL *ssl = tls_ssl_new(tls);
         if (ssl) {
@@ -687,16 +691,20 @@ out:
     session_leave(s);
 }
 
-int session_accept(struct worker *w, size_t index, int fd, const struct sockaddr *sa, int salen)
+/* A new session on an accepted socket (owns fd), not started yet. NULL
+ * when out of memory (fd closed). */
+static struct session *session_new(struct worker *w, int fd, const struct sockaddr *sa, int salen,
+                                   size_t listener, const struct route_ops *route)
 {
     struct session *s = calloc(1, sizeof(*s));
     if (!s) {
         close(fd);
-        return -1;
+        return NULL;
     }
     s->w = w;
     s->fd = fd;
-    s->client.listener = index;
+    s->client.listener = listener;
+    s->client.route = route;
     memcpy(&s->client.peer, sa,
            (size_t)salen < sizeof(s->client.peer) ? (size_t)salen : sizeof(s->client.peer));
     format_peer(s);
@@ -706,7 +714,7 @@ int session_accept(struct worker *w, size_t index, int fd, const struct sockaddr
     if (!s->timer) {
         close(fd);
         free(s);
-        return -1;
+        return NULL;
     }
     static pthread_once_t once = PTHREAD_ONCE_INIT; /* see forward_start() in core/proxy.c */
     pthread_once(&once, init_req_settings);
@@ -715,6 +723,14 @@ int session_accept(struct worker *w, size_t index, int fd, const struct sockaddr
     list_insert_front(&w->sessions, &s->link);
     __atomic_store_n(&w->session_count, w->session_count + 1, __ATOMIC_RELAXED); /* main reads it */
     METRIC_INC(&w->metrics, client_connections);
+    return s;
+}
+
+int session_accept(struct worker *w, size_t index, int fd, const struct sockaddr *sa, int salen)
+{
+    struct session *s = session_new(w, fd, sa, salen, index, &ingress_route_ops);
+    if (!s)
+        return -1;
     session_enter(s);
     if (w->cfg->listeners[index].proxy_protocol) {
         s->state = SS_PROXY_HEADER;
@@ -725,6 +741,21 @@ int session_accept(struct worker *w, size_t index, int fd, const struct sockaddr
     } else {
         start_io(s);
     }
+    session_leave(s);
+    return 0;
+}
+
+int session_accept_routed(struct worker *w, int fd, const struct sockaddr *sa, int salen,
+                          const struct sockaddr *dst, socklen_t dst_len,
+                          const struct route_ops *route)
+{
+    struct session *s = session_new(w, fd, sa, salen, CLIENT_NO_LISTENER, route);
+    if (!s)
+        return -1;
+    memcpy(&s->client.dst, dst, dst_len);
+    s->client.dst_len = dst_len;
+    session_enter(s);
+    start_io(s);
     session_leave(s);
     return 0;
 }

@@ -4,8 +4,10 @@
  * operations that write responses in HTTP/1.1. One exchange at a time per
  * connection (RFC 9112 section 9.3.2: responses in request order), embedded
  * in the session. http1/ may call core/ (stream, exchange, proxy, tunnel,
- * rewrite), ingress/ (route_request), admin/ and common/, and hands a
- * connection that speaks HTTP/2 (ALPN h2, or the preface) to http2/.
+ * rewrite), ingress/ (its route_ops, the default), admin/ and common/; a
+ * connection's requests go to the route its listener chose (client.route),
+ * and a connection that speaks HTTP/2 (ALPN h2, or the preface) goes to
+ * http2/.
  *
  * A session is never freed inside one of its own callbacks: code marks it
  * closing and the outermost callback frees it as the stack unwinds. */
@@ -72,6 +74,13 @@ struct session {
 /* Accepted socket on listener `index` -> new session (owns fd), whose end
  * calls listener_conn_closed. -1: no session, fd closed already. */
 int session_accept(struct worker *w, size_t index, int fd, const struct sockaddr *sa, int salen);
+
+/* The same for a connection whose requests `route` routes (egress port 80:
+ * egress/http.c), on no configured listener: plain HTTP/1.1, no PROXY
+ * header; `dst` is the address the client dialled (copied). */
+int session_accept_routed(struct worker *w, int fd, const struct sockaddr *sa, int salen,
+                          const struct sockaddr *dst, socklen_t dst_len,
+                          const struct route_ops *route);
 
 /* Marks the session for closing: flush the client output first if `flush`. */
 void session_close(struct session *s, bool flush);

@@ -20,7 +20,6 @@
 #include "worker.h"
 
 #define ACCESS_LOG_BUF (64 * 1024)
-#define ACCESS_LOG_LINE_MAX 4096
 #define ACCESS_LOG_FLUSH_MS 1000
 
 struct access_log_buf {
@@ -107,7 +106,7 @@ _Static_assert(sizeof(ALOG_WIDEST) - 1 + ALOG_METHOD_MAX + ALOG_HOST_MAX + ALOG_
                "access log budgets exceed the line cap");
 _Static_assert(ACCESS_LOG_LINE_MAX <= ACCESS_LOG_BUF, "a line must fit the worker buffer");
 
-static void put_time(struct outbuf *ob)
+void access_log_put_time(struct outbuf *ob)
 {
     struct timeval tv;
     struct tm tm;
@@ -160,7 +159,7 @@ static void format_line(struct outbuf *ob, const struct exchange *s, uint64_t du
     const char *method = s->rh && s->rh->url_len ? llhttp_method_name(s->method) : "";
 
     outbuf_lit(ob, "{\"time\":\"");
-    put_time(ob);
+    access_log_put_time(ob);
     outbuf_lit(ob, "\",\"client\":");
     put_view(ob, s->client->peer_ip, strlen(s->client->peer_ip), ALOG_ADDR_MAX);
     outbuf_lit(ob, ",\"method\":");
@@ -190,9 +189,26 @@ static void format_line(struct outbuf *ob, const struct exchange *s, uint64_t du
     outbuf_lit(ob, "}\n");
 }
 
+struct request_line {
+    const struct exchange *ex;
+    uint64_t duration_us;
+};
+
+static void format_request(struct outbuf *ob, const void *arg)
+{
+    const struct request_line *r = arg;
+    format_line(ob, r->ex, r->duration_us);
+}
+
 void access_log_request(struct exchange *s, uint64_t duration_us)
 {
-    struct worker *w = s->w;
+    struct request_line r = {s, duration_us};
+    access_log_append(s->w, format_request, &r);
+}
+
+void access_log_append(struct worker *w, void (*format)(struct outbuf *ob, const void *arg),
+                       const void *arg)
+{
     struct access_log_buf *b = w->access_log;
     if (!b || w->rt->access_log_fd == -1)
         return;
@@ -203,7 +219,7 @@ void access_log_request(struct exchange *s, uint64_t duration_us)
     size_t room = ACCESS_LOG_BUF - b->len;
     struct outbuf ob;
     outbuf_init(&ob, b->buf + b->len, room < ACCESS_LOG_LINE_MAX ? room : ACCESS_LOG_LINE_MAX);
-    format_line(&ob, s, duration_us);
+    format(&ob, arg);
     if (ob.truncated) {
         /* Ruled out by the budgets above; a cut line would not be JSON. */
         log_error("access log: line over %d bytes dropped", ACCESS_LOG_LINE_MAX);

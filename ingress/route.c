@@ -138,3 +138,5 @@ void route_request(struct exchange *s)
     if (lookup_get(s->w->lookup, s->target.sandbox_id, &s->waiter, &status, &rr) == 0)
         verdict(s, status, rr);
 }
+
+const struct route_ops ingress_route_ops = {.route = route_request};

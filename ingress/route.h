@@ -10,4 +10,9 @@ struct exchange;
  * answer may come later (a Redis GET): ex->waiter is in use until then. */
 void route_request(struct exchange *ex);
 
+/* The ingress route as a front end calls it (route_request; the access log
+ * line). */
+struct route_ops;
+extern const struct route_ops ingress_route_ops;
+
 #endif

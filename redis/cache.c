@@ -91,6 +91,8 @@ struct cache {
     struct list_node waiting;  /* GET in flight, by deadline */
     struct event *timeout_ev;  /* fires at the first deadline */
     struct event *sweep_ev;
+    void (*purge_hook)(void *arg, const char *id); /* cache_set_purge_hook */
+    void *purge_arg;
 };
 
 static void entry_fetch(struct cache_entry *e);
@@ -466,7 +468,10 @@ static void expire_entry(struct strmap_node *n, void *arg)
 
 static void on_expire_all(struct redis_client *cl)
 {
-    strmap_each(&CACHE_OF(cl)->table, expire_entry, NULL);
+    struct cache *c = CACHE_OF(cl);
+    strmap_each(&c->table, expire_entry, NULL);
+    if (c->purge_hook)
+        c->purge_hook(c->purge_arg, NULL);
 }
 
 static void on_purge(struct redis_client *cl, const char *id, size_t len)
@@ -479,10 +484,12 @@ static void on_purge(struct redis_client *cl, const char *id, size_t len)
         lc[i] = (char)tolower((unsigned char)id[i]);
     lc[len] = '\0';
     struct cache_entry *e = table_find(c, lc);
-    if (!e)
-        return;
-    log_debug("cache: purge %s %s", c->d->name, lc);
-    expire_entry(&e->node, NULL);
+    if (e) {
+        log_debug("cache: purge %s %s", c->d->name, lc);
+        expire_entry(&e->node, NULL);
+    }
+    if (c->purge_hook)
+        c->purge_hook(c->purge_arg, lc);
 }
 
 static const struct redis_client_ops client_ops = {
@@ -548,6 +555,12 @@ fail:
 void cache_set_params(struct cache *c, const struct cache_params *p)
 {
     c->p = *p;
+}
+
+void cache_set_purge_hook(struct cache *c, void (*fn)(void *arg, const char *id), void *arg)
+{
+    c->purge_hook = fn;
+    c->purge_arg = arg;
 }
 
 /* Waiters are dropped uncalled. An entry whose GET hiredis holds cannot be

@@ -109,6 +109,14 @@ void cache_set_params(struct cache *c, const struct cache_params *p);
  * d->id_max bytes (longer ones are cut there). */
 int cache_get(struct cache *c, const char *id, struct cache_waiter *wt, int *status, void **value);
 
+/* Told after a purge expired `id` (PUBLISH ...invalidate <ns><id>, id
+ * lower-case, NUL-terminated, whether cached or not), or with id NULL
+ * after everything was expired (a (re)subscription, new Redis settings):
+ * what the user keeps open under a record may need a new look. Called from
+ * the link's callbacks: it must not free the cache, and should defer real
+ * work (egress/ activates an event). fn NULL: nobody is told. */
+void cache_set_purge_hook(struct cache *c, void (*fn)(void *arg, const char *id), void *arg);
+
 /* Stops waiting; safe to call when not waiting. */
 static inline void cache_cancel(struct cache_waiter *wt)
 {

@@ -36,6 +36,7 @@
 
 #include "access_log.h"
 #include "conn_limit.h"
+#include "egress.h"
 #include "ev.h"
 #include "list.h"
 #include "log.h"
@@ -937,4 +938,45 @@ void harness_end_input(void)
         die("maxConnections slot of sandbox lim leaked");
     limits_release(lim_counter);
     check_access_log();
+}
+
+/* ---- egress.h, which core/ calls (no egress listener here: W.egress stays
+ * NULL and no connection comes to these) ---- */
+
+int egress_init(struct worker *w)
+{
+    return 0;
+}
+
+void egress_free(struct egress *eg)
+{
+}
+
+void egress_drain(struct egress *eg)
+{
+}
+
+void egress_config_changed(struct egress *eg)
+{
+}
+
+int egress_accept_http(struct worker *w, size_t index, int fd, const struct sockaddr *sa,
+                       int salen)
+{
+    harness_die("egress_accept_http: the harness has no egress listener");
+    return -1;
+}
+
+int egress_accept_tls(struct worker *w, size_t index, int fd, const struct sockaddr *sa,
+                      int salen)
+{
+    harness_die("egress_accept_tls: the harness has no egress listener");
+    return -1;
+}
+
+int egress_accept_tcp(struct worker *w, size_t index, int fd, const struct sockaddr *sa,
+                      int salen)
+{
+    harness_die("egress_accept_tcp: the harness has no egress listener");
+    return -1;
 }

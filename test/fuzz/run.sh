@@ -29,7 +29,7 @@ fi
 
 CFLAGS=(-std=gnu11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-        -DLLHTTP_STRICT_MODE=1 -Icommon -Icore -Ihttp1 -Ihttp2 -Iingress -Iredis -Iadmin -I"$LLHTTP_INC")
+        -DLLHTTP_STRICT_MODE=1 -Icommon -Icore -Ihttp1 -Ihttp2 -Iingress -Iredis -Iadmin -Iegress -I"$LLHTTP_INC")
 
 # nghttp2's backported limits, detected by symbol as the Makefile does: the
 # HTTP/2 harnesses run with every optional feature the library has.

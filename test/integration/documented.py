@@ -6,6 +6,8 @@ one the proxy does not emit) fails a test instead of drifting.
 
 - access_log_keys(): the keys of the example line under "**Access log.**",
   in order.
+- egress_log_keys(): the keys of the example lines under "**Egress lines.**"
+  (a TLS connection's, a port-80 request's), in order.
 - metric_families(): {name: type} from the metrics table under "## Admin
   endpoints and metrics" (first column `name{labels}`, second the type).
 - config_table(): the lines of the key table under "## Configuration".
@@ -30,6 +32,15 @@ def access_log_keys():
     assert m, "README: no ```json example after **Access log.**"
     obj = json.loads(m.group(1), object_pairs_hook=list)
     return [k for k, _ in obj]
+
+
+def egress_log_keys():
+    text = _text()
+    start = text.index("**Egress lines.**")
+    m = re.compile(r"```json\n(.*?)\n```", re.S).search(text, start)
+    assert m, "README: no ```json example after **Egress lines.**"
+    return [[k for k, _ in json.loads(line, object_pairs_hook=list)]
+            for line in m.group(1).splitlines()]
 
 
 def metric_families():

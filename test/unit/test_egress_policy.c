@@ -366,6 +366,19 @@ static void test_decision_details(void **state)
     for (int by = EGRESS_BY_NO_POLICY; by <= EGRESS_BY_DEFAULT; by++)
         assert_string_not_equal(egress_decided_by_name((enum egress_decided_by)by), "unknown");
     assert_string_equal(egress_decided_by_name((enum egress_decided_by)99), "unknown");
+    /* The kinds the proxy decides around egress_decide: named, all deny;
+     * the verdict of every kind is the one egress_decide gives with it. */
+    assert_string_equal(egress_decided_by_name(EGRESS_BY_BROKEN), "broken_policy");
+    assert_string_equal(egress_decided_by_name(EGRESS_BY_UNAVAILABLE), "unavailable");
+    assert_string_equal(egress_decided_by_name(EGRESS_BY_UNRESOLVED), "unresolved");
+    assert_string_equal(egress_decided_by_name(EGRESS_BY_MAX_CONNECTIONS), "max_connections");
+    assert_string_equal(egress_decided_by_name(EGRESS_BY_COUNT), "unknown");
+    for (int by = 0; by < EGRESS_BY_COUNT; by++) {
+        bool allows = by == EGRESS_BY_NAMESERVER || by == EGRESS_BY_ALLOW_NAME ||
+                      by == EGRESS_BY_ALLOW_ADDR || by == EGRESS_BY_DEFAULT;
+        assert_int_equal(egress_decided_by_verdict((enum egress_decided_by)by),
+                         allows ? ALLOW : DENY);
+    }
     egress_policy_free(p);
 }
 

@@ -131,6 +131,26 @@ static void test_json_escaping(void **state)
     cJSON_Delete(j);
 }
 
+/* Egress refusals name the host asked for (SPEC section 9). */
+static void test_json_host(void **state)
+{
+    struct reply r = base(403, "egress refused: denyOut[0] 0.0.0.0/0");
+    char buf[4096];
+    size_t blen;
+    int n;
+
+    r.host = "denied.test\"x";
+    n = reply_render(&r, buf, sizeof(buf));
+    assert_true(n > 0);
+    assert_string_equal(body_of(buf, n, &blen),
+                        "{\"code\":403,\"message\":\"egress refused: denyOut[0] 0.0.0.0/0\","
+                        "\"host\":\"denied.test\\\"x\"}\n");
+    r.html = true;
+    n = reply_render(&r, buf, sizeof(buf));
+    assert_true(n > 0);
+    assert_non_null(strstr(buf, "<p>Host: <code>denied.test&quot;x</code></p>"));
+}
+
 static void test_null_message_uses_reason(void **state)
 {
     struct reply r = base(431, NULL);
@@ -476,6 +496,7 @@ int main(void)
         cmocka_unit_test(test_capacity),      cmocka_unit_test(test_4096_enough),
         cmocka_unit_test(test_bad_status),    cmocka_unit_test(test_every_status),
         cmocka_unit_test(test_wants_html),    cmocka_unit_test(test_parts),
+        cmocka_unit_test(test_json_host),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
