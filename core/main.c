@@ -18,6 +18,7 @@
 #include "log.h"
 #include "nft_rules.h"
 #include "runtime.h"
+#include "sentinel.h"
 #include "timeutil.h"
 #include "worker.h"
 
@@ -37,6 +38,7 @@ struct main_ctx {
     struct worker *workers;
     int nworkers;
     struct admin *admin;
+    struct sentinel_watch *sentinel; /* Sentinel mode, else NULL */
     struct event *drain_delay_ev, *drain_poll_ev, *drain_deadline_ev;
     bool draining;
 };
@@ -170,6 +172,15 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     admin_set_draining(m->admin);
     struct timeval delay = tv_from_ms(m->rt->cfg.drain_delay_ms);
     event_add(m->drain_delay_ev, &delay);
+}
+
+/* The Sentinel watcher learnt another master or replica list: each worker
+ * looks at it between two of its callbacks (as with a reload). */
+static void topology_changed(void *arg)
+{
+    struct main_ctx *m = arg;
+    for (int i = 0; i < m->nworkers; i++)
+        worker_request_redis_topology(&m->workers[i]);
 }
 
 /* One bound socket per listener per worker. Exits on the first failure with
@@ -354,6 +365,17 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    if (m.rt->cfg.redis_sentinel_count > 0) {
+        /* One watcher for the process, on this thread's loop; the workers
+         * read what it learns (sentinel.h). */
+        m.sentinel = sentinel_watch_new(m.base, &m.rt->cfg, topology_changed, &m);
+        if (!m.sentinel) {
+            fprintf(stderr, "edgeproxy: cannot start the Sentinel watcher: out of memory\n");
+            return 1;
+        }
+        for (int i = 0; i < m.nworkers; i++)
+            m.workers[i].sentinel = m.sentinel;
+    }
     for (int i = 0; i < m.nworkers; i++) {
         if (worker_start(&m.workers[i]) == -1) {
             fprintf(stderr, "edgeproxy: cannot start worker %d: %s\n", i, strerror(errno));
@@ -373,9 +395,15 @@ int main(int argc, char **argv)
     m.retire_ev = evtimer_new(m.base, retire_cb, &m);
     for (size_t l = 0; l < m.rt->cfg.listener_count; l++)
         log_info("listening on %s", m.rt->cfg.listeners[l].address);
-    log_info("edgeproxy %s: %d workers, redis %s:%d, admin %s", EDGEPROXY_VERSION, m.nworkers,
-             m.rt->cfg.redis_host, m.rt->cfg.redis_port,
-             m.rt->cfg.admin_enabled ? m.rt->cfg.admin_address : "off");
+    if (m.sentinel)
+        log_info("edgeproxy %s: %d workers, redis master \"%s\" through %zu Sentinels, admin %s",
+                 EDGEPROXY_VERSION, m.nworkers, m.rt->cfg.redis_master_name,
+                 m.rt->cfg.redis_sentinel_count,
+                 m.rt->cfg.admin_enabled ? m.rt->cfg.admin_address : "off");
+    else
+        log_info("edgeproxy %s: %d workers, redis %s:%d, admin %s", EDGEPROXY_VERSION, m.nworkers,
+                 m.rt->cfg.redis_host, m.rt->cfg.redis_port,
+                 m.rt->cfg.admin_enabled ? m.rt->cfg.admin_address : "off");
 
     event_base_dispatch(m.base);
 
@@ -390,6 +418,7 @@ int main(int argc, char **argv)
     event_free(m.drain_deadline_ev);
     event_free(m.retire_ev);
     admin_free(m.admin);
+    sentinel_watch_free(m.sentinel); /* the workers are gone */
     event_base_free(m.base);
     free(m.workers);
     for (size_t i = 0; i < m.nretiring; i++)

@@ -66,6 +66,8 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     struct runtime *rt = __atomic_exchange_n(&w->pending_rt, NULL, __ATOMIC_ACQ_REL);
     if (rt)
         apply_runtime(w, rt);
+    if (__atomic_exchange_n(&w->topology_changed, false, __ATOMIC_ACQ_REL) && w->redis)
+        redis_link_topology_changed(w->redis);
     if (__atomic_load_n(&w->drain_requested, __ATOMIC_ACQUIRE))
         drain(w);
 }
@@ -156,6 +158,12 @@ void worker_request_drain(struct worker *w)
 void worker_request_reload(struct worker *w, struct runtime *rt)
 {
     __atomic_store_n(&w->pending_rt, rt, __ATOMIC_RELEASE);
+    wake(w);
+}
+
+void worker_request_redis_topology(struct worker *w)
+{
+    __atomic_store_n(&w->topology_changed, true, __ATOMIC_RELEASE);
     wake(w);
 }
 

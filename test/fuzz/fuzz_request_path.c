@@ -278,6 +278,10 @@ bool redis_link_connected(const struct redis_link *l)
     return true;
 }
 
+void redis_link_topology_changed(struct redis_link *l)
+{
+}
+
 /* ---- per-input state ---- */
 
 static struct worker W;
