@@ -348,12 +348,13 @@ static const struct config_key keys[] = {
     {MS("redis.connect_timeout_ms", redis_connect_timeout_ms, 1, 1000),
      .doc = "a connection to Redis or a Sentinel must be connected and set up "
             "(`AUTH`, `SELECT`, `ROLE`, the first `PUBLISH` or `SUBSCRIBE`) "
-            "within this, else the try failed: retried after a backoff of "
-            "100 ms doubling to 2 s, each wait drawn between half and all of "
-            "it (jitter)"},
+            "within this (to Redis: or `redis.timeout_ms` when longer, the "
+            "time a request waits for a setup), else the try failed: retried "
+            "after a backoff of 100 ms doubling to 2 s, each wait drawn "
+            "between half and all of it (jitter)"},
     {CUSTOM("redis.sentinels", parse_sentinels), .shown_default = "`[]`",
-     .values = "array of at most " XSTR(CONFIG_MAX_SENTINELS) " `host:port` (a name, IPv4 or "
-                                                              "`[IPv6]`)",
+     .values = "array of at most " XSTR(CONFIG_MAX_SENTINELS) " `host:port` (a name, IPv4 "
+                                                              "or `[IPv6]`)",
      .same = same_sentinels, .restart = "changing the Sentinels needs a restart",
      .doc = "Sentinel mode (see Redis high availability): the master of "
             "`redis.master_name` is asked of these Sentinels, checked with "

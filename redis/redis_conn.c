@@ -74,6 +74,7 @@ static void conn_failure(struct redis_conn *c, const char *stage, const char *su
                  c->failures);
     snprintf(c->failed_at, sizeof(c->failed_at), "%s", stage);
     c->failed = true;
+    c->known_down = true;
     count(c->errors);
 }
 
@@ -82,6 +83,7 @@ void redis_conn_ready(struct redis_conn *c)
     if (c->connected)
         return;
     c->steps_done = c->steps;
+    c->known_down = false;
     conn_set_connected(c, true);
     c->attempt = 0;
     if (c->failures)
@@ -93,6 +95,31 @@ void redis_conn_ready(struct redis_conn *c)
     count(c->reconnects);
     log_debug("redis: %s connection to %s up", c->kind, c->peer);
     c->ops->up(c);
+}
+
+/* The random bits of try `attempt`'s wait: drawn once per process and
+ * mixed with the attempt (a murmur3 finaliser), so the workers of one
+ * process that lost Redis together come back together (a /readyz that says
+ * ready finds every worker ready), while other instances draw other
+ * waits. */
+static uint32_t jitter_seed;
+
+static void jitter_seed_draw(void)
+{
+    jitter_seed = arc4random();
+}
+
+static uint32_t process_jitter(int attempt)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, jitter_seed_draw);
+    uint32_t h = jitter_seed ^ (uint32_t)attempt * 0x9e3779b9u;
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
 }
 
 static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
@@ -116,7 +143,9 @@ static void schedule_reconnect(struct redis_conn *c)
     } else if (c->next_addr) {
         ms = 0;
     } else {
-        ms = backoff_jitter_ms(RECONNECT_MIN_MS, ++c->attempt, RECONNECT_MAX_MS, arc4random());
+        ms = backoff_jitter_ms(RECONNECT_MIN_MS, c->attempt + 1, RECONNECT_MAX_MS,
+                               process_jitter(c->attempt + 1));
+        c->attempt++;
     }
     struct timeval tv = tv_from_ms(ms);
     evtimer_add(c->reconnect_ev, &tv);
@@ -145,6 +174,7 @@ void redis_conn_drop(struct redis_conn *c, const char *why)
 {
     log_warn("redis: %s connection %s, reconnecting", c->kind, why);
     count(c->errors);
+    c->known_down = true;
     evtimer_del(c->reconnect_ev);
     conn_close(c);
     schedule_reconnect(c);
@@ -252,6 +282,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     if (c->connected) {
         log_warn("redis: %s connection lost: %s", c->kind, why);
         count(c->errors);
+        c->known_down = true;
         conn_tell_down(c);
     } else if (!c->failed) {
         conn_failure(c, conn_stage(c), c->peer, why); /* e.g. a refused SUBSCRIBE */
@@ -363,6 +394,7 @@ void redis_conn_restart(struct redis_conn *c)
     conn_forget_addrs(c); /* the host may have changed */
     c->attempt = 0;
     c->retry_in_ms = 0;
+    c->known_down = false;
     conn_connect(c);
 }
 
@@ -393,6 +425,11 @@ void redis_conn_free(struct redis_conn *c)
 bool redis_conn_up(const struct redis_conn *c)
 {
     return __atomic_load_n(&c->connected, __ATOMIC_RELAXED);
+}
+
+bool redis_conn_known_down(const struct redis_conn *c)
+{
+    return c->known_down;
 }
 
 bool redis_conn_setting_up(const struct redis_conn *c)

@@ -11,8 +11,8 @@
  * until it fails, reconnect. A failed try goes on to the resolution's next
  * address at once; after the last one it waits the backoff: 100 ms doubling
  * to 2 s, each wait drawn between half and all of it (backoff.h), so the
- * workers and instances that lost a server together do not come back in
- * the same millisecond. Connecting and the setup are bounded by
+ * instances that lost a server together do not come back in the same
+ * millisecond (the draw is per process: its workers come back together). Connecting and the setup are bounded by
  * connect_timeout_ms (hiredis 0.14 has no async timeouts: the owner's timer
  * calls redis_conn_check, and a connection given up is freed with
  * redisAsyncFree, since redisAsyncDisconnect waits for replies a hung server
@@ -83,14 +83,16 @@ struct redis_conn {
     struct evutil_addrinfo *next_addr; /* tried next; NULL: resolve again */
     char host[REDIS_CONN_HOST_MAX];    /* this round's target */
     int port;
-    bool connected; /* up: written atomically (/readyz reads it) */
-    bool failed;    /* this try's failure is counted */
-    bool closing;   /* being freed: no more callbacks, no reconnect */
-    bool told_down; /* this try's `down` was called */
-    bool tried;     /* this try got as far as a hiredis context */
-    int attempt;    /* rounds through the addresses that failed, for the
+    bool connected;  /* up: written atomically (/readyz reads it) */
+    bool failed;     /* this try's failure is counted */
+    bool closing;    /* being freed: no more callbacks, no reconnect */
+    bool told_down;  /* this try's `down` was called */
+    bool tried;      /* this try got as far as a hiredis context */
+    bool known_down; /* the last try failed, was dropped or was lost:
+                      * nothing should wait for the next one's setup */
+    int attempt;     /* rounds through the addresses that failed, for the
                      * backoff */
-    int failures;   /* failed tries in a row */
+    int failures;    /* failed tries in a row */
     char failed_at[24];
     uint64_t setup_ms; /* when this try began (connect + setup bound) */
     int steps, steps_done;
@@ -144,6 +146,9 @@ void redis_conn_ready(struct redis_conn *c);
 bool redis_conn_up(const struct redis_conn *c);
 /* Connected and the setup under way (not failed). */
 bool redis_conn_setting_up(const struct redis_conn *c);
+/* The last try failed, was dropped or was lost, and none has been set up
+ * since (a restart clears it too: a new target). */
+bool redis_conn_known_down(const struct redis_conn *c);
 
 /* The system resolver's settings (/etc/hosts, /etc/resolv.conf), for the
  * connections of one loop. NULL when out of memory. */

@@ -196,6 +196,15 @@ static void reader_suspect(struct redis_link *rl, struct reader *rd)
     circuit_publish(rl);
 }
 
+/* A connection's connect + setup bound: redis.connect_timeout_ms, or
+ * redis.timeout_ms when longer (a request waits that long for a setup:
+ * giving the setup up sooner would fail it for nothing). */
+static int setup_timeout_ms(const struct config *cfg)
+{
+    return cfg->redis_connect_timeout_ms > cfg->redis_timeout_ms ? cfg->redis_connect_timeout_ms
+                                                                 : cfg->redis_timeout_ms;
+}
+
 /* ---- where each connection goes ---- */
 
 static void addr_to_target(const struct redis_addr *a, char *host, size_t hostlen, int *port)
@@ -209,7 +218,7 @@ static int master_target(struct redis_conn *c, char *host, size_t hostlen, int *
 {
     struct redis_link *rl = LINK_OF(c);
     const struct config *cfg = rl->w->cfg;
-    c->connect_timeout_ms = cfg->redis_connect_timeout_ms;
+    c->connect_timeout_ms = setup_timeout_ms(cfg);
     if (!rl->sentinel) {
         snprintf(host, hostlen, "%s", cfg->redis_host);
         *port = cfg->redis_port;
@@ -230,7 +239,7 @@ static int replica_target(struct redis_conn *c, char *host, size_t hostlen, int 
 {
     struct redis_link *rl = LINK_OF(c);
     struct redis_addr reps[SENTINEL_MAX_REPLICAS];
-    c->connect_timeout_ms = rl->w->cfg->redis_connect_timeout_ms;
+    c->connect_timeout_ms = setup_timeout_ms(rl->w->cfg);
     int n = sentinel_watch_replicas(rl->sentinel, reps, SENTINEL_MAX_REPLICAS);
     if (n == 0) {
         snprintf(why, whylen, "no replica of \"%s\" known", rl->w->cfg->redis_master_name);
@@ -550,7 +559,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     uint64_t now = time_now_ms();
     uint64_t limit = (uint64_t)cfg->redis_timeout_ms;
     rl->data.c.connect_timeout_ms = rl->sub.connect_timeout_ms = rl->replica.c.connect_timeout_ms =
-        cfg->redis_connect_timeout_ms;
+        setup_timeout_ms(cfg);
     redis_conn_check(&rl->data.c, now);
     redis_conn_check(&rl->sub, now);
     if (rl->replica_on) {
@@ -604,7 +613,7 @@ struct redis_link *redis_link_new(struct worker *w)
     for (size_t i = 0; i < 3; i++) {
         conns[i]->errors = &w->metrics.redis_errors;
         conns[i]->reconnects = &w->metrics.redis_reconnects;
-        conns[i]->connect_timeout_ms = w->cfg->redis_connect_timeout_ms;
+        conns[i]->connect_timeout_ms = setup_timeout_ms(w->cfg);
     }
     struct timeval tick = tv_from_ms(TICK_MS);
     evtimer_add(rl->tick_ev, &tick);
@@ -646,11 +655,11 @@ enum redis_data_state redis_link_data_state(const struct redis_link *rl)
     if (rl->replica_on && rl->w->cfg->redis_read_replicas && reader_usable(&rl->replica))
         return REDIS_DATA_UP;
     /* Connected, and Redis is answering the setup of a try that follows no
-     * failed one: a GET waits for that rather than failing at once (not
-     * sent behind the setup commands: after a refused SELECT it would read
-     * db 0). After a failed try the connection is known down: nothing
+     * failed, dropped or lost one: a GET waits for that rather than failing
+     * at once (not sent behind the setup commands: after a refused SELECT
+     * it would read db 0). Otherwise the connection is known down: nothing
      * waits for it. */
-    if (redis_conn_setting_up(&rl->data.c) && rl->data.c.failures == 0)
+    if (redis_conn_setting_up(&rl->data.c) && !redis_conn_known_down(&rl->data.c))
         return REDIS_DATA_SETTING_UP;
     return REDIS_DATA_DOWN;
 }
