@@ -13,6 +13,7 @@
 
 #include "admin.h"
 #include "config.h"
+#include "conn_limit.h"
 #include "egress_policy.h"
 #include "listener.h"
 #include "log.h"
@@ -343,6 +344,7 @@ int main(int argc, char **argv)
     raise_fd_limit();
 
     m.nworkers = config_worker_count(&m.rt->cfg);
+    limits_set_scope(m.rt->cfg.limits_scope); /* before any worker counts */
     int *fds = calloc((size_t)m.nworkers * CONFIG_MAX_LISTENERS, sizeof(int));
     m.workers = calloc((size_t)m.nworkers, sizeof(*m.workers));
     m.base = event_base_new();

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "access_log.h"
+#include "conn_limit.h"
 #include "ev.h"
 #include "head.h"
 #include "listener.h"
@@ -119,12 +120,20 @@ static void *worker_main(void *arg)
     struct redis_link *rl = redis_link_new(w);
     __atomic_store_n(&w->redis, rl, __ATOMIC_RELEASE); /* /readyz reads it */
     w->lookup = rl ? lookup_new(w) : NULL;
-    if (!w->lookup || listener_start(w) == -1 || access_log_worker_init(w) == -1) {
+    /* One instance's counts go to Redis once: from worker 0. */
+    bool sync = w->id == 0 && w->cfg->limits_scope == CONFIG_LIMITS_GLOBAL;
+    if (sync && rl)
+        w->limit_sync = limits_sync_new(w);
+    if (!w->lookup || (sync && !w->limit_sync) || listener_start(w) == -1 ||
+        access_log_worker_init(w) == -1) {
         log_error("worker %d: cannot start", w->id);
         exit(1);
     }
     event_base_dispatch(w->base);
-    /* Drained: every session is gone. The caches go before their link. */
+    /* Drained: every session is gone. The caches and the sync go before
+     * their link. */
+    limits_sync_free(w->limit_sync);
+    w->limit_sync = NULL;
     lookup_free(w->lookup);
     w->lookup = NULL;
     __atomic_store_n(&w->redis, NULL, __ATOMIC_RELEASE);

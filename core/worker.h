@@ -19,6 +19,7 @@ struct event;
 struct lookup;
 struct redis_link;
 struct sentinel_watch;
+struct limits_sync;
 struct pool;
 struct session;
 struct head;
@@ -52,6 +53,7 @@ struct worker {
     struct sentinel_watch *sentinel; /* Sentinel mode: main's watcher, else NULL */
     bool topology_changed;           /* set by main: the watcher learnt something */
     struct lookup *lookup;           /* the route cache, a client of redis */
+    struct limits_sync *limit_sync;  /* worker 0, global maxConnections */
     struct pool *pool;
     struct metrics metrics;
 

@@ -51,9 +51,10 @@ declare -A EXTRA=(
     [redis_reply]="$COMMON_LIBS redis/redis_reply.c ingress/route_rec.c ingress/conn_limit.c -lhiredis -lpthread"
     # The whole request path: every daemon source but core/main.c and the
     # Redis side (redis/redis_link.c, redis_conn.c, sentinel.c, cache.c and its route instance
-    # ingress/lookup.c: the harness stands in for them); upstream stub on
+    # ingress/lookup.c, the limits sync ingress/conn_limit_sync.c: the harness
+    # stands in for them); upstream stub on
     # 127.0.0.1:39481.
-    [request_path]="$COMMON_LIBS $(ls core/*.c http1/*.c ingress/*.c redis/*.c admin/*.c | grep -v -e '^core/main\.c$' -e '^redis/redis_link\.c$' -e '^redis/redis_conn\.c$' -e '^redis/sentinel\.c$' -e '^redis/cache\.c$' -e '^ingress/lookup\.c$' | tr '\n' ' ') $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c -levent_core -levent_extra -levent_openssl -lssl -lcrypto -lpthread"
+    [request_path]="$COMMON_LIBS $(ls core/*.c http1/*.c ingress/*.c redis/*.c admin/*.c | grep -v -e '^core/main\.c$' -e '^redis/redis_link\.c$' -e '^redis/redis_conn\.c$' -e '^redis/sentinel\.c$' -e '^redis/cache\.c$' -e '^ingress/lookup\.c$' -e '^ingress/conn_limit_sync\.c$' | tr '\n' ' ') $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c -levent_core -levent_extra -levent_openssl -lssl -lcrypto -lpthread"
 )
 ALL="host record config reply outbuf proxy_proto egress_policy http_head redis_reply request_path"
 NAMES=${FUZZ_ONLY:-$ALL}
