@@ -31,6 +31,8 @@ Measured timings are printed (pytest -s) and collected in MEASURED for the
 README."""
 
 import os
+import re
+import socket
 import threading
 import time
 
@@ -565,3 +567,117 @@ def test_failovers_in_a_row(lab, reader, strict, upstream):
     wait_until(lambda: all(fds(p) == before[p.name] for p in (reader, strict)), timeout=5,
                interval=0.1, what="file descriptors back to %r" % before)
     assert reader.metric("edgeproxy_redis_master_switches_total") >= FAILOVERS
+
+
+# --------------------------------------------------------------------------
+# A Sentinel that names a replica as the master
+
+
+class FakeSentinel:
+    """A Sentinel as far as the proxy can tell: answers get-master-addr-by-
+    name with self.master (host, port), SENTINEL replicas with none, and
+    takes SUBSCRIBE. For what real Sentinels do only while they disagree:
+    name a node that is not the master."""
+
+    def __init__(self, master):
+        self.master = master
+        self.asked = 0
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.lsock.settimeout(0.1)
+        self.port = self.lsock.getsockname()[1]
+        self.stopping = threading.Event()
+        self.t = threading.Thread(target=self._accept, daemon=True)
+        self.t.start()
+
+    def _accept(self):
+        while not self.stopping.is_set():
+            try:
+                c, _ = self.lsock.accept()
+            except (socket.timeout, OSError):
+                continue
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    @staticmethod
+    def _bulk(s):
+        s = s.encode() if isinstance(s, str) else s
+        return b"$%d\r\n%s\r\n" % (len(s), s)
+
+    def _serve(self, c):
+        f = c.makefile("rb")
+        try:
+            while not self.stopping.is_set():
+                line = f.readline()
+                if not line.startswith(b"*"):
+                    return
+                args = []
+                for _ in range(int(line[1:])):
+                    n = int(f.readline()[1:])
+                    args.append(f.read(n + 2)[:-2].decode())
+                cmd = [a.lower() for a in args[:2]]
+                if cmd == ["sentinel", "get-master-addr-by-name"]:
+                    self.asked += 1
+                    host, port = self.master
+                    out = b"*2\r\n" + self._bulk(host) + self._bulk(str(port))
+                elif cmd == ["sentinel", "replicas"]:
+                    out = b"*0\r\n"
+                elif cmd[0] == "subscribe":
+                    out = b"*3\r\n" + self._bulk("subscribe") + self._bulk(args[1]) + b":1\r\n"
+                else:
+                    out = b"-ERR not this one\r\n"
+                c.sendall(out)
+        except (OSError, ValueError):
+            pass
+        finally:
+            c.close()
+
+    def stop(self):
+        self.stopping.set()
+        self.lsock.close()
+        self.t.join(2)
+
+
+def test_sentinel_naming_a_replica_is_not_believed(make_proxy, workdir, upstream):
+    """ROLE on every connection: a node that answers `slave` is never read
+    as the master, whatever a Sentinel says; once the Sentinel names the
+    real master, lookups work within a second."""
+    from sentinel_lab import Node
+    master = Node(workdir / "fake-m").start()
+    replica = Node(workdir / "fake-r")
+    fake = None
+    try:
+        replica.start_as_replica_of(master.port)
+        sid = new_sid()
+        master.set_record(sid, public_record())
+        wait_until(lambda: replica.client.get("sandbox:" + sid) is not None, timeout=10,
+                   what="the record replicated")
+        fake = FakeSentinel(("127.0.0.1", replica.port))
+        p = make_proxy({"workers": 1,
+                        "redis": {"sentinels": ["127.0.0.1:%d" % fake.port],
+                                  "master_name": MASTER_NAME, "timeout_ms": TIMEOUT_MS,
+                                  "read_replicas": False}},
+                       name="fake-sentinel", redis_url="redis://127.0.0.1:1/0")
+        wait_until(lambda: fake.asked >= 1, timeout=5, what="the proxy asking the Sentinel")
+        time.sleep(0.5)  # its links tried the node named
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.0:
+            r = p.get(sandbox_host(upstream.port, sid), "/not-from-a-replica")
+            check_error(r, 503, sandbox_id=sid)
+            assert p.admin("/readyz").status == 503
+            assert not data_links(replica, p), "a data link stays on the replica"
+            time.sleep(0.1)
+        cause = r"ROLE on 127\.0\.0\.1:%d failed: it says slave, not master" % replica.port
+        assert re.search(cause, p.stderr()), "no log line %r" % cause
+        fake.master = ("127.0.0.1", master.port)
+        t1 = time.monotonic()
+        wait_until(lambda: p.get(sandbox_host(upstream.port, sid), "/poll").status == 200,
+                   timeout=5, interval=0.02, what="lookups once the master is named")
+        note("a Sentinel naming a replica", lookups_after_the_master_is_named_s=round(
+            time.monotonic() - t1, 2))
+    finally:
+        if fake is not None:
+            fake.stop()
+        replica.stop()
+        master.stop()
