@@ -3,6 +3,8 @@
 #include <event2/buffer.h>
 #include <string.h>
 
+struct process_metrics process_metrics;
+
 const double metrics_duration_bounds[METRICS_DURATION_BUCKETS] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
 
@@ -72,6 +74,9 @@ static const struct metric_family {
      offsetof(struct metrics, redis_errors)},
     {"edgeproxy_redis_reconnects_total", "Redis (re)connections established.", "counter",
      offsetof(struct metrics, redis_reconnects)},
+    {"edgeproxy_redis_replica_reads_total",
+     "GETs sent to a replica while the master was away (Sentinel mode).", "counter",
+     offsetof(struct metrics, redis_replica_reads)},
     {"edgeproxy_upstream_connect_errors_total",
      "Upstream connects that failed (each retry counts).", "counter",
      offsetof(struct metrics, upstream_connect_errors)},
@@ -151,6 +156,49 @@ void metrics_render(struct evbuffer *out, struct metrics *const *all, int n)
     for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++)
         counter(out, families[i].name, families[i].help, families[i].type,
                 sum_u64(all, n, families[i].offset));
+    static const char *const lookup_outcomes[6] = {"hit",       "miss",   "stale",
+                                                   "not_found", "broken", "error"};
+    evbuffer_add_printf(out, "# HELP edgeproxy_route_lookups_total Route lookups by what the "
+                             "request got: a fresh cached record (hit), one read from Redis "
+                             "(miss), a stale one (Redis could not answer), not found, broken, "
+                             "or nothing (error, 503).\n"
+                             "# TYPE edgeproxy_route_lookups_total counter\n");
+    for (int o = 0; o < 6; o++)
+        evbuffer_add_printf(out, "edgeproxy_route_lookups_total{outcome=\"%s\"} %llu\n",
+                            lookup_outcomes[o], (unsigned long long)SUM(route_lookups[o]));
+    static const char *const circuit_states[3] = {"closed", "open", "half_open"};
+    int64_t in_state[3] = {0, 0, 0};
+    for (int i = 0; i < n; i++) {
+        int64_t st = __atomic_load_n(&all[i]->redis_circuit, __ATOMIC_RELAXED);
+        if (st >= 0 && st < 3)
+            in_state[st]++;
+    }
+    evbuffer_add_printf(out, "# HELP edgeproxy_redis_circuit Workers whose Redis data connection's "
+                             "circuit is in each state: closed (GETs go out), open (known down "
+                             "or not answering: lookups answered at once), half_open (a probe "
+                             "under way).\n"
+                             "# TYPE edgeproxy_redis_circuit gauge\n");
+    for (int st = 0; st < 3; st++)
+        evbuffer_add_printf(out, "edgeproxy_redis_circuit{state=\"%s\"} %lld\n", circuit_states[st],
+                            (long long)in_state[st]);
+    evbuffer_add_printf(
+        out,
+        "# HELP edgeproxy_redis_master_switches_total Times the Sentinel watcher moved to "
+        "another master.\n"
+        "# TYPE edgeproxy_redis_master_switches_total counter\n"
+        "edgeproxy_redis_master_switches_total %llu\n"
+        "# HELP edgeproxy_global_limit_instances Live instances at the last global "
+        "maxConnections sync (limits.max_connections_scope global).\n"
+        "# TYPE edgeproxy_global_limit_instances gauge\n"
+        "edgeproxy_global_limit_instances %lld\n"
+        "# HELP edgeproxy_global_limit_syncs_total Global maxConnections syncs with Redis that "
+        "succeeded.\n"
+        "# TYPE edgeproxy_global_limit_syncs_total counter\n"
+        "edgeproxy_global_limit_syncs_total %llu\n",
+        (unsigned long long)__atomic_load_n(&process_metrics.redis_master_switches,
+                                            __ATOMIC_RELAXED),
+        (long long)__atomic_load_n(&process_metrics.limit_instances, __ATOMIC_RELAXED),
+        (unsigned long long)__atomic_load_n(&process_metrics.limit_syncs, __ATOMIC_RELAXED));
     evbuffer_add_printf(out,
                         "# HELP edgeproxy_accept_pauses_total Times a worker stopped accepting: "
                         "out of file descriptors (for a moment), or at client.max_connections "

@@ -32,9 +32,12 @@ struct metrics {
     uint64_t cache_misses;
     int64_t cache_entries; /* gauge */
     uint64_t cache_evictions;
-    uint64_t cache_full; /* new ids refused: all entries in flight */
+    uint64_t cache_full;       /* new ids refused: all entries in flight */
+    uint64_t route_lookups[6]; /* by enum cache_outcome (redis/cache.h) */
     uint64_t redis_errors;
     uint64_t redis_reconnects;
+    uint64_t redis_replica_reads; /* GETs sent to a replica (master away) */
+    int64_t redis_circuit;        /* the data connection's enum redis_circuit */
     uint64_t upstream_connect_errors;
     uint64_t upstream_pool_reuses;
     uint64_t upstream_retries;
@@ -58,6 +61,15 @@ struct metrics {
 };
 
 extern const double metrics_duration_bounds[METRICS_DURATION_BUCKETS];
+
+/* What belongs to the process rather than to a worker (written with
+ * atomics by whoever owns it, read by /metrics). */
+struct process_metrics {
+    uint64_t redis_master_switches; /* the Sentinel watcher adopted another master */
+    int64_t limit_instances;        /* live instances at the last global sync */
+    uint64_t limit_syncs;           /* global maxConnections syncs that succeeded */
+};
+extern struct process_metrics process_metrics;
 
 /* Adds n to the counter at p: one writer (its worker), so a relaxed load
  * and store; /metrics reads it with a relaxed load. */

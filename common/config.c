@@ -218,7 +218,8 @@ struct config_key {
 
 static key_parse_fn parse_domains, parse_listeners, parse_listener_address, parse_tls,
     parse_certificates, parse_admin_address, parse_redis, parse_exempt_ports, parse_trusted_proxies,
-    parse_egress_listener, parse_nameservers, parse_always_deny;
+    parse_egress_listener, parse_nameservers, parse_always_deny, parse_sentinels, parse_master_name;
+static bool same_sentinels(const void *a, const void *b);
 static void default_admin(struct config *cfg);
 static void default_nameservers(struct config *cfg);
 static void default_always_deny(struct config *cfg);
@@ -231,6 +232,7 @@ static int reload_listeners(const struct config_key *k, const struct config *a,
                             const struct config *b, char *err, size_t errlen);
 
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *const limits_scopes[] = {"process", "global", NULL};
 
 #define STR(x) #x
 #define XSTR(x) STR(x)
@@ -333,7 +335,8 @@ static const struct config_key keys[] = {
             "`rediss://`, no user names. A name is resolved without blocking "
             "(libevent's evdns: `/etc/hosts`, then the nameservers, `search` "
             "and `options` of `/etc/resolv.conf`, read when a worker starts), "
-            "again at every reconnect, its addresses tried in turn"},
+            "again at every reconnect, its addresses tried in turn. With "
+            "`redis.sentinels` only its password and db are used"},
     /* It becomes part of every key and of the invalidation channel name:
      * spaces or controls there are always a mistake. */
     {.path = "redis.key_prefix",
@@ -343,10 +346,55 @@ static const struct config_key keys[] = {
      .def_text = "sandbox:",
      .doc = "sandbox keys are `<prefix><id>`, the invalidation channel "
             "`<prefix>invalidate`"},
-    {MS("redis.timeout_ms", redis_timeout_ms, 1, 1000),
-     .doc = "how long requests wait for one `GET`; then they get the stale "
-            "record (see `cache.stale_grace_ms`) or 503. Three timeouts in a "
-            "row reconnect the data connection"},
+    {MS("redis.timeout_ms", redis_timeout_ms, 1, 250),
+     .doc = "how long a request waits for one `GET`; then it gets the stale "
+            "record (see `cache.stale_grace_ms`) or 503, and that connection's "
+            "circuit opens: lookups are answered at once (stale record, "
+            "replica, or 503) until a `PING` is answered within this time, "
+            "else the connection is dropped and made again. Also bounds the "
+            "heartbeat and `ROLE` checks"},
+    {MS("redis.connect_timeout_ms", redis_connect_timeout_ms, 1, 1000),
+     .doc = "a connection to Redis or a Sentinel must be connected and set up "
+            "(`AUTH`, `SELECT`, `ROLE`, the first `PUBLISH` or `SUBSCRIBE`) "
+            "within this (to Redis: or `redis.timeout_ms` when longer, the "
+            "time a request waits for a setup), else the try failed: retried "
+            "after a backoff of 100 ms doubling to 2 s, each wait drawn "
+            "between half and all of it (jitter)"},
+    {CUSTOM("redis.sentinels", parse_sentinels), .shown_default = "`[]`",
+     .values = "array of at most " XSTR(CONFIG_MAX_SENTINELS) " `host:port` (a name, IPv4 "
+                                                              "or `[IPv6]`)",
+     .same = same_sentinels, .restart = "changing the Sentinels needs a restart",
+     .doc = "Sentinel mode (see Redis high availability): the master of "
+            "`redis.master_name` is asked of these Sentinels, checked with "
+            "`ROLE` on every connection and every heartbeat, and followed on "
+            "`+switch-master`; `redis.url`'s host and port are then not used. "
+            "Names are resolved as `redis.url`'s. `[]` = the one Redis at "
+            "`redis.url`"},
+    {.path = "redis.master_name",
+     .type = KEY_TEXT,
+     .offset = OFF(redis_master_name),
+     .nullable = true,
+     .parse = parse_master_name,
+     .restart = "changing the master name needs a restart",
+     .values = "visible ASCII, at most 128 bytes, or `null`",
+     .doc = "the name the Sentinels monitor the master by (`sentinel monitor "
+            "<name> ...`); required with `redis.sentinels`"},
+    {.path = "redis.sentinel_password",
+     .type = KEY_TEXT,
+     .offset = OFF(redis_sentinel_password),
+     .nullable = true,
+     .restart = "changing the Sentinel password needs a restart",
+     .values = "non-empty string or `null`",
+     .doc = "`AUTH` to the Sentinels (their `requirepass`); `null` = none"},
+    {.path = "redis.read_replicas",
+     .type = KEY_BOOL,
+     .offset = OFF(redis_read_replicas),
+     .def = true,
+     .doc = "in Sentinel mode, while the master is away (its connection down or "
+            "its circuit open), `GET`s go to a replica from `SENTINEL replicas` "
+            "that answers `ROLE` with `slave`, so sandboxes not cached are still "
+            "found during a failover (as of the replica's last replicated "
+            "write). `false` = 503 for them meanwhile"},
     {MS("cache.ttl_ms", cache_ttl_ms, 0, 1000),
      .doc = "how long a found record is served from the worker cache without "
             "asking Redis. A record still in use in the last quarter of its "
@@ -365,6 +413,17 @@ static const struct config_key keys[] = {
             "found one; if every entry is waiting on Redis, the new id gets "
             "503 at once. About 180 bytes per unknown id (see Route cache "
             "memory). Lowered by SIGHUP, it takes effect as new ids come"},
+    {.path = "limits.max_connections_scope",
+     .type = KEY_ENUM,
+     .offset = OFF(limits_scope),
+     .names = limits_scopes,
+     .def = CONFIG_LIMITS_PROCESS,
+     .restart = "changing the scope of maxConnections needs a restart",
+     .doc = "what a record's `maxConnections` bounds: `process`, the concurrent "
+            "requests of this process (all workers); `global`, those of every "
+            "instance sharing the Redis, approximately (see Many instances: "
+            "counts published every second, the overshoot bound, a local share "
+            "while Redis is away)"},
     {CUSTOM("policy.token_exempt_ports", parse_exempt_ports), .set_default = default_exempt_ports,
      .shown_default = "`[49983]`",
      .values = "array of at most " XSTR(CONFIG_MAX_EXEMPT_PORTS) " ports",
@@ -1241,6 +1300,113 @@ static void default_redis(struct config *cfg)
     cfg->redis_port = 6379;
 }
 
+static int check_array(const cJSON *arr, const char *path, int max, const char *what, char *err,
+                       size_t errlen);
+
+/* "host:port": a name (letters, digits, '-', '.'), an IPv4 address or an
+ * [IPv6] address, and a port (required). *host is a new string without the
+ * brackets. 0 ok, -1 bad. */
+static int parse_hostport(const char *s, char **host, int *port)
+{
+    const char *colon, *h = s;
+    size_t hlen;
+    uint16_t p;
+
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        char tmp[INET6_ADDRSTRLEN + 1];
+        struct in6_addr a6;
+
+        if (close == NULL || close[1] != ':')
+            return -1;
+        h = s + 1;
+        hlen = (size_t)(close - h);
+        if (hlen == 0 || hlen >= sizeof(tmp))
+            return -1;
+        memcpy(tmp, h, hlen);
+        tmp[hlen] = '\0';
+        if (inet_pton(AF_INET6, tmp, &a6) != 1)
+            return -1;
+        colon = close + 1;
+    } else {
+        colon = strchr(s, ':');
+        if (colon == NULL || strchr(colon + 1, ':') != NULL)
+            return -1;
+        hlen = (size_t)(colon - s);
+        if (hlen == 0 || hlen > 255)
+            return -1;
+        for (size_t i = 0; i < hlen; i++) {
+            char c = s[i];
+
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '.'))
+                return -1;
+        }
+    }
+    if (host_parse_port(colon + 1, strlen(colon + 1), &p) == -1)
+        return -1;
+    *host = strndup(h, hlen);
+    if (*host == NULL)
+        return -1;
+    *port = p;
+    return 0;
+}
+
+static int parse_sentinels(const struct config_key *k, const cJSON *arr, void *base,
+                           const char *path, char *err, size_t errlen)
+{
+    struct config *cfg = base;
+    const cJSON *it;
+    size_t i = 0;
+
+    if (arr == NULL)
+        return 0;
+    if (check_array(arr, path, CONFIG_MAX_SENTINELS, "addresses", err, errlen) == -1)
+        return -1;
+    cJSON_ArrayForEach(it, arr)
+    {
+        struct config_hostport *hp = &cfg->redis_sentinels[i];
+
+        if (!cJSON_IsString(it) || parse_hostport(it->valuestring, &hp->host, &hp->port) == -1)
+            return errf(err, errlen,
+                        "%s[%zu]: not host:port (a name, an IPv4 address or [IPv6], and a "
+                        "port 1..65535)",
+                        path, i);
+        cfg->redis_sentinel_count = ++i;
+    }
+    return 0;
+}
+
+static bool same_sentinels(const void *a, const void *b)
+{
+    const struct config *x = a, *y = b;
+
+    if (x->redis_sentinel_count != y->redis_sentinel_count)
+        return false;
+    for (size_t i = 0; i < x->redis_sentinel_count; i++)
+        if (x->redis_sentinels[i].port != y->redis_sentinels[i].port ||
+            strcmp(x->redis_sentinels[i].host, y->redis_sentinels[i].host) != 0)
+            return false;
+    return true;
+}
+
+/* Read after redis.sentinels: the two go together. */
+static int parse_master_name(const struct config_key *k, const cJSON *it, void *base,
+                             const char *path, char *err, size_t errlen)
+{
+    struct config *cfg = base;
+
+    if (parse_value(k, it, base, path, err, errlen) == -1)
+        return -1;
+    if (cfg->redis_master_name != NULL && !visible_ascii(cfg->redis_master_name, 128))
+        return errf(err, errlen, "%s: must be visible ASCII, at most 128 bytes", path);
+    if (cfg->redis_sentinel_count > 0 && cfg->redis_master_name == NULL)
+        return errf(err, errlen, "%s: required with redis.sentinels", path);
+    if (cfg->redis_sentinel_count == 0 && cfg->redis_master_name != NULL)
+        return errf(err, errlen, "%s: only with redis.sentinels", path);
+    return 0;
+}
+
 /* An array of at most max things. */
 static int check_array(const cJSON *arr, const char *path, int max, const char *what, char *err,
                        size_t errlen)
@@ -1488,6 +1654,8 @@ void config_free(struct config *cfg)
     if (cfg->redis_host != def_redis_host)
         free(cfg->redis_host);
     free(cfg->redis_password);
+    for (size_t i = 0; i < cfg->redis_sentinel_count && i < CONFIG_MAX_SENTINELS; i++)
+        free(cfg->redis_sentinels[i].host);
     /* Back to a state that owns nothing: a second config_free, or reuse,
      * is safe. */
     config_defaults(cfg);

@@ -27,6 +27,20 @@
 #define CONFIG_MAX_TRUSTED 32
 #define CONFIG_MAX_NAMESERVERS 8
 #define CONFIG_MAX_ALWAYS_DENY 128
+#define CONFIG_MAX_SENTINELS 16
+
+/* A host (a name, an IPv4 or an IPv6 address, without brackets) and a
+ * port: one of redis.sentinels. */
+struct config_hostport {
+    char *host;
+    int port;
+};
+
+/* limits.max_connections_scope */
+enum config_limits_scope {
+    CONFIG_LIMITS_PROCESS = 0, /* per process (SPEC section 4) */
+    CONFIG_LIMITS_GLOBAL = 1,  /* across instances, through Redis (section 10) */
+};
 
 struct config_cert {
     char *cert; /* PEM chain path */
@@ -68,8 +82,17 @@ struct config {
     int redis_port;
     char *redis_password; /* NULL = none */
     int redis_db;
-    char *key_prefix;     /* "key_prefix", default "sandbox:" */
-    int redis_timeout_ms; /* "timeout_ms", default 1000 */
+    char *key_prefix;             /* "key_prefix", default "sandbox:" */
+    int redis_timeout_ms;         /* "timeout_ms", default 250 */
+    int redis_connect_timeout_ms; /* "connect_timeout_ms", default 1000 */
+    /* Sentinel mode (SPEC section 10) when redis_sentinel_count > 0: the
+     * master is asked of the sentinels; url's host and port are not used,
+     * its password and db are. */
+    struct config_hostport redis_sentinels[CONFIG_MAX_SENTINELS];
+    size_t redis_sentinel_count;   /* default 0: redis.url's host */
+    char *redis_master_name;       /* required with sentinels */
+    char *redis_sentinel_password; /* NULL = none */
+    bool redis_read_replicas;      /* default true */
 
     /* "cache" */
     int cache_ttl_ms;          /* "ttl_ms", default 1000 */
@@ -79,6 +102,9 @@ struct config {
                                            serving while Redis is down */
     int cache_max_entries;     /* "max_entries", default 32768 per
                                            worker, 16..10000000 */
+
+    /* "limits" */
+    int limits_scope; /* enum config_limits_scope, default process */
 
     /* "policy" */
     uint16_t token_exempt_ports[CONFIG_MAX_EXEMPT_PORTS];

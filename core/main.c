@@ -13,11 +13,13 @@
 
 #include "admin.h"
 #include "config.h"
+#include "conn_limit.h"
 #include "egress_policy.h"
 #include "listener.h"
 #include "log.h"
 #include "nft_rules.h"
 #include "runtime.h"
+#include "sentinel.h"
 #include "timeutil.h"
 #include "worker.h"
 
@@ -37,6 +39,7 @@ struct main_ctx {
     struct worker *workers;
     int nworkers;
     struct admin *admin;
+    struct sentinel_watch *sentinel; /* Sentinel mode, else NULL */
     struct event *drain_delay_ev, *drain_poll_ev, *drain_deadline_ev;
     bool draining;
 };
@@ -170,6 +173,15 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     admin_set_draining(m->admin);
     struct timeval delay = tv_from_ms(m->rt->cfg.drain_delay_ms);
     event_add(m->drain_delay_ev, &delay);
+}
+
+/* The Sentinel watcher learnt another master or replica list: each worker
+ * looks at it between two of its callbacks (as with a reload). */
+static void topology_changed(void *arg)
+{
+    struct main_ctx *m = arg;
+    for (int i = 0; i < m->nworkers; i++)
+        worker_request_redis_topology(&m->workers[i]);
 }
 
 /* One bound socket per listener per worker. Exits on the first failure with
@@ -332,6 +344,7 @@ int main(int argc, char **argv)
     raise_fd_limit();
 
     m.nworkers = config_worker_count(&m.rt->cfg);
+    limits_set_scope(m.rt->cfg.limits_scope); /* before any worker counts */
     int *fds = calloc((size_t)m.nworkers * LISTENER_MAX, sizeof(int));
     m.workers = calloc((size_t)m.nworkers, sizeof(*m.workers));
     m.base = event_base_new();
@@ -354,6 +367,17 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    if (m.rt->cfg.redis_sentinel_count > 0) {
+        /* One watcher for the process, on this thread's loop; the workers
+         * read what it learns (sentinel.h). */
+        m.sentinel = sentinel_watch_new(m.base, &m.rt->cfg, topology_changed, &m);
+        if (!m.sentinel) {
+            fprintf(stderr, "edgeproxy: cannot start the Sentinel watcher: out of memory\n");
+            return 1;
+        }
+        for (int i = 0; i < m.nworkers; i++)
+            m.workers[i].sentinel = m.sentinel;
+    }
     for (int i = 0; i < m.nworkers; i++) {
         if (worker_start(&m.workers[i]) == -1) {
             fprintf(stderr, "edgeproxy: cannot start worker %d: %s\n", i, strerror(errno));
@@ -375,9 +399,15 @@ int main(int argc, char **argv)
     static const char *const kinds[] = {"", " (egress http)", " (egress tls)", " (egress tcp)"};
     for (size_t l = 0, n = listener_specs(&m.rt->cfg, specs); l < n; l++)
         log_info("listening on %s%s", specs[l].address, kinds[specs[l].kind]);
-    log_info("edgeproxy %s: %d workers, redis %s:%d, admin %s", EDGEPROXY_VERSION, m.nworkers,
-             m.rt->cfg.redis_host, m.rt->cfg.redis_port,
-             m.rt->cfg.admin_enabled ? m.rt->cfg.admin_address : "off");
+    if (m.sentinel)
+        log_info("edgeproxy %s: %d workers, redis master \"%s\" through %zu Sentinels, admin %s",
+                 EDGEPROXY_VERSION, m.nworkers, m.rt->cfg.redis_master_name,
+                 m.rt->cfg.redis_sentinel_count,
+                 m.rt->cfg.admin_enabled ? m.rt->cfg.admin_address : "off");
+    else
+        log_info("edgeproxy %s: %d workers, redis %s:%d, admin %s", EDGEPROXY_VERSION, m.nworkers,
+                 m.rt->cfg.redis_host, m.rt->cfg.redis_port,
+                 m.rt->cfg.admin_enabled ? m.rt->cfg.admin_address : "off");
 
     event_base_dispatch(m.base);
 
@@ -392,6 +422,7 @@ int main(int argc, char **argv)
     event_free(m.drain_deadline_ev);
     event_free(m.retire_ev);
     admin_free(m.admin);
+    sentinel_watch_free(m.sentinel); /* the workers are gone */
     event_base_free(m.base);
     free(m.workers);
     for (size_t i = 0; i < m.nretiring; i++)

@@ -8,6 +8,7 @@
 
 #include "access_log.h"
 #include "egress.h"
+#include "conn_limit.h"
 #include "ev.h"
 #include "h2.h"
 #include "head.h"
@@ -71,6 +72,8 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     struct runtime *rt = __atomic_exchange_n(&w->pending_rt, NULL, __ATOMIC_ACQ_REL);
     if (rt)
         apply_runtime(w, rt);
+    if (__atomic_exchange_n(&w->topology_changed, false, __ATOMIC_ACQ_REL) && w->redis)
+        redis_link_topology_changed(w->redis);
     if (__atomic_load_n(&w->drain_requested, __ATOMIC_ACQUIRE))
         drain(w);
 }
@@ -123,13 +126,21 @@ static void *worker_main(void *arg)
     struct redis_link *rl = redis_link_new(w);
     __atomic_store_n(&w->redis, rl, __ATOMIC_RELEASE); /* /readyz reads it */
     w->lookup = rl ? lookup_new(w) : NULL;
-    if (!w->lookup || egress_init(w) == -1 || listener_start(w) == -1 ||
+    /* One instance's counts go to Redis once: from worker 0. */
+    bool sync = w->id == 0 && w->cfg->limits_scope == CONFIG_LIMITS_GLOBAL;
+    if (sync && rl)
+        w->limit_sync = limits_sync_new(w);
+    if (!w->lookup || (sync && !w->limit_sync) || egress_init(w) == -1 ||
+        listener_start(w) == -1 ||
         access_log_worker_init(w) == -1) {
         log_error("worker %d: cannot start", w->id);
         exit(1);
     }
     event_base_dispatch(w->base);
-    /* Drained: every session is gone. The caches go before their link. */
+    /* Drained: every session is gone. The caches and the sync go before
+     * their link. */
+    limits_sync_free(w->limit_sync);
+    w->limit_sync = NULL;
     lookup_free(w->lookup);
     w->lookup = NULL;
     egress_free(w->egress);
@@ -165,6 +176,12 @@ void worker_request_drain(struct worker *w)
 void worker_request_reload(struct worker *w, struct runtime *rt)
 {
     __atomic_store_n(&w->pending_rt, rt, __ATOMIC_RELEASE);
+    wake(w);
+}
+
+void worker_request_redis_topology(struct worker *w)
+{
+    __atomic_store_n(&w->topology_changed, true, __ATOMIC_RELEASE);
     wake(w);
 }
 

@@ -19,6 +19,8 @@ struct event_base;
 struct event;
 struct lookup;
 struct redis_link;
+struct sentinel_watch;
+struct limits_sync;
 struct pool;
 struct session;
 struct head;
@@ -51,9 +53,12 @@ struct worker {
     struct event *accept_timer; /* ends an accept pause (listener.c) */
     int accept_paused;          /* why accepting is paused, 0 = it is not */
 
-    struct redis_link *redis; /* read by /readyz from the main thread */
-    struct lookup *lookup;    /* the route cache, a client of redis */
-    struct egress *egress;    /* egress listeners' state (egress/), NULL without them */
+    struct redis_link *redis;        /* read by /readyz from the main thread */
+    struct sentinel_watch *sentinel; /* Sentinel mode: main's watcher, else NULL */
+    bool topology_changed;           /* set by main: the watcher learnt something */
+    struct lookup *lookup;           /* the route cache, a client of redis */
+    struct limits_sync *limit_sync;  /* worker 0, global maxConnections */
+    struct egress *egress;           /* egress listeners' state (egress/), NULL without them */
     struct pool *pool;
     struct metrics metrics;
 
@@ -85,6 +90,9 @@ void worker_request_drain(struct worker *w);
 /* Thread-safe: the worker switches to rt between two callbacks and then
  * sets applied_generation. */
 void worker_request_reload(struct worker *w, struct runtime *rt);
+/* Thread-safe: the Sentinel watcher learnt another master or replica list;
+ * the worker's link looks at it between two callbacks. */
+void worker_request_redis_topology(struct worker *w);
 void worker_free(struct worker *w);
 
 /* Called by session code when a session ends, so a draining worker can exit

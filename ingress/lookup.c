@@ -36,6 +36,7 @@ struct lookup *lookup_new(struct worker *w)
         .entries = &w->metrics.cache_entries,
         .evictions = &w->metrics.cache_evictions,
         .full = &w->metrics.cache_full,
+        .lookups = w->metrics.route_lookups,
     };
     lk->w = w;
     lk->cache = cache_new(w->base, w->redis, &route_rec_desc, &p, &counters);

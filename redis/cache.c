@@ -18,9 +18,13 @@
  * Idle lists run from most to least recently used. On top of the state:
  * `deferred` (the GET waits for the data connection's setup, see
  * redis_link_data_state), `purged` (PUBLISH invalidated it while its GET
- * was out: ask again when the reply comes), and refresh-ahead: a hit in the
- * last quarter of the TTL sends a GET in the background, so the entry is
- * "in flight" while it still answers hits.
+ * was out: ask again when the reply comes), `revalidate` (purges may have
+ * been missed while the link was not subscribed: the next hit re-reads the
+ * record, cleared by a successful GET) and refresh-ahead: a hit in the last
+ * quarter of the TTL, or on an entry to revalidate, sends a GET in the
+ * background, so the entry is "in flight" while it still answers hits.
+ * `via` says which connection the GET went on (the master's, or a
+ * replica's while the master is away), for the link's bookkeeping.
  *
  * The bound (SPEC section 11): at most max_entries entries, GETs in flight
  * included, so those are bounded too. Before a new id is added, the least
@@ -76,6 +80,8 @@ struct cache_entry {
     bool deferred;            /* ...or waits for the data connection's setup */
     bool purged;              /* invalidated while the GET was out */
     bool waiters_timed_out;   /* current waiters already answered */
+    bool revalidate;          /* re-read on the next hit (missed purges) */
+    uint8_t via;              /* enum redis_via of the GET in flight */
     char id[];                /* lower-case, at most d->id_max */
 };
 
@@ -114,6 +120,28 @@ static void count(uint64_t *counter)
 {
     if (counter)
         METRIC_ADD_AT(counter, 1);
+}
+
+static void count_outcome(const struct cache *c, enum cache_outcome o, uint64_t n)
+{
+    if (c->counters.lookups)
+        METRIC_ADD_AT(&c->counters.lookups[o], n);
+}
+
+/* The outcome of an answer: `fresh` when it comes from the cache within its
+ * TTL or from Redis just now, else it is what Redis could not replace. */
+static enum cache_outcome outcome_of(int status, bool from_redis)
+{
+    switch (status) {
+    case CACHE_FOUND:
+        return from_redis ? CACHE_OUT_MISS : CACHE_OUT_HIT;
+    case CACHE_NOT_FOUND:
+        return CACHE_OUT_NOT_FOUND;
+    case CACHE_BROKEN:
+        return CACHE_OUT_BROKEN;
+    default:
+        return CACHE_OUT_ERROR;
+    }
 }
 
 static void count_entries(const struct cache *c, int64_t n)
@@ -204,7 +232,8 @@ static struct cache_entry *table_add(struct cache *c, const char *id)
  * same entry (a pipelined request) or cancel another waiter. A callback may
  * also look up new ids and so evict e (it is idle by now): e is not touched
  * after the detach, and value (e's) is held until the last waiter has it. */
-static void answer_waiters(struct cache_entry *e, int status, void *value)
+static void answer_waiters(struct cache_entry *e, int status, void *value,
+                           enum cache_outcome outcome)
 {
     struct cache *c = e->c;
     struct list_node list;
@@ -216,6 +245,7 @@ static void answer_waiters(struct cache_entry *e, int status, void *value)
     while (!list_empty(&list)) {
         struct cache_waiter *wt = container_of(list_first(&list), struct cache_waiter, link);
         cache_cancel(wt);
+        count_outcome(c, outcome, 1);
         wt->cb(wt, status, val_ref(c, value));
     }
     val_unref(c, value);
@@ -238,7 +268,7 @@ static void answer_unavailable(struct cache_entry *e)
 {
     void *value;
     int status = fallback(e, &value);
-    answer_waiters(e, status, value);
+    answer_waiters(e, status, value, status == CACHE_FOUND ? CACHE_OUT_STALE : CACHE_OUT_ERROR);
 }
 
 /* ---- GET deadlines: one timer per instance ---- */
@@ -277,7 +307,7 @@ static void entry_timed_out(struct cache_entry *e)
         e->deferred = e->pending = false;
         entry_touch(e);
         log_warn("redis: no data connection for the GET for %s %s", c->d->name, e->id);
-        redis_link_get_failed(c->rl);
+        redis_link_get_failed(c->rl, REDIS_VIA_MASTER);
         answer_unavailable(e);
         return;
     }
@@ -285,9 +315,8 @@ static void entry_timed_out(struct cache_entry *e)
              redis_link_timeout_ms(c->rl));
     e->waiters_timed_out = true;
     answer_unavailable(e);
-    /* May drop the data connection: every GET in flight is then called
-     * back, and its entry leaves the waiting list. */
-    redis_link_get_timed_out(c->rl);
+    /* Opens that connection's circuit: GETs stop going there. */
+    redis_link_get_timed_out(c->rl, e->via);
 }
 
 static void timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -319,11 +348,11 @@ static void get_cb(redisAsyncContext *ac, void *r, void *privdata)
     if (!reply || reply->type == REDIS_REPLY_ERROR) {
         log_warn("redis: GET for %s %s failed: %s", c->d->name, e->id,
                  reply ? reply->str : (ac->errstr[0] ? ac->errstr : "disconnected"));
-        redis_link_get_failed(c->rl);
+        redis_link_get_failed(c->rl, e->via);
         answer_unavailable(e);
         return;
     }
-    redis_link_get_answered(c->rl);
+    redis_link_get_answered(c->rl, e->via);
     if (e->purged) {
         /* The record changed while this GET was out: its answer may predate
          * the change. Ask again; the waiters wait one more round trip. */
@@ -343,6 +372,11 @@ static void get_cb(redisAsyncContext *ac, void *r, void *privdata)
     }
     if (status == CACHE_BROKEN)
         log_error("redis: broken record for %s %s: %s", c->d->name, e->id, why);
+    log_debug("redis: GET for %s %s (via %s): %s", c->d->name, e->id,
+              e->via == REDIS_VIA_REPLICA ? "a replica" : "the master",
+              status == CACHE_FOUND       ? "found"
+              : status == CACHE_NOT_FOUND ? "not found"
+                                          : "broken");
     uint64_t now = time_now_ms();
     int ttl = status == CACHE_FOUND ? c->p.ttl_ms : c->p.negative_ttl_ms;
     e->expires_ms = now + (uint64_t)ttl;
@@ -351,13 +385,14 @@ static void get_cb(redisAsyncContext *ac, void *r, void *privdata)
     val_unref(c, e->value);
     e->value = value;
     e->status = (uint8_t)status;
+    e->revalidate = false;
     entry_touch(e); /* to the list of its new answer */
     if (e->waiters_timed_out) {
         e->waiters_timed_out = false;
         if (list_empty(&e->waiters))
             return;
     }
-    answer_waiters(e, status, value);
+    answer_waiters(e, status, value, outcome_of(status, true));
 }
 
 /* Sends e's GET, or holds it back while the data connection is being set
@@ -367,9 +402,12 @@ static void entry_fetch(struct cache_entry *e)
     struct cache *c = e->c;
     enum redis_data_state st = redis_link_data_state(c->rl);
     e->deferred = st == REDIS_DATA_SETTING_UP;
-    if (!e->deferred &&
-        (st != REDIS_DATA_UP || redis_link_get(c->rl, c->d->ns, e->id, get_cb, e) == -1))
-        return;
+    if (!e->deferred) {
+        int via = st == REDIS_DATA_UP ? redis_link_get(c->rl, c->d->ns, e->id, get_cb, e) : -1;
+        if (via == -1)
+            return;
+        e->via = (uint8_t)via;
+    }
     e->pending = true;
     e->waiters_timed_out = false;
     waiting_add(e);
@@ -384,20 +422,23 @@ int cache_get(struct cache *c, const char *id, struct cache_waiter *wt, int *sta
         /* In the last quarter of its TTL a record in use is re-read in the
          * background, so traffic to a busy id never stops to wait for Redis
          * at expiry; the TTL bound on changes still holds (a record whose
-         * refresh has not come back by expiry waits as before). */
+         * refresh has not come back by expiry waits as before). A record to
+         * revalidate is re-read the same way on its first hit. */
         if (!e->pending) {
             entry_touch(e);
-            if (c->p.refresh_ahead && now >= e->refresh_ms)
+            if (e->revalidate || (c->p.refresh_ahead && now >= e->refresh_ms))
                 entry_fetch(e);
         }
         *status = e->status;
         *value = val_ref(c, e->value);
+        count_outcome(c, outcome_of(e->status, false), 1);
         return 0;
     }
     count(c->counters.misses);
     if (!e && !(e = table_add(c, id))) {
         *status = CACHE_UNAVAILABLE;
         *value = NULL;
+        count_outcome(c, CACHE_OUT_ERROR, 1);
         return 0;
     }
     if (!e->pending) {
@@ -409,6 +450,7 @@ int cache_get(struct cache *c, const char *id, struct cache_waiter *wt, int *sta
          * from what is left instead of waiting. */
         *status = fallback(e, value);
         *value = val_ref(c, *value);
+        count_outcome(c, *status == CACHE_FOUND ? CACHE_OUT_STALE : CACHE_OUT_ERROR, 1);
         return 0;
     }
     list_insert_back(&e->waiters, &wt->link);
@@ -425,8 +467,12 @@ int cache_get(struct cache *c, const char *id, struct cache_waiter *wt, int *sta
 static void send_deferred(struct strmap_node *n, void *arg)
 {
     struct cache_entry *e = ENTRY_OF(n);
-    if (!e->deferred || redis_link_get(e->c->rl, e->c->d->ns, e->id, get_cb, e) == -1)
+    if (!e->deferred)
         return;
+    int via = redis_link_get(e->c->rl, e->c->d->ns, e->id, get_cb, e);
+    if (via == -1)
+        return;
+    e->via = (uint8_t)via;
     e->deferred = false;
     e->purged = false; /* this GET goes out after any purge */
 }
@@ -474,6 +520,30 @@ static void on_expire_all(struct redis_client *cl)
         c->purge_hook(c->purge_arg, NULL);
 }
 
+/* A found record keeps answering and is re-read on its next hit; anything
+ * else is asked again on its next use. A GET in flight may have been
+ * answered before what was missed: asked again when it comes back. */
+static void revalidate_entry(struct strmap_node *n, void *arg)
+{
+    struct cache_entry *e = ENTRY_OF(n);
+    if (e->pending)
+        e->purged = true;
+    if (e->status == CACHE_FOUND)
+        e->revalidate = true;
+    else
+        e->expires_ms = 0;
+}
+
+void cache_revalidate_all(struct cache *c)
+{
+    strmap_each(&c->table, revalidate_entry, NULL);
+}
+
+static void on_revalidate_all(struct redis_client *cl)
+{
+    cache_revalidate_all(CACHE_OF(cl));
+}
+
 static void on_purge(struct redis_client *cl, const char *id, size_t len)
 {
     struct cache *c = CACHE_OF(cl);
@@ -496,6 +566,7 @@ static const struct redis_client_ops client_ops = {
     .data_ready = on_data_ready,
     .data_abandoned = on_data_abandoned,
     .expire_all = on_expire_all,
+    .revalidate_all = on_revalidate_all,
     .purge = on_purge,
 };
 

@@ -5,8 +5,10 @@
  * log. The instance does the rest once for every type: one GET per id per
  * TTL shared by concurrent misses (single flight), a negative TTL for "not
  * found" and broken records, stale grace while Redis cannot answer,
- * refresh-ahead, purges by PUBLISH, at most max_entries ids with negative
- * entries evicted first, one deadline timer. States and memory: cache.c. */
+ * refresh-ahead, purges by PUBLISH, revalidation of everything after a
+ * resubscription (purges may have been missed), at most max_entries ids
+ * with negative entries evicted first, one deadline timer. States and
+ * memory: cache.c. */
 #ifndef EDGEPROXY_REDIS_CACHE_H
 #define EDGEPROXY_REDIS_CACHE_H
 
@@ -68,10 +70,24 @@ struct cache_params {
                           * lower value takes effect as new ids come */
 };
 
+/* How a lookup was answered, as its caller sees it. */
+enum cache_outcome {
+    CACHE_OUT_HIT = 0,       /* a found record, fresh from the cache */
+    CACHE_OUT_MISS = 1,      /* a found record, read from Redis for it */
+    CACHE_OUT_STALE = 2,     /* a found record past its TTL: Redis could
+                              * not answer (stale grace) */
+    CACHE_OUT_NOT_FOUND = 3, /* no such key (cached or read) */
+    CACHE_OUT_BROKEN = 4,    /* a record parse refused (cached or read) */
+    CACHE_OUT_ERROR = 5,     /* CACHE_UNAVAILABLE: Redis could not answer and
+                              * nothing usable was cached */
+    CACHE_OUTCOMES = 6,
+};
+
 /* Where an instance counts: fields of the worker's struct metrics (written
  * with relaxed atomics, /metrics reads them); NULL: not counted. Redis
  * errors are the link's. */
 struct cache_counters {
+    uint64_t *lookups;   /* [CACHE_OUTCOMES]: each answer a caller got */
     uint64_t *hits;      /* answered from the cache */
     uint64_t *misses;    /* needed Redis */
     int64_t *entries;    /* gauge: ids held */
@@ -111,11 +127,21 @@ int cache_get(struct cache *c, const char *id, struct cache_waiter *wt, int *sta
 
 /* Told after a purge expired `id` (PUBLISH ...invalidate <ns><id>, id
  * lower-case, NUL-terminated, whether cached or not), or with id NULL
- * after everything was expired (a (re)subscription, new Redis settings):
+ * after everything was expired (new Redis settings; a resubscription only
+ * revalidates, and egress/ re-checks its open flows every second anyway):
  * what the user keeps open under a record may need a new look. Called from
  * the link's callbacks: it must not free the cache, and should defer real
  * work (egress/ activates an event). fn NULL: nobody is told. */
 void cache_set_purge_hook(struct cache *c, void (*fn)(void *arg, const char *id), void *arg);
+
+/* Purges may have been missed (the link resubscribed, after a restart or a
+ * failover): every found record is checked again on its next use, while
+ * it keeps answering (one GET in the background, shared by every request:
+ * no GET storm, no request waiting on Redis for a record it holds); every
+ * "not found" or broken answer is asked again on its next use. Nothing is
+ * dropped and nothing is fetched now. The link calls this on every
+ * (re)subscription. */
+void cache_revalidate_all(struct cache *c);
 
 /* Stops waiting; safe to call when not waiting. */
 static inline void cache_cancel(struct cache_waiter *wt)

@@ -1,103 +1,103 @@
 /* A worker's Redis link: the data connection (GETs for every cache, the
- * heartbeat PUBLISH) and the subscriber connection (<prefix>invalidate and
- * this worker's heartbeat channel), with the caches attached to it as
- * clients (see redis_link.h).
+ * heartbeat PUBLISH), the subscriber connection (<prefix>invalidate and
+ * this worker's heartbeat channel) and, in Sentinel mode with
+ * redis.read_replicas, a replica connection for GETs while the master is
+ * away; the caches attach to it as clients (see redis_link.h). Each
+ * connection is a redis_conn (resolution, timeouts, backoff); this file
+ * says where each goes, what it sends once connected and when it is no
+ * longer to be trusted.
  *
- * Each connection goes round: resolve redis.url's host, connect to one of
- * its addresses, set the connection up (AUTH; then SELECT and a first
- * heartbeat PUBLISH on the data connection, SUBSCRIBE on the subscriber),
- * serve (`connected`) until it fails, reconnect. The host is resolved with
- * evdns on the worker's loop, never with getaddrinfo (which blocks the
- * worker while a nameserver does not answer), and again on every reconnect
- * (a failover may move the name). A failed try goes on to the resolution's
- * next address at once, and after the last one waits the backoff.
+ * Setup: AUTH (with a password), CLIENT SETNAME edgeproxy:<pid>:<worker>:
+ * <kind> (so an operator, and the tests, can tell our connections in CLIENT
+ * LIST; an error is ignored), then SELECT and a first heartbeat PUBLISH on
+ * the data connection, SUBSCRIBE on the subscriber. In Sentinel mode
+ * every connection also asks ROLE: the data and subscriber connections
+ * must find `master`, the replica connection `slave`; a node that says
+ * otherwise is left at once, the watcher is told (a doubt), and the
+ * connection is made again 100-300 ms later with whatever the watcher then
+ * knows. Without Sentinel the host of redis.url is resolved again on every
+ * reconnect (a failover may move the name).
  *
- * Liveness: the data connection PUBLISHes to a channel only this worker's
- * subscriber listens to. An unanswered PUBLISH means the data connection is
- * dead; an unreceived heartbeat means the subscription is. Either can die
- * silently (partition, failover) without a FIN or RST. GETs that time out
- * several times in a row (the caches report them) also drop the data
- * connection. */
+ * Liveness: every 500 ms the data connection PUBLISHes to a channel only
+ * this worker's subscriber listens to. An unanswered PUBLISH means the data
+ * connection is dead; an unreceived heartbeat means the subscription is.
+ * Either can die silently (partition, failover) without a FIN or RST. In
+ * Sentinel mode each beat also asks ROLE on the data and replica
+ * connections: a master demoted under us (Sentinel reconfigured it) is
+ * left within a beat.
+ *
+ * The circuit (of the data connection, and of the replica connection): a
+ * GET that times out (redis.timeout_ms) opens it: GETs stop going there and
+ * lookups are answered at once from the cache, by a replica, or with 503,
+ * instead of each waiting out its own timeout on a socket that may be dead.
+ * One PING probes the connection (half-open); answered within the timeout,
+ * the circuit closes; not, the connection is dropped and made again, and
+ * that new connection's setup is the next probe. While a connection is
+ * known down (its last try failed) nothing waits for it. */
 #include "redis_link.h"
 
-#include <event2/dns.h>
 #include <event2/event.h>
-#include <event2/util.h>
-#include <hiredis/adapters/libevent.h>
 #include <hiredis/hiredis.h>
-#include <netdb.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
+#include "backoff.h"
 #include "ev.h"
 #include "log.h"
+#include "redis_conn.h"
 #include "redis_reply.h"
+#include "sentinel.h"
 #include "timeutil.h"
 #include "worker.h"
 
-#define RECONNECT_MIN_MS 100
-#define RECONNECT_MAX_MS 2000
-/* Consecutive GET timeouts after which the connection is presumed dead
- * (a network cut without RST never errors by itself). */
-#define TIMEOUTS_BEFORE_RECONNECT 3
-#define HEARTBEAT_MS 500
-/* A connection's setup (connect, AUTH, SELECT, first PUBLISH) gets
- * redis.timeout_ms, and at least this: requests waiting on it have their own
- * timers, and a loaded machine must not fail it forever. */
-#define SETUP_TIMEOUT_MIN_MS 1000
-/* Failed tries are logged once per this many (about a minute at the 2 s
- * backoff), and whenever the cause changes. */
-#define FAILURES_PER_LOG 30
+/* The link's timer: setup deadlines, probes and answers are judged at this
+ * granularity; the heartbeat goes out every HEARTBEAT_TICKS of it. */
+#define TICK_MS 50
+#define HEARTBEAT_TICKS 10 /* 500 ms */
+/* A node that says it has the wrong role is asked again after a wait in
+ * this range (the Sentinel client protocol). */
+#define WRONG_ROLE_MIN_MS 100
+#define WRONG_ROLE_MAX_MS 300
 
-/* One connection: data or subscriber. */
-struct redis_conn {
-    struct redis_link *rl;
-    redisAsyncContext *ac;
-    struct evdns_getaddrinfo_request *resolving;
-    struct evutil_addrinfo *addrs;     /* the last resolution's answers */
-    struct evutil_addrinfo *next_addr; /* tried next; NULL: resolve again */
-    bool connected;                    /* usable: Redis accepted the setup
-                                        * (written atomically: /readyz reads it) */
-    bool subscriber;
-    bool failed; /* this connection's failure is counted */
-    int backoff_ms;
-    int failures;          /* failed tries in a row */
-    char failed_at[24];    /* the stage the last one failed at */
-    uint64_t setup_ms;     /* when this connection's setup began */
-    int steps, steps_done; /* setup commands sent, answered */
-    char step[3][24];      /* their log labels: "AUTH to", ... */
-    char peer[340];        /* "name:port (address)" for the log */
-    struct event *reconnect_ev;
+/* A connection GETs go out on, with its circuit. */
+struct reader {
+    struct redis_conn c;
+    bool suspect;           /* circuit open: a command timed out */
+    uint64_t probe_sent_ms; /* a PING probe outstanding (half-open) */
+    uint64_t role_sent_ms;  /* a heartbeat ROLE outstanding (Sentinel mode) */
 };
 
 struct redis_link {
     struct worker *w;
-    struct redis_conn data, sub;
+    struct reader data, replica;
+    struct redis_conn sub;
     struct list_node clients; /* redis_client.link */
-    struct evdns_base *dns;   /* resolves redis.url's host */
-    int consecutive_timeouts;
+    struct evdns_base *dns;
+    struct sentinel_watch *sentinel; /* Sentinel mode, else NULL */
+    bool replica_on;                 /* the replica connection runs */
+    int replica_pick;                /* which replica is tried next */
     char heartbeat_channel[96];
-    struct event *heartbeat_ev;
+    char client_name[64];
+    struct event *tick_ev;
+    unsigned ticks;
     uint64_t publish_sent_ms; /* 0 when no PUBLISH is outstanding */
     uint64_t publish_answered_ms;
     uint64_t heartbeat_seen_ms;
     bool closing;
 };
 
-static void conn_connect(struct redis_conn *c);
-static void setup_cb(redisAsyncContext *ac, void *r, void *privdata);
 static void sub_cb(redisAsyncContext *ac, void *r, void *privdata);
+
+#define LINK_OF(conn) ((struct redis_link *)(conn)->owner)
 
 /* ---- the clients ---- */
 
 #define CLIENT_OF(n) container_of(n, struct redis_client, link)
 
-enum client_event { DATA_READY, DATA_ABANDONED, EXPIRE_ALL };
+enum client_event { DATA_READY, DATA_ABANDONED, EXPIRE_ALL, REVALIDATE_ALL };
 
 /* Tells every client. (An op never detaches a client: redis_link.h.) */
 static void clients_tell(struct redis_link *rl, enum client_event ev)
@@ -110,8 +110,10 @@ static void clients_tell(struct redis_link *rl, enum client_event ev)
             cl->ops->data_ready(cl);
         else if (ev == DATA_ABANDONED)
             cl->ops->data_abandoned(cl);
-        else
+        else if (ev == EXPIRE_ALL)
             cl->ops->expire_all(cl);
+        else
+            cl->ops->revalidate_all(cl);
     }
 }
 
@@ -144,273 +146,324 @@ void redis_link_detach(struct redis_client *c)
     list_unlink(&c->link);
 }
 
-/* ---- one connection ---- */
+/* ---- the circuit ---- */
 
-static void conn_forget_addrs(struct redis_conn *c)
+static bool reader_usable(const struct reader *r)
 {
-    if (c->addrs)
-        evutil_freeaddrinfo(c->addrs);
-    c->addrs = c->next_addr = NULL;
+    return r->c.ac && redis_conn_up(&r->c) && !r->suspect;
 }
 
-static void conn_set_connected(struct redis_conn *c, bool up)
+static enum redis_circuit reader_circuit(const struct reader *r)
 {
-    __atomic_store_n(&c->connected, up, __ATOMIC_RELAXED); /* /readyz reads it */
+    if (reader_usable(r))
+        return REDIS_CIRCUIT_CLOSED;
+    if ((r->c.ac && r->suspect && r->probe_sent_ms) || redis_conn_setting_up(&r->c))
+        return REDIS_CIRCUIT_HALF_OPEN;
+    return REDIS_CIRCUIT_OPEN;
 }
 
-static const char *conn_kind(const struct redis_conn *c)
+static void circuit_publish(struct redis_link *rl)
 {
-    return c->subscriber ? "subscriber" : "data";
+    __atomic_store_n(&rl->w->metrics.redis_circuit, (int64_t)reader_circuit(&rl->data),
+                     __ATOMIC_RELAXED);
 }
 
-/* Where the connection is: what a failure now would have failed at. */
-static const char *conn_stage(const struct redis_conn *c)
+static void probe_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
-    if (c->steps == 0)
-        return "connect to"; /* setup commands go out once connected */
-    return c->steps_done < c->steps ? c->step[c->steps_done] : "connection to";
-}
-
-/* The data connection leaves its setup unfinished: the clients answer what
- * waited for it (from their own timers: not from inside this call). */
-static void conn_abandon_setup(struct redis_conn *c)
-{
-    if (c->subscriber || c->steps == 0 || c->connected || c->rl->closing)
-        return;
-    clients_tell(c->rl, DATA_ABANDONED);
-}
-
-/* Counts a failed try, logged the first time, then once per
- * FAILURES_PER_LOG tries unless the cause changes: not a line per try. */
-static void conn_failure(struct redis_conn *c, const char *stage, const char *subject,
-                         const char *why)
-{
-    bool new_cause = strcmp(c->failed_at, stage) != 0;
-    conn_abandon_setup(c);
-    if (c->failures++ % FAILURES_PER_LOG == 0 || new_cause)
-        log_warn("redis: %s %s failed: %s (%s connection, try %d)", stage, subject, why,
-                 conn_kind(c), c->failures);
-    snprintf(c->failed_at, sizeof(c->failed_at), "%s", stage);
-    c->failed = true;
-    METRIC_INC(&c->rl->w->metrics, redis_errors);
-}
-
-/* Redis accepted the setup: the connection serves from now on. */
-static void conn_ready(struct redis_conn *c)
-{
-    struct redis_link *rl = c->rl;
-    conn_set_connected(c, true);
-    c->backoff_ms = RECONNECT_MIN_MS;
-    if (c->failures)
-        log_info("redis: %s connection to %s restored after %d failed tries", conn_kind(c), c->peer,
-                 c->failures);
-    c->failures = 0;
-    c->failed_at[0] = '\0';
-    conn_forget_addrs(c); /* the next reconnect resolves again */
-    if (c->subscriber) {
-        rl->heartbeat_seen_ms = time_now_ms(); /* judged from now on */
-    } else {
-        clients_tell(rl, DATA_READY);
-    }
-    METRIC_INC(&rl->w->metrics, redis_reconnects);
-    log_debug("redis: %s connection to %s up", conn_kind(c), c->peer);
-}
-
-static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
-{
-    conn_connect(arg);
-}
-
-static void schedule_reconnect(struct redis_conn *c)
-{
-    c->ac = NULL;
-    conn_set_connected(c, false);
-    if (!c->subscriber)
-        c->rl->publish_sent_ms = 0;
-    if (c->rl->closing)
-        return;
-    /* The resolution's next address at once; after the last, the backoff. */
-    int ms = c->next_addr ? 0 : c->backoff_ms;
-    struct timeval tv = tv_from_ms(ms);
-    evtimer_add(c->reconnect_ev, &tv);
-    if (!c->next_addr)
-        c->backoff_ms = c->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS : c->backoff_ms * 2;
-}
-
-/* Frees the connection now; pending GETs are answered as failures (their
- * callbacks get a NULL reply). */
-static void conn_close(struct redis_conn *c)
-{
-    redisAsyncContext *ac = c->ac;
-    conn_abandon_setup(c);
-    if (c->resolving) {
-        /* It still calls back, with EVUTIL_EAI_CANCEL: see resolved_cb. */
-        evdns_getaddrinfo_cancel(c->resolving);
-        c->resolving = NULL;
-    }
-    c->ac = NULL;
-    conn_set_connected(c, false);
-    if (!c->subscriber)
-        c->rl->publish_sent_ms = 0;
-    if (ac) {
-        ac->data = NULL; /* its disconnect callback must not reschedule */
-        redisAsyncFree(ac);
-    }
-}
-
-/* Closes at once (pending GETs are answered as failures) and reconnects
- * with backoff. Never called from inside a hiredis callback. */
-static void conn_drop(struct redis_conn *c, const char *why)
-{
-    log_warn("redis: %s connection %s, reconnecting", conn_kind(c), why);
-    METRIC_INC(&c->rl->w->metrics, redis_errors);
-    conn_close(c);
-    schedule_reconnect(c);
-}
-
-/* Redis refused what this connection needs. Called from one of its reply
- * callbacks, where it cannot be freed: no longer usable now, closed by
- * hiredis once the replies in flight are in, and then on_disconnect
- * reconnects with backoff. */
-static void conn_fail(struct redis_conn *c, const char *stage, const char *why)
-{
-    conn_failure(c, stage, c->peer, why);
-    conn_set_connected(c, false);
-    c->setup_ms = time_now_ms(); /* conn_check_setup bounds that wait */
-    redisAsyncDisconnect(c->ac);
-}
-
-/* A connection Redis does not set up in time (a SYN into a black hole, a
- * server that stopped answering) is given up like a refused one. */
-static void conn_check_setup(struct redis_conn *c, uint64_t now)
-{
-    int limit = c->rl->w->cfg->redis_timeout_ms;
-    if (limit < SETUP_TIMEOUT_MIN_MS)
-        limit = SETUP_TIMEOUT_MIN_MS;
-    if (!c->ac || c->connected || now - c->setup_ms <= (uint64_t)limit)
-        return;
-    if (!c->failed) {
-        char why[48];
-        snprintf(why, sizeof(why), "no answer within %d ms", limit);
-        conn_failure(c, conn_stage(c), c->peer, why);
-    }
-    conn_close(c);
-    schedule_reconnect(c);
-}
-
-/* ---- the heartbeat ---- */
-
-static void publish_cb(redisAsyncContext *ac, void *r, void *privdata)
-{
-    struct redis_link *rl = privdata;
+    struct reader *rd = privdata;
     redisReply *reply = r;
-    if (!reply || rl->closing || ac != rl->data.ac)
+    if (!reply || LINK_OF(&rd->c)->closing || ac != rd->c.ac)
         return;
-    rl->publish_sent_ms = 0;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        /* An answer, but no beat: the subscriber cannot be judged by it,
-         * and a connection Redis refuses the heartbeat is not one we can
-         * trust. */
-        conn_fail(&rl->data, "PUBLISH on", reply->str);
-        return;
-    }
-    rl->publish_answered_ms = time_now_ms();
+    rd->probe_sent_ms = 0;
+    if (reply->type == REDIS_REPLY_ERROR)
+        return; /* the tick drops it: a probe must be answered */
+    if (rd->suspect)
+        log_info("redis: %s connection answers again, circuit closed", rd->c.kind);
+    rd->suspect = false;
+    circuit_publish(LINK_OF(&rd->c));
 }
 
-static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
+/* A command on rd timed out: stop sending there and probe it. */
+static void reader_suspect(struct redis_link *rl, struct reader *rd)
 {
-    struct redis_link *rl = arg;
-    uint64_t now = time_now_ms();
-    uint64_t limit = (uint64_t)rl->w->cfg->redis_timeout_ms;
-    conn_check_setup(&rl->data, now);
-    conn_check_setup(&rl->sub, now);
-    if (rl->data.connected && rl->publish_sent_ms && now - rl->publish_sent_ms > limit) {
-        rl->publish_sent_ms = 0;
-        conn_drop(&rl->data, "stopped answering");
+    if (!rd->c.ac || !redis_conn_up(&rd->c) || rd->suspect)
+        return;
+    rd->suspect = true;
+    log_warn("redis: %s connection did not answer within %d ms: circuit open, probing", rd->c.kind,
+             rl->w->cfg->redis_timeout_ms);
+    if (redisAsyncCommand(rd->c.ac, probe_cb, rd, "PING") == REDIS_OK)
+        rd->probe_sent_ms = time_now_ms();
+    circuit_publish(rl);
+}
+
+/* A connection's connect + setup bound: redis.connect_timeout_ms, or
+ * redis.timeout_ms when longer (a request waits that long for a setup:
+ * giving the setup up sooner would fail it for nothing). */
+static int setup_timeout_ms(const struct config *cfg)
+{
+    return cfg->redis_connect_timeout_ms > cfg->redis_timeout_ms ? cfg->redis_connect_timeout_ms
+                                                                 : cfg->redis_timeout_ms;
+}
+
+/* ---- where each connection goes ---- */
+
+static void addr_to_target(const struct redis_addr *a, char *host, size_t hostlen, int *port)
+{
+    snprintf(host, hostlen, "%s", a->host);
+    *port = a->port;
+}
+
+static int master_target(struct redis_conn *c, char *host, size_t hostlen, int *port, char *why,
+                         size_t whylen)
+{
+    struct redis_link *rl = LINK_OF(c);
+    const struct config *cfg = rl->w->cfg;
+    c->connect_timeout_ms = setup_timeout_ms(cfg);
+    if (!rl->sentinel) {
+        snprintf(host, hostlen, "%s", cfg->redis_host);
+        *port = cfg->redis_port;
+        return 0;
+    }
+    struct redis_addr m;
+    if (!sentinel_watch_master(rl->sentinel, &m)) {
+        snprintf(why, whylen, "no master of \"%s\" known yet (asking the Sentinels)",
+                 cfg->redis_master_name);
+        return -1;
+    }
+    addr_to_target(&m, host, hostlen, port);
+    return 0;
+}
+
+static int replica_target(struct redis_conn *c, char *host, size_t hostlen, int *port, char *why,
+                          size_t whylen)
+{
+    struct redis_link *rl = LINK_OF(c);
+    struct redis_addr reps[SENTINEL_MAX_REPLICAS];
+    c->connect_timeout_ms = setup_timeout_ms(rl->w->cfg);
+    int n = sentinel_watch_replicas(rl->sentinel, reps, SENTINEL_MAX_REPLICAS);
+    if (n == 0) {
+        snprintf(why, whylen, "no replica of \"%s\" known", rl->w->cfg->redis_master_name);
+        return -1;
+    }
+    addr_to_target(&reps[(unsigned)rl->replica_pick % (unsigned)n], host, hostlen, port);
+    return 0;
+}
+
+/* The node c is connected to, as the watcher names nodes. */
+static void conn_addr(const struct redis_conn *c, struct redis_addr *a)
+{
+    snprintf(a->host, sizeof(a->host), "%s", c->host);
+    a->port = c->port;
+}
+
+/* ---- ROLE (Sentinel mode) ---- */
+
+/* "master", "slave" or "sentinel": the first element of a ROLE reply. */
+static bool role_is(const redisReply *reply, const char *want)
+{
+    return reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
+           reply->element[0]->type == REDIS_REPLY_STRING &&
+           strcmp(reply->element[0]->str, want) == 0;
+}
+
+static void role_name(const redisReply *reply, char *out, size_t n)
+{
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
+        reply->element[0]->type == REDIS_REPLY_STRING)
+        snprintf(out, n, "%.32s", reply->element[0]->str);
+    else
+        snprintf(out, n, "an unexpected reply");
+}
+
+static int check_role(struct redis_conn *c, const redisReply *reply, const char *want, char *why,
+                      size_t whylen)
+{
+    char got[40];
+    if (role_is(reply, want))
+        return 0;
+    role_name(reply, got, sizeof(got));
+    snprintf(why, whylen, "it says %s, not %s", got, want);
+    c->retry_in_ms = backoff_between_ms(WRONG_ROLE_MIN_MS, WRONG_ROLE_MAX_MS, arc4random());
+    return -1;
+}
+
+static int check_master(struct redis_conn *c, const redisReply *reply, char *why, size_t whylen)
+{
+    return check_role(c, reply, "master", why, whylen);
+}
+
+static int check_replica(struct redis_conn *c, const redisReply *reply, char *why, size_t whylen)
+{
+    return check_role(c, reply, "slave", why, whylen);
+}
+
+/* The heartbeat's ROLE on a reader: still the role it was set up for? */
+static void role_beat_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct reader *rd = privdata;
+    struct redis_link *rl = LINK_OF(&rd->c);
+    redisReply *reply = r;
+    char why[96];
+    if (!reply || rl->closing || ac != rd->c.ac)
+        return;
+    rd->role_sent_ms = 0;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        redis_conn_fail(&rd->c, "ROLE on", reply->str);
         return;
     }
-    /* The subscriber is judged only while the data connection demonstrably
-     * works: a heartbeat published and answered, yet not received. */
-    if (rl->sub.connected && rl->publish_answered_ms > rl->heartbeat_seen_ms &&
-        rl->publish_answered_ms - rl->heartbeat_seen_ms > limit + HEARTBEAT_MS) {
-        rl->heartbeat_seen_ms = now;
-        conn_drop(&rl->sub, "stopped delivering messages");
+    int bad = rd == &rl->data ? check_master(&rd->c, reply, why, sizeof(why))
+                              : check_replica(&rd->c, reply, why, sizeof(why));
+    if (!bad)
         return;
-    }
-    if (rl->data.connected && !rl->publish_sent_ms && rl->sub.connected &&
-        redisAsyncCommand(rl->data.ac, publish_cb, rl, "PUBLISH %s 1", rl->heartbeat_channel) ==
-            REDIS_OK)
-        rl->publish_sent_ms = now;
+    if (rd == &rl->replica)
+        rl->replica_pick++; /* the next try goes to another replica */
+    redis_conn_fail(&rd->c, "ROLE on", why);
 }
 
 /* ---- setup ---- */
 
-static void setup_step(struct redis_conn *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-/* Names the next setup command for the log (replies come in order). */
-static void setup_step(struct redis_conn *c, const char *fmt, ...)
+static void name_step(struct redis_conn *c)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->step[c->steps++], sizeof(c->step[0]), fmt, ap);
-    va_end(ap);
+    struct redis_link *rl = LINK_OF(c);
+    redis_conn_step(c, NULL, true, "CLIENT SETNAME on", "CLIENT SETNAME %s:%s", rl->client_name,
+                    c == &rl->sub      ? "sub"
+                    : c == &rl->data.c ? "data"
+                                       : "replica");
 }
 
-/* Connected: what must succeed before the connection serves. A command that
- * cannot be queued leaves its step unanswered, for conn_check_setup. */
-static void conn_setup(struct redis_conn *c)
+static void auth_step(struct redis_conn *c)
 {
-    const struct config *cfg = c->rl->w->cfg;
-    if (cfg->redis_password) {
-        setup_step(c, "AUTH to");
-        redisAsyncCommand(c->ac, setup_cb, c, "AUTH %s", cfg->redis_password);
+    const struct config *cfg = LINK_OF(c)->w->cfg;
+    if (cfg->redis_password)
+        redis_conn_step(c, NULL, false, "AUTH to", "AUTH %s", cfg->redis_password);
+}
+
+/* SELECT even db 0: it is also how a Redis that wants a password says we
+ * have none. The PUBLISH is the first heartbeat. */
+static void data_setup(struct redis_conn *c)
+{
+    struct redis_link *rl = LINK_OF(c);
+    const struct config *cfg = rl->w->cfg;
+    char label[24];
+    auth_step(c);
+    name_step(c);
+    snprintf(label, sizeof(label), "SELECT %d on", cfg->redis_db);
+    redis_conn_step(c, NULL, false, label, "SELECT %d", cfg->redis_db);
+    if (rl->sentinel)
+        redis_conn_step(c, check_master, false, "ROLE on", "ROLE");
+    redis_conn_step(c, NULL, false, "PUBLISH on", "PUBLISH %s 1", rl->heartbeat_channel);
+}
+
+/* Completed by the confirmation (subscribed); a refusal makes hiredis
+ * close the connection (its disconnect callback). */
+static void sub_setup(struct redis_conn *c)
+{
+    struct redis_link *rl = LINK_OF(c);
+    auth_step(c);
+    name_step(c);
+    if (rl->sentinel)
+        redis_conn_step(c, check_master, false, "ROLE on", "ROLE");
+    redis_conn_step_label(c, "SUBSCRIBE to");
+    redisAsyncCommand(c->ac, sub_cb, rl, "SUBSCRIBE %sinvalidate %s", rl->w->cfg->key_prefix,
+                      rl->heartbeat_channel);
+}
+
+static void replica_setup(struct redis_conn *c)
+{
+    const struct config *cfg = LINK_OF(c)->w->cfg;
+    char label[24];
+    auth_step(c);
+    name_step(c);
+    snprintf(label, sizeof(label), "SELECT %d on", cfg->redis_db);
+    redis_conn_step(c, NULL, false, label, "SELECT %d", cfg->redis_db);
+    redis_conn_step(c, check_replica, false, "ROLE on", "ROLE");
+}
+
+/* ---- up and down ---- */
+
+static void reader_reset(struct reader *rd)
+{
+    rd->suspect = false;
+    rd->probe_sent_ms = 0;
+    rd->role_sent_ms = 0;
+}
+
+static void data_up(struct redis_conn *c)
+{
+    struct redis_link *rl = LINK_OF(c);
+    reader_reset(&rl->data);
+    circuit_publish(rl);
+    clients_tell(rl, DATA_READY);
+}
+
+/* The master's connection ended: what waited for its setup is answered
+ * (from the caches' own timers), and in Sentinel mode the watcher is told
+ * the master may have moved. */
+static void data_down(struct redis_conn *c, bool was_up)
+{
+    struct redis_link *rl = LINK_OF(c);
+    rl->publish_sent_ms = 0;
+    reader_reset(&rl->data);
+    circuit_publish(rl);
+    if (!was_up && c->steps > 0 && !rl->closing)
+        clients_tell(rl, DATA_ABANDONED);
+    if (rl->sentinel && !rl->closing) {
+        struct redis_addr a;
+        conn_addr(c, &a);
+        sentinel_watch_doubt(rl->sentinel, &a);
     }
-    if (c->subscriber) {
-        /* Completed by its confirmation (subscribed); a refusal makes
-         * hiredis close the connection (on_disconnect). */
-        setup_step(c, "SUBSCRIBE to");
-        redisAsyncCommand(c->ac, sub_cb, c->rl, "SUBSCRIBE %sinvalidate %s", cfg->key_prefix,
-                          c->rl->heartbeat_channel);
-        return;
-    }
-    /* SELECT even db 0: it is also how a Redis that wants a password says
-     * we have none. The PUBLISH is the first heartbeat. */
-    setup_step(c, "SELECT %d on", cfg->redis_db);
-    redisAsyncCommand(c->ac, setup_cb, c, "SELECT %d", cfg->redis_db);
-    setup_step(c, "PUBLISH on");
-    redisAsyncCommand(c->ac, setup_cb, c, "PUBLISH %s 1", c->rl->heartbeat_channel);
 }
 
-static void setup_cb(redisAsyncContext *ac, void *r, void *privdata)
+static void sub_up(struct redis_conn *c)
 {
-    struct redis_conn *c = privdata;
-    redisReply *reply = r;
-    if (!reply || ac != c->ac || c->failed || c->steps_done == c->steps)
-        return;
-    const char *step = c->step[c->steps_done++];
-    if (reply->type == REDIS_REPLY_ERROR)
-        conn_fail(c, step, reply->str);
-    else if (c->steps_done == c->steps && !c->subscriber)
-        conn_ready(c);
+    LINK_OF(c)->heartbeat_seen_ms = time_now_ms(); /* judged from now on */
 }
+
+static void sub_down(struct redis_conn *c, bool was_up)
+{
+    struct redis_link *rl = LINK_OF(c);
+    if (rl->sentinel && !rl->closing) {
+        struct redis_addr a;
+        conn_addr(c, &a);
+        sentinel_watch_doubt(rl->sentinel, &a);
+    }
+}
+
+static void replica_up(struct redis_conn *c)
+{
+    reader_reset(&LINK_OF(c)->replica);
+}
+
+static void replica_down(struct redis_conn *c, bool was_up)
+{
+    struct redis_link *rl = LINK_OF(c);
+    reader_reset(&rl->replica);
+    if (!was_up)
+        rl->replica_pick++; /* the next try goes to another replica */
+}
+
+static const struct redis_conn_ops data_ops = {
+    .target = master_target, .setup = data_setup, .up = data_up, .down = data_down};
+static const struct redis_conn_ops sub_ops = {
+    .target = master_target, .setup = sub_setup, .up = sub_up, .down = sub_down};
+static const struct redis_conn_ops replica_ops = {
+    .target = replica_target, .setup = replica_setup, .up = replica_up, .down = replica_down};
 
 /* ---- the subscriber ---- */
 
 /* Invalidations published while we were not subscribed are lost: after
- * every (re)subscription, every cache treats everything as stale. The
- * confirmation for <prefix>invalidate completes the subscriber's setup. */
+ * every (re)subscription, every cache revalidates what it holds on its next
+ * use. The confirmation for <prefix>invalidate completes the subscriber's
+ * setup. */
 static void subscribed(struct redis_link *rl, const struct redis_push *push)
 {
     rl->heartbeat_seen_ms = time_now_ms();
     if (redis_push_channel_is(push, rl->heartbeat_channel))
         return;
-    clients_tell(rl, EXPIRE_ALL);
-    if (!rl->sub.connected) {
-        rl->sub.steps_done = rl->sub.steps;
-        conn_ready(&rl->sub);
-    }
-    log_info("redis: worker %d subscribed to %sinvalidate", rl->w->id, rl->w->cfg->key_prefix);
+    clients_tell(rl, REVALIDATE_ALL);
+    redis_conn_ready(&rl->sub);
+    log_info("redis: worker %d subscribed to %sinvalidate on %s", rl->w->id, rl->w->cfg->key_prefix,
+             rl->sub.peer);
 }
 
 static void sub_cb(redisAsyncContext *ac, void *r, void *privdata)
@@ -428,196 +481,112 @@ static void sub_cb(redisAsyncContext *ac, void *r, void *privdata)
         clients_purge(rl, push.payload, push.payload_len);
 }
 
-/* ---- connecting ---- */
+/* ---- the timer: deadlines, probes, the heartbeat ---- */
 
-static void on_connect(const redisAsyncContext *ac, int status)
+static void publish_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
-    struct redis_conn *c = ac->data;
-    if (!c || ac != c->ac)
+    struct redis_link *rl = privdata;
+    redisReply *reply = r;
+    if (!reply || rl->closing || ac != rl->data.c.ac)
         return;
-    if (status != REDIS_OK) {
-        conn_failure(c, "connect to", c->peer, ac->errstr);
-        schedule_reconnect(c); /* hiredis frees ac */
-        return;
-    }
-    conn_setup(c);
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    struct redis_conn *c = ac->data;
-    if (!c || c->rl->closing || ac != c->ac)
-        return;
-    const char *why = status == REDIS_OK ? "closed" : ac->errstr;
-    if (c->connected) {
-        log_warn("redis: %s connection lost: %s", conn_kind(c), why);
-        METRIC_INC(&c->rl->w->metrics, redis_errors);
-    } else if (!c->failed) {
-        conn_failure(c, conn_stage(c), c->peer, why); /* e.g. a refused SUBSCRIBE */
-    }
-    schedule_reconnect(c);
-}
-
-/* "127.0.0.1:6379", or "redis:6379 (10.0.0.5)": log lines keep the name. */
-static void conn_set_peer(struct redis_conn *c, const char *addr)
-{
-    const struct config *cfg = c->rl->w->cfg;
-    const char *fmt = strchr(cfg->redis_host, ':') ? "[%s]:%d" : "%s:%d";
-    int n = snprintf(c->peer, sizeof(c->peer), fmt, cfg->redis_host, cfg->redis_port);
-    if (strcmp(addr, cfg->redis_host) != 0 && n > 0 && (size_t)n < sizeof(c->peer))
-        snprintf(c->peer + n, sizeof(c->peer) - (size_t)n, " (%s)", addr);
-}
-
-/* Connects to the numeric address (hiredis resolves what it is given with
- * a blocking getaddrinfo; an address needs no lookup). */
-static void conn_connect_next(struct redis_conn *c)
-{
-    const struct config *cfg = c->rl->w->cfg;
-    const struct evutil_addrinfo *ai = c->next_addr;
-    char addr[64]; /* an IPv6 address with a %scope fits */
-    c->next_addr = ai->ai_next;
-    c->failed = false;
-    c->steps = c->steps_done = 0;
-    int rc = getnameinfo(ai->ai_addr, (socklen_t)ai->ai_addrlen, addr, sizeof(addr), NULL, 0,
-                         NI_NUMERICHOST);
-    conn_set_peer(c, rc == 0 ? addr : "?");
-    redisAsyncContext *ac = rc == 0 ? redisAsyncConnect(addr, cfg->redis_port) : NULL;
-    if (!ac || ac->err) {
-        conn_failure(c, "connect to", c->peer,
-                     ac   ? ac->errstr
-                     : rc ? gai_strerror(rc)
-                          : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
-        schedule_reconnect(c);
+    rl->publish_sent_ms = 0;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /* An answer, but no beat: the subscriber cannot be judged by it,
+         * and a connection Redis refuses the heartbeat is not one we can
+         * trust. */
+        redis_conn_fail(&rl->data.c, "PUBLISH on", reply->str);
         return;
     }
-    ac->data = c;
-    c->ac = ac;
-    c->setup_ms = time_now_ms();
-    redisLibeventAttach(ac, c->rl->w->base);
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    rl->publish_answered_ms = time_now_ms();
 }
 
-static void resolved_cb(int err, struct evutil_addrinfo *res, void *arg)
+/* A reader's outstanding probe or ROLE past the timeout: dropped. Returns
+ * true when it was. */
+static bool reader_check(struct redis_link *rl, struct reader *rd, uint64_t now, uint64_t limit)
 {
-    struct redis_conn *c = arg;
-    if (err == EVUTIL_EAI_CANCEL)
-        return; /* conn_close gave it up: nothing here is its business */
-    c->resolving = NULL;
-    if (err || !res) {
-        conn_failure(c, "resolving", c->rl->w->cfg->redis_host,
-                     err ? evutil_gai_strerror(err) : "no address");
-        schedule_reconnect(c);
+    const char *why = NULL;
+    if (rd->probe_sent_ms && now - rd->probe_sent_ms > limit)
+        why = "did not answer its probe";
+    else if (rd->role_sent_ms && now - rd->role_sent_ms > limit)
+        why = "did not answer ROLE";
+    if (!why)
+        return false;
+    reader_reset(rd);
+    redis_conn_drop(&rd->c, why);
+    return true;
+}
+
+/* The heartbeat's ROLE on a reader that is up (Sentinel mode). */
+static void reader_role_beat(struct reader *rd, uint64_t now)
+{
+    if (!rd->c.ac || !redis_conn_up(&rd->c) || rd->role_sent_ms)
+        return;
+    if (redisAsyncCommand(rd->c.ac, role_beat_cb, rd, "ROLE") == REDIS_OK)
+        rd->role_sent_ms = now;
+}
+
+static void heartbeat(struct redis_link *rl, uint64_t now)
+{
+    uint64_t limit = (uint64_t)rl->w->cfg->redis_timeout_ms;
+    if (rl->data.c.connected && rl->publish_sent_ms && now - rl->publish_sent_ms > limit) {
+        rl->publish_sent_ms = 0;
+        redis_conn_drop(&rl->data.c, "stopped answering");
         return;
     }
-    c->addrs = c->next_addr = res;
-    conn_connect_next(c);
-}
-
-/* IPv4 answers come first (evdns orders them so); an address or a name in
- * /etc/hosts is answered before evdns_getaddrinfo returns (NULL then). */
-static void conn_resolve(struct redis_conn *c)
-{
-    const struct config *cfg = c->rl->w->cfg;
-    struct evutil_addrinfo hints;
-    char port[8];
-    conn_forget_addrs(c);
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_protocol = IPPROTO_TCP;
-    snprintf(port, sizeof(port), "%d", cfg->redis_port);
-    c->resolving = evdns_getaddrinfo(c->rl->dns, cfg->redis_host, port, &hints, resolved_cb, c);
-}
-
-static void conn_connect(struct redis_conn *c)
-{
-    if (c->next_addr)
-        conn_connect_next(c);
-    else
-        conn_resolve(c);
-}
-
-static void conn_restart(struct redis_conn *c)
-{
-    evtimer_del(c->reconnect_ev);
-    conn_close(c);
-    conn_forget_addrs(c); /* the host may have changed */
-    c->backoff_ms = RECONNECT_MIN_MS;
-    conn_connect(c);
-}
-
-static int conn_init(struct redis_link *rl, struct redis_conn *c, bool subscriber)
-{
-    c->rl = rl;
-    c->subscriber = subscriber;
-    c->backoff_ms = RECONNECT_MIN_MS;
-    c->reconnect_ev = evtimer_new(rl->w->base, reconnect_cb, c);
-    if (!c->reconnect_ev)
-        return -1;
-    conn_connect(c);
-    return 0;
-}
-
-static void conn_free(struct redis_conn *c)
-{
-    if (!c->rl)
-        return; /* never initialised */
-    conn_close(c);
-    conn_forget_addrs(c);
-    ev_free(c->reconnect_ev);
-}
-
-/* ---- the resolver ---- */
-
-static void dns_log(int is_warn, const char *msg)
-{
-    if (is_warn)
-        log_warn("dns: %s", msg);
-    else
-        log_debug("dns: %s", msg);
-}
-
-static void dns_log_init(void)
-{
-    evdns_set_log_fn(dns_log); /* process-wide */
-}
-
-/* The system resolver's settings, read as glibc reads them: /etc/hosts,
- * then nameserver, search, domain and options (ndots, timeout, attempts)
- * from /etc/resolv.conf; no file, or no nameserver in it, means 127.0.0.1.
- * Read once per worker start. */
-static struct evdns_base *dns_new(struct event_base *base)
-{
-    static pthread_once_t log_once = PTHREAD_ONCE_INIT;
-    pthread_once(&log_once, dns_log_init);
-    struct evdns_base *dns = evdns_base_new(base, 0);
-    if (!dns)
-        return NULL;
-    int rc = evdns_base_resolv_conf_parse(dns, DNS_OPTIONS_ALL, "/etc/resolv.conf");
-    if (rc != 0 && rc != 1 && rc != 6) /* 1: no file; 6: no nameserver */
-        log_warn("redis: cannot read /etc/resolv.conf (evdns error %d), names resolve from "
-                 "/etc/hosts only",
-                 rc);
-    return dns;
-}
-
-/* A cancelled resolution still calls back (EVUTIL_EAI_CANCEL), from a
- * deferred callback that frees evdns's request and reads the evdns_base:
- * those run before the base goes. redis_link_free calls this once the
- * worker's loop has stopped and the link's own events are gone. */
-static void dns_free(struct redis_link *rl, bool cancelled)
-{
-    if (!rl->dns)
+    /* The subscriber is judged only while the data connection demonstrably
+     * works: a heartbeat published and answered, yet not received. */
+    if (rl->sub.connected && rl->publish_answered_ms > rl->heartbeat_seen_ms &&
+        rl->publish_answered_ms - rl->heartbeat_seen_ms > limit + TICK_MS * HEARTBEAT_TICKS) {
+        rl->heartbeat_seen_ms = now;
+        redis_conn_drop(&rl->sub, "stopped delivering messages");
         return;
-    if (cancelled)
-        event_base_loop(rl->w->base, EVLOOP_NONBLOCK);
-    evdns_base_free(rl->dns, 0);
+    }
+    if (rl->data.c.connected && !rl->publish_sent_ms && rl->sub.connected &&
+        redisAsyncCommand(rl->data.c.ac, publish_cb, rl, "PUBLISH %s 1", rl->heartbeat_channel) ==
+            REDIS_OK)
+        rl->publish_sent_ms = now;
+    if (rl->sentinel) {
+        reader_role_beat(&rl->data, now);
+        if (rl->replica_on)
+            reader_role_beat(&rl->replica, now);
+    }
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_link *rl = arg;
+    const struct config *cfg = rl->w->cfg;
+    uint64_t now = time_now_ms();
+    uint64_t limit = (uint64_t)cfg->redis_timeout_ms;
+    rl->data.c.connect_timeout_ms = rl->sub.connect_timeout_ms = rl->replica.c.connect_timeout_ms =
+        setup_timeout_ms(cfg);
+    redis_conn_check(&rl->data.c, now);
+    redis_conn_check(&rl->sub, now);
+    if (rl->replica_on) {
+        redis_conn_check(&rl->replica.c, now);
+        reader_check(rl, &rl->replica, now, limit);
+    }
+    reader_check(rl, &rl->data, now, limit);
+    if (++rl->ticks % HEARTBEAT_TICKS == 0)
+        heartbeat(rl, now);
+    circuit_publish(rl);
 }
 
 /* ---- the link ---- */
+
+/* The replica connection runs in Sentinel mode with redis.read_replicas
+ * (a reload may turn that on or off); it connects once a replica is known
+ * (redis_link_topology_changed). */
+static void replica_start(struct redis_link *rl)
+{
+    bool want = rl->sentinel && rl->w->cfg->redis_read_replicas;
+    struct redis_addr one;
+    if (want && !rl->replica_on && sentinel_watch_replicas(rl->sentinel, &one, 1) > 0)
+        redis_conn_restart(&rl->replica.c);
+    else if (!want && rl->replica_on)
+        redis_conn_stop(&rl->replica.c);
+    __atomic_store_n(&rl->replica_on, want, __ATOMIC_RELAXED); /* /readyz reads it */
+}
 
 struct redis_link *redis_link_new(struct worker *w)
 {
@@ -625,19 +594,38 @@ struct redis_link *redis_link_new(struct worker *w)
     if (!rl)
         return NULL;
     rl->w = w;
+    rl->sentinel = w->sentinel;
     list_init(&rl->clients);
     static unsigned instance;
+    unsigned n = __atomic_fetch_add(&instance, 1, __ATOMIC_RELAXED);
     snprintf(rl->heartbeat_channel, sizeof(rl->heartbeat_channel), "%sheartbeat:%d:%d:%u",
-             w->cfg->key_prefix, (int)getpid(), w->id,
-             __atomic_fetch_add(&instance, 1, __ATOMIC_RELAXED));
-    rl->heartbeat_ev = event_new(w->base, -1, EV_PERSIST, heartbeat_cb, rl);
-    if (!rl->heartbeat_ev)
+             w->cfg->key_prefix, (int)getpid(), w->id, n);
+    snprintf(rl->client_name, sizeof(rl->client_name), "edgeproxy:%d:%d:%u", (int)getpid(), w->id,
+             n);
+    rl->tick_ev = event_new(w->base, -1, EV_PERSIST, tick_cb, rl);
+    rl->dns = redis_dns_new(w->base);
+    if (!rl->tick_ev || !rl->dns ||
+        redis_conn_init(&rl->data.c, &data_ops, rl, w->base, rl->dns, "data") == -1 ||
+        redis_conn_init(&rl->sub, &sub_ops, rl, w->base, rl->dns, "subscriber") == -1 ||
+        redis_conn_init(&rl->replica.c, &replica_ops, rl, w->base, rl->dns, "replica") == -1)
         goto fail;
-    struct timeval hb = tv_from_ms(HEARTBEAT_MS);
-    evtimer_add(rl->heartbeat_ev, &hb);
-    rl->dns = dns_new(w->base);
-    if (!rl->dns || conn_init(rl, &rl->data, false) == -1 || conn_init(rl, &rl->sub, true) == -1)
-        goto fail;
+    struct redis_conn *conns[] = {&rl->data.c, &rl->sub, &rl->replica.c};
+    for (size_t i = 0; i < 3; i++) {
+        conns[i]->errors = &w->metrics.redis_errors;
+        conns[i]->reconnects = &w->metrics.redis_reconnects;
+        conns[i]->connect_timeout_ms = setup_timeout_ms(w->cfg);
+    }
+    struct timeval tick = tv_from_ms(TICK_MS);
+    evtimer_add(rl->tick_ev, &tick);
+    circuit_publish(rl);
+    /* In Sentinel mode the connections wait for a master to be known
+     * (redis_link_topology_changed starts them). */
+    struct redis_addr m;
+    if (!rl->sentinel || sentinel_watch_master(rl->sentinel, &m)) {
+        redis_conn_restart(&rl->data.c);
+        redis_conn_restart(&rl->sub);
+    }
+    replica_start(rl);
     return rl;
 fail:
     redis_link_free(rl);
@@ -649,63 +637,94 @@ void redis_link_free(struct redis_link *rl)
     if (!rl)
         return;
     rl->closing = true;
-    bool resolving = rl->data.resolving || rl->sub.resolving;
-    conn_free(&rl->data); /* GETs in flight are called back (NULL reply) */
-    conn_free(&rl->sub);
-    ev_free(rl->heartbeat_ev);
+    bool resolving = rl->data.c.resolving || rl->sub.resolving || rl->replica.c.resolving;
+    redis_conn_free(&rl->data.c); /* GETs in flight are called back (NULL reply) */
+    redis_conn_free(&rl->sub);
+    redis_conn_free(&rl->replica.c);
+    ev_free(rl->tick_ev);
     while (!list_empty(&rl->clients))
         list_unlink(list_first(&rl->clients));
-    dns_free(rl, resolving);
+    redis_dns_free(rl->w->base, rl->dns, resolving);
     free(rl);
 }
 
 enum redis_data_state redis_link_data_state(const struct redis_link *rl)
 {
-    const struct redis_conn *c = &rl->data;
-    if (c->ac && c->connected)
+    if (reader_usable(&rl->data))
         return REDIS_DATA_UP;
-    /* Connected, and Redis is answering the setup: a GET waits for that
-     * rather than failing at once. Not sent behind the setup commands:
-     * after a refused SELECT it would read db 0. */
-    if (c->ac && !c->failed && c->steps > 0)
+    if (rl->replica_on && rl->w->cfg->redis_read_replicas && reader_usable(&rl->replica))
+        return REDIS_DATA_UP;
+    /* Connected, and Redis is answering the setup of a try that follows no
+     * failed, dropped or lost one: a GET waits for that rather than failing
+     * at once (not sent behind the setup commands: after a refused SELECT
+     * it would read db 0). Otherwise the connection is known down: nothing
+     * waits for it. */
+    if (redis_conn_setting_up(&rl->data.c) && !redis_conn_known_down(&rl->data.c))
         return REDIS_DATA_SETTING_UP;
     return REDIS_DATA_DOWN;
+}
+
+static int reader_get(struct reader *rd, const struct config *cfg, const char *ns, const char *id,
+                      redisCallbackFn *fn, void *privdata)
+{
+    if (!reader_usable(rd))
+        return -1;
+    return redisAsyncCommand(rd->c.ac, fn, privdata, "GET %s%s%s", cfg->key_prefix, ns, id) ==
+                   REDIS_OK
+               ? 0
+               : -1;
 }
 
 int redis_link_get(struct redis_link *rl, const char *ns, const char *id, redisCallbackFn *fn,
                    void *privdata)
 {
-    if (!rl->data.ac || !rl->data.connected ||
-        redisAsyncCommand(rl->data.ac, fn, privdata, "GET %s%s%s", rl->w->cfg->key_prefix, ns,
-                          id) != REDIS_OK) {
-        METRIC_INC(&rl->w->metrics, redis_errors);
-        return -1;
+    const struct config *cfg = rl->w->cfg;
+    if (reader_get(&rl->data, cfg, ns, id, fn, privdata) == 0)
+        return REDIS_VIA_MASTER;
+    if (rl->replica_on && cfg->redis_read_replicas &&
+        reader_get(&rl->replica, cfg, ns, id, fn, privdata) == 0) {
+        METRIC_INC(&rl->w->metrics, redis_replica_reads);
+        return REDIS_VIA_REPLICA;
     }
+    METRIC_INC(&rl->w->metrics, redis_errors);
+    return -1;
+}
+
+int redis_link_command_argv(struct redis_link *rl, redisCallbackFn *fn, void *privdata, int argc,
+                            const char **argv, const size_t *argvlen)
+{
+    if (!reader_usable(&rl->data) ||
+        redisAsyncCommandArgv(rl->data.c.ac, fn, privdata, argc, argv, argvlen) != REDIS_OK)
+        return -1;
     return 0;
 }
 
-void redis_link_get_answered(struct redis_link *rl)
+static struct reader *reader_of(struct redis_link *rl, int via)
 {
-    rl->consecutive_timeouts = 0;
+    return via == REDIS_VIA_REPLICA ? &rl->replica : &rl->data;
 }
 
-void redis_link_get_failed(struct redis_link *rl)
+/* A reply, even a late one, shows the connection answers again. */
+void redis_link_get_answered(struct redis_link *rl, int via)
 {
-    METRIC_INC(&rl->w->metrics, redis_errors);
-}
-
-void redis_link_get_timed_out(struct redis_link *rl)
-{
-    METRIC_INC(&rl->w->metrics, redis_errors);
-    if (++rl->consecutive_timeouts >= TIMEOUTS_BEFORE_RECONNECT && rl->data.ac &&
-        rl->data.connected) {
-        log_warn("redis: %d GETs timed out in a row, reconnecting", rl->consecutive_timeouts);
-        rl->consecutive_timeouts = 0;
-        /* Not redisAsyncDisconnect: it waits for the pending replies, which
-         * a silent network cut never delivers. (Freeing the context calls
-         * back every GET in flight.) */
-        conn_drop(&rl->data, "stopped answering");
+    struct reader *rd = reader_of(rl, via);
+    if (rd->suspect) {
+        log_info("redis: %s connection answers again, circuit closed", rd->c.kind);
+        rd->suspect = false;
+        rd->probe_sent_ms = 0; /* its PING is answered in turn, harmlessly */
+        circuit_publish(rl);
     }
+}
+
+void redis_link_get_failed(struct redis_link *rl, int via)
+{
+    METRIC_INC(&rl->w->metrics, redis_errors);
+}
+
+void redis_link_get_timed_out(struct redis_link *rl, int via)
+{
+    METRIC_INC(&rl->w->metrics, redis_errors);
+    reader_suspect(rl, reader_of(rl, via));
 }
 
 int redis_link_timeout_ms(const struct redis_link *rl)
@@ -721,6 +740,7 @@ static bool same_str(const char *a, const char *b)
 void redis_link_config_changed(struct redis_link *rl, const struct config *old)
 {
     const struct config *cfg = rl->w->cfg;
+    replica_start(rl);
     if (same_str(old->redis_host, cfg->redis_host) && old->redis_port == cfg->redis_port &&
         same_str(old->redis_password, cfg->redis_password) && old->redis_db == cfg->redis_db &&
         same_str(old->key_prefix, cfg->key_prefix))
@@ -728,11 +748,48 @@ void redis_link_config_changed(struct redis_link *rl, const struct config *old)
     log_info("redis: settings changed, reconnecting worker %d to %s:%d", rl->w->id, cfg->redis_host,
              cfg->redis_port);
     clients_tell(rl, EXPIRE_ALL);
-    conn_restart(&rl->data);
-    conn_restart(&rl->sub);
+    redis_conn_restart(&rl->data.c);
+    redis_conn_restart(&rl->sub);
+    if (rl->replica_on)
+        redis_conn_restart(&rl->replica.c);
+}
+
+/* Is c connected (or connecting, or about to) to `want`? */
+static bool conn_at(const struct redis_conn *c, const struct redis_addr *want)
+{
+    struct redis_addr a;
+    if (!c->ac && !c->resolving)
+        return false; /* waiting out a backoff: go now */
+    conn_addr(c, &a);
+    return redis_addr_equal(&a, want);
+}
+
+void redis_link_topology_changed(struct redis_link *rl)
+{
+    struct redis_addr m, reps[SENTINEL_MAX_REPLICAS];
+    if (!rl->sentinel || rl->closing)
+        return;
+    if (sentinel_watch_master(rl->sentinel, &m)) {
+        if (!conn_at(&rl->data.c, &m)) {
+            log_info("redis: worker %d: master of \"%s\" is %s:%d", rl->w->id,
+                     rl->w->cfg->redis_master_name, m.host, m.port);
+            redis_conn_restart(&rl->data.c);
+        }
+        if (!conn_at(&rl->sub, &m))
+            redis_conn_restart(&rl->sub);
+    }
+    if (!rl->replica_on)
+        return;
+    int n = sentinel_watch_replicas(rl->sentinel, reps, SENTINEL_MAX_REPLICAS);
+    for (int i = 0; i < n; i++)
+        if (conn_at(&rl->replica.c, &reps[i]))
+            return;
+    redis_conn_restart(&rl->replica.c);
 }
 
 bool redis_link_connected(const struct redis_link *rl)
 {
-    return __atomic_load_n(&rl->data.connected, __ATOMIC_RELAXED);
+    if (redis_conn_up(&rl->data.c))
+        return true;
+    return __atomic_load_n(&rl->replica_on, __ATOMIC_RELAXED) && redis_conn_up(&rl->replica.c);
 }

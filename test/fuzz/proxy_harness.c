@@ -186,6 +186,22 @@ void redis_link_config_changed(struct redis_link *l, const struct config *old)
 {
 }
 
+void redis_link_topology_changed(struct redis_link *l)
+{
+}
+
+/* ---- the limits sync (global scope is never on here) ---- */
+
+struct limits_sync *limits_sync_new(struct worker *w)
+{
+    harness_die("limits_sync_new: the harness runs no Redis link");
+    return NULL;
+}
+
+void limits_sync_free(struct limits_sync *s)
+{
+}
+
 bool redis_link_connected(const struct redis_link *l)
 {
     return true;

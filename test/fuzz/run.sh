@@ -44,7 +44,7 @@ CFLAGS+=($(nghttp2_has nghttp2_option_set_stream_reset_rate_limit NGHTTP2_STREAM
 # starts depending on another, like config.c on json_guard.c, keeps linking);
 # the HTTP one adds llhttp.
 COMMON_LIBS="$(ls common/*.c | tr '\n' ' ') -lcjson -lm"
-PROXY_LIBS="$COMMON_LIBS test/fuzz/proxy_harness.c $(ls core/*.c http1/*.c http2/*.c ingress/*.c redis/*.c admin/*.c | grep -v -e '^core/main\.c$' -e '^redis/redis_link\.c$' -e '^redis/cache\.c$' -e '^ingress/lookup\.c$' | tr '\n' ' ') $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c -levent_core -levent_extra -levent_openssl -lssl -lcrypto -lnghttp2 -lpthread"
+PROXY_LIBS="$COMMON_LIBS test/fuzz/proxy_harness.c $(ls core/*.c http1/*.c http2/*.c ingress/*.c redis/*.c admin/*.c | grep -v -e '^core/main\.c$' -e '^redis/redis_link\.c$' -e '^redis/redis_conn\.c$' -e '^redis/sentinel\.c$' -e '^redis/cache\.c$' -e '^ingress/lookup\.c$' -e '^ingress/conn_limit_sync\.c$' | tr '\n' ' ') $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c -levent_core -levent_extra -levent_openssl -lssl -lcrypto -lnghttp2 -lpthread"
 declare -A EXTRA=(
     [host]="$COMMON_LIBS"
     [record]="$COMMON_LIBS"
@@ -62,8 +62,9 @@ declare -A EXTRA=(
     # ingress/conn_limit.c).
     [redis_reply]="$COMMON_LIBS redis/redis_reply.c ingress/route_rec.c ingress/conn_limit.c -lhiredis -lpthread"
     # The whole request path: every daemon source but core/main.c and the
-    # Redis cache (redis/redis_link.c, redis/cache.c and its route instance
-    # ingress/lookup.c: test/fuzz/proxy_harness.c stands in for them);
+    # Redis side (redis/redis_link.c, redis_conn.c, sentinel.c, cache.c and its
+    # route instance ingress/lookup.c, the limits sync ingress/conn_limit_sync.c:
+    # test/fuzz/proxy_harness.c stands in for them);
     # upstream stub on 127.0.0.1:39481.
     [request_path]="$PROXY_LIBS"
     # The HTTP/2 front end, frames in: the same harness, stub on 39483 (odd:

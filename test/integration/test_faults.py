@@ -261,6 +261,43 @@ def assert_publish_within_50ms(p, own_redis, sid, host, workers):
         raise AssertionError("PUBLISH never took effect within 50 ms after the restart: %r" % rounds)
 
 
+def test_circuit_answers_at_once_after_a_timeout(make_proxy, own_redis, upstream):
+    """SPEC 10: never a request waiting on a dead socket. Redis goes silent
+    (SIGSTOP): the first uncached lookup waits out redis.timeout_ms, which
+    opens the data connection's circuit; every lookup after it is answered
+    503 at once (not after its own timeout) while the connection is probed,
+    dropped and made again, until Redis answers; then the circuit closes."""
+    TIMEOUT_MS = 400
+    p = make_proxy({"workers": 1, "redis": {"timeout_ms": TIMEOUT_MS}}, redis_url=own_redis.url,
+                   name="circuit")
+    wait_until(lambda: readyz(p) == 200, timeout=10, interval=0.05, what="/readyz 200")
+    later = new_sid()
+    own_redis.set_record(later, public_record())
+    own_redis.pause()
+    try:
+        sid = new_sid()
+        r, dt = timed_get(p, sandbox_host(upstream.port, sid), "/first")
+        assert_503_retry_after(r, sid)
+        assert dt >= TIMEOUT_MS / 1000.0 - 0.05, "answered before the timeout: %.3f s" % dt
+        seen = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.5:
+            sid = new_sid()
+            r, dt = timed_get(p, sandbox_host(upstream.port, sid), "/after")
+            seen.append(round(dt, 3))
+            assert_503_retry_after(r, sid)
+            time.sleep(0.02)
+        slow = [d for d in seen if d > 0.15]
+        assert not slow, "lookups waited on the silent connection (s): %r" % seen
+        assert p.metric("edgeproxy_redis_circuit", state="closed") == 0
+    finally:
+        own_redis.resume()
+    wait_until(lambda: status_of(p, sandbox_host(upstream.port, later)) == 200, timeout=10,
+               interval=0.05, what="lookups after Redis resumed")
+    wait_until(lambda: p.metric("edgeproxy_redis_circuit", state="closed") == 1, timeout=5,
+               interval=0.05, what="the circuit closed again")
+
+
 def test_readyz_follows_redis(make_proxy, own_redis, upstream):
     p = make_proxy(redis_url=own_redis.url, name="readyz")
     wait_until(lambda: readyz(p) == 200, timeout=10, interval=0.05, what="/readyz 200")

@@ -12,7 +12,8 @@
  * Covered: TTL; negative TTL for "not found" and broken records; one GET for concurrent misses; purges reaching only their own
  * namespace; the bound (negative entries first, least recently used first,
  * a lowered bound); refresh-ahead turned off; freeing an instance whose
- * GETs are still in flight; every value released at the end. */
+ * GETs are still in flight; revalidation after a resubscription; lookups
+ * counted by outcome; every value released at the end. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -106,6 +107,7 @@ struct fixture {
     struct cache_params params; /* as the test sets them before start() */
     /* The toy instance's counters (the bare one counts nothing). */
     uint64_t hits, misses, evictions, full;
+    uint64_t lookups[CACHE_OUTCOMES];
     int64_t entries;
     struct cache *toy, *bare;
 };
@@ -200,6 +202,7 @@ static void start(struct fixture *f)
         .entries = &f->entries,
         .evictions = &f->evictions,
         .full = &f->full,
+        .lookups = f->lookups,
     };
     f->w.redis = redis_link_new(&f->w);
     assert_non_null(f->w.redis);
@@ -449,6 +452,88 @@ static void test_free_with_gets_in_flight(void **state)
     assert_int_equal(b.calls, 0);
 }
 
+/* The link's subscriber connection is cut and comes back: purges published
+ * meanwhile are lost, so everything cached is revalidated, the way SPEC 10
+ * wants a failover handled: nothing is fetched by the resubscription
+ * itself (no GET storm across the whole cache), a found record keeps
+ * answering at once while one GET re-reads it in the background (single
+ * flight: every hit until the answer shares it), and the next hits see the
+ * new value; a "not found" is asked again on its next use. */
+static void test_revalidate_after_resubscribe(void **state)
+{
+    struct fixture *f = *state;
+    struct answer a = {0};
+    start(f);
+    redis_cmd(&f->redis, "SET sandbox:toy:a ok:1");
+    redis_cmd(&f->redis, "SET sandbox:toy:b ok:2");
+    expect_miss(f, f->toy, "a", CACHE_FOUND, 1);
+    expect_miss(f, f->toy, "b", CACHE_FOUND, 2);
+    expect_miss(f, f->toy, "none", CACHE_NOT_FOUND, -1);
+    /* Changed while the subscriber is away: the PUBLISH reaches nobody. */
+    redis_cmd(&f->redis, "CLIENT KILL TYPE pubsub");
+    redis_cmd(&f->redis, "SET sandbox:toy:a ok:11");
+    redis_cmd(&f->redis, "SET sandbox:toy:none ok:12");
+    assert_int_equal(redis_int(&f->redis, "PUBLISH sandbox:invalidate toy:a"), 0);
+    uint64_t end = now_ms() + 3000;
+    while (redis_int(&f->redis, "PUBSUB NUMSUB sandbox:invalidate") < 1) {
+        if (now_ms() > end)
+            fail_msg("the subscriber did not come back");
+        run_for(f, 5);
+    }
+    run_for(f, 50); /* its confirmation read */
+    redis_cmd(&f->redis, "CONFIG RESETSTAT");
+    run_for(f, 100);
+    assert_int_equal(gets_served(&f->redis), 0); /* nothing fetched by itself */
+
+    /* Hits: answered at once with what is cached, one GET between them. */
+    expect_now(f->toy, "a", CACHE_FOUND, 1);
+    expect_now(f->toy, "a", CACHE_FOUND, 1);
+    expect_now(f->toy, "a", CACHE_FOUND, 1);
+    run_for(f, 50);
+    assert_int_equal(gets_served(&f->redis), 1);
+    expect_now(f->toy, "a", CACHE_FOUND, 11); /* re-read */
+    expect_now(f->toy, "b", CACHE_FOUND, 2);  /* same value, re-read once */
+    run_for(f, 50);
+    expect_now(f->toy, "b", CACHE_FOUND, 2);
+    expect_now(f->toy, "a", CACHE_FOUND, 11);
+    run_for(f, 50);
+    assert_int_equal(gets_served(&f->redis), 2);
+    /* A negative answer is asked again: it waits for the GET. */
+    assert_false(ask(f->toy, "none", &a));
+    await(f, &a);
+    assert_int_equal(a.status, CACHE_FOUND);
+    assert_int_equal(n_of(&a), 12);
+    assert_int_equal(gets_served(&f->redis), 3);
+    answer_clear(&a);
+}
+
+/* What each caller got, by outcome (edgeproxy_route_lookups_total). */
+static void test_lookup_outcomes(void **state)
+{
+    struct fixture *f = *state;
+    f->params.ttl_ms = 200;
+    f->params.stale_grace_ms = 60000;
+    start(f);
+    redis_cmd(&f->redis, "SET sandbox:toy:a ok:1");
+    redis_cmd(&f->redis, "SET sandbox:toy:bad nope");
+    expect_miss(f, f->toy, "a", CACHE_FOUND, 1);         /* miss */
+    expect_now(f->toy, "a", CACHE_FOUND, 1);             /* hit */
+    expect_miss(f, f->toy, "none", CACHE_NOT_FOUND, -1); /* not found */
+    expect_now(f->toy, "none", CACHE_NOT_FOUND, -1);     /* not found */
+    expect_miss(f, f->toy, "bad", CACHE_BROKEN, -1);     /* broken */
+    run_for(f, 250);
+    redis_kill(&f->redis);
+    run_for(f, 50);
+    expect_now(f->toy, "a", CACHE_FOUND, 1);            /* stale */
+    expect_now(f->toy, "other", CACHE_UNAVAILABLE, -1); /* error */
+    assert_int_equal(f->lookups[CACHE_OUT_MISS], 1);
+    assert_int_equal(f->lookups[CACHE_OUT_HIT], 1);
+    assert_int_equal(f->lookups[CACHE_OUT_NOT_FOUND], 2);
+    assert_int_equal(f->lookups[CACHE_OUT_BROKEN], 1);
+    assert_int_equal(f->lookups[CACHE_OUT_STALE], 1);
+    assert_int_equal(f->lookups[CACHE_OUT_ERROR], 1);
+}
+
 #define WITH_REDIS(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
 
 int main(void)
@@ -462,6 +547,8 @@ int main(void)
         WITH_REDIS(test_bound_eviction),
         WITH_REDIS(test_no_refresh_ahead),
         WITH_REDIS(test_free_with_gets_in_flight),
+        WITH_REDIS(test_revalidate_after_resubscribe),
+        WITH_REDIS(test_lookup_outcomes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -84,7 +84,13 @@ static void assert_defaults_except_listeners(const struct config *c)
     assert_null(c->redis_password);
     assert_int_equal(c->redis_db, 0);
     assert_string_equal(c->key_prefix, "sandbox:");
-    assert_int_equal(c->redis_timeout_ms, 1000);
+    assert_int_equal(c->redis_timeout_ms, 250);
+    assert_int_equal(c->redis_connect_timeout_ms, 1000);
+    assert_int_equal(c->redis_sentinel_count, 0);
+    assert_null(c->redis_master_name);
+    assert_null(c->redis_sentinel_password);
+    assert_true(c->redis_read_replicas);
+    assert_int_equal(c->limits_scope, CONFIG_LIMITS_PROCESS);
     assert_int_equal(c->cache_ttl_ms, 1000);
     assert_int_equal(c->cache_negative_ttl_ms, 250);
     assert_int_equal(c->cache_stale_grace_ms, 30000);
@@ -407,6 +413,79 @@ static void test_redis_urls(void **state)
         bad(json, nope[i].err);
     }
     bad("{" MIN_LISTENER ",\"redis\":{\"url\":6379}}", "redis.url: must be a string");
+}
+
+/* Sentinel mode (SPEC section 10): redis.sentinels, master_name and
+ * sentinel_password go together and need a restart to change. */
+static void test_sentinels(void **state)
+{
+    struct config cfg, other;
+    char err[256];
+
+    ok("{" MIN_LISTENER ",\"redis\":{\"sentinels\":[\"127.0.0.1:26379\","
+       "\"sentinel-b.internal:26380\",\"[::1]:26381\"],\"master_name\":\"edge\","
+       "\"sentinel_password\":\"s p\",\"read_replicas\":false,\"connect_timeout_ms\":300},"
+       "\"limits\":{\"max_connections_scope\":\"global\"}}",
+       &cfg);
+    assert_int_equal(cfg.redis_sentinel_count, 3);
+    assert_string_equal(cfg.redis_sentinels[0].host, "127.0.0.1");
+    assert_int_equal(cfg.redis_sentinels[0].port, 26379);
+    assert_string_equal(cfg.redis_sentinels[1].host, "sentinel-b.internal");
+    assert_int_equal(cfg.redis_sentinels[1].port, 26380);
+    assert_string_equal(cfg.redis_sentinels[2].host, "::1");
+    assert_int_equal(cfg.redis_sentinels[2].port, 26381);
+    assert_string_equal(cfg.redis_master_name, "edge");
+    assert_string_equal(cfg.redis_sentinel_password, "s p");
+    assert_false(cfg.redis_read_replicas);
+    assert_int_equal(cfg.redis_connect_timeout_ms, 300);
+    assert_int_equal(cfg.limits_scope, CONFIG_LIMITS_GLOBAL);
+
+    /* A reload may not switch Sentinels, the master name or the scope. */
+    ok("{" MIN_LISTENER ",\"redis\":{\"sentinels\":[\"127.0.0.1:26379\","
+       "\"sentinel-b.internal:26380\",\"[::1]:26382\"],\"master_name\":\"edge\","
+       "\"sentinel_password\":\"s p\"},\"limits\":{\"max_connections_scope\":\"global\"}}",
+       &other);
+    assert_int_equal(config_reload_check(&cfg, &other, err, sizeof(err)), -1);
+    assert_string_equal(err, "redis.sentinels: changing the Sentinels needs a restart");
+    config_free(&other);
+    ok("{" MIN_LISTENER ",\"redis\":{\"sentinels\":[\"127.0.0.1:26379\","
+       "\"sentinel-b.internal:26380\",\"[::1]:26381\"],\"master_name\":\"edge2\","
+       "\"sentinel_password\":\"s p\"},\"limits\":{\"max_connections_scope\":\"global\"}}",
+       &other);
+    assert_int_equal(config_reload_check(&cfg, &other, err, sizeof(err)), -1);
+    assert_string_equal(err, "redis.master_name: changing the master name needs a restart");
+    config_free(&other);
+    ok("{" MIN_LISTENER "}", &other);
+    assert_int_equal(config_reload_check(&cfg, &other, err, sizeof(err)), -1);
+    config_free(&other);
+    config_free(&cfg);
+
+    bad("{" MIN_LISTENER ",\"redis\":{\"sentinels\":[\"127.0.0.1:26379\"]}}",
+        "redis.master_name: required with redis.sentinels");
+    bad("{" MIN_LISTENER ",\"redis\":{\"master_name\":\"edge\"}}",
+        "redis.master_name: only with redis.sentinels");
+    bad("{" MIN_LISTENER ",\"redis\":{\"sentinels\":[\"a:1\"],\"master_name\":\"a b\"}}",
+        "redis.master_name: must be visible ASCII, at most 128 bytes");
+    bad("{" MIN_LISTENER ",\"redis\":{\"sentinels\":\"a:1\",\"master_name\":\"m\"}}",
+        "redis.sentinels: must be an array of addresses");
+    static const char *const nope[] = {"a",     "a:",    "a:0",   "a:65536", ":1",    "a_b:1",
+                                       "::1:1", "[::1]", "[x]:1", "[]:1",    "a:1:2", "a:1x"};
+    for (size_t i = 0; i < sizeof(nope) / sizeof(nope[0]); i++) {
+        char json[256], want[160];
+        snprintf(json, sizeof(json),
+                 "{" MIN_LISTENER ",\"redis\":{\"sentinels\":[\"h:1\",\"%s\"],"
+                 "\"master_name\":\"m\"}}",
+                 nope[i]);
+        snprintf(want, sizeof(want),
+                 "redis.sentinels[1]: not host:port (a name, an IPv4 address or [IPv6], and a "
+                 "port 1..65535)");
+        bad(json, want);
+    }
+    bad("{" MIN_LISTENER ",\"redis\":{\"sentinels\":[1],\"master_name\":\"m\"}}",
+        "redis.sentinels[0]: not host:port (a name, an IPv4 address or [IPv6], and a port "
+        "1..65535)");
+    bad("{" MIN_LISTENER ",\"limits\":{\"max_connections_scope\":\"cluster\"}}",
+        "limits.max_connections_scope: must be one of process, global");
 }
 
 static void test_errors(void **state)
@@ -1213,6 +1292,7 @@ int main(void)
         cmocka_unit_test(test_everything_set),
         cmocka_unit_test(test_admin_off_and_nulls),
         cmocka_unit_test(test_redis_urls),
+        cmocka_unit_test(test_sentinels),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_array_limits),
         cmocka_unit_test(test_hostile),

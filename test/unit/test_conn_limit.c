@@ -11,11 +11,14 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
+#include "config.h"
 #include "conn_limit.h"
 #include "host.h"
+#include "timeutil.h"
 
 /* How many of `tries` acquires succeed (none released). */
 static unsigned take(struct conn_limit *l, uint32_t max, unsigned tries)
@@ -233,9 +236,66 @@ static void test_concurrent_ref_unref(void **state)
     limits_unref(r.l);
 }
 
+/* Global scope's cap (README "Many instances"): with a view, the own
+ * count plus a share of the free room per live instance, never over max;
+ * without one, a share of max. */
+static void test_global_cap(void **state)
+{
+    /* One instance: exactly "own + others < max". */
+    assert_int_equal(limits_global_cap(10, true, 0, 0, 1), 10);
+    assert_int_equal(limits_global_cap(10, true, 3, 4, 1), 6);
+    assert_int_equal(limits_global_cap(10, true, 3, 7, 1), 3);  /* full: keep what it has */
+    assert_int_equal(limits_global_cap(10, true, 3, 20, 1), 3); /* over: admits nothing more */
+    /* Two instances that both see 10 free take 5 each: 10 in all. */
+    assert_int_equal(limits_global_cap(10, true, 0, 0, 2), 5);
+    /* Traffic on one only: it grows by half the free room per sync. */
+    assert_int_equal(limits_global_cap(10, true, 5, 0, 2), 8);
+    assert_int_equal(limits_global_cap(10, true, 8, 0, 2), 9);
+    assert_int_equal(limits_global_cap(10, true, 9, 0, 2), 10);
+    assert_int_equal(limits_global_cap(10, true, 10, 0, 2), 10);
+    /* Rounding up: three instances, 10 free: 4 + 4 + 4 at most (N - 1 over). */
+    assert_int_equal(limits_global_cap(10, true, 0, 0, 3), 4);
+    /* No view (a new sandbox, Redis away): a share of the limit. */
+    assert_int_equal(limits_global_cap(10, false, 7, 9, 2), 5);
+    assert_int_equal(limits_global_cap(10, false, 0, 0, 3), 4);
+    assert_int_equal(limits_global_cap(10, false, 0, 0, 0), 10); /* 0 instances = 1 */
+    assert_int_equal(limits_global_cap(0, true, 0, 0, 2), 0);
+    assert_int_equal(limits_global_cap(UINT32_MAX, true, UINT32_MAX - 1, 0, 1), UINT32_MAX);
+    assert_int_equal(limits_global_cap(UINT32_MAX, false, 0, 0, 1), UINT32_MAX);
+}
+
+/* Global scope on the counters: without a sync the share of max, with a
+ * stored view the cap from it; a view for a sandbox nobody holds is
+ * dropped. */
+static void test_global_scope_counters(void **state)
+{
+    struct conn_limit *l = limits_ref("cl-global");
+    assert_non_null(l);
+    limits_set_scope(CONFIG_LIMITS_GLOBAL);
+    limits_store_instances(2);
+    assert_int_equal(take(l, 10, 20), 5); /* no view: ceil(10 / 2) */
+    give_back(l, 5);
+    limits_store_view("cl-global", 2, 4, time_now_ms()); /* own 2, others 4: 2 + ceil(4/2) */
+    assert_int_equal(take(l, 10, 20), 4);
+    give_back(l, 4);
+    limits_store_view("cl-nobody", 0, 0, time_now_ms()); /* no counter: ignored */
+    struct limits_count *counts;
+    size_t n = limits_snapshot(&counts);
+    bool seen = false;
+    for (size_t i = 0; i < n; i++)
+        seen |= strcmp(counts[i].id, "cl-global") == 0;
+    assert_true(seen);
+    free(counts);
+    limits_store_instances(1);
+    limits_set_scope(CONFIG_LIMITS_PROCESS);
+    limits_unref(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_global_cap),
+        cmocka_unit_test(test_global_scope_counters),
         cmocka_unit_test(test_acquire_up_to_max_then_release),
         cmocka_unit_test(test_max_zero_refuses_everything),
         cmocka_unit_test(test_refs_share_one_counter_per_sandbox),
