@@ -196,6 +196,7 @@ struct exchange {
     struct evbuffer *body_buf; /* de-chunked response bytes (lazily made) */
     int connect_attempts;
     struct event *retry_timer; /* connect retry backoff (lazily made) */
+    bool retry_armed;          /* retry_timer is pending */
     bool upstream_used;        /* an upstream was tried (access log) */
     bool stale_retry_done;
     bool resp_head_done; /* final response head given to the front end */

@@ -94,8 +94,10 @@ void proxy_abort(struct exchange *ex)
         upconn_close(ex->up);
         ex->up = NULL;
     }
-    if (ex->retry_timer)
+    if (ex->retry_armed) { /* event_del takes the base lock: not per request */
         evtimer_del(ex->retry_timer);
+        ex->retry_armed = false;
+    }
     ex->up_paused = false;
 }
 
@@ -131,6 +133,7 @@ static void on_connected(struct upconn *c, int err, void *arg)
         struct timeval tv =
             tv_from_ms(backoff_ms(cfg->upstream_retry_backoff_ms, ex->connect_attempts));
         evtimer_add(ex->retry_timer, &tv);
+        ex->retry_armed = true;
     } else if (err == ETIMEDOUT) {
         upstream_failed(ex, 504, "upstream connect timed out");
     } else if (err == ECONNREFUSED) {
@@ -146,6 +149,7 @@ static void on_connected(struct upconn *c, int err, void *arg)
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct exchange *ex = arg;
+    ex->retry_armed = false;
     ex->ops->hold(ex);
     if (ex->state == EX_CONNECTING && !ex->up)
         connect_upstream(ex);
