@@ -4,7 +4,6 @@
 #include "host.h"
 #include "json_guard.h"
 
-#include <math.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -246,16 +245,9 @@ int egress_policy_parse(const char *json, size_t len, struct egress_policy **out
     if (parse_list(deny, "denyOut", false, &p->deny, &p->deny_count, &p->has_names, err, errlen) ==
         -1)
         goto fail;
-    if (maxc != NULL) {
-        double v = maxc->valuedouble;
-
-        /* Range first: the cast back is only defined inside it. */
-        if (!cJSON_IsNumber(maxc) || !isfinite(v) || v < 0 || v > (double)UINT32_MAX ||
-            (double)(uint32_t)v != v) {
-            errf(err, errlen, "maxConnections is not a non-negative integer");
-            goto fail;
-        }
-        p->max_connections = (uint32_t)v;
+    if (maxc != NULL && json_guard_uint32(maxc, &p->max_connections) == -1) {
+        errf(err, errlen, "maxConnections is not a non-negative integer");
+        goto fail;
     }
     cJSON_Delete(root);
     *out = p;

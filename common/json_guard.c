@@ -1,6 +1,7 @@
 #include "json_guard.h"
 #include "errf.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -74,5 +75,18 @@ int json_guard_member(const cJSON *obj, const char *name, const cJSON **out)
         }
     }
     *out = (found != NULL && !cJSON_IsNull(found)) ? found : NULL;
+    return 0;
+}
+
+int json_guard_uint32(const cJSON *v, uint32_t *out)
+{
+    if (!cJSON_IsNumber(v))
+        return -1;
+    double d = v->valuedouble;
+    /* Range first: the cast back is only defined inside it. No floor():
+     * the build does not link libm. */
+    if (!isfinite(d) || d < 0 || d > (double)UINT32_MAX || (double)(uint32_t)d != d)
+        return -1;
+    *out = (uint32_t)d;
     return 0;
 }

@@ -6,6 +6,7 @@
 #define EDGEPROXY_JSON_GUARD_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <cjson/cJSON.h>
 
@@ -24,5 +25,9 @@ cJSON *json_guard_parse_object(const char *json, size_t len, char *err, size_t e
  * twice (which value would the writer have meant? cJSON would silently take
  * the first). */
 int json_guard_member(const cJSON *obj, const char *name, const cJSON **out);
+
+/* A JSON number that is an integer in 0..UINT32_MAX (maxConnections in the
+ * routing and egress records): 0 and *out set, -1 for anything else. */
+int json_guard_uint32(const cJSON *v, uint32_t *out);
 
 #endif

@@ -4,7 +4,6 @@
 #include "json_guard.h"
 
 #include <arpa/inet.h>
-#include <math.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,17 +155,9 @@ int record_parse(const char *json, size_t len, struct record **out, char *err, s
         }
     }
 
-    if (maxc != NULL) {
-        double v = maxc->valuedouble;
-
-        /* Range first: the cast back is only defined inside it. No floor():
-         * the build does not link libm. */
-        if (!cJSON_IsNumber(maxc) || !isfinite(v) || v < 0 || v > (double)UINT32_MAX ||
-            (double)(uint32_t)v != v) {
-            errf(err, errlen, "maxConnections is not a non-negative integer");
-            goto fail;
-        }
-        r->max_connections = (uint32_t)v;
+    if (maxc != NULL && json_guard_uint32(maxc, &r->max_connections) == -1) {
+        errf(err, errlen, "maxConnections is not a non-negative integer");
+        goto fail;
     }
 
     cJSON_Delete(root);
