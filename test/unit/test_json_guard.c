@@ -69,6 +69,29 @@ static void test_scan_stops_at_len(void **state)
     assert_int_equal(json_guard_scan(t, 7), 2);
 }
 
+/* maxConnections: an integer in 0..UINT32_MAX, nothing else. */
+static void test_uint32(void **state)
+{
+    static const struct {
+        const char *json;
+        int rc;
+        uint32_t want;
+    } cases[] = {
+        {"0", 0, 0},           {"7", 0, 7},      {"4294967295", 0, 4294967295u},
+        {"4294967296", -1, 0}, {"-1", -1, 0},    {"1.5", -1, 0},
+        {"1e300", -1, 0},      {"\"5\"", -1, 0}, {"true", -1, 0},
+        {"null", -1, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cJSON *v = cJSON_Parse(cases[i].json);
+        assert_non_null(v);
+        uint32_t got = 12345;
+        assert_int_equal(json_guard_uint32(v, &got), cases[i].rc);
+        assert_int_equal(got, cases[i].rc == 0 ? cases[i].want : 12345);
+        cJSON_Delete(v);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -77,6 +100,7 @@ int main(void)
         cmocka_unit_test(test_control_bytes_outside_strings),
         cmocka_unit_test(test_escaped_nul_refused),
         cmocka_unit_test(test_scan_stops_at_len),
+        cmocka_unit_test(test_uint32),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
