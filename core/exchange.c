@@ -79,22 +79,25 @@ void exchange_free_buffers(struct exchange *ex)
     ex->retry_timer = NULL;
 }
 
+/* The SPEC section 6 reply; a 503 says when to try again. */
+static void error_reply(struct exchange *ex, int status, const char *message,
+                        const char *sandbox_id, int port)
+{
+    struct reply r = {.status = status,
+                      .message = message,
+                      .sandbox_id = sandbox_id,
+                      .port = port,
+                      .connection_limit = -1,
+                      .retry_after = status == 503 ? 1 : 0};
+    ex->ops->reply(ex, &r);
+}
+
 void exchange_error(struct exchange *ex, int status, const char *message)
 {
-    struct reply r = {.status = status, .message = message, .connection_limit = -1};
-    if (status == 503)
-        r.retry_after = 1;
-    ex->ops->reply(ex, &r);
+    error_reply(ex, status, message, NULL, 0);
 }
 
 void exchange_error_sandbox(struct exchange *ex, int status, const char *message, bool with_port)
 {
-    struct reply r = {.status = status,
-                      .message = message,
-                      .sandbox_id = ex->target.sandbox_id,
-                      .port = with_port ? ex->target.port : 0,
-                      .connection_limit = -1};
-    if (status == 503)
-        r.retry_after = 1;
-    ex->ops->reply(ex, &r);
+    error_reply(ex, status, message, ex->target.sandbox_id, with_port ? ex->target.port : 0);
 }
