@@ -311,21 +311,25 @@ def cmd_report(a):
       ("%.2f" % rel(switch) if switch else "never (within the run)"))
     for name, t in proxy_switch_times(a.proxy_logs):
         w("  %-40s %.2f\n" % (name + " logs the new master:", rel(t)))
-    uf = [t for t in unc if t[0] >= kill and not ok(t[2])]
     first_ok_after = None
     if promoted:
         after = [t for t in unc if t[0] >= promoted and ok(t[2])]
         if after:
             first_ok_after = after[0][0] + after[0][1]
-    last_fail = max((t[0] + t[1] for t in uf), default=None)
-    w("  first uncached 200 started after the promotion, done at: %s (%s after the promotion)\n" %
+    w("  time to recovery: the first uncached request started after the promotion\n"
+      "  that got a 200 was answered at %s, %s after the promotion\n" %
       ("%.2f" % rel(first_ok_after) if first_ok_after else "-",
        "%.0f ms" % ((first_ok_after - promoted) * 1e3) if first_ok_after else "-"))
-    w("  uncached requests failing: %s\n" %
-      ("none" if not uf else "from %.2f to %.2f (%d failed)" % (rel(uf[0][0]), rel(last_fail), len(uf))))
-    if promoted and last_fail is not None:
-        w("  time to recovery (promotion -> last failed uncached request): %.2f s\n"
-          % max(0.0, last_fail - promoted))
+    for name, reqs in (("uncached", unc), ("warm", warm)):
+        bad = [t for t in reqs if t[0] + t[1] >= kill and not ok(t[2])]
+        if not bad:
+            w("  %s requests failing: none\n" % name)
+            continue
+        last = max(t[0] + t[1] for t in bad)
+        w("  %s requests failing: %d, answered from %.2f to %.2f%s\n" % (
+            name, len(bad), rel(bad[0][0] + bad[0][1]), rel(last),
+            " (the last %.2f s after the promotion)" % (last - promoted)
+            if promoted and last > promoted else ""))
     # Replica reads stop growing when every data connection is back on a master.
     rr_key = "edgeproxy_redis_replica_reads_total"
     rr_last = None
@@ -442,6 +446,19 @@ def cmd_report(a):
                         if k.startswith("edgeproxy_requests_total{"))
                 w(" %d: %d" % (p, n))
             w("\n")
+
+    # ---- one line for bench/README.md
+    def failed(reqs):
+        return sum(1 for t in reqs if not ok(t[2]))
+    stale = lookups(samples[-1][1], "stale") - lookups(samples[0][1], "stale") if samples else 0
+    w("\nsummary: promoted %s s, +switch-master %s s after the kill; first uncached 200 %s ms after"
+      " the promotion; warm failed %d of %d; uncached failed %d of %d (503 + Retry-After %d),"
+      " slowest uncached %s ms; served stale %d\n" % (
+          "%.2f" % rel(promoted) if promoted else "-", "%.2f" % rel(switch) if switch else "-",
+          "%.0f" % ((first_ok_after - promoted) * 1e3) if first_ok_after else "-",
+          failed(warm), len(warm), failed(unc), len(unc),
+          sum(1 for t in unc if t[2] == 503 and t[3]), fmt_ms(max((t[1] for t in unc), default=None)),
+          stale))
     return 0
 
 

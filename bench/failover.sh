@@ -34,7 +34,7 @@ WARM_DELAY_MS=${WARM_DELAY_MS:-0}    # pause between requests on a connection
 WARM_IDS=${WARM_IDS:-50}
 UNCACHED_CONNS=${UNCACHED_CONNS:-2}
 UNCACHED_DELAY_MS=${UNCACHED_DELAY_MS:-2}
-BASE_PORT=${BASE_PORT:-38080}
+BASE_PORT=${BASE_PORT:-27080}          # below the ephemeral range, where the lab's ports are
 PIN=${PIN:-1}                        # 1: servers and the lab on CPU 0, load on CPU 1
 
 case $SENTINEL in
