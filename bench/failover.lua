@@ -14,7 +14,8 @@
 -- asked). ROLE "uncached": a new sandbox every request, u<k> with k = seq *
 -- N + thread id (N: the -t given), for k < COUNT (the records exist in Redis, nobody
 -- asked for them before); past COUNT ids repeat and the log says so.
--- DELAY_MS paces each connection (wrk's delay()), 0 = as fast as it goes.
+-- ROLE "origin" (the control run straight to the origin) is logged as warm
+-- is. DELAY_MS paces each connection (wrk's delay()), 0 = as fast as it goes.
 --
 -- OUT_DIR/<role>-<thread>.log gets "start_ms latency_us status retry_after"
 -- per request (start in ms since the epoch, CLOCK_REALTIME, the clock of
@@ -76,7 +77,7 @@ function request()
         out:write(string.format("%.3f %d E 0\n", pending, (t - pending) * 1e3))
     end
     local id
-    if role == "warm" then
+    if role ~= "uncached" then
         id = "w" .. ((seq + tid) % count)
     else
         local k = seq * nthr + tid

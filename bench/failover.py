@@ -177,6 +177,22 @@ def scrape(port):
     return out
 
 
+def pressure():
+    """The host's pressure stall totals (µs, /proc/pressure): time some task
+    waited for a CPU, some or all waited for I/O."""
+    out = {}
+    for res, kinds in (("cpu", ("some",)), ("io", ("some", "full"))):
+        try:
+            text = Path("/proc/pressure/" + res).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            kind, _, rest = line.partition(" ")
+            if kind in kinds:
+                out["%s_%s" % (res, kind)] = int(rest.rpartition("total=")[2])
+    return out
+
+
 def cmd_sample(a):
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term)
@@ -184,6 +200,7 @@ def cmd_sample(a):
         with open(a.out, "a") as f:
             while True:
                 time.sleep(1 - time.time() % 1)
+                f.write(json.dumps({"t": time.time(), "psi": pressure()}) + "\n")
                 for port in a.ports:
                     t = time.time()
                     try:
@@ -244,11 +261,17 @@ def proxy_switch_times(logs):
 
 
 def read_samples(path):
+    """([(t, summed metrics, {port: metrics})] of the seconds where every
+    proxy answered, [(t, pressure totals)])."""
     by_t = {}
+    psi = []
     for line in Path(path).read_text().splitlines():
         try:
             s = json.loads(line)
         except ValueError:
+            continue
+        if "psi" in s:
+            psi.append((s["t"], s["psi"]))
             continue
         if "error" in s["m"]:
             continue
@@ -266,7 +289,7 @@ def read_samples(path):
             for k, v in m.items():
                 total[k] = total.get(k, 0) + v
         rows.append((t, total, by_t[t]))
-    return rows
+    return rows, psi
 
 
 def lookups(m, outcome):
@@ -290,7 +313,8 @@ def cmd_report(a):
     kill = ev.get("kill")
     warm = read_requests(a.dir, "warm")
     unc = read_requests(a.dir, "uncached")
-    samples = read_samples(a.samples)
+    orig = read_requests(a.dir, "origin")
+    samples, psi = read_samples(a.samples)
     w = sys.stdout.write
 
     if a.title:
@@ -345,7 +369,7 @@ def cmd_report(a):
     end = max([t[0] for t in warm + unc] or [kill])
     s0, s1 = int((start - kill) // 1), int((end - kill) // 1)
     by_s = {}
-    for role, reqs in (("w", warm), ("u", unc)):
+    for role, reqs in (("w", warm), ("u", unc), ("o", orig)):
         for t in reqs:
             b = by_s.setdefault((role, int((t[0] - kill) // 1)), [])
             b.append(t)
@@ -357,16 +381,23 @@ def cmd_report(a):
         d = {k: m1.get(k, 0) - m0.get(k, 0) for k in m1}
         d["circuit_open"] = m1.get('edgeproxy_redis_circuit{state="open"}', 0)
         sdelta[sec] = d
+    pdelta = {}
+    for (t0, p0), (t1, p1) in zip(psi, psi[1:]):
+        pdelta[int((t1 - 0.5 - kill) // 1)] = {
+            k: (p1[k] - p0.get(k, 0)) / 1e4 / max(t1 - t0, 0.001) for k in p1}
 
     w("per second (requests by start time; s = seconds after the kill; warm = cached\n"
       "sandboxes, unc = a new sandbox each request; fail = non-2xx/socket errors,\n"
       "with the statuses; 503RA = 503 with Retry-After; max = slowest request, ms;\n"
       "lookups from /metrics, sampled on each wall-clock second, in the row\n"
       "the middle of their second falls in: hit/miss/stale/err, rr = replica\n"
-      "reads, open = workers whose circuit is open at the sample):\n\n")
-    w("%4s | %6s %5s %5s | %6s %5s %6s %6s | %6s %6s %5s %4s %5s %4s  %s\n" %
+      "reads, open = workers whose circuit is open at the sample; the control:\n"
+      "orig = slowest request straight to the origin, ms, and the host's\n"
+      "pressure stall, % of the second some task waited for a CPU (cpu) or for\n"
+      "I/O (io), from /proc/pressure):\n\n")
+    w("%4s | %6s %5s %5s | %6s %5s %6s %6s | %6s %6s %5s %4s %5s %4s | %5s %4s %4s  %s\n" %
       ("s", "warm", "fail", "max", "unc", "fail", "503RA", "max",
-       "hit", "miss", "stale", "err", "rr", "open", "statuses"))
+       "hit", "miss", "stale", "err", "rr", "open", "orig", "cpu", "io", "statuses"))
 
     def stat(reqs):
         okc = sum(1 for t in reqs if ok(t[2]))
@@ -382,14 +413,17 @@ def cmd_report(a):
         wo, wf, _, wm, wst = stat(by_s.get(("w", s), []))
         uo, uf_, ura, um, ust = stat(by_s.get(("u", s), []))
         d = sdelta.get(s, {})
+        om = max((t[1] for t in by_s.get(("o", s), [])), default=None)
+        pd = pdelta.get(s, {})
         sts = " ".join("w%s=%d" % kv for kv in sorted(wst.items())) + " " + \
             " ".join("u%s=%d" % kv for kv in sorted(ust.items()))
-        w("%4d | %6d %5d %5s | %6d %5d %6d %6s | %6s %6s %5s %4s %5s %4s  %s\n" % (
+        w("%4d | %6d %5d %5s | %6d %5d %6d %6s | %6s %6s %5s %4s %5s %4s | %5s %4s %4s  %s\n" % (
             s, wo, wf, fmt_ms(wm), uo, uf_, ura, fmt_ms(um),
             "%d" % lookups(d, "hit") if d else "-", "%d" % lookups(d, "miss") if d else "-",
             "%d" % lookups(d, "stale") if d else "-", "%d" % lookups(d, "error") if d else "-",
             "%d" % d.get(rr_key, 0) if d else "-", "%d" % d["circuit_open"] if d else "-",
-            sts.strip()))
+            fmt_ms(om), "%.0f" % pd["cpu_some"] if "cpu_some" in pd else "-",
+            "%.0f" % pd["io_some"] if "io_some" in pd else "-", sts.strip()))
     w("\n")
 
     # ---- totals
@@ -410,6 +444,7 @@ def cmd_report(a):
     w("totals, whole run:\n")
     totals("  warm", warm, read_unfinished(a.dir, "warm"))
     totals("  uncached", unc, read_unfinished(a.dir, "uncached"))
+    totals("  origin (control, not through the proxy)", orig, read_unfinished(a.dir, "origin"))
     outage_end = (promoted or end) + 5
     w("from the kill to 5 s after the promotion (%.1f s):\n" % (outage_end - kill))
     totals("  warm", [t for t in warm if kill <= t[0] < outage_end], [])

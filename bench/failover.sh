@@ -34,6 +34,7 @@ WARM_DELAY_MS=${WARM_DELAY_MS:-0}    # pause between requests on a connection
 WARM_IDS=${WARM_IDS:-50}
 UNCACHED_CONNS=${UNCACHED_CONNS:-2}
 UNCACHED_DELAY_MS=${UNCACHED_DELAY_MS:-2}
+ORIGIN_DELAY_MS=${ORIGIN_DELAY_MS:-5}  # the control connection to the origin
 BASE_PORT=${BASE_PORT:-27080}          # below the ephemeral range, where the lab's ports are
 PIN=${PIN:-1}                        # 1: servers and the lab on CPU 0, load on CPU 1
 
@@ -78,7 +79,10 @@ else
 fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-make_tmp epfailover
+# On tmpfs when there is one: the logs written during the run (wrk's, one
+# line per request, and the proxies') never wait on the disk's writeback,
+# which would show up as latency.
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then make_tmp epfailover /dev/shm; else make_tmp epfailover; fi
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 LOAD_START=$(loadavg)
 
@@ -175,6 +179,12 @@ mkdir -p "$TMP/wrk"
 start wrk_warm "${CLI[@]}" wrk -t"$WARM_CONNS" -c"$WARM_CONNS" -d"${DURATION}s" --timeout 10s \
     -s bench/failover.lua "http://127.0.0.1:$FRONT/" -- \
     warm "$ORIGIN_PORT" "$DOMAIN" "$WARM_IDS" "$WARM_DELAY_MS" "$TMP/wrk" "$WARM_CONNS"
+# A control: the origin directly (nginx, on the proxies' CPU), one
+# connection, a request every ORIGIN_DELAY_MS. When it is slow too, the
+# host or that CPU was, not the proxy.
+start wrk_origin "${CLI[@]}" wrk -t1 -c1 -d"${DURATION}s" --timeout 10s \
+    -s bench/failover.lua "http://127.0.0.1:$ORIGIN_PORT/" -- \
+    origin "$ORIGIN_PORT" "$DOMAIN" 1 "$ORIGIN_DELAY_MS" "$TMP/wrk" 1
 start wrk_uncached "${CLI[@]}" wrk -t"$UNCACHED_CONNS" -c"$UNCACHED_CONNS" -d"${DURATION}s" --timeout 10s \
     -s bench/failover.lua "http://127.0.0.1:$FRONT/" -- \
     uncached "$ORIGIN_PORT" "$DOMAIN" "$UNCACHED_IDS" "$UNCACHED_DELAY_MS" "$TMP/wrk" "$UNCACHED_CONNS"
@@ -184,6 +194,7 @@ sleep "$KILL_AT"
 kill -USR1 "${PID[lab]}"
 wait "${PID[wrk_warm]}" || true
 wait "${PID[wrk_uncached]}" || true
+wait "${PID[wrk_origin]}" || true
 sleep 1.2   # one more sample
 kill -TERM "${PID[sampler]}"
 wait "${PID[sampler]}" || true
@@ -202,9 +213,10 @@ done
         "limits scope $scope"
     echo "load: wrk warm $WARM_CONNS connections on $WARM_IDS sandboxes (pause ${WARM_DELAY_MS} ms)," \
         "uncached $UNCACHED_CONNS connections, a new sandbox each request (pause ${UNCACHED_DELAY_MS} ms);" \
+        "origin (control) 1 connection straight to nginx (pause ${ORIGIN_DELAY_MS} ms);" \
         "kill -9 of the master at $KILL_AT s of $DURATION s; pinned: $PIN"
     echo "load average: start $LOAD_START, end $(loadavg)"
-    for role in warm uncached; do grep -h "^$role:" "$TMP/wrk_$role.out" || true; done
+    for role in warm uncached origin; do grep -h "^$role:" "$TMP/wrk_$role.out" || true; done
     echo
     "$PY" bench/failover.py report "$TMP/wrk" "$TMP/state.json" "$TMP/samples.jsonl" "${PROXY_LOGS[@]}"
 } >"$TMP/report.txt" 2>&1 || true
