@@ -177,6 +177,81 @@ def test_compose_sentinel_wiring():
     assert "%s-demo1.%s" % (8000, cfg["domains"][0]) in (DOCKER / "compose.sentinel.yaml").read_text()
 
 
+def runtime_packages():
+    """The packages the runtime stage installs (the last apt-get install)."""
+    text = (DOCKER / "Dockerfile").read_text().replace("\\\n", " ")
+    runs = re.findall(r"apt-get install -y --no-install-recommends ([^&]*)", text)
+    return set(runs[-1].split())
+
+
+@pytest.mark.skipif(shutil.which("dpkg") is None, reason="not Debian")
+def test_runtime_image_installs_every_library_the_binary_needs():
+    """The build stage is Debian 12 as this machine is: the package of each
+    library the binary links (its DT_NEEDED, found as ldd finds it) must be
+    in the runtime stage's list (libc6 is in every image)."""
+    exe = str(edgeproxy_bin())
+    if "/san/" in exe or "/tsan/" in exe:
+        exe = str(REPO_ROOT / "build" / "edgeproxy")  # the image ships the normal build
+    if not Path(exe).exists():
+        pytest.skip("no build/edgeproxy")
+    needed = re.findall(r"\(NEEDED\).*\[(.*)\]",
+                        subprocess.run(["readelf", "-d", exe], capture_output=True, text=True,
+                                       check=True).stdout)
+    paths = dict(re.findall(r"^\s*(\S+) => (\S+)", subprocess.run(
+        ["ldd", exe], capture_output=True, text=True, check=True).stdout, re.M))
+    have = runtime_packages() | {"libc6"}
+    missing = []
+    for lib in needed:
+        real = str(Path(paths[lib]).resolve())
+        r = subprocess.run(["dpkg", "-S", real], capture_output=True, text=True)
+        if r.returncode != 0:  # merged /usr: dpkg knows the /lib path
+            r = subprocess.run(["dpkg", "-S", real.replace("/usr/lib/", "/lib/", 1)],
+                               capture_output=True, text=True)
+        pkg = r.stdout.split(":")[0] if r.returncode == 0 else "?"
+        if pkg not in have:
+            missing.append("%s (%s)" % (lib, pkg))
+    assert not missing, "libraries whose package the image does not install: %s" % missing
+
+
+def test_compose_sentinel_template_runs(tmp_path):
+    """The Sentinel config compose.sentinel.yaml writes at start, run by this
+    machine's redis-server against a master on loopback (the service name
+    replaced by "localhost", which resolve-hostnames resolves): it starts
+    and names the master."""
+    from harness import RedisServer, Resp, free_port, wait_until
+    script = compose("compose.sentinel.yaml")["services"]["sentinel-1"]["command"][0]
+    body = re.search(r"<<EOF\n(.*?)^EOF$", script, re.S | re.M).group(1)
+    master = RedisServer(tmp_path / "master").start()
+    sport = free_port()
+    try:
+        conf = re.sub(r"^port \d+$", "port %d\nbind 127.0.0.1" % sport, body, flags=re.M)
+        conf = re.sub(r"^(sentinel monitor \S+) redis-master 6379 ", r"\1 localhost %d " % master.port,
+                      conf, flags=re.M)
+        (tmp_path / "sentinel.conf").write_text(conf)
+        log = open(tmp_path / "sentinel.log", "wb")
+        proc = subprocess.Popen(["redis-server", str(tmp_path / "sentinel.conf"), "--sentinel"],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        try:
+            def asked():
+                assert proc.poll() is None, (tmp_path / "sentinel.log").read_text()
+                try:
+                    c = Resp(sport, timeout=1.0)
+                    try:
+                        return c.cmd("SENTINEL", "get-master-addr-by-name", "edge")
+                    finally:
+                        c.close()
+                except OSError:
+                    return None
+            addr = wait_until(asked, timeout=10, what="the Sentinel answering")
+            assert int(addr[1]) == master.port
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    finally:
+        master.stop()
+
+
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")
 def test_haproxy_accepts_the_lb_config():
     r = subprocess.run(["haproxy", "-c", "-f", str(DOCKER / "haproxy.cfg")],
