@@ -1,5 +1,5 @@
-# Shared by bench/run.sh and bench/random_ids.sh (sourced). Set NAME (the
-# prefix of messages) first. Processes are started with `start`, their pids
+# Shared by bench/run.sh, bench/random_ids.sh and bench/failover.sh (sourced).
+# Set NAME (the prefix of messages) first. Processes are started with `start`, their pids
 # kept, and only those are stopped (by pid) at exit.
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
