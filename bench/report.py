@@ -300,6 +300,8 @@ def main():
                      cli_busy=row.get("cli_busy") or "")
             if r["status"] != "ok":
                 r["errors"].append("run status: " + r["status"])
+            if not r["requests"] and r["rps"] is not None:
+                r["errors"].append("no request completed in the run")
             mism = check_negotiated(r)
             if mism:
                 r["invalid"] = r.get("invalid", []) + ["negotiated " + ", ".join(mism)]
