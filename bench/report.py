@@ -403,6 +403,11 @@ def main():
                                                   ("protocol", "cipher", "group", "alpn") if k in n0))
             print(table(rows, ["target", rate, "p50", "p99", "CPU us/req", "CPU/origin",
                                rate + "/nginx", "CPU/nginx", "srv%", "cli%", "errors"]))
+            bound = [t for t in agg if agg[t]["cli"] is not None and agg[t]["srv"] is not None
+                     and agg[t]["cli"] >= 95 and agg[t]["srv"] < 90]
+            if bound:
+                print("client-bound: %s: the client's CPU >= 95 %% busy, the server's < 90 %%: "
+                      "their %s measure the load tool; compare CPU us/req" % (", ".join(bound), rate))
             print(paired_line(sel))
             if any(r["target"] == "edgeproxy_base" for r in sel):
                 # EDGEPROXY_BASE_BIN: the same ratios for the baseline binary,
