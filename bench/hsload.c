@@ -49,7 +49,7 @@ struct conn {
     size_t sent;
     char head[4096]; /* the response head (and the body's first bytes) */
     size_t head_len;
-    size_t got;      /* response bytes, head and body */
+    size_t got; /* response bytes, head and body */
     double started;
 };
 
@@ -268,22 +268,40 @@ int main(int argc, char **argv)
     const char *suites = "TLS_AES_128_GCM_SHA256", *groups = "X25519";
     while ((opt = getopt(argc, argv, "c:d:s:H:p:a:C:G:")) != -1) {
         switch (opt) {
-        case 'c': conns = atoi(optarg); break;
-        case 'd': seconds = atof(optarg); break;
-        case 's': sni = optarg; break;
-        case 'H': host = optarg; break;
-        case 'p': path = optarg; break;
-        case 'a': alpn = optarg; break;
-        case 'C': suites = optarg; break;
-        case 'G': groups = optarg; break;
-        default: usage();
+        case 'c':
+            conns = atoi(optarg);
+            break;
+        case 'd':
+            seconds = atof(optarg);
+            break;
+        case 's':
+            sni = optarg;
+            break;
+        case 'H':
+            host = optarg;
+            break;
+        case 'p':
+            path = optarg;
+            break;
+        case 'a':
+            alpn = optarg;
+            break;
+        case 'C':
+            suites = optarg;
+            break;
+        case 'G':
+            groups = optarg;
+            break;
+        default:
+            usage();
         }
     }
     if (optind != argc - 1 || conns < 1 || seconds <= 0)
         usage();
     char ip[64];
     int port;
-    if (sscanf(argv[optind], "%63[0-9.]:%d", ip, &port) != 2 || inet_pton(AF_INET, ip, &addr.sin_addr) != 1)
+    if (sscanf(argv[optind], "%63[0-9.]:%d", ip, &port) != 2 ||
+        inet_pton(AF_INET, ip, &addr.sin_addr) != 1)
         usage();
     addr.sin_family = AF_INET;
     addr.sin_port = htons((unsigned short)port);
@@ -350,15 +368,19 @@ int main(int argc, char **argv)
         }
     }
     getrusage(RUSAGE_SELF, &ru1);
-    double cpu = (ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) + (ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
-                 ((ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) + (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec)) / 1e6;
+    double cpu = (ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
+                 (ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
+                 ((ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) +
+                  (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec)) /
+                     1e6;
     unsigned long done = done_ok + done_non2xx;
     printf("seconds: %.3f\n", seconds);
-    printf("connections: %lu done, %lu 2xx, %lu non-2xx, %lu errors\n", done, done_ok, done_non2xx, errors);
-    printf("errors: %lu connect, %lu handshake, %lu io, %lu short, %lu timeout\n", err_connect, err_handshake,
-           err_io, err_short, err_timeout);
-    printf("handshakes: %lu, resumed: %lu, negotiated otherwise than the first: %lu\n", handshakes, resumed,
-           mismatched);
+    printf("connections: %lu done, %lu 2xx, %lu non-2xx, %lu errors\n", done, done_ok, done_non2xx,
+           errors);
+    printf("errors: %lu connect, %lu handshake, %lu io, %lu short, %lu timeout\n", err_connect,
+           err_handshake, err_io, err_short, err_timeout);
+    printf("handshakes: %lu, resumed: %lu, negotiated otherwise than the first: %lu\n", handshakes,
+           resumed, mismatched);
     printf("connections/s: %.2f\n", done / seconds);
     printf("client CPU us/connection: %.1f\n", done ? cpu * 1e6 / done : 0.0);
     fputs(first_tls, stdout);

@@ -285,6 +285,16 @@ def goals(runs):
         print()
 
 
+def legend():
+    print("CPU us/req: the target's utime+stime over the run / requests completed (handshake:")
+    print("per connection); CPU/origin: that / the origin's CPU us/req when hit directly in the")
+    print("same round (plain HTTP/1.1 phases only); srv%/cli%: how busy the server's and the")
+    print("client's CPU were (a client near 100 % with the server below it measures the client);")
+    print("errors: non-2xx + socket errors (wrk), failed/errored/timeout + non-2xx (h2load),")
+    print("non-2xx + connect/handshake/io errors (hsload).")
+    print()
+
+
 def main():
     runs_tsv, mem_tsv, hz, idle_conns, stream_mib = sys.argv[1:6]
     failures_tsv = sys.argv[6] if len(sys.argv) > 6 else ""
@@ -416,13 +426,8 @@ def main():
                 print(paired_line(sel, "edgeproxy", ("edgeproxy_base",)))
             print()
 
-    print("CPU us/req: the target's utime+stime over the run / requests completed (handshake:")
-    print("per connection); CPU/origin: that / the origin's CPU us/req when hit directly in the")
-    print("same round (plain HTTP/1.1 phases only); srv%/cli%: how busy the server's and the")
-    print("client's CPU were (a client near 100 % with the server below it measures the client);")
-    print("errors: non-2xx + socket errors (wrk), failed/errored/timeout + non-2xx (h2load),")
-    print("non-2xx + connect/handshake/io errors (hsload).")
-    print()
+    if runs:
+        legend()
     goals(runs)
     if checks:
         print("TLS negotiated by openssl s_client restricted like wrk (conf/openssl-tls13.cnf):")
