@@ -40,7 +40,6 @@ import os
 import re
 import struct
 import threading
-import time
 import uuid
 
 import pytest
@@ -111,7 +110,7 @@ class SandboxApp(EchoUpstream):
 
       GET /page/N       the HTML registered in pages["/page/N"]
       GET /held/N       an image, answered once /report/N arrived (at most HOLD_S)
-      POST /report/N    the page's JSON observations: reports["/report/N"]
+      POST /report/N    the page's JSON observations: reports[N]
       OPTIONS /data/N   CORS preflight: allowed only for `cors_origin`
       GET /data/N       "hello from <name> N", X-From: <name>, CORS headers
       /ws/... Upgrade   RFC 6455 echo: each text message back as "echo:" + it
@@ -120,12 +119,12 @@ class SandboxApp(EchoUpstream):
     Anything else gets EchoUpstream's JSON echo."""
 
     def __init__(self, name):
-        super().__init__(name=name)
         self.pages = {}
         self.reports = {}
         self.report_events = {}
         self.ws_messages = []
         self.cors_origin = None
+        super().__init__(name=name)  # starts serving
 
     def _report_event(self, nonce):
         with self.lock:
@@ -332,6 +331,7 @@ def test_page_over_h2_fetches_second_sandbox_and_echoes_websocket(
     assert report["fetch_status"] == 200, why()
     assert report["fetch_body"] == "hello from app-b %s" % probe, why()
     assert report["fetch_from"] == "app-b", why()  # exposed by Access-Control-Expose-Headers
+    assert report["fetch_protocol"] == "h2", why()  # B's answer came over HTTP/2 too
     # the WebSocket through wss://<A>/ws: sent, echoed by the sandbox, received
     assert "ws_error" not in report, why()
     assert report["ws_echo"] == "echo:" + message, why()
