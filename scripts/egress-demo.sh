@@ -146,14 +146,18 @@ WORK=$(mktemp -d "$TMPROOT/epdemo.XXXXXX")
 echo $$ >"$WORK/$MARK"
 mkdir "$WORK/bin"
 ln -s "$BIN" "$WORK/bin/edgeproxy"
-PROXY_PID="" PROC_PIDS="" PROC_NAMES=""
+PROXY_PID="" PROC_PIDS="" PROC_NAMES="" LAST_PID=""
 
 cleanup() {
-    local rc=$? p name i=0
-    trap - EXIT INT TERM HUP
+    local rc=$? p
+    # A second Ctrl-C does not cut the cleanup short (it is bounded: the
+    # proxy's drain by drain.timeout_ms, each namespace by 5 s).
+    trap - EXIT
+    trap '' INT TERM HUP
     set +e
-    if [ -n "$PROXY_PID" ] && kill -0 "$PROXY_PID" 2>/dev/null; then
-        kill -TERM "$PROXY_PID"
+    if [ -n "$PROXY_PID" ]; then
+        # (a Ctrl-C in the terminal may have drained it already)
+        kill -TERM "$PROXY_PID" 2>/dev/null
         wait "$PROXY_PID"
         say "egress-demo: stopped edgeproxy (pid $PROXY_PID, exit $?)"
     fi
@@ -180,23 +184,31 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 
 # start NAME NS LOG ARGV...: runs ARGV in namespace NS in the background,
-# output to $WORK/LOG; remembered by pid for the cleanup.
+# output to $WORK/LOG; remembered by pid (also in $LAST_PID) for the cleanup.
 start() {
     local name=$1 ns=$2 log=$3
     shift 3
     ip netns exec "$ns" "$@" </dev/null >"$WORK/$log" 2>&1 &
+    LAST_PID=$!
     PROC_PIDS="$PROC_PIDS $!" PROC_NAMES="$PROC_NAMES $name"
 }
 
-# until WHAT CMD...: waits up to 10 s for CMD to succeed.
+# until_ok NAME PID LOG CMD...: waits up to 10 s for CMD to succeed while
+# process PID (NAME, writing $WORK/LOG) runs; else stops with the log's end
+# (the directory goes with the cleanup).
 until_ok() {
-    local what=$1 i
-    shift
+    local name=$1 pid=$2 log=$3 i
+    shift 3
     for i in $(seq 100); do
         "$@" >/dev/null 2>&1 && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$WORK/$log" >&2
+            die "$name exited at start (the lines above end $log)"
+        fi
         sleep 0.1
     done
-    die "$what: not ready after 10 s (logs in $WORK)"
+    tail -n 20 "$WORK/$log" >&2
+    die "$name not ready after 10 s (the lines above end $log)"
 }
 
 # ---- the namespaces -----------------------------------------------------------
@@ -244,20 +256,20 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
 start egress_internet.py "$NET" internet.log \
     "$PY" "$ROOT/test/integration/egress_internet.py" "$WORK/demo-ca.pem" "$WORK/demo-ca.key" \
     "$ALLOWED,$OTHER,$CDN"
+until_ok egress_internet.py "$LAST_PID" internet.log grep -qx ready "$WORK/internet.log"
 start dnsmasq "$NET" dnsmasq.log \
     dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
     --bind-interfaces --listen-address="$NAMESERVER" --pid-file= --user=root \
     --log-facility=- \
     --host-record="allowed.demo.test,$ALLOWED" --host-record="other.demo.test,$OTHER" \
     --address="/cdn.demo.test/$CDN"
-until_ok "the fake internet" grep -qx ready "$WORK/internet.log"
-until_ok "dnsmasq" sh -c "ip netns exec $NET ss -Hlun 'sport = :53' | grep -q ."
+until_ok dnsmasq "$LAST_PID" dnsmasq.log sh -c "ip netns exec $NET ss -Hlun 'sport = :53' | grep -q ."
 
 # ---- Redis and the proxy, in the host namespace ------------------------------
 
 start redis-server "$HOST" redis.log \
     redis-server --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir "$WORK"
-until_ok "redis-server" ip netns exec "$HOST" redis-cli ping
+until_ok redis-server "$LAST_PID" redis.log ip netns exec "$HOST" redis-cli ping
 
 cat >"$WORK/edgeproxy.json" <<EOF
 {
@@ -275,7 +287,7 @@ cat >"$WORK/edgeproxy.json" <<EOF
 EOF
 ip netns exec "$HOST" "$BIN" --config "$WORK/edgeproxy.json" </dev/null >"$WORK/edgeproxy.log" 2>&1 &
 PROXY_PID=$!
-until_ok "edgeproxy" ip netns exec "$HOST" curl -fsS --max-time 1 http://127.0.0.1:9090/readyz
+until_ok edgeproxy "$PROXY_PID" edgeproxy.log ip netns exec "$HOST" curl -fsS --max-time 1 http://127.0.0.1:9090/readyz
 say "egress-demo: started edgeproxy (pid $PROXY_PID) $(set -- $PROC_NAMES; for p in $PROC_PIDS; do
     printf '%s (pid %s) ' "$1" "$p"
     shift
