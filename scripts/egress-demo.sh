@@ -39,12 +39,15 @@
 # Environment: EDGEPROXY_BIN (a binary to use instead of building
 # build/edgeproxy with make), EGRESS_DEMO_LOGS (a directory to copy the logs
 # to before the temporary directory goes: edgeproxy.log, access.log,
-# redis.log, dnsmasq.log, internet.log). Needs root, ip, nft, dnsmasq,
+# redis.log, dnsmasq.log, internet.log), EGRESS_DEMO_NS (the names' prefix,
+# default epdemo: namespaces <prefix>-sb, -host, -net, temporary directory
+# $TMPDIR/<prefix>.XXXXXX; the test suite runs it under a name of its own). Needs root, ip, nft, dnsmasq,
 # redis-server, redis-cli, curl, openssl and python3 (make deps).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SB=epdemo-sb HOST=epdemo-host NET=epdemo-net
+P=${EGRESS_DEMO_NS:-epdemo}
+SB=$P-sb HOST=$P-host NET=$P-net
 NAMESPACES="$SB $HOST $NET"
 IFACE=veth-sb0                  # the sandbox's interface, host side
 TABLE=edgeproxy_$IFACE          # the table `edgeproxy egress-rules` writes
@@ -77,6 +80,10 @@ case "${1:-}" in
 *) die "unknown argument $1 (try --help)" ;;
 esac
 
+case $P in
+'' | *[!a-z0-9]*) die "EGRESS_DEMO_NS=$P: letters and digits only" ;;
+esac
+[ "${#P}" -le 20 ] || die "EGRESS_DEMO_NS=$P: 20 characters at most"
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces and nftables): run 'sudo make egress-demo'"
 missing=""
 for t in ip nft dnsmasq redis-server redis-cli curl openssl "$PY"; do
@@ -87,7 +94,7 @@ done
 # ---- leftovers of an interrupted run, by their names ------------------------
 
 TMPROOT=${TMPDIR:-/tmp}
-for d in "$TMPROOT"/epdemo.*; do
+for d in "$TMPROOT/$P".*; do
     [ -f "$d/$MARK" ] || continue
     owner=$(cat "$d/$MARK" 2>/dev/null || true)
     if [ -n "$owner" ] && [ "$owner" != $$ ] && kill -0 "$owner" 2>/dev/null &&
@@ -96,11 +103,13 @@ for d in "$TMPROOT"/epdemo.*; do
     fi
 done
 
+ns_exists() { ip netns list | awk '{ print $1 }' | grep -qxF "$1"; }
+
 # Stops the processes left in namespace $1 (by pid), deletes its nft table
 # and the namespace itself.
 remove_ns() {
     local ns=$1 pids p i
-    ip netns list | grep -qw "^$ns" || return 0
+    ns_exists "$ns" || return 0
     pids=$(ip netns pids "$ns" 2>/dev/null || true)
     for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
     for i in $(seq 50); do
@@ -114,14 +123,14 @@ remove_ns() {
 
 leftover=""
 for ns in $NAMESPACES; do
-    ip netns list | grep -qw "^$ns" && leftover="$leftover $ns"
+    ns_exists "$ns" && leftover="$leftover $ns"
 done
 if [ -n "$leftover" ]; then
     say "egress-demo: removing what an interrupted run left:$leftover"
     for ns in $NAMESPACES; do remove_ns "$ns"; done
 fi
 rm -rf "/etc/netns/$SB"
-for d in "$TMPROOT"/epdemo.*; do
+for d in "$TMPROOT/$P".*; do
     [ -f "$d/$MARK" ] && rm -rf "$d"
 done
 
@@ -142,7 +151,7 @@ fi
 
 # ---- state and cleanup ----------------------------------------------------------
 
-WORK=$(mktemp -d "$TMPROOT/epdemo.XXXXXX")
+WORK=$(mktemp -d "$TMPROOT/$P.XXXXXX")
 echo $$ >"$WORK/$MARK"
 mkdir "$WORK/bin"
 ln -s "$BIN" "$WORK/bin/edgeproxy"
