@@ -26,7 +26,7 @@
 # shows the access-log lines (decision and rule), tightens the policy and
 # shows the same request refused.
 #
-#   scripts/egress-demo.sh [--wait | --no-wait]
+#   scripts/egress-demo.sh [--wait | --no-wait | --clean]
 #
 # --wait (the default when stdin is a terminal) keeps the namespaces up at
 # the end, to try more from `sudo ip netns exec epdemo-sb bash`, until Enter
@@ -34,7 +34,7 @@
 # on a setup error. Whatever happens, the EXIT trap stops what the script
 # started (by pid), deletes the nft table and the namespaces (by name) and
 # removes its temporary directory; a previous run killed before its trap
-# could run is cleaned up the same way at the start.
+# could run is cleaned up the same way at the start (--clean does only that).
 #
 # Environment: EDGEPROXY_BIN (a binary to use instead of building
 # build/edgeproxy with make), EGRESS_DEMO_LOGS (a directory to copy the logs
@@ -68,8 +68,9 @@ die() {
     exit 1
 }
 
-WAIT=""
+WAIT="" CLEAN=0
 case "${1:-}" in
+--clean) CLEAN=1 ;;
 --wait) WAIT=1 ;;
 --no-wait) WAIT=0 ;;
 "") [ -t 0 ] && WAIT=1 || WAIT=0 ;;
@@ -133,6 +134,7 @@ rm -rf "/etc/netns/$SB"
 for d in "$TMPROOT/$P".*; do
     [ -f "$d/$MARK" ] && rm -rf "$d"
 done
+[ "$CLEAN" = 0 ] || exit 0
 
 # ---- the binary ---------------------------------------------------------------
 
@@ -160,9 +162,10 @@ PROXY_PID="" PROC_PIDS="" PROC_NAMES="" LAST_PID=""
 cleanup() {
     local rc=$? p
     # A second Ctrl-C does not cut the cleanup short (it is bounded: the
-    # proxy's drain by drain.timeout_ms, each namespace by 5 s).
+    # proxy's drain by drain.timeout_ms, each namespace by 5 s), nor does a
+    # reader of our output that went away (| head).
     trap - EXIT
-    trap '' INT TERM HUP
+    trap '' INT TERM HUP PIPE
     set +e
     if [ -n "$PROXY_PID" ]; then
         # (a Ctrl-C in the terminal may have drained it already)
@@ -297,8 +300,8 @@ EOF
 ip netns exec "$HOST" "$BIN" --config "$WORK/edgeproxy.json" </dev/null >"$WORK/edgeproxy.log" 2>&1 &
 PROXY_PID=$!
 until_ok edgeproxy "$PROXY_PID" edgeproxy.log ip netns exec "$HOST" curl -fsS --max-time 1 http://127.0.0.1:9090/readyz
-say "egress-demo: started edgeproxy (pid $PROXY_PID) $(set -- $PROC_NAMES; for p in $PROC_PIDS; do
-    printf '%s (pid %s) ' "$1" "$p"
+say "egress-demo: started edgeproxy (pid $PROXY_PID)$(set -- $PROC_NAMES; for p in $PROC_PIDS; do
+    printf ' %s (pid %s)' "$1" "$p"
     shift
 done)"
 say "egress-demo: files in $WORK"
