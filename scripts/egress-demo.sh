@@ -41,8 +41,10 @@
 # to before the temporary directory goes: edgeproxy.log, access.log,
 # redis.log, dnsmasq.log, internet.log), EGRESS_DEMO_NS (the names' prefix,
 # default epdemo: namespaces <prefix>-sb, -host, -net, temporary directory
-# $TMPDIR/<prefix>.XXXXXX; the test suite runs it under a name of its own). Needs root, ip, nft, dnsmasq,
-# redis-server, redis-cli, curl, openssl and python3 (make deps).
+# $TMPDIR/<prefix>.XXXXXX; the test suite runs it under a name of its own).
+#
+# Needs root, ip, nft, dnsmasq, redis-server, redis-cli, curl, openssl and
+# python3 (make deps).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
