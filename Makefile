@@ -4,7 +4,8 @@
 #   make egress-demo   (root) the egress filter in network namespaces: a sandbox,
 #                   allowed and refused traffic, a policy tightened
 #   make test       deps + build + unit tests + integration tests (ASan+UBSan binary)
-#   make bench      side-by-side benchmark against nginx and HAProxy
+#   make bench      side-by-side benchmark against nginx, HAProxy and h2o
+#   make bench-tls  the same over HTTPS/1.1, h2, h2c, and TLS handshakes
 #   make fuzz       libFuzzer harnesses, each for FUZZ_SECONDS
 
 CC      ?= cc
@@ -62,7 +63,7 @@ UNIT_BIN   := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
 
 PYTHON ?= /usr/bin/python3
 
-.PHONY: all deps run egress-demo test unit integration sanitize tsan bench fuzz clean format
+.PHONY: all deps run egress-demo test unit integration sanitize tsan bench bench-tls fuzz clean format
 
 all: $(BUILD)/edgeproxy
 
@@ -144,6 +145,9 @@ egress-demo:
 
 bench: deps all
 	@bash bench/run.sh
+
+bench-tls: deps all
+	@TOOLS="$${TOOLS:-https h2 h2c handshake}" MEMORY="$${MEMORY:-0}" bash bench/run.sh
 
 FUZZ_SECONDS ?= 60
 fuzz:
