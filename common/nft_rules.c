@@ -252,6 +252,11 @@ static void put_divert(struct gen *g)
            "\tchain divert {\n"
            "\t\ttype filter hook prerouting priority mangle + 10; policy accept;\n");
     put_iif_guard(g);
+    /* A filter chain sees every packet, not only a connection's first as
+     * NAT does: the sandbox's answers in connections opened to it must not
+     * be taken for new ones. */
+    put(g, "\t\t# answers in connections the other side opened (ingress to the sandbox)\n"
+           "\t\tct direction reply return\n");
     if (n > 0) {
         put(g, "\t\tmeta l4proto tcp socket transparent 1 meta mark set ");
         put_mark(g);
@@ -270,6 +275,17 @@ static void put_divert(struct gen *g)
         put(g, " meta mark set ");
         put_mark(g);
         put(g, " accept\n");
+    }
+    /* tproxy finds no transparent socket (the proxy is not running): the
+     * rule does not match and the packet would be forwarded as it is. */
+    if (n > 0)
+        put(g, "\t\t# no listener took it (the proxy is not running): refused, as with "
+               "redirect\n");
+    for (size_t i = 0; i < n; i++) {
+        put(g, "\t\t");
+        put(g, listener_families(is[i].l));
+        put(g, is[i].match);
+        put(g, "jump refuse\n");
     }
     put(g, "\t}\n");
 }

@@ -258,12 +258,18 @@ static void test_tproxy(void **state)
     lacks(r, "ct status dnat");
     has(divert, "\t\ttype filter hook prerouting priority mangle + 10; policy accept;\n"
                 "\t\tiifname != \"veth-sb0\" return\n");
+    before(divert, "\t\tct direction reply return\n",
+           "\t\tmeta l4proto tcp socket transparent 1 meta mark set 0x10 accept\n");
     before(divert, "\t\tmeta l4proto tcp socket transparent 1 meta mark set 0x10 accept\n",
            "\t\ttcp dport 80 tproxy to :15080 meta mark set 0x10 accept\n");
     before(divert, "\t\ttcp dport 80 tproxy to :15080 meta mark set 0x10 accept\n",
            "\t\ttcp dport 443 tproxy to :15443 meta mark set 0x10 accept\n");
     before(divert, "\t\ttcp dport 443 tproxy to :15443 meta mark set 0x10 accept\n",
            "\t\tmeta l4proto tcp tproxy to :15000 meta mark set 0x10 accept\n");
+    /* No transparent socket (the proxy down): refused, not forwarded. */
+    before(divert, "\t\tmeta l4proto tcp tproxy to :15000 meta mark set 0x10 accept\n",
+           "\t\ttcp dport 80 jump refuse\n\t\ttcp dport 443 jump refuse\n"
+           "\t\tmeta l4proto tcp jump refuse\n");
     /* guard (priority mangle) still refuses first, unchanged. */
     before(r, "\tchain guard {", "\tchain divert {");
     has(guard, "fib daddr type local jump refuse\n");
@@ -293,6 +299,8 @@ static void test_tproxy(void **state)
     has(divert, "\t\tmeta nfproto ipv4 meta l4proto tcp tproxy ip to :15000 meta mark set 0x1 "
                 "accept\n");
     lacks(divert, "443");
+    has(divert, "\t\tmeta nfproto ipv6 tcp dport 80 jump refuse\n"
+                "\t\tmeta nfproto ipv4 meta l4proto tcp jump refuse\n");
     has(r, "#   ip rule add fwmark 0x1 lookup 100\n");
     free(divert);
     free(r);
@@ -303,6 +311,7 @@ static void test_tproxy(void **state)
     host = chain(r, "to_host");
     lacks(divert, "tproxy");
     lacks(divert, "socket");
+    lacks(divert, "jump refuse");
     lacks(host, "meta mark");
     free(divert);
     free(host);
