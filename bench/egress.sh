@@ -151,12 +151,21 @@ wait_port redis "$REDIS_PORT" "$HST"
 in_ns "$HST" redis-cli -p "$REDIS_PORT" SET "sandbox:egress:${SRC[edgeproxy]}" \
     '{"sandboxId":"bench","allowOut":["bench.test","*.bench.test"],"denyOut":["0.0.0.0/0"]}' \
     >/dev/null
-start edgeproxy ip netns exec "$HST" "${PIN_SRV[@]}" "$EDGEPROXY_BIN" --config "$TMP/edgeproxy.json"
-start haproxy ip netns exec "$HST" "${PIN_SRV[@]}" haproxy -db -f "$TMP/haproxy.cfg"
-start nginx ip netns exec "$HST" "${PIN_SRV[@]}" nginx -e "$TMP/nginx/startup.log" \
-    -p "$TMP/nginx/" -c "$TMP/nginx.conf" -g 'daemon off;'
+# The proxies, in the host namespace: start_proxy TARGET (and again for a
+# fresh process before the memory tests).
+start_proxy() {
+    case $1 in
+        edgeproxy) start edgeproxy ip netns exec "$HST" "${PIN_SRV[@]}" "$EDGEPROXY_BIN" \
+            --config "$TMP/edgeproxy.json" ;;
+        haproxy) start haproxy ip netns exec "$HST" "${PIN_SRV[@]}" haproxy -db \
+            -f "$TMP/haproxy.cfg" ;;
+        nginx) start nginx ip netns exec "$HST" "${PIN_SRV[@]}" nginx \
+            -e "$TMP/nginx/startup.log" -p "$TMP/nginx/" -c "$TMP/nginx.conf" -g 'daemon off;' ;;
+    esac
+    wait_port "$1" "${LPORT[$1]}" "$HST"
+}
+for t in edgeproxy haproxy nginx; do start_proxy "$t"; done
 wait_port origin 443 "$NET" "$ORIGIN"
-for t in edgeproxy haproxy nginx; do wait_port "$t" "${LPORT[$t]}" "$HST"; done
 
 HZ=$(getconf CLK_TCK)
 OUT=$TMP/egress.tsv
@@ -317,15 +326,22 @@ echo "$NAME: new connections, $NEWCONNS per run, $PARALLEL at once"
 run_all newconns
 echo "$NAME: time to first byte, $TTFB_N requests per case"
 run_all ttfb
-echo "$NAME: memory, $IDLE_N connections per test"
+# edgeproxy's resolver counters (misses are queries), before its restart
+dns=$(in_ns "$HST" curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
+    awk '/^edgeproxy_egress_dns_(cache_hits|queries)_total/ { printf "%s=%s ", $1, $2 }')
+echo "$NAME: memory, $IDLE_N connections per test, each on a freshly started proxy"
 for kind in idle silent; do
     for t in edgeproxy haproxy nginx; do
-        [ -n "${FAILED[$t]:-}" ] || memory "$t" "$kind"
+        [ -n "${FAILED[$t]:-}" ] && continue
+        # Memory freed by earlier runs stays in the RSS and would be
+        # reused: growth is measured from a new process.
+        kill -TERM "${PID[$t]}"
+        wait_gone "${PID[$t]}"
+        start_proxy "$t"
+        memory "$t" "$kind"
         alive_or_fail "$t" || true
     done
 done
-dns=$(in_ns "$HST" curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
-    awk '/^edgeproxy_egress_dns_(cache_hits|queries)_total/ { printf "%s=%s ", $1, $2 }')
 
 # ---------------------------------------------------------------- report
 for t in "${!FAILED[@]}"; do put failed - "$t" reason "${FAILED[$t]}"; done

@@ -29,16 +29,19 @@ ports_free() {
 STARTED=()             # pids, in start order
 declare -A PID         # name -> pid
 
+# wait_gone PID: up to 5 s for it to exit, then SIGKILL.
+wait_gone() {
+    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
+}
+
 cleanup() {
     local i p
     for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
         p=${STARTED[i]}
         kill -TERM "$p" 2>/dev/null || true
     done
-    for p in "${STARTED[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
-    done
+    for p in "${STARTED[@]}"; do wait_gone "$p"; done
     if [ "$(type -t bench_cleanup)" = function ]; then bench_cleanup || true; fi
     if [ -n "${KEEP_TMP:-}" ]; then echo "$NAME: kept $TMP"; else rm -rf "$TMP"; fi
 }
