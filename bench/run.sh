@@ -130,6 +130,8 @@ HOST_HDR="$ORIGIN_PORT-$SANDBOX.$DOMAIN"        # edgeproxy -> origin
 DISCARD_HOST="$DISCARD_PORT-$SANDBOX.$DOMAIN"   # edgeproxy -> discard server
 
 NAME=bench
+NGINX_TARGETS="origin nginx"
+HELPER_TARGETS="h2o"
 . "$BENCH/lib.sh"
 ports_free $ORIGIN_PORT $NGINX_PORT $HAPROXY_PORT $EDGEPROXY_PORT $REDIS_PORT $DISCARD_PORT \
     $NGINX_H2C_PORT $HAPROXY_H2C_PORT $NGINX_TLS_PORT $HAPROXY_TLS_PORT $EDGEPROXY_TLS_PORT
@@ -152,49 +154,6 @@ render() {
         echo "$NAME: $1: left unrendered: $(grep -o '@[A-Z_]*@' "$2" | sort -u | tr '\n' ' ')" >&2
         exit 1
     fi
-}
-
-# pids whose parent is $1 (nginx workers)
-children() {
-    local f="/proc/$1/task/$1/children" st c
-    if [ -r "$f" ]; then
-        tr -s ' ' '\n' <"$f" | grep -v '^$' || true
-        return
-    fi
-    for c in /proc/[0-9]*; do
-        st=$(cat "$c/stat" 2>/dev/null) || continue
-        st=${st##*) }
-        set -- "$1" $st
-        [ "$3" = "$1" ] && echo "${c#/proc/}"
-    done
-}
-
-# all pids of a target: nginx master + workers, or the one process
-pids_of() {
-    local p=${PID[$1]}
-    case $1 in
-        origin | nginx | h2o) echo "$p" $(children "$p") ;;  # h2o: in case it forks a helper
-        *) echo "$p" ;;
-    esac
-}
-
-# the process that serves traffic (for RSS): the nginx worker, or the process
-serving_pid() {
-    case $1 in
-        origin | nginx) children "${PID[$1]}" | head -n 1 ;;
-        *) echo "${PID[$1]}" ;;
-    esac
-}
-
-cpu_ticks() {  # PIDS... -> utime+stime summed, in clock ticks
-    local t=0 p s
-    for p in "$@"; do
-        s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        s=${s##*) }
-        # after "comm) ": state ppid ... utime is the 12th, stime the 13th
-        t=$((t + $(echo "$s" | awk '{ print $12 + $13 }')))
-    done
-    echo "$t"
 }
 
 alive() { kill -0 "${PID[$1]}" 2>/dev/null; }
