@@ -16,7 +16,8 @@ import pytest
 from hyperframe.frame import DataFrame, SettingsFrame
 
 from h2client import CANCEL, NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, H2Client, RawH2, tls_context
-from harness import make_cert, new_sid, private_record, public_record, sandbox_host, wait_until
+from harness import (WS_UPGRADE_HEADERS, build_request, make_cert, new_sid, private_record,
+                     public_record, sandbox_host, tunnel_echo, wait_until)
 from upstreams import (OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WebSocketUpstream, WsParser,
                        ws_frame)
 
@@ -602,6 +603,19 @@ def test_access_log_and_metrics(proxy, wsup, routed, access_log):
     obj = line()
     assert obj["method"] == "CONNECT" and obj["protocol"] == "HTTP/2" and obj["status"] == 200, obj
     assert obj["sandbox_id"] == sid and obj["port"] == wsup.port and obj["upstream"], obj
+
+
+def test_http1_tunnels_in_the_gauge_too(proxy, upstream, redis_server, sid):
+    redis_server.set_record(sid, public_record())
+    host = sandbox_host(upstream.port, sid)
+    base = proxy.metric("edgeproxy_tunnels", protocol="http1")
+    with proxy.connect() as c:
+        c.send(build_request("GET", "/r/%s/h1ws" % sid, host, WS_UPGRADE_HEADERS))
+        assert c.read_response().status == 101
+        tunnel_echo(c, b"ping")
+        assert proxy.metric("edgeproxy_tunnels", protocol="http1") == base + 1
+    wait_until(lambda: proxy.metric("edgeproxy_tunnels", protocol="http1") == base,
+               what="the HTTP/1.1 tunnel out of the gauge")
 
 
 def test_drain_sends_goaway_and_lets_the_websocket_finish(make_proxy, wsup, redis_server, sid):
