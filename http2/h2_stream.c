@@ -127,7 +127,7 @@ void h2s_free(struct h2_stream *st)
 
 void h2s_on_close(struct h2_conn *c, struct h2_stream *st, uint32_t code)
 {
-    if (!st->ex_done)
+    if (!st->ex_done && !st->tunnel)
         log_debug("client %s: HTTP/2 stream %d closed before its response ended (%s)",
                   c->client.peer_ip, st->id, nghttp2_http2_strerror(code));
     st->closed = true; /* nghttp2 forgets it as this returns */
