@@ -747,8 +747,11 @@ static void h2_end(struct exchange *ex, const struct head *h, uint32_t from)
     finish_exchange(st);
 }
 
-/* The upstream failed after the head went out: RST_STREAM, never an
- * END_STREAM that would make a cut body look complete. */
+/* A RST_STREAM that is not the client's fault (our_reset: the reset
+ * budget is not spent): an upstream that failed after the head went out
+ * (h2_reset, INTERNAL_ERROR: never an END_STREAM that would make a cut
+ * body look complete), or a WebSocket's tunnel that ended badly (CANCEL,
+ * h2_tunnel.c). Ends the exchange: its upstream connection is closed. */
 void h2s_abort(struct h2_stream *st, uint32_t code)
 {
     st->our_reset = true;

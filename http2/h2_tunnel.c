@@ -93,6 +93,7 @@ static void pump_down(struct h2_stream *st)
     }
 }
 
+/* The upstream said something: to the client as DATA. */
 static void up_read_cb(struct stream *io, void *arg)
 {
     struct h2_stream *st = arg;
@@ -116,6 +117,8 @@ static void up_write_cb(struct stream *io, void *arg)
     conn_leave(c);
 }
 
+/* The upstream's FIN (END_STREAM after its last bytes), or its reset or
+ * write timeout (RST_STREAM(CANCEL)). */
 static void up_event_cb(struct stream *io, short what, void *arg)
 {
     struct h2_stream *st = arg;
