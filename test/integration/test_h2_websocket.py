@@ -165,6 +165,21 @@ def test_handshake_becomes_http11_upgrade(proxy, wsup, redis_server):
     assert not rec.has_header("content-length") and not rec.has_header("transfer-encoding")
 
 
+def test_one_host_for_many_sandboxes(proxy, wsup, redis_server):
+    # the SDK's host: sandbox.<domain> with the sandbox in e2b-sandbox-*
+    a, b = new_sid(), new_sid()
+    for s in (a, b):
+        redis_server.set_record(s, public_record())
+    with H2Client(proxy.port) as c:
+        wss = [open_ws(c, "sandbox.sandbox.test", "/r/%s/sdk" % s,
+                       [("e2b-sandbox-id", s), ("e2b-sandbox-port", str(wsup.port))]) for s in (a, b)]
+        for ws in wss:
+            ws.echo(b"sdk")
+    for s in (a, b):
+        (rec,) = wsup.requests_for("/r/%s/sdk" % s)
+        assert rec.header("upgrade", "").lower() == "websocket"
+
+
 def test_keys_differ_per_websocket(proxy, wsup, routed):
     sid, host = routed
     with H2Client(proxy.port) as c:
