@@ -352,9 +352,11 @@ def test_page_over_h2_fetches_second_sandbox_and_echoes_websocket(
     dom = dom_observations(visit)
     assert {k: dom.get(k) for k in report} == report, why()
 
-    # The proxy's access log: every request of the page over HTTP/2; the
-    # WebSocket's protocol recorded, not required (HTTP/1.1 Upgrade on its
-    # own connection unless the proxy offers RFC 8441 extended CONNECT).
+    # The proxy's access log: every request of the page over HTTP/2, the
+    # WebSocket too: the proxy offers RFC 8441 extended CONNECT
+    # (SETTINGS_ENABLE_CONNECT_PROTOCOL), so Chromium opens it as a stream of
+    # the page's connection (CONNECT, 200) rather than an HTTP/1.1 Upgrade on
+    # a connection of its own.
     lines = access_lines(access_log, lambda l: nonce in l["path"] or probe in l["path"], 6,
                          "access-log lines of the page, its fetch, the report and the WebSocket")
     by = {(l["method"], l["path"].split("/")[1]): l for l in lines}
@@ -367,7 +369,7 @@ def test_page_over_h2_fetches_second_sandbox_and_echoes_websocket(
     ws_lines = [l for l in lines if l["path"] == "/ws/" + probe]
     assert len(ws_lines) == 1 and ws_lines[0]["host"].split(":")[0] == host_a, lines
     ws_protocol = ws_lines[0]["protocol"]
-    assert ws_protocol in ("HTTP/1.1", "HTTP/2"), ws_lines
+    assert (ws_protocol, ws_lines[0]["method"], ws_lines[0]["status"]) == ("HTTP/2", "CONNECT", 200), ws_lines
     print("\nbrowser: %s; page %s, cross-origin fetch %s, WebSocket over %s (status %s); "
           "Chromium ran %.1f s; screenshot %s" % (
               chromium, report["page_protocol"], report.get("fetch_protocol"), ws_protocol,
