@@ -1,8 +1,11 @@
 # edgeproxy: one build for everything.
 #   make            build/edgeproxy
 #   make run        deps + local Redis + demo sandbox + proxy in the foreground
+#   make egress-demo   (root) the egress filter in network namespaces: a sandbox,
+#                   allowed and refused traffic, a policy tightened
 #   make test       deps + build + unit tests + integration tests (ASan+UBSan binary)
-#   make bench      side-by-side benchmark against nginx and HAProxy
+#   make bench      side-by-side benchmark against nginx, HAProxy and h2o
+#   make bench-tls  the same over HTTPS/1.1, h2, h2c, and TLS handshakes
 #   make fuzz       libFuzzer harnesses, each for FUZZ_SECONDS
 
 CC      ?= cc
@@ -60,7 +63,7 @@ UNIT_BIN   := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
 
 PYTHON ?= /usr/bin/python3
 
-.PHONY: all deps run test unit integration sanitize tsan bench fuzz clean format
+.PHONY: all deps run egress-demo test unit integration sanitize tsan bench bench-tls fuzz clean format
 
 all: $(BUILD)/edgeproxy
 
@@ -133,8 +136,18 @@ test: deps
 run: deps all
 	@sh scripts/run-demo.sh
 
+# Needs root (network namespaces, nftables): sudo make egress-demo. Checked
+# first; the script builds build/edgeproxy itself (as the sudo user).
+egress-demo:
+	@[ "$$(id -u)" -eq 0 ] || { echo "egress-demo: needs root (network namespaces and nftables): run 'sudo make egress-demo'" >&2; exit 1; }
+	@sh scripts/deps.sh
+	@bash scripts/egress-demo.sh
+
 bench: deps all
 	@bash bench/run.sh
+
+bench-tls: deps all
+	@TOOLS="$${TOOLS:-https h2 h2c handshake}" MEMORY="$${MEMORY:-0}" bash bench/run.sh
 
 FUZZ_SECONDS ?= 60
 fuzz:

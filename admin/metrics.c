@@ -217,6 +217,14 @@ void metrics_render(struct evbuffer *out, struct metrics *const *all, int n)
                         (unsigned long long)SUM(requests_by_protocol[0]),
                         (unsigned long long)SUM(requests_by_protocol[1]));
     evbuffer_add_printf(out,
+                        "# HELP edgeproxy_tunnels Open byte tunnels to sandboxes: HTTP/1.1 "
+                        "connections after a 101 (WebSocket or another Upgrade), HTTP/2 "
+                        "streams after an extended CONNECT (RFC 8441 WebSockets).\n"
+                        "# TYPE edgeproxy_tunnels gauge\n"
+                        "edgeproxy_tunnels{protocol=\"http1\"} %lld\n"
+                        "edgeproxy_tunnels{protocol=\"http2\"} %lld\n",
+                        (long long)SUM(tunnels[0]), (long long)SUM(tunnels[1]));
+    evbuffer_add_printf(out,
                         "# HELP edgeproxy_http2_resets_total HTTP/2 streams reset (RST_STREAM), "
                         "by the client or by the proxy.\n"
                         "# TYPE edgeproxy_http2_resets_total counter\n"

@@ -49,6 +49,8 @@ struct metrics {
     int64_t http2_connections;        /* gauge: client connections on HTTP/2 */
     uint64_t http2_resets[2];         /* RST_STREAM [0] from clients, [1] by the proxy */
     uint64_t http2_abuse_closes;      /* connections closed by an abuse limit */
+    int64_t tunnels[2];               /* gauge: [0] HTTP/1.x connections after a 101, [1] HTTP/2
+                           streams after an extended CONNECT's 200 (RFC 8441) */
     /* egress (SPEC section 9) */
     uint64_t egress_decisions[METRICS_EGRESS_KINDS][EGRESS_BY_COUNT]; /* [kind][rule kind] */
     int64_t egress_connections; /* gauge: open egress TLS/TCP connections */

@@ -2,7 +2,12 @@
 """Opens N keep-alive connections to a proxy, sends one GET on each, reads
 the response, and keeps every connection open and idle.
 
-    idleconns.py HOST PORT HOSTHEADER N READYFILE
+    idleconns.py [--src ADDR] [--tls] [--silent] HOST PORT HOSTHEADER N READYFILE
+
+--src binds the connections to ADDR. --tls speaks TLS (SNI HOSTHEADER, the
+certificate not checked) before the GET: a spliced egress connection.
+--silent connects and sends nothing at all (a proxy peeking for a
+ClientHello keeps waiting); such a connection counts as ok once open.
 
 When all are done it writes one line to READYFILE:
     open=<conns open> ok=<200s> bad=<other statuses> errors=<failures> [first=<first error>]
@@ -13,13 +18,26 @@ import asyncio
 import os
 import resource
 import signal
+import ssl
 import sys
 
 
 async def main():
-    host, port, hosthdr, n, readyfile = (sys.argv[1], int(sys.argv[2]),
-                                         sys.argv[3], int(sys.argv[4]),
-                                         sys.argv[5])
+    args = sys.argv[1:]
+    src, tls, silent = None, None, False
+    while args and args[0].startswith("--"):
+        if args[0] == "--src":
+            src = (args[1], 0)
+            args = args[1:]
+        elif args[0] == "--tls":
+            tls = ssl.create_default_context()
+            tls.check_hostname = False
+            tls.verify_mode = ssl.CERT_NONE
+        elif args[0] == "--silent":
+            silent = True
+        args = args[1:]
+    host, port, hosthdr, n, readyfile = (args[0], int(args[1]), args[2],
+                                         int(args[3]), args[4])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -33,7 +51,13 @@ async def main():
         async with sem:
             try:
                 r, w = await asyncio.wait_for(
-                    asyncio.open_connection(host, port), 30)
+                    asyncio.open_connection(
+                        host, port, local_addr=src, ssl=tls,
+                        server_hostname=hosthdr if tls else None), 30)
+                if silent:
+                    conns.append((r, w))
+                    stats["ok"] += 1
+                    return
                 w.write(req)
                 await w.drain()
                 head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 30)

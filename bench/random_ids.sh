@@ -65,17 +65,12 @@ metric() {  # NAME -> value summed over the lines of that metric ("-" if absent)
     curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
         awk -v m="$1" '$1 == m { v += $2; found = 1 } END { print found ? v : "-" }'
 }
-cpu_ticks() {  # utime+stime of the proxy, in clock ticks
-    local st
-    st=$(cat "/proc/${PID[edgeproxy]}/stat")
-    echo "${st##*) }" | awk '{ print $12 + $13 }'
-}
 cached_run() {  # LABEL: req/s and the proxy's CPU time per request
     local t0 t1
-    t0=$(cpu_ticks)
+    t0=$(cpu_ticks "${PID[edgeproxy]}")
     "${CLI[@]}" wrk -t1 -c32 -d"${CACHED_SECONDS}s" -H "Host: $ORIGIN_PORT-known1.$DOMAIN" \
         "http://127.0.0.1:$PROXY_PORT/" >"$TMP/cached-$1.txt"
-    t1=$(cpu_ticks)
+    t1=$(cpu_ticks "${PID[edgeproxy]}")
     awk -v l="$1" -v ticks=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" \
         '/requests in/ { n = $1 } /Requests\/sec/ { rps = $2 } /Non-2xx/ { bad = $NF }
         END { printf "cached path (%s): %s req/s, proxy CPU %.1f us/req, non-2xx %d\n",

@@ -115,6 +115,15 @@ int cidr_addr_from_sockaddr(const struct sockaddr *sa, struct cidr_addr *out)
     return -1;
 }
 
+uint16_t cidr_sockaddr_port(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+    if (sa->sa_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+    return 0;
+}
+
 void cidr_addr_mapped(const struct cidr_addr *v4, struct cidr_addr *out)
 {
     uint8_t b[4];

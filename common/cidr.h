@@ -49,6 +49,10 @@ int cidr_addr_parse(const char *s, size_t len, struct cidr_addr *out);
  * canonical. -1 for NULL or any other family. */
 int cidr_addr_from_sockaddr(const struct sockaddr *sa, struct cidr_addr *out);
 
+/* The port of an AF_INET or AF_INET6 sockaddr, host order; 0 for any
+ * other family. */
+uint16_t cidr_sockaddr_port(const struct sockaddr *sa);
+
 /* The IPv4 address `v4` as IPv4-mapped IPv6, for rules written the other
  * way round (config_cidr_match). */
 void cidr_addr_mapped(const struct cidr_addr *v4, struct cidr_addr *out);

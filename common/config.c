@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -233,6 +234,7 @@ static int reload_listeners(const struct config_key *k, const struct config *a,
 
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const limits_scopes[] = {"process", "global", NULL};
+static const char *const egress_interceptions[] = {"redirect", "tproxy", NULL};
 
 #define STR(x) #x
 #define XSTR(x) STR(x)
@@ -533,6 +535,25 @@ static const struct config_key keys[] = {
                      "the same for every other TCP port, decided by address. With `http` "
                      "or `tls` `null`, their ports come here too; with this one `null` "
                      "as well, the kernel filters that TCP by address, like UDP")},
+    {.path = "egress.interception",
+     .type = KEY_ENUM,
+     .offset = OFF(egress_interception),
+     .names = egress_interceptions,
+     .def = CONFIG_EGRESS_REDIRECT,
+     .restart = "changing the interception needs a restart",
+     .doc = "how the kernel hands sandbox TCP to the egress listeners, and which ruleset "
+            "`edgeproxy egress-rules` prints: `redirect`, nft `redirect` (NAT), the original "
+            "destination from `SO_ORIGINAL_DST`; `tproxy`, nft `tproxy` (no NAT: the "
+            "listeners bind with `IP_TRANSPARENT`/`IPV6_TRANSPARENT`, which needs "
+            "`CAP_NET_ADMIN`, and the original destination is the accepted socket's own "
+            "address), plus a policy route for `egress.tproxy_mark` that the operator adds "
+            "once per host (see Kernel rules). Either way the proxy connects upstream from "
+            "its own address"},
+    {INT("egress.tproxy_mark", egress_tproxy_mark, 1, INT_MAX, 1),
+     .doc = "with `egress.interception` `tproxy`: the packet mark (fwmark) the generated "
+            "rules set on sandbox TCP they hand to a listener, and that the host's "
+            "`ip rule add fwmark ... lookup 100` routes to this host. Pick one no other "
+            "rule uses"},
     {CUSTOM("egress.nameservers", parse_nameservers), .set_default = default_nameservers,
      .same = same_nameservers, .restart = "changing the nameservers needs a restart",
      .shown_default = "`[\"8.8.8.8\"]`",

@@ -42,6 +42,12 @@ enum config_limits_scope {
     CONFIG_LIMITS_GLOBAL = 1,  /* across instances, through Redis (section 10) */
 };
 
+/* egress.interception: how sandbox TCP reaches the egress listeners */
+enum config_egress_interception {
+    CONFIG_EGRESS_REDIRECT = 0, /* nft `redirect` (DNAT): SO_ORIGINAL_DST */
+    CONFIG_EGRESS_TPROXY = 1,   /* nft `tproxy`: IP_TRANSPARENT, getsockname */
+};
+
 struct config_cert {
     char *cert; /* PEM chain path */
     char *key;  /* PEM key path */
@@ -147,9 +153,11 @@ struct config {
     int drain_timeout_ms; /* default 30000 */
 
     /* "egress" (SPEC section 9) */
-    struct config_egress_listener egress_http;              /* "listeners.http": port 80 */
-    struct config_egress_listener egress_tls;               /* "listeners.tls": port 443 */
-    struct config_egress_listener egress_tcp;               /* "listeners.tcp": the rest */
+    struct config_egress_listener egress_http; /* "listeners.http": port 80 */
+    struct config_egress_listener egress_tls;  /* "listeners.tls": port 443 */
+    struct config_egress_listener egress_tcp;  /* "listeners.tcp": the rest */
+    int egress_interception;                   /* enum config_egress_interception */
+    int egress_tproxy_mark;                    /* default 1: the fwmark of the tproxy ruleset */
     struct cidr egress_nameservers[CONFIG_MAX_NAMESERVERS]; /* one-host networks */
     size_t egress_nameserver_count;                         /* default ["8.8.8.8"] */
     struct cidr egress_always_deny[CONFIG_MAX_ALWAYS_DENY];

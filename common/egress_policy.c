@@ -333,13 +333,6 @@ static enum egress_verdict decided(struct egress_decision *out, enum egress_verd
     return v;
 }
 
-static uint16_t port_of(const struct sockaddr *sa)
-{
-    if (sa->sa_family == AF_INET)
-        return ntohs(((const struct sockaddr_in *)sa)->sin_port);
-    return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
-}
-
 enum egress_verdict egress_decide(const struct egress_policy *p, const struct egress_env *env,
                                   const struct sockaddr *dst, const char *name,
                                   struct egress_decision *out)
@@ -354,7 +347,7 @@ enum egress_verdict egress_decide(const struct egress_policy *p, const struct eg
     if (cidr_addr_from_sockaddr(dst, &a) == -1)
         return decided(out, EGRESS_DENY, EGRESS_BY_NO_ADDRESS, -1, "no destination address");
 
-    if (env != NULL && p->has_names && port_of(dst) == 53 &&
+    if (env != NULL && p->has_names && cidr_sockaddr_port(dst) == 53 &&
         (i = cidr_find(env->nameservers, env->nameserver_count, &a)) >= 0) {
         decided(out, EGRESS_ALLOW, EGRESS_BY_NAMESERVER, i, NULL);
         cidr_format(&env->nameservers[i], net, sizeof(net));

@@ -186,7 +186,10 @@ static enum hdr_kind classify(const char *n, uint32_t len)
     case 17:
         return IS("transfer-encoding")   ? HDR_TRANSFER_ENCODING
                : IS("x-forwarded-proto") ? HDR_X_FORWARDED_PROTO
+               : IS("sec-websocket-key") ? HDR_SEC_WEBSOCKET_KEY
                                          : HDR_OTHER;
+    case 20:
+        return IS("sec-websocket-accept") ? HDR_SEC_WEBSOCKET_ACCEPT : HDR_OTHER;
     case 24:
         return IS("e2b-traffic-access-token") ? HDR_TRAFFIC_TOKEN : HDR_OTHER;
     default:

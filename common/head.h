@@ -34,6 +34,8 @@ enum hdr_kind {
     HDR_ACCEPT,
     HDR_SEC_FETCH_MODE,
     HDR_X_REQUESTED_WITH,
+    HDR_SEC_WEBSOCKET_KEY,    /* RFC 6455: the proxy draws its own for RFC 8441 */
+    HDR_SEC_WEBSOCKET_ACCEPT, /* ... and checks the sandbox's answer */
 };
 
 struct hdr {

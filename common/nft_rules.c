@@ -4,6 +4,7 @@
 
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -112,11 +113,7 @@ static void put_iif_guard(struct gen *g)
 
 static void put_port(struct gen *g, const struct config_egress_listener *l)
 {
-    const struct sockaddr *sa = (const struct sockaddr *)&l->addr;
-    uint16_t port = sa->sa_family == AF_INET ? ntohs(((const struct sockaddr_in *)sa)->sin_port)
-                                             : ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
-
-    outbuf_uint(g->ob, port, 1);
+    outbuf_uint(g->ob, cidr_sockaddr_port((const struct sockaddr *)&l->addr), 1);
 }
 
 /* The families a listener takes: "[::]" both (SPEC 9: one dual-stack
@@ -187,30 +184,127 @@ static void put_guard(struct gen *g, bool ad4, bool ad6, bool ns4, bool ns6)
     put(g, "\t}\n");
 }
 
-static void put_redirect(struct gen *g)
+/* egress.tproxy_mark as nft and ip(8) write it. */
+static void put_mark(struct gen *g)
 {
-    const struct config *cfg = g->cfg;
-    const struct {
-        const struct config_egress_listener *l;
-        const char *match;
-    } kinds[] = {
+    char buf[16];
+
+    snprintf(buf, sizeof(buf), "0x%x", (unsigned)g->cfg->egress_tproxy_mark);
+    put(g, buf);
+}
+
+/* The listeners as each intercepted TCP port range reaches them: 80, 443,
+ * the rest (a missing listener's ports fall to the next ones). */
+struct intercept {
+    const struct config_egress_listener *l;
+    const char *match;
+};
+
+static size_t intercepts(const struct config *cfg, struct intercept out[3])
+{
+    const struct intercept all[] = {
         {&cfg->egress_http, "tcp dport 80 "},
         {&cfg->egress_tls, "tcp dport 443 "},
         {&cfg->egress_tcp, "meta l4proto tcp "},
     };
+    size_t n = 0;
+
+    for (size_t i = 0; i < 3; i++)
+        if (all[i].l->address != NULL)
+            out[n++] = all[i];
+    return n;
+}
+
+/* The once-per-host policy route that tproxy needs, as comments: nft
+ * cannot say it, and it is not per interface. */
+static void put_tproxy_routes(struct gen *g)
+{
+    put(g, "# egress.interception \"tproxy\": the divert chain hands the sandbox's TCP\n"
+           "# to the listeners with its destination unchanged (no NAT) and marks it\n"
+           "# ");
+    put_mark(g);
+    put(g, "; the proxy still connects from its own address. Once per host (not per\n"
+           "# interface) the marked packets need a route to this host (100: any\n"
+           "# free routing table):\n"
+           "#   ip rule add fwmark ");
+    put_mark(g);
+    put(g, " lookup 100\n"
+           "#   ip route add local 0.0.0.0/0 dev lo table 100\n"
+           "#   ip -6 rule add fwmark ");
+    put_mark(g);
+    put(g, " lookup 100\n"
+           "#   ip -6 route add local ::/0 dev lo table 100\n");
+}
+
+/* egress.interception "tproxy": instead of nat_redirect, after guard. The
+ * tproxy statement assigns the packet to the listener's socket (an
+ * established connection's own socket first, so every packet of the flow
+ * gets there); the mark makes the policy route deliver it locally. The
+ * socket rule takes the packets of connections already held without the
+ * listener lookup. */
+static void put_divert(struct gen *g)
+{
+    struct intercept is[3];
+    size_t n = intercepts(g->cfg, is);
+
+    put(g, "\n\t# TCP goes to the egress listeners (TPROXY), which decide with the same\n"
+           "\t# policy.\n"
+           "\tchain divert {\n"
+           "\t\ttype filter hook prerouting priority mangle + 10; policy accept;\n");
+    put_iif_guard(g);
+    /* A filter chain sees every packet, not only a connection's first as
+     * NAT does: the sandbox's answers in connections opened to it must not
+     * be taken for new ones. */
+    put(g, "\t\t# answers in connections the other side opened (ingress to the sandbox)\n"
+           "\t\tct direction reply return\n");
+    if (n > 0) {
+        put(g, "\t\tmeta l4proto tcp socket transparent 1 meta mark set ");
+        put_mark(g);
+        put(g, " accept\n");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *fam = listener_families(is[i].l);
+
+        put(g, "\t\t");
+        put(g, fam);
+        put(g, is[i].match);
+        put(g, *fam == '\0'          ? "tproxy to :"
+               : strstr(fam, "ipv4") ? "tproxy ip to :"
+                                     : "tproxy ip6 to :");
+        put_port(g, is[i].l);
+        put(g, " meta mark set ");
+        put_mark(g);
+        put(g, " accept\n");
+    }
+    /* tproxy finds no transparent socket (the proxy is not running): the
+     * rule does not match and the packet would be forwarded as it is. */
+    if (n > 0)
+        put(g, "\t\t# no listener took it (the proxy is not running): refused, as with "
+               "redirect\n");
+    for (size_t i = 0; i < n; i++) {
+        put(g, "\t\t");
+        put(g, listener_families(is[i].l));
+        put(g, is[i].match);
+        put(g, "jump refuse\n");
+    }
+    put(g, "\t}\n");
+}
+
+static void put_redirect(struct gen *g)
+{
+    struct intercept is[3];
+    size_t n = intercepts(g->cfg, is);
 
     put(g, "\n\t# TCP goes to the egress listeners, which decide with the same policy.\n"
            "\tchain nat_redirect {\n"
            "\t\ttype nat hook prerouting priority dstnat; policy accept;\n");
     put_iif_guard(g);
-    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
-        if (kinds[i].l->address == NULL)
-            continue;
+    for (size_t i = 0; i < n; i++) {
         put(g, "\t\t");
-        put(g, listener_families(kinds[i].l));
-        put(g, kinds[i].match);
+        put(g, listener_families(is[i].l));
+        put(g, is[i].match);
         put(g, "redirect to :");
-        put_port(g, kinds[i].l);
+        put_port(g, is[i].l);
         put(g, "\n");
     }
     put(g, "\t}\n");
@@ -223,20 +317,29 @@ static void put_to_host(struct gen *g, bool ns4, bool ns6)
                                                  &cfg->egress_tcp};
     bool first = true;
 
-    put(g, "\n\t# To this host: only what was redirected to the egress listeners.\n"
+    put(g, "\n\t# To this host: only what was sent to the egress listeners.\n"
            "\tchain to_host {\n"
            "\t\ttype filter hook input priority filter; policy accept;\n");
     put_iif_guard(g);
     put(g, "\t\tct direction reply accept\n");
-    for (size_t i = 0; i < sizeof(ls) / sizeof(ls[0]); i++) {
-        if (ls[i]->address == NULL)
-            continue;
-        put(g, first ? "\t\tct status dnat meta l4proto tcp th dport { " : ", ");
-        put_port(g, ls[i]);
-        first = false;
+    if (cfg->egress_interception == CONFIG_EGRESS_TPROXY) {
+        /* Diverted TCP keeps its destination port: the mark says it was. */
+        if (ls[0]->address != NULL || ls[1]->address != NULL || ls[2]->address != NULL) {
+            put(g, "\t\tmeta l4proto tcp meta mark ");
+            put_mark(g);
+            put(g, " accept\n");
+        }
+    } else {
+        for (size_t i = 0; i < sizeof(ls) / sizeof(ls[0]); i++) {
+            if (ls[i]->address == NULL)
+                continue;
+            put(g, first ? "\t\tct status dnat meta l4proto tcp th dport { " : ", ");
+            put_port(g, ls[i]);
+            first = false;
+        }
+        if (!first)
+            put(g, " } accept\n");
     }
-    if (!first)
-        put(g, " } accept\n");
     put(g, nd_accept);
     put_dns_accept(g, ns4, ns6);
     put(g, "\t\tjump refuse\n\t}\n");
@@ -322,6 +425,8 @@ int nft_rules_write(struct outbuf *ob, const char *ifname, const struct egress_p
             "# Applied with `nft -f`, it replaces this interface's table in one\n"
             "# transaction (declared first so that the delete cannot fail) and leaves\n"
             "# every other table alone.\n");
+    if (cfg->egress_interception == CONFIG_EGRESS_TPROXY)
+        put_tproxy_routes(&g);
     put(&g, "table inet edgeproxy_");
     put(&g, ifname);
     put(&g, " {}\ndelete table inet edgeproxy_");
@@ -350,7 +455,10 @@ int nft_rules_write(struct outbuf *ob, const char *ifname, const struct egress_p
             "\t\tcounter reject with icmpx admin-prohibited\n"
             "\t}\n");
     put_guard(&g, ad4, ad6, ns4, ns6);
-    put_redirect(&g);
+    if (cfg->egress_interception == CONFIG_EGRESS_TPROXY)
+        put_divert(&g);
+    else
+        put_redirect(&g);
     put_to_host(&g, ns4, ns6);
     put_to_world(&g, al4, al6, dn4, dn6, ns4, ns6);
     put(&g, "}\n");

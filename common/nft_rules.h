@@ -19,7 +19,15 @@
  *             ports fall to the tcp one; with no tcp listener they stay for
  *             the forward chain). The proxy then decides with
  *             egress_decide().
- *   to_host   input: only redirected TCP to the listener ports, answers,
+ *   divert    instead of nat_redirect under egress.interception "tproxy":
+ *             filter prerouting after guard (mangle + 10), the same ports
+ *             to the same listeners by `tproxy to :port` (no NAT: the
+ *             destination stays as dialled) with `meta mark set
+ *             egress.tproxy_mark`; the once-per-host policy route for that
+ *             mark (`ip rule add fwmark M lookup 100; ip route add local
+ *             0.0.0.0/0 dev lo table 100`, and -6) is printed as comments.
+ *   to_host   input: only TCP sent to the listeners (redirected: `ct status
+ *             dnat` to their ports; diverted: the mark), answers,
  *             neighbour discovery and DNS to nameservers on this host.
  *   to_world  forward (what was not redirected: UDP, ICMP, TCP without a
  *             listener): the policy by address, allow beating deny; UDP 443
@@ -44,7 +52,8 @@
 int nft_rules_check_interface(const char *ifname, char *err, size_t errlen);
 
 /* Writes the ruleset for `ifname` and policy `p` (listener ports,
- * nameservers, always_deny and redis.url from cfg) into ob. Borrows
+ * interception and mark, nameservers, always_deny and redis.url from cfg)
+ * into ob. Borrows
  * everything. Returns 0, or -1 with a message for a bad interface name; a
  * writer that ran out of room is marked truncated (see outbuf.h). */
 int nft_rules_write(struct outbuf *ob, const char *ifname, const struct egress_policy *p,

@@ -53,6 +53,10 @@ void exchange_finish(struct exchange *ex)
     if (!ex->w)
         return;
     exchange_count(ex);
+    if (ex->tunneled) {
+        ex->tunneled = false;
+        METRIC_DEC(&ex->w->metrics, tunnels[ex->http_version == 20]);
+    }
     lookup_cancel(&ex->waiter);
     proxy_abort(ex);
     if (ex->route_state && ex->client->route->finish)

@@ -147,11 +147,16 @@ struct exchange {
     enum ex_state state;
 
     /* the normalised request (views into rh unless said otherwise) */
-    uint8_t http_version;  /* what the client spoke: 10, 11 or 20 (metrics, access log) */
-    struct head *rh;       /* request head arena (the front end's) */
-    int method;            /* llhttp_method_t */
-    bool head_method;      /* HEAD: the response has no body whatever it says */
-    bool upgrade;          /* an Upgrade request (WebSocket) */
+    uint8_t http_version; /* what the client spoke: 10, 11 or 20 (metrics, access log) */
+    struct head *rh;      /* request head arena (the front end's) */
+    int method;           /* llhttp_method_t */
+    bool head_method;     /* HEAD: the response has no body whatever it says */
+    bool upgrade;         /* an Upgrade request (WebSocket), or an extended CONNECT */
+    /* An extended CONNECT (RFC 8441): the Sec-WebSocket-Key the front end
+     * drew (common/websocket.h) for the upstream's Upgrade; the proxy
+     * checks the 101's Sec-WebSocket-Accept against it. NULL otherwise
+     * (an HTTP/1.1 client's own key goes up, and it checks the answer). */
+    const char *ws_key;
     const char *authority; /* Host or :authority */
     size_t authority_len;
     const char *path; /* origin-form */
@@ -204,6 +209,7 @@ struct exchange {
     bool up_paused;      /* upstream reading stopped: client output full */
     bool up_eof_pending; /* upstream closed while paused */
     bool up_closed;      /* upstream EOF/error seen */
+    bool tunneled;       /* after a 101: counted in the open tunnels gauge */
 
     /* accounting */
     uint64_t start_us;  /* 0: not a request to count */
@@ -211,6 +217,22 @@ struct exchange {
     uint64_t bytes_out; /* response bytes to the client (the front end's count) */
     enum outcome outcome;
 };
+
+/* RFC 8441: an HTTP/2 client asks for a WebSocket with an extended CONNECT
+ * (:method CONNECT, :protocol websocket); the sandbox gets an HTTP/1.1 GET
+ * with Upgrade, and its 101 is the client's 200 (h2o's mapping, in the
+ * core as in its lib/core/proxy.c). A plain CONNECT never gets this far,
+ * nor does an HTTP/1.1 one (405). */
+static inline bool exchange_ext_connect(const struct exchange *ex)
+{
+    return ex->upgrade && ex->method == HTTP_CONNECT && ex->http_version == 20;
+}
+
+/* The method of the upstream request line. */
+static inline int exchange_upstream_method(const struct exchange *ex)
+{
+    return exchange_ext_connect(ex) ? HTTP_GET : ex->method;
+}
 
 /* Starts a new exchange on `client` for front end `ops`. */
 void exchange_init(struct exchange *ex, struct worker *w, const struct client_info *client,

@@ -23,26 +23,55 @@ size_t listener_specs(const struct config *cfg, struct listener_spec *out)
     size_t n = 0;
     for (size_t i = 0; i < cfg->listener_count; i++) {
         const struct config_listener *l = &cfg->listeners[i];
-        out[n++] = (struct listener_spec){LISTENER_INGRESS, i, l->address,
-                                          (const struct sockaddr *)&l->addr, l->addr_len};
+        out[n++] = (struct listener_spec){.kind = LISTENER_INGRESS,
+                                          .index = i,
+                                          .address = l->address,
+                                          .sa = (const struct sockaddr *)&l->addr,
+                                          .len = l->addr_len};
     }
     const struct config_egress_listener *eg[] = {&cfg->egress_http, &cfg->egress_tls,
                                                  &cfg->egress_tcp};
     for (size_t k = 0; k < 3; k++)
         if (eg[k]->address)
-            out[n++] =
-                (struct listener_spec){LISTENER_EGRESS_HTTP + k, 0, eg[k]->address,
-                                       (const struct sockaddr *)&eg[k]->addr, eg[k]->addr_len};
+            out[n++] = (struct listener_spec){
+                .kind = LISTENER_EGRESS_HTTP + k,
+                .address = eg[k]->address,
+                .sa = (const struct sockaddr *)&eg[k]->addr,
+                .len = eg[k]->addr_len,
+                .transparent = cfg->egress_interception == CONFIG_EGRESS_TPROXY,
+            };
     return n;
 }
 
+/* IP_TRANSPARENT before bind: nft `tproxy` only hands a connection to a
+ * socket that has it (nf_tproxy_sk_is_transparent), and the accepted
+ * socket, whose local address is the one the sandbox dialled, inherits it.
+ * On an IPv6 socket IPV6_TRANSPARENT sets the same flag; both are set, so
+ * that a dual-stack [::] socket takes IPv4 and IPv6 alike. 0, or -1 (errno:
+ * EPERM without CAP_NET_ADMIN). */
+static int set_transparent(int fd, int family)
+{
+    int one = 1;
+    if (setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) == -1)
+        return -1;
+    if (family == AF_INET6 && setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof(one)) == -1)
+        return -1;
+    return 0;
+}
+
 static int bind_socket(const struct sockaddr *sa, socklen_t len, const char *name, int v6only,
-                       char *err, size_t errlen)
+                       bool transparent, char *err, size_t errlen)
 {
     int one = 1;
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1)
         return errf(err, errlen, "listener %s: socket: %s", name, strerror(errno));
+    if (transparent && set_transparent(fd, sa->sa_family) == -1) {
+        errf(err, errlen, "listener %s: IP_TRANSPARENT (egress.interception \"tproxy\"): %s%s",
+             name, strerror(errno), errno == EPERM ? " (needs CAP_NET_ADMIN)" : "");
+        close(fd);
+        return -1;
+    }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     /* One socket per worker on the same address: the kernel spreads new
      * connections across workers without a shared accept lock. */
@@ -65,13 +94,13 @@ static int bind_socket(const struct sockaddr *sa, socklen_t len, const char *nam
 int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name, char *err,
                   size_t errlen)
 {
-    return bind_socket(sa, len, name, 1, err, errlen);
+    return bind_socket(sa, len, name, 1, false, err, errlen);
 }
 
 int listener_bind_spec(const struct listener_spec *spec, char *err, size_t errlen)
 {
-    return bind_socket(spec->sa, spec->len, spec->address, spec->kind == LISTENER_INGRESS, err,
-                       errlen);
+    return bind_socket(spec->sa, spec->len, spec->address, spec->kind == LISTENER_INGRESS,
+                       spec->transparent, err, errlen);
 }
 
 /* ---- accepting ---- */

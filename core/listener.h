@@ -33,6 +33,9 @@ struct listener_spec {
     const char *address;
     const struct sockaddr *sa;
     socklen_t len;
+    /* egress.interception "tproxy": IP_TRANSPARENT, so that the socket
+     * takes connections nft `tproxy` hands it for addresses not its own */
+    bool transparent;
 };
 
 /* The config's listening sockets in the order workers hold them: every
@@ -51,7 +54,9 @@ size_t listener_specs(const struct config *cfg, struct listener_spec *out);
 int listener_bind(const struct sockaddr *sa, socklen_t len, const char *name, char *err,
                   size_t errlen);
 /* The same for one of listener_specs: an egress socket on [::] takes IPv4
- * too (SPEC section 9: the kernel redirects both families to one port). */
+ * too (SPEC section 9: the kernel redirects both families to one port), and
+ * is transparent when spec->transparent (setting that needs
+ * CAP_NET_ADMIN: without it, an error naming the listener). */
 int listener_bind_spec(const struct listener_spec *spec, char *err, size_t errlen);
 
 /* Starts accepting on the worker's fds. 0 ok, -1 error. Accepting pauses

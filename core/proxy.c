@@ -30,6 +30,7 @@
 #include "route_rec.h"
 #include "stream.h"
 #include "timeutil.h"
+#include "websocket.h"
 #include "worker.h"
 
 static void up_read_cb(struct stream *st, void *arg);
@@ -286,6 +287,27 @@ static enum ex_body response_framing(const struct exchange *ex)
     return llhttp_message_needs_eof(p) ? EX_BODY_EOF : EX_BODY_NONE;
 }
 
+/* The 101 to an extended CONNECT (RFC 8441): its client never sent a key
+ * and cannot check the answer, so the proxy does what RFC 6455 section 4.1
+ * asks of a client: the Upgrade is "websocket" and the Sec-WebSocket-Accept
+ * is the key's (a 101 from something that did not read the request, or a
+ * cache, is no WebSocket). NULL when it holds, else why not. The
+ * subprotocol and extensions go back to the client, which checks them
+ * against what it offered. */
+static const char *ws_handshake_error(const struct exchange *ex)
+{
+    const struct head *h = ex->ph;
+    const struct hdr *up = head_find(h, HDR_UPGRADE, NULL);
+    if (!up || !head_list_has(head_str(h, up->val_off), up->val_len, "websocket", 9))
+        return "upstream switched to a protocol other than websocket";
+    bool dup;
+    const struct hdr *acc = head_find_one(h, HDR_SEC_WEBSOCKET_ACCEPT, &dup);
+    if (!acc || dup ||
+        !ws_accept_matches(ex->ws_key, strlen(ex->ws_key), head_str(h, acc->val_off), acc->val_len))
+        return "upstream's Sec-WebSocket-Accept does not match the key";
+    return NULL;
+}
+
 /* A response head is parsed: check what llhttp lets through and a client
  * could not frame, then hand it to the front end. */
 static int on_response_head(struct exchange *ex)
@@ -311,6 +333,22 @@ static int on_response_head(struct exchange *ex)
     if (status == 101 && !ex->upgrade) {
         upstream_failed(ex, 502, "upstream switched protocols without an upgrade request");
         return -1;
+    }
+    if (exchange_ext_connect(ex) && status >= 200 && status < 300) {
+        /* A 2xx to an extended CONNECT tells the client its tunnel is open
+         * (RFC 8441 section 5, RFC 9113 section 8.5): a sandbox that
+         * ignored the Upgrade and answered 200 must not look like one.
+         * Other statuses (403, 404, ...) go to the client as they are. */
+        upstream_failed(ex, 502,
+                        "upstream answered a WebSocket request without switching protocols");
+        return -1;
+    }
+    if (status == 101 && ex->ws_key) {
+        const char *why = ws_handshake_error(ex);
+        if (why) {
+            upstream_failed(ex, 502, why);
+            return -1;
+        }
     }
     /* RFC 9112 section 6.3 rule 1: responses to HEAD, and 204 and 304, end
      * with their head whatever Content-Length says (llhttp only knows it
@@ -341,7 +379,11 @@ static void response_complete(struct exchange *ex)
     ex->outcome = OUTCOME_UPSTREAM;
     ex->state = EX_DONE;
     if (ex->status == 101) {
+        if (exchange_ext_connect(ex))
+            ex->status = 200; /* what its client got (RFC 8441 section 5) */
         ex->state = EX_TUNNEL;
+        ex->tunneled = true;
+        METRIC_INC(&ex->w->metrics, tunnels[ex->http_version == 20]);
         exchange_count(ex); /* the tunnel's life is not a request */
         ex->ops->start_tunnel(ex);
         return;
@@ -388,7 +430,7 @@ static void upstream_eof(struct exchange *ex, bool error)
     }
     if (!ex->resp_head_done && ex->up && ex->up->reused && !ex->req_body_started &&
         !ex->stale_retry_done && evbuffer_get_length(stream_input(ex->up->io)) == 0 && !ex->ph &&
-        method_is_idempotent(ex->method)) {
+        method_is_idempotent(exchange_upstream_method(ex))) {
         /* A pooled connection the upstream closed as the request arrived:
          * most likely its keep-alive timeout won the race and the app never
          * saw the request, but it may have. An idempotent request whose body

@@ -99,7 +99,7 @@ int rewrite_request_head(const struct exchange *s, struct evbuffer *dst)
         return -1;
     struct out o = {v.iov_base, (char *)v.iov_base + v.iov_len, false};
 
-    const char *method = llhttp_method_name(s->method);
+    const char *method = llhttp_method_name(exchange_upstream_method(s));
     out_put(&o, method, strlen(method));
     OUT_LIT(&o, " ");
     if (s->path_needs_slash)

@@ -349,7 +349,8 @@ static int conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int 
     struct egress *eg = w->egress;
     struct sockaddr_storage dst;
     socklen_t dst_len;
-    if (egress_original_dst_or_refuse(fd, sa, &dst, &dst_len) == -1)
+    const struct config_egress_listener *l = tls ? &w->cfg->egress_tls : &w->cfg->egress_tcp;
+    if (egress_original_dst_or_refuse(w, l, fd, sa, &dst, &dst_len) == -1)
         return -1;
     struct egress_conn *c = calloc(1, sizeof(*c));
     struct stream *st = c ? stream_new_socket(w->base, fd) : NULL;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cidr.h"
 #include "ev.h"
 #include "flow.h"
 #include "log.h"
@@ -97,17 +98,22 @@ void egress_config_changed(struct egress *eg)
     cache_set_params(eg->policies, &p);
 }
 
-int egress_original_dst_or_refuse(int fd, const struct sockaddr *sa, struct sockaddr_storage *dst,
+int egress_original_dst_or_refuse(struct worker *w, const struct config_egress_listener *l, int fd,
+                                  const struct sockaddr *sa, struct sockaddr_storage *dst,
                                   socklen_t *dst_len)
 {
-    if (egress_original_dst(fd, sa, dst, dst_len) == 0)
+    int rc = w->cfg->egress_interception == CONFIG_EGRESS_TPROXY
+                 ? egress_tproxy_dst(fd, cidr_sockaddr_port((const struct sockaddr *)&l->addr), dst,
+                                     dst_len)
+                 : egress_original_dst(fd, sa, dst, dst_len);
+    if (rc == 0)
         return 0;
     char peer[INET6_ADDRSTRLEN + 8];
     egress_format_endpoint(sa, peer, sizeof(peer));
     log_info("egress: connection from %s has no original destination (%s): refused", peer,
-             errno == ELOOP ? "made to the listener itself, not redirected" : strerror(errno));
-    struct linger l = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+             errno == ELOOP ? "made to the listener itself, not intercepted" : strerror(errno));
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     close(fd);
     return -1;
 }

@@ -30,6 +30,7 @@
 
 struct worker;
 struct egress;
+struct config_egress_listener;
 struct list_node;
 
 /* The worker's egress state, when the config has an egress listener
@@ -52,9 +53,11 @@ int egress_accept_http(struct worker *w, size_t index, int fd, const struct sock
 int egress_accept_tls(struct worker *w, size_t index, int fd, const struct sockaddr *sa, int salen);
 int egress_accept_tcp(struct worker *w, size_t index, int fd, const struct sockaddr *sa, int salen);
 
-/* Internal to egress/: the original destination of an accepted socket, or
- * -1 after a log line and a RST (fd closed). */
-int egress_original_dst_or_refuse(int fd, const struct sockaddr *sa, struct sockaddr_storage *dst,
+/* Internal to egress/: the original destination of socket fd accepted on
+ * listener l (a member of w->cfg), as egress.interception finds it (origin.h),
+ * or -1 after a log line and a RST (fd closed). */
+int egress_original_dst_or_refuse(struct worker *w, const struct config_egress_listener *l, int fd,
+                                  const struct sockaddr *sa, struct sockaddr_storage *dst,
                                   socklen_t *dst_len);
 /* Internal: drain one TLS/TCP connection (on eg->conns). */
 void egress_conn_drain(struct list_node *n);

@@ -37,8 +37,7 @@ void egress_format_endpoint(const struct sockaddr *sa, char *buf, size_t cap)
         snprintf(buf, cap, "?");
         return;
     }
-    port = ntohs(sa->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
-                                           : ((const struct sockaddr_in *)sa)->sin_port);
+    port = cidr_sockaddr_port(sa);
     inet_ntop(a.family, a.addr, ip, sizeof(ip));
     snprintf(buf, cap, a.family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, port);
 }

@@ -188,7 +188,7 @@ int egress_accept_http(struct worker *w, size_t index, int fd, const struct sock
 {
     struct sockaddr_storage dst;
     socklen_t dst_len;
-    if (egress_original_dst_or_refuse(fd, sa, &dst, &dst_len) == -1)
+    if (egress_original_dst_or_refuse(w, &w->cfg->egress_http, fd, sa, &dst, &dst_len) == -1)
         return -1;
     return session_accept_routed(w, fd, sa, salen, (struct sockaddr *)&dst, dst_len,
                                  &egress_route_ops);

@@ -481,11 +481,15 @@ int h2_conn_start(struct worker *w, struct stream *io, const struct client_info 
         free(c);
         return -1;
     }
+    /* ENABLE_CONNECT_PROTOCOL (RFC 8441 section 3): WebSockets over HTTP/2
+     * (h2_tunnel.c). nghttp2 accepts :protocol from the moment it is
+     * submitted, before the client's ACK. */
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)cfg->http2_max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)cfg->http2_stream_window},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
     };
-    if (nghttp2_submit_settings(c->ngh, NGHTTP2_FLAG_NONE, iv, 2) != 0 ||
+    if (nghttp2_submit_settings(c->ngh, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0 ||
         (cfg->http2_connection_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE &&
          nghttp2_session_set_local_window_size(c->ngh, NGHTTP2_FLAG_NONE, 0,
                                                cfg->http2_connection_window) != 0)) {

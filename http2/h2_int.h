@@ -20,6 +20,7 @@
 #include "h2.h"
 #include "h2_rules.h"
 #include "list.h"
+#include "websocket.h"
 
 struct evbuffer;
 struct event;
@@ -124,6 +125,18 @@ struct h2_stream {
     size_t ntrailers;
     size_t sent_since_mark; /* the send timeout's notion of progress */
     uint64_t send_mark_ms;
+
+    /* CONNECT (RFC 9113 section 8.5) and extended CONNECT (RFC 8441) */
+    bool connect;  /* :method CONNECT */
+    bool protocol; /* :protocol given (nghttp2 checked it rides a CONNECT) */
+    bool ws;       /* :protocol websocket: a WebSocket, upstream an HTTP/1.1 Upgrade */
+    char ws_key[WS_KEY_LEN + 1]; /* the Sec-WebSocket-Key the proxy drew */
+    /* the WebSocket's tunnel (h2_tunnel.c), after the sandbox's 101 */
+    bool tunnel;            /* DATA <-> the upstream connection's bytes */
+    bool tun_paused;        /* the upstream is not read: this stream's output is full */
+    bool tun_up_eof;        /* the upstream said EOF: END_STREAM after the last DATA */
+    bool tun_up_shut;       /* the client's END_STREAM reached the upstream (SHUT_WR) */
+    uint64_t tun_active_ms; /* a byte moved either way (client.websocket_idle_timeout_ms) */
 };
 
 void conn_enter(struct h2_conn *c);
@@ -158,5 +171,26 @@ void h2s_resume_paused(struct h2_conn *c);
  * work) and moves it to the dead list. */
 void h2s_release(struct h2_conn *c, struct h2_stream *st);
 void h2s_free(struct h2_stream *st);
+/* For the tunnel: `len` bytes at the front of src become the stream's
+ * response DATA (moved, not copied); the stream's queued output as
+ * ops->pending counts it (may mark it paused); a RST_STREAM with `code`
+ * that is not the client's fault, ending the exchange. */
+void h2s_send_out(struct h2_stream *st, struct evbuffer *src, size_t len);
+size_t h2s_pending(struct h2_stream *st);
+void h2s_abort(struct h2_stream *st, uint32_t code);
+void h2s_resume_data(struct h2_stream *st);
+
+/* h2_tunnel.c: an RFC 8441 WebSocket after the sandbox's 101. */
+/* ops->start_tunnel of a WebSocket stream: DATA <-> the upstream's bytes. */
+void h2t_start(struct h2_stream *st);
+/* DATA from the client (before the 101 it waits, within the window). */
+void h2t_on_data(struct h2_stream *st, const uint8_t *data, size_t len);
+/* The client's END_STREAM: a half-close toward the sandbox. */
+void h2t_on_client_end(struct h2_stream *st);
+/* The stream's output drained: read the upstream again. */
+void h2t_resume(struct h2_stream *st);
+/* The idle timeout (both directions quiet): resets the stream when due
+ * and returns 0, else the deadline. */
+uint64_t h2t_idle_deadline(struct h2_stream *st, uint64_t now);
 
 #endif

@@ -4,10 +4,13 @@
  * body handed upstream as the upstream takes it (and only then given back
  * to the client's window), and the exchange operations that answer in
  * HTTP/2: HEADERS (1xx, final), DATA taken from the stream's queue without
- * a copy, trailers, RST_STREAM, the proxy's own replies. */
+ * a copy, trailers, RST_STREAM, the proxy's own replies. An extended
+ * CONNECT for a WebSocket (RFC 8441) is assembled here too; its tunnel,
+ * after the sandbox's 101, is h2_tunnel.c's. */
 #include <event2/buffer.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "config.h"
 #include "h2_int.h"
@@ -124,7 +127,7 @@ void h2s_free(struct h2_stream *st)
 
 void h2s_on_close(struct h2_conn *c, struct h2_stream *st, uint32_t code)
 {
-    if (!st->ex_done)
+    if (!st->ex_done && !st->tunnel)
         log_debug("client %s: HTTP/2 stream %d closed before its response ended (%s)",
                   c->client.peer_ip, st->id, nghttp2_http2_strerror(code));
     st->closed = true; /* nghttp2 forgets it as this returns */
@@ -210,11 +213,10 @@ static void on_pseudo(struct h2_stream *st, nghttp2_vec n, nghttp2_vec v)
         int m = h2_method((const char *)v.base, v.len);
         if (m < 0) {
             refuse(st, 501, "request method not supported");
-        } else if (m == HTTP_CONNECT) {
-            refuse(st, 405, "CONNECT is not supported");
         } else {
             ex->method = m;
             ex->head_method = m == HTTP_HEAD;
+            st->connect = m == HTTP_CONNECT; /* decided with :protocol (check_connect) */
         }
     } else if (name_is(n, ":path")) {
         if (head_on_url(h, (const char *)v.base, v.len) == -1)
@@ -229,10 +231,16 @@ static void on_pseudo(struct h2_stream *st, nghttp2_vec n, nghttp2_vec v)
             ex->authority = head_str(h, off);
             ex->authority_len = v.len;
         }
+    } else if (name_is(n, ":protocol")) {
+        /* RFC 8441 section 4: nghttp2 takes it because our SETTINGS said
+         * ENABLE_CONNECT_PROTOCOL, and only with CONNECT, :scheme, :path
+         * and :authority. "websocket" compares case-insensitively, as the
+         * Upgrade field does (RFC 6455 section 4.2.1). */
+        st->protocol = true;
+        st->ws = v.len == 9 && strncasecmp((const char *)v.base, "websocket", 9) == 0;
     }
     /* :scheme: any (RFC 9113 section 8.3.1); X-Forwarded-Proto says what
-     * the connection was. :protocol is refused by nghttp2 (no extended
-     * CONNECT offered). */
+     * the connection was. */
 }
 
 int h2s_on_header(struct h2_conn *c, const nghttp2_frame *frame, nghttp2_rcbuf *name,
@@ -285,6 +293,10 @@ int h2s_on_header(struct h2_conn *c, const nghttp2_frame *frame, nghttp2_rcbuf *
         st->cookies[st->ncookies++] = value;
         return 0;
     }
+    /* RFC 8441 section 5: an extended CONNECT has no Sec-WebSocket-Key;
+     * the sandbox gets one the proxy drew, whose answer it checks. */
+    if (st->protocol && name_is(n, "sec-websocket-key"))
+        return 0;
     /* Connection-specific fields and a `te` other than "trailers" never
      * get here: nghttp2 treats them as malformed (RFC 9113 section 8.2.2)
      * and resets the stream. */
@@ -391,6 +403,48 @@ static void request_framing(struct h2_stream *st, bool end_stream)
     ex->req_length = len;
 }
 
+/* CONNECT. A plain one (RFC 9113 section 8.5) asks for a tunnel to
+ * :authority, which is not what a sandbox URL is for: 405, as over
+ * HTTP/1.1. An extended one (RFC 8441) for a WebSocket goes on as a
+ * request; for another protocol (connect-udp, webtransport...) 501: the
+ * request is well-formed and names something the proxy does not
+ * implement (RFC 9110 section 15.6.2, as for an unknown method; nghttpx
+ * answers 400, which would blame the client). */
+static void check_connect(struct h2_stream *st)
+{
+    if (!st->protocol)
+        refuse(st, 405, "CONNECT is not supported");
+    else if (!st->ws)
+        refuse(st, 501, "extended CONNECT is supported for the websocket protocol only");
+    else if (head_find(st->ex.rh, HDR_CONTENT_LENGTH, NULL))
+        /* RFC 9110 section 9.3.6: a CONNECT request has no content; its
+         * DATA is the tunnel's bytes, which a length would bound. */
+        refuse(st, 400, "content-length on a WebSocket (extended CONNECT) request");
+}
+
+/* The WebSocket's request toward the sandbox: an HTTP/1.1 GET with
+ * Upgrade: websocket and a Sec-WebSocket-Key of the proxy's own
+ * (exchange_ext_connect, rewrite.c; RFC 6455 section 4.1), the client's
+ * Sec-WebSocket-Version, -Protocol and -Extensions as sent. No body: the
+ * DATA frames are the tunnel's, after the 101. */
+static void ws_request(struct h2_stream *st)
+{
+    struct exchange *ex = &st->ex;
+    if (ws_key_new(st->ws_key) == -1) {
+        refuse(st, 500, "cannot draw a WebSocket key");
+        return;
+    }
+    if (head_add(ex->rh, "upgrade", 7, "websocket", 9) == -1 ||
+        head_add(ex->rh, "sec-websocket-key", 17, st->ws_key, WS_KEY_LEN) == -1) {
+        refuse(st, 431, "request header fields too large");
+        return;
+    }
+    ex->upgrade = true;
+    ex->ws_key = st->ws_key;
+    ex->req_body = EX_BODY_NONE;
+    ex->req_trailer_from = ex->rh->nhdrs;
+}
+
 static void head_complete(struct h2_conn *c, struct h2_stream *st, bool end_stream)
 {
     struct exchange *ex = &st->ex;
@@ -398,6 +452,8 @@ static void head_complete(struct h2_conn *c, struct h2_stream *st, bool end_stre
     st->head_deadline_ms = 0;
     if (st->ncookies)
         join_cookies(st);
+    if (st->connect && !st->refuse)
+        check_connect(st);
     if (!st->refuse && ex->rh->url_len == 0)
         refuse(st, 400, "missing :path");
     if (!st->refuse) {
@@ -407,7 +463,9 @@ static void head_complete(struct h2_conn *c, struct h2_stream *st, bool end_stre
     }
     if (!st->refuse)
         check_certificate(st);
-    if (!st->refuse)
+    if (!st->refuse && st->ws)
+        ws_request(st);
+    else if (!st->refuse)
         request_framing(st, end_stream);
     /* Routed after this read (h2s_route_ready), replies included. */
     list_insert_back(&c->ready, &st->ready_link);
@@ -457,6 +515,10 @@ static void pump_body(struct h2_stream *st)
 int h2s_on_data(struct h2_conn *c, int32_t id, const uint8_t *data, size_t len)
 {
     struct h2_stream *st = stream_by_id(c, id);
+    if (st && st->ws && !st->ex_done && !st->dropping_body && !st->refuse) {
+        h2t_on_data(st, data, len);
+        return 0;
+    }
     if (!st || st->ex_done || st->dropping_body || st->refuse || st->ex.req_done) {
         nghttp2_session_consume(c->ngh, id, len);
         return 0;
@@ -487,11 +549,21 @@ int h2s_on_frame_recv(struct h2_conn *c, const nghttp2_frame *frame)
     if (!st)
         return 0;
     bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
-    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
         head_complete(c, st, end_stream);
+    } else if (frame->hd.type == NGHTTP2_HEADERS && st->ws && !st->ex_done) {
+        /* RFC 9113 section 8.5: only DATA and stream management frames on
+         * a CONNECT stream; trailers are a stream error. */
+        reset_stream(st, NGHTTP2_PROTOCOL_ERROR);
+        return 0;
+    }
     if (!end_stream || st->ex_done)
         return 0;
     st->req_end_seen = true;
+    if (st->ws) {
+        h2t_on_client_end(st);
+        return 0;
+    }
     if (st->ex.req_body == EX_BODY_LENGTH && st->body_received != st->ex.req_length) {
         reset_stream(st, NGHTTP2_PROTOCOL_ERROR); /* shorter than declared */
         return 0;
@@ -558,13 +630,18 @@ static void resume_data(struct h2_stream *st)
 
 /* The response head's fields for HTTP/2: lower-case names (nghttp2 lowers
  * them as it copies), without the connection-specific ones (RFC 9113
- * section 8.2.2) and Transfer-Encoding. Returns the count after `n`
- * already placed, adding the bytes to *bytes. */
-static size_t response_fields(nghttp2_nv *nva, size_t n, const struct head *h, uint64_t *bytes)
+ * section 8.2.2) and Transfer-Encoding. For a WebSocket's 200 (`tunnel`)
+ * neither Sec-WebSocket-Accept (RFC 8441 section 5: not used) nor a
+ * Content-Length (RFC 9110 section 9.3.6: none in a 2xx to CONNECT).
+ * Returns the count after `n` already placed, adding the bytes to *bytes. */
+static size_t response_fields(nghttp2_nv *nva, size_t n, const struct head *h, bool tunnel,
+                              uint64_t *bytes)
 {
     for (uint32_t i = 0; i < h->nhdrs; i++) {
         const struct hdr *x = &h->hdrs[i];
         if (head_is_hop_by_hop(h, x) || x->kind == HDR_TRANSFER_ENCODING)
+            continue;
+        if (tunnel && (x->kind == HDR_SEC_WEBSOCKET_ACCEPT || x->kind == HDR_CONTENT_LENGTH))
             continue;
         nva[n++] = NV(head_str(h, x->name_off), x->name_len, head_str(h, x->val_off), x->val_len);
         *bytes += x->name_len + x->val_len + 4;
@@ -577,20 +654,25 @@ static int h2_send_head(struct exchange *ex, int status, const struct head *h)
     struct h2_stream *st = stream_of(ex);
     struct h2_conn *c = st->c;
     nghttp2_nv *nva = conn_nva(c, (size_t)h->nhdrs + 1);
+    /* RFC 8441 section 5: the sandbox's 101 is the WebSocket's 200, and
+     * the stream then carries the tunnel's bytes as DATA. */
+    bool tunnel = st->ws && status == 101;
+    if (tunnel)
+        status = 200;
     char code[4] = {(char)('0' + status / 100), (char)('0' + status / 10 % 10),
                     (char)('0' + status % 10), 0};
     if (!nva || status < 100 || status > 599)
         return -1;
     uint64_t bytes = 12;
     nva[0] = NV(":status", 7, code, 3);
-    size_t n = response_fields(nva, 1, h, &bytes);
+    size_t n = response_fields(nva, 1, h, tunnel, &bytes);
     int rv;
     if (status < 200) {
         rv = nghttp2_submit_headers(c->ngh, NGHTTP2_FLAG_NONE, st->id, NULL, nva, n, NULL);
     } else {
         nghttp2_data_provider prd = {.read_callback = data_read_cb};
         rv = nghttp2_submit_response(c->ngh, st->id, nva, n,
-                                     ex->resp_body == EX_BODY_NONE ? NULL : &prd);
+                                     ex->resp_body == EX_BODY_NONE && !tunnel ? NULL : &prd);
         st->resp_submitted = rv == 0;
     }
     if (rv != 0) {
@@ -602,10 +684,10 @@ static int h2_send_head(struct exchange *ex, int status, const struct head *h)
     return 0;
 }
 
-static void h2_send_body(struct exchange *ex, struct evbuffer *src, size_t len)
+void h2s_send_out(struct h2_stream *st, struct evbuffer *src, size_t len)
 {
-    struct h2_stream *st = stream_of(ex);
     struct h2_conn *c = st->c;
+    struct exchange *ex = &st->ex;
     if (!evbuffer_get_length(st->out)) {
         st->send_mark_ms = time_now_ms();
         st->sent_since_mark = 0;
@@ -614,6 +696,16 @@ static void h2_send_body(struct exchange *ex, struct evbuffer *src, size_t len)
     evbuffer_remove_buffer(src, st->out, len);
     c->queued += len;
     ex->bytes_out += len;
+    resume_data(st);
+}
+
+static void h2_send_body(struct exchange *ex, struct evbuffer *src, size_t len)
+{
+    h2s_send_out(stream_of(ex), src, len);
+}
+
+void h2s_resume_data(struct h2_stream *st)
+{
     resume_data(st);
 }
 
@@ -650,21 +742,28 @@ static void h2_end(struct exchange *ex, const struct head *h, uint32_t from)
         keep_trailers(st, h, from);
     st->resp_ended = true;
     resume_data(st);
-    if (!ex->req_done)
-        drop_body(st); /* answered early: the rest of the request is not wanted */
+    if (!ex->req_done || st->ws)
+        drop_body(st); /* answered early, or a WebSocket refused: the rest is not wanted */
     finish_exchange(st);
 }
 
-/* The upstream failed after the head went out: RST_STREAM, never an
- * END_STREAM that would make a cut body look complete. */
-static void h2_reset(struct exchange *ex)
+/* A RST_STREAM that is not the client's fault (our_reset: the reset
+ * budget is not spent): an upstream that failed after the head went out
+ * (h2_reset, INTERNAL_ERROR: never an END_STREAM that would make a cut
+ * body look complete), or a WebSocket's tunnel that ended badly (CANCEL,
+ * h2_tunnel.c). Ends the exchange: its upstream connection is closed. */
+void h2s_abort(struct h2_stream *st, uint32_t code)
 {
-    struct h2_stream *st = stream_of(ex);
     st->our_reset = true;
-    nghttp2_submit_rst_stream(st->c->ngh, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    nghttp2_submit_rst_stream(st->c->ngh, NGHTTP2_FLAG_NONE, st->id, code);
     drop_output(st);
     drop_body(st);
     finish_exchange(st);
+}
+
+static void h2_reset(struct exchange *ex)
+{
+    h2s_abort(stream_of(ex), NGHTTP2_INTERNAL_ERROR);
 }
 
 static void h2_reply(struct exchange *ex, struct reply *r)
@@ -720,7 +819,7 @@ static void h2_reply(struct exchange *ex, struct reply *r)
         log_debug("client %s: HTTP/2 stream %d: reply not sent: %s", c->client.peer_ip, st->id,
                   nghttp2_strerror(rv));
     st->resp_submitted = true;
-    if (!ex->req_done)
+    if (!ex->req_done || st->ws)
         drop_body(st);
     finish_exchange(st);
 }
@@ -745,12 +844,18 @@ static void h2_body_consumed(struct exchange *ex)
     pump_body(st);
 }
 
-/* Never asked for: h2 requests are not upgrades (RFC 8441 is not offered),
- * and the proxy refuses a 101 to anything else. */
+/* The sandbox accepted a WebSocket (its 101 went out as a 200): the
+ * stream becomes its tunnel. Only a WebSocket's exchange is an upgrade
+ * (the proxy refuses a 101 to anything else). */
 static void h2_start_tunnel(struct exchange *ex)
 {
-    proxy_abort(ex);
-    h2_reset(ex);
+    struct h2_stream *st = stream_of(ex);
+    if (!st->ws) {
+        proxy_abort(ex);
+        h2_reset(ex);
+        return;
+    }
+    h2t_start(st);
 }
 
 static void h2_hold(struct exchange *ex)
@@ -766,6 +871,11 @@ static void h2_release(struct exchange *ex)
 /* The stream's queued response bytes; the connection's when they are over
  * its bound (every stream then reads as full). A stream reported full is
  * remembered, so the flush knows whose upstream to read again. */
+size_t h2s_pending(struct h2_stream *st)
+{
+    return st->ex.ops->pending(&st->ex);
+}
+
 static size_t h2_pending(const struct exchange *ex)
 {
     struct h2_stream *st = stream_of(ex);
@@ -791,7 +901,10 @@ void h2s_resume_paused(struct h2_conn *c)
             continue;
         st->paused_full = false;
         c->npaused--;
-        proxy_response_resume(&st->ex);
+        if (st->tunnel)
+            h2t_resume(st);
+        else
+            proxy_response_resume(&st->ex);
     }
 }
 
@@ -799,7 +912,11 @@ void h2s_on_end_stream_sent(struct h2_conn *c, struct h2_stream *st)
 {
     h2_budget_earn(&c->budget);
     /* RFC 9113 section 8.1: the response is complete before the request;
-     * ask the client to stop sending it, without an error. */
+     * ask the client to stop sending it, without an error. A WebSocket's
+     * too: its sandbox closed the connection (a WebSocket server closes
+     * first, RFC 6455 section 7.1.1), nothing the client says could still
+     * reach it, and the stream must not hold its upstream and slot until
+     * the idle timeout. */
     if (!st->req_end_seen) {
         st->our_reset = true;
         nghttp2_submit_rst_stream(c->ngh, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
@@ -828,6 +945,12 @@ uint64_t h2s_check_deadlines(struct h2_conn *c, struct h2_stream *st, uint64_t n
             return 0;
         }
         next = !next || st->body_deadline_ms < next ? st->body_deadline_ms : next;
+    }
+    if (st->tunnel && !st->ex_done) {
+        uint64_t d = h2t_idle_deadline(st, now);
+        if (!d)
+            return 0;
+        next = !next || d < next ? d : next;
     }
     if (evbuffer_get_length(st->out) && !st->closed) {
         uint64_t d = st->send_mark_ms + (uint64_t)cfg->http2_send_timeout_ms;

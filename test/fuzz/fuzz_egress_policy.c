@@ -1,5 +1,6 @@
 /* libFuzzer: egress_policy_parse + egress_decide + egress_name_normalize +
- * nft_rules_build (common/egress_policy.c, common/nft_rules.c).
+ * nft_rules_build in both interception modes (common/egress_policy.c,
+ * common/nft_rules.c).
  * Invariants: failure means a NUL-terminated message naming something and
  * nothing to free; success means lists within their bound and rules of a
  * known kind; every decision has a non-empty rule string, a verdict that
@@ -43,8 +44,8 @@ static struct sockaddr_storage dst(const char *ip, uint16_t port)
 
 static bool allow_kind(enum egress_decided_by by)
 {
-    return by == EGRESS_BY_NAMESERVER || by == EGRESS_BY_ALLOW_NAME ||
-           by == EGRESS_BY_ALLOW_ADDR || by == EGRESS_BY_DEFAULT;
+    return by == EGRESS_BY_NAMESERVER || by == EGRESS_BY_ALLOW_NAME || by == EGRESS_BY_ALLOW_ADDR ||
+           by == EGRESS_BY_DEFAULT;
 }
 
 static void decide(const struct egress_policy *p, const struct sockaddr *sa, const char *name)
@@ -155,6 +156,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < p->allow_count; i++)
         if (p->allow[i].type == EGRESS_RULE_NAME && p->allow[i].name_len > 24)
             assert(strstr(rules, p->allow[i].name) == NULL);
+    free(rules);
+    /* egress.interception "tproxy": the divert chain instead of NAT. */
+    cfg.egress_interception = CONFIG_EGRESS_TPROXY;
+    rules = nft_rules_build("veth-fuzz", p, &cfg, &len, err, sizeof(err));
+    cfg.egress_interception = CONFIG_EGRESS_REDIRECT;
+    assert(rules != NULL && strlen(rules) == len);
+    assert(strstr(rules, "\tchain divert {") != NULL && strstr(rules, "redirect to") == NULL);
     free(rules);
     egress_policy_free(p);
     return 0;

@@ -30,7 +30,10 @@
  *                  POST, HEAD, PUT; :scheme, :path, :authority for the
  *                  sandbox chosen by bits 5-7: pub, priv with its token,
  *                  priv without, slow, lim, broken, unknown, down), then
- *                  fields as [len][name][len][value] pairs, HPACK literals
+ *                  fields as [len][name][len][value] pairs, HPACK literals;
+ *                  a template whose first field is :protocol has :method
+ *                  CONNECT (an extended CONNECT, RFC 8441: a WebSocket with
+ *                  :protocol websocket, the stub's 101 and an echo tunnel)
  *   1 CONTINUATION s, f (bit 0 END_HEADERS), n, fields as above
  *   2 DATA         s, f (bit 0 END_STREAM), 2-byte length (bytes from the
  *                  input, or a pattern when it runs out)
@@ -161,6 +164,17 @@ static const char *const sandboxes[8] = {"pub", "priv",   "priv",   "slowpub",
                                          "lim", "broken", "nosuch", "down"};
 static const char *const methods[4] = {"GET", "POST", "HEAD", "PUT"};
 
+/* One [len][name][len][value] field of the input as an HPACK literal; 0
+ * when it does not fit. */
+static size_t next_field(uint8_t *b, size_t cap, struct reader *fields)
+{
+    size_t nl = byte(fields);
+    const uint8_t *name = take(fields, &nl);
+    size_t vl = byte(fields);
+    const uint8_t *val = take(fields, &vl);
+    return hpack_field(b, cap, (const char *)name, nl, (const char *)val, vl);
+}
+
 /* A header block: the template (if asked) and the input's fields. */
 static size_t header_block(uint8_t *b, size_t cap, unsigned f, struct reader *fields)
 {
@@ -168,20 +182,22 @@ static size_t header_block(uint8_t *b, size_t cap, unsigned f, struct reader *fi
     if (f & 4) {
         char auth[64];
         const char *m = methods[(f >> 3) & 3], *sb = sandboxes[(f >> 5) & 7];
+        bool ext =
+            fields->n >= 10 && fields->p[0] == 9 && memcmp(fields->p + 1, ":protocol", 9) == 0;
+        if (ext)
+            m = "CONNECT";
         int al = snprintf(auth, sizeof(auth), "%d-%s.sandbox.test", STUB_PORT, sb);
         n += hpack_field(b + n, cap - n, ":method", 7, m, strlen(m));
         n += hpack_field(b + n, cap - n, ":scheme", 7, "http", 4);
         n += hpack_field(b + n, cap - n, ":path", 5, "/f", 2);
         n += hpack_field(b + n, cap - n, ":authority", 10, auth, (size_t)al);
+        if (ext) /* a pseudo-header: before the token */
+            n += next_field(b + n, cap - n, fields);
         if (((f >> 5) & 7) == 1)
             n += hpack_field(b + n, cap - n, "e2b-traffic-access-token", 24, "tok", 3);
     }
     while (fields->n) {
-        size_t nl = byte(fields);
-        const uint8_t *name = take(fields, &nl);
-        size_t vl = byte(fields);
-        const uint8_t *val = take(fields, &vl);
-        size_t k = hpack_field(b + n, cap - n, (const char *)name, nl, (const char *)val, vl);
+        size_t k = next_field(b + n, cap - n, fields);
         if (!k)
             break;
         n += k;

@@ -51,6 +51,10 @@ def ctrl(up=0, flags=0, tls=0, first=0):
     return bytes([up, flags, tls, first])
 
 
+WS = ((":protocol", "websocket"), ("sec-websocket-version", "13"))
+# a masked text frame "hello" (RFC 6455 section 5.7)
+WS_HELLO = bytes([0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58])
+
 SEEDS = {
     "get-pub": ctrl() + headers(0, tpl()),
     "get-two-sandboxes": ctrl() + headers(0, tpl(sandbox=0)) + headers(1, tpl(sandbox=6)) + headers(2, tpl(sandbox=1)),
@@ -79,6 +83,23 @@ SEEDS = {
     "small-limits-slow-reader": ctrl(flags=4) + headers(0, tpl()) + bytes([WRITE]) + data(0, b"", False),
     "raw-junk": ctrl(flags=0x20) + bytes([RAW, 10]) + b"PRI * HTTP",
     "unknown-and-down": ctrl() + headers(0, tpl(sandbox=6)) + headers(1, tpl(sandbox=7)) + headers(2, tpl(sandbox=5)),
+    # extended CONNECT (RFC 8441): a template whose first field is
+    # :protocol is a CONNECT; the stub answers the Upgrade with a 101 and
+    # echoes (kind 6: a wrong Accept, 0x10: a 200 instead)
+    "ws-echo-half-close": ctrl() + headers(0, tpl(end=False), *WS) + bytes([WRITE]) +
+        data(0, WS_HELLO) + bytes([WRITE]) + data(0, WS_HELLO, True),
+    "ws-priv-and-reset": ctrl() + headers(0, tpl(sandbox=1, end=False), *WS) + headers(1, tpl(sandbox=2, end=False), *WS) +
+        bytes([WRITE]) + data(0, WS_HELLO) + bytes([WRITE]) + rst(0),
+    "ws-wrong-accept": ctrl(up=6) + headers(0, tpl(end=False), *WS) + data(0, WS_HELLO),
+    "ws-no-switch": ctrl(up=0x10) + headers(0, tpl(end=False), *WS) + headers(1, tpl()),
+    "ws-upstream-closes": ctrl(up=0x40) + headers(0, tpl(end=False), *WS) + bytes([WRITE]) + data(0, WS_HELLO),
+    "ws-small-limits": ctrl(flags=4) + headers(0, tpl(end=False), *WS) + headers(1, tpl(end=False), *WS) +
+        bytes([WRITE]) + data(0, b"x" * 3000) + data(1, b"y" * 3000) + wu(0, 10),
+    "ws-drain": ctrl(flags=8, first=1) + headers(0, tpl(end=False), *WS) + bytes([WRITE]) + data(0, WS_HELLO, True),
+    "ws-refused-forms": ctrl() + headers(0, tpl(end=False), (":protocol", "connect-udp")) +
+        headers(1, tpl(end=False), *WS, ("content-length", "5")) +
+        headers(2, tpl(end=False), *WS) + bytes([HEADERS, 2, 1, len(fields(("x-t", "1")))]) + fields(("x-t", "1")) +
+        headers(3, tpl(end=False), ("x-a", "b"), (":protocol", "websocket")),
 }
 
 if __name__ == "__main__":

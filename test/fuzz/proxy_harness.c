@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -47,6 +48,7 @@
 #include "session.h"
 #include "timeutil.h"
 #include "tls.h"
+#include "websocket.h"
 
 #include "../json_strict.h"
 
@@ -238,6 +240,10 @@ struct stub_conn {
     bool discard;  /* stopped parsing */
     bool close_when_flushed;
     bool close_now;
+    /* the request's Sec-WebSocket-Key, for the 101's Accept */
+    bool in_key;
+    char ws_key[64];
+    size_t ws_key_len;
 };
 
 static struct list_node stub_conns = LIST_ANCHOR(stub_conns);
@@ -315,6 +321,25 @@ static void respond(struct stub_conn *c)
     c->reqno++;
 }
 
+/* The Sec-WebSocket-Key (the HTTP/2 front end draws it for an extended
+ * CONNECT): captured so the 101 proves it read it, as a real server's does. */
+static int stub_on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct stub_conn *c = p->data;
+    c->in_key = len == 17 && strncasecmp(at, "sec-websocket-key", 17) == 0;
+    return 0;
+}
+
+static int stub_on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct stub_conn *c = p->data;
+    if (c->in_key) {
+        c->ws_key_len = len < sizeof(c->ws_key) ? len : sizeof(c->ws_key);
+        memcpy(c->ws_key, at, c->ws_key_len);
+    }
+    return 0;
+}
+
 static int stub_on_headers_complete(llhttp_t *p)
 {
     struct stub_conn *c = p->data;
@@ -342,11 +367,19 @@ static void stub_upgrade(struct stub_conn *c)
         c->discard = true;
         return;
     }
-    if ((up_mode & 7) == 7 && raw_resp_len)
+    if ((up_mode & 7) == 7 && raw_resp_len) {
         stub_write(c, (const char *)raw_resp, raw_resp_len);
-    else
+    } else {
+        /* The key's Accept (kind 6: another key's, which the proxy must
+         * refuse for an HTTP/2 client; an HTTP/1.1 client checks itself). */
+        char accept[WS_ACCEPT_LEN + 1];
+        ws_accept_for(c->ws_key, c->ws_key_len - ((up_mode & 7) == 6 && c->ws_key_len), accept);
         STUB_LIT(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                    "Connection: Upgrade\r\n\r\n");
+                    "Connection: Upgrade\r\nSec-WebSocket-Accept: ");
+        stub_write(c, accept, strlen(accept));
+        STUB_LIT(c, "\r\n\r\n");
+    }
+    c->ws_key_len = 0;
     c->echo = true;
 }
 
@@ -613,6 +646,8 @@ void harness_init(const char *name, const char *env_prefix, int stub_port, bool 
     filler_init();
 
     llhttp_settings_init(&stub_settings);
+    stub_settings.on_header_field = stub_on_header_field;
+    stub_settings.on_header_value = stub_on_header_value;
     stub_settings.on_headers_complete = stub_on_headers_complete;
     stub_settings.on_message_complete = stub_on_message_complete;
 

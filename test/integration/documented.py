@@ -11,6 +11,8 @@ one the proxy does not emit) fails a test instead of drifting.
 - metric_families(): {name: type} from the metrics table under "## Admin
   endpoints and metrics" (first column `name{labels}`, second the type).
 - config_table(): the lines of the key table under "## Configuration".
+- egress_demo_excerpt(): the lines of the run of `make egress-demo` shown
+  under "**The demo.**".
 """
 
 import json
@@ -72,3 +74,13 @@ def config_table():
             break
         out.append(line)
     return out
+
+
+def egress_demo_excerpt():
+    """The lines of the ```console block under "**The demo.**" (Egress,
+    Deploying it): a run of scripts/egress-demo.sh, "..." where shortened."""
+    text = _text()
+    start = text.index("**The demo.**")
+    m = re.compile(r"```console\n(.*?)\n```", re.S).search(text, start)
+    assert m, "README: no ```console block after **The demo.**"
+    return m.group(1).splitlines()

@@ -9,11 +9,13 @@ addresses only) is allowed, refused or redirected as the policy says.
 Needs root, `ip` and `nft` (scripts/deps.sh installs nftables)."""
 
 import json
+import re
 import os
 import shutil
 import subprocess
 import textwrap
 import time
+import types
 
 import pytest
 
@@ -315,9 +317,46 @@ LISTENER = textwrap.dedent(r'''
 ''')
 
 
-def start_in_ns(ns, path, text):
+# The same under egress.interception "tproxy": a transparent listener
+# (IP_TRANSPARENT, IPV6_TRANSPARENT) whose accepted sockets' own address is
+# the original destination.
+TPROXY_LISTENER = textwrap.dedent(r'''
+    import socket, sys
+    IP_TRANSPARENT, IPV6_TRANSPARENT = 19, 75
+    srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    srv.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+    srv.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+    srv.bind(("::", int(sys.argv[1])))
+    srv.listen(16)
+    print("ready", flush=True)
+    while True:
+        c, peer = srv.accept()
+        host, port = c.getsockname()[:2]
+        host = host[7:] if host.startswith("::ffff:") else "[%s]" % host
+        c.sendall(("%s:%d\n" % (host, port)).encode())
+        c.close()
+''')
+
+# A TCP service of the fake internet that says who it is.
+INTERNET_TCP = textwrap.dedent(r'''
+    import socket
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("192.0.2.1", 2223))
+    srv.listen(16)
+    print("ready", flush=True)
+    while True:
+        c, peer = srv.accept()
+        c.sendall(b"internet\n")
+        c.close()
+''')
+
+
+def start_in_ns(ns, path, text, *args):
     path.write_text(text)
-    p = subprocess.Popen(["ip", "netns", "exec", ns, "/usr/bin/python3", str(path)],
+    p = subprocess.Popen(["ip", "netns", "exec", ns, "/usr/bin/python3", str(path), *args],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "ready", p.stderr.read() if p.poll() is not None else ""
     return p
@@ -377,19 +416,24 @@ def world(netns, tmp_path):
                   timeout=60)
         return json.loads(r.stdout)
 
-    def apply(policy):
-        r = egress_rules(tmp_path, policy=policy)
+    def apply(policy, config=None):
+        r = egress_rules(tmp_path, config=config, policy=policy)
         assert r.returncode == 0, r.stderr
         in_ns(hst, "nft", "-f", "-", input=r.stdout)
+        return r.stdout
 
-    yield probe, apply
+    def start(name, text, *args):
+        procs.append(start_in_ns({"hst": hst, "net": net}[name], tmp_path / (name + ".py"),
+                                 text, *args))
+
+    yield types.SimpleNamespace(probe=probe, apply=apply, start=start, hst=hst)
     for p in procs:
         p.kill()
         p.wait()
 
 
 def test_traffic_follows_the_rules(world):
-    probe, apply = world
+    probe, apply = world.probe, world.apply
     # Before any rule: everything passes, TCP is not redirected.
     assert probe(["udp", "203.0.113.1", 7], ["tcp", "203.0.113.1", 2222]) == \
         ["ok", "refused:ECONNREFUSED"]
@@ -428,3 +472,33 @@ def test_traffic_follows_the_rules(world):
     got = probe(["udp", "2001:db8::1", 7], ["udp", "2001:db8::2", 7], ["udp", "192.0.2.1", 7],
                 ["udp", "198.51.100.53", 53])
     assert got == ["ok", "refused:EACCES", "refused:EHOSTUNREACH", "refused:EHOSTUNREACH"], got
+
+
+def test_tproxy_traffic(world):
+    """egress.interception "tproxy": TCP reaches a transparent listener
+    with its destination unchanged, by the divert chain and the policy
+    route the ruleset prints; with no listener it is refused, not
+    forwarded past the proxy."""
+    cfg = dict(CONFIG, egress=dict(CONFIG["egress"], interception="tproxy",
+                                   listeners={"tcp": "[::]:15001"}))
+    rules = world.apply(POLICY, config=cfg)
+    for cmd in re.findall(r"^#   (ip .*)$", rules, re.M):
+        in_ns(world.hst, *cmd.split())
+    world.start("net", INTERNET_TCP)
+    # No listener (the proxy down): refused, although 192.0.2.1 is an
+    # allowed address the forward chain would let through.
+    assert world.probe(["tcp", "192.0.2.1", 2223]) == ["refused:ECONNREFUSED"]
+    world.start("hst", TPROXY_LISTENER, "15001")
+    got = world.probe(
+        ["tcp", "192.0.2.1", 2223],
+        ["tcp", "203.0.113.1", 2222],
+        ["tcp", "2001:db8::1", 443],
+        ["tcp", "10.0.0.1", 22],          # always_deny, in guard
+        ["tcp", "203.0.113.254", 9090],   # the host itself
+        ["udp", "192.0.2.1", 7],          # UDP: by address, as before
+        ["udp", "203.0.113.1", 7],
+    )
+    assert got == [
+        "said:192.0.2.1:2223", "said:203.0.113.1:2222", "said:[2001:db8::1]:443",
+        "refused:ECONNREFUSED", "refused:ECONNREFUSED", "ok", "refused:EHOSTUNREACH",
+    ], got

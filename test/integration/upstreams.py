@@ -29,11 +29,17 @@ headers (they pass through the proxy like any other header):
                              proxy reuses it)
   Upgrade: websocket (with Connection: upgrade)
                              answer 101 and echo raw bytes until EOF
+
+WebSocketUpstream is a real RFC 6455 server (frames, masking, close
+handshake), for WebSockets that go through the proxy in another protocol
+than the client's (HTTP/2, RFC 8441); ws_frame / WsParser are the frame
+codec both ends of those tests use.
 """
 
 import base64
 import hashlib
 import json
+import os
 import socket
 import struct
 import threading
@@ -471,3 +477,287 @@ def start_later(port, delay, **kw):
     t.start()
     h.thread = t
     return h
+
+
+# --------------------------------------------------------------------------
+# WebSockets (RFC 6455)
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def ws_accept(key):
+    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+
+
+def _mask(data, key):
+    n = len(data)
+    if not n:
+        return b""
+    k = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
+
+
+def ws_frame(opcode, payload=b"", mask=False, fin=True):
+    """One frame: a client's are masked (RFC 6455 section 5.3), a server's not."""
+    b0 = (0x80 if fin else 0) | opcode
+    m = 0x80 if mask else 0
+    n = len(payload)
+    if n < 126:
+        head = bytes([b0, m | n])
+    elif n < 65536:
+        head = bytes([b0, m | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([b0, m | 127]) + struct.pack(">Q", n)
+    if mask:
+        key = os.urandom(4)
+        return head + key + _mask(bytes(payload), key)
+    return head + bytes(payload)
+
+
+class WsParser:
+    """Messages out of a byte stream: feed() returns the complete ones as
+    (opcode, payload, masked), fragments joined, control frames as they
+    come."""
+
+    def __init__(self):
+        self.buf = bytearray()
+        self.frag_op = None
+        self.frag = bytearray()
+
+    def feed(self, data):
+        self.buf += data
+        out = []
+        while True:
+            f = self._frame()
+            if f is None:
+                return out
+            fin, op, payload, masked = f
+            if op >= 0x8:
+                out.append((op, payload, masked))
+            elif op == OP_CONT:
+                self.frag += payload
+                if fin:
+                    out.append((self.frag_op, bytes(self.frag), masked))
+                    self.frag_op, self.frag = None, bytearray()
+            elif fin:
+                out.append((op, payload, masked))
+            else:
+                self.frag_op, self.frag = op, bytearray(payload)
+
+    def _frame(self):
+        b = self.buf
+        if len(b) < 2:
+            return None
+        fin, op, masked, n = b[0] & 0x80, b[0] & 0x0F, b[1] & 0x80, b[1] & 0x7F
+        at = 2
+        if n == 126:
+            if len(b) < 4:
+                return None
+            n, at = struct.unpack(">H", b[2:4])[0], 4
+        elif n == 127:
+            if len(b) < 10:
+                return None
+            n, at = struct.unpack(">Q", b[2:10])[0], 10
+        key = b""
+        if masked:
+            if len(b) < at + 4:
+                return None
+            key, at = bytes(b[at:at + 4]), at + 4
+        if len(b) < at + n:
+            return None
+        payload = bytes(b[at:at + n])
+        del b[:at + n]
+        if masked:
+            payload = _mask(payload, key)
+        return bool(fin), op, payload, bool(masked)
+
+
+class WebSocketUpstream:
+    """An RFC 6455 echo server, as a sandbox app runs one: records each
+    handshake request (Recorded, as EchoUpstream does), answers 101 with the
+    key's Sec-WebSocket-Accept and the first subprotocol offered, echoes
+    every data message (unmasked, same opcode), answers a ping with a pong
+    and a Close with a Close, then closes. The client's frames must be
+    masked (a proxy must not touch them). Steered by request headers:
+
+      X-Test-WS-Status: N        answer N with a small JSON body, no upgrade
+      X-Test-WS-Accept: wrong    a Sec-WebSocket-Accept for another key
+      X-Test-WS-Extensions: V    answer Sec-WebSocket-Extensions: V
+      X-Test-WS-Greeting: TEXT   a text message in the same write as the 101
+
+    and by text messages:
+
+      "bye"       a Close (1000), then the connection closes (FIN)
+      "rst"       the connection is reset (RST), without a Close
+      "flood:N"   N bytes of binary messages (64 KiB each), as fast as the
+                  proxy takes them (flood_sent counts what sendall took)
+
+    Per connection id, events[cid] lists what happened: "open", "eof" (the
+    proxy half-closed: read EOF), "reset" (read error), "closed". After an
+    EOF it still sends a text message "after-eof", then closes: what a
+    half-close must let through."""
+
+    def __init__(self, host="127.0.0.1", name="ws"):
+        self.name = name
+        self.lock = threading.Lock()
+        self.requests = []
+        self.events = {}
+        self.conn_count = 0
+        self.flood_sent = 0
+        self.unmasked = 0  # client frames that came unmasked (a protocol error)
+        self.open_conns = {}
+        self._stop = threading.Event()
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind((host, 0))
+        self.lsock.listen(64)
+        self.lsock.settimeout(0.1)
+        self.port = self.lsock.getsockname()[1]
+        self.thread = threading.Thread(target=self._accept_loop, daemon=True,
+                                       name="%s-%d" % (name, self.port))
+        self.thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(2)
+        self.lsock.close()
+        with self.lock:
+            conns = list(self.open_conns.values())
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _event(self, cid, what):
+        with self.lock:
+            self.events.setdefault(cid, []).append(what)
+
+    def events_of(self, cid):
+        with self.lock:
+            return list(self.events.get(cid, []))
+
+    def requests_for(self, marker):
+        with self.lock:
+            return [r for r in self.requests if marker in r.target]
+
+    def wait_requests(self, marker, n=1, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.requests_for(marker)
+            if len(got) >= n:
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError("%s: %d of %d requests matching %r" % (self.name, len(got), n, marker))
+            time.sleep(0.005)
+
+    def _accept_loop(self):
+        while not self._stop.is_set():
+            try:
+                s, peer = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.conn_count += 1
+                cid = self.conn_count
+                self.open_conns[cid] = s
+            s.settimeout(30)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._serve, args=(s, cid, peer[1]), daemon=True).start()
+
+    def _serve(self, s, cid, peer_port):
+        try:
+            self._handshake_and_echo(s, cid, peer_port)
+        except (OSError, EOFError, BadRequest):
+            self._event(cid, "reset")
+        finally:
+            with self.lock:
+                self.open_conns.pop(cid, None)
+            try:
+                s.close()
+            except OSError:
+                pass
+            self._event(cid, "closed")
+
+    def _handshake_and_echo(self, s, cid, peer_port):
+        r = _Reader(s)
+        lines = r.head().split(b"\r\n")
+        method, target, version = lines[0].decode("latin-1").split(" ")
+        headers = []
+        for line in lines[1:]:
+            k, _, v = line.decode("latin-1").partition(":")
+            headers.append((k, v.strip(" \t")))
+        rec = Recorded(cid, peer_port, method, target, version, headers, b"")
+        with self.lock:
+            self.requests.append(rec)
+        status = rec.header("x-test-ws-status")
+        if status:
+            body = json.dumps({"refused": True, "target": target}).encode()
+            s.sendall(b"HTTP/1.1 %s Test\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (status.encode(), len(body), body))
+            r.head()  # a keep-alive connection: the next request, or EOF
+            return
+        key = rec.header("sec-websocket-key", "")
+        accept = ws_accept("x" + key if rec.header("x-test-ws-accept") == "wrong" else key)
+        head = ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade",
+                "Sec-WebSocket-Accept: " + accept, "X-Upstream-Conn: %d" % cid]
+        offered = [p.strip() for v in rec.header_all("sec-websocket-protocol") for p in v.split(",")]
+        if offered and offered[0]:
+            head.append("Sec-WebSocket-Protocol: " + offered[0])
+        if rec.header("x-test-ws-extensions"):
+            head.append("Sec-WebSocket-Extensions: " + rec.header("x-test-ws-extensions"))
+        out = ("\r\n".join(head) + "\r\n\r\n").encode()
+        if rec.header("x-test-ws-greeting"):
+            out += ws_frame(OP_TEXT, rec.header("x-test-ws-greeting").encode())
+        s.sendall(out)
+        self._event(cid, "open")
+        parser = WsParser()
+        pending = r.take_all()
+        while True:
+            for op, payload, masked in parser.feed(pending):
+                if not masked:
+                    with self.lock:
+                        self.unmasked += 1
+                if op == OP_CLOSE:
+                    s.sendall(ws_frame(OP_CLOSE, payload[:2]))
+                    return
+                if op == OP_PING:
+                    s.sendall(ws_frame(OP_PONG, payload))
+                elif op == OP_TEXT and payload == b"bye":
+                    s.sendall(ws_frame(OP_CLOSE, struct.pack(">H", 1000)))
+                    return
+                elif op == OP_TEXT and payload == b"rst":
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                elif op == OP_TEXT and payload.startswith(b"flood:"):
+                    self._flood(s, int(payload[6:]))
+                elif op in (OP_TEXT, OP_BINARY):
+                    s.sendall(ws_frame(op, payload))
+            try:
+                pending = s.recv(1 << 20)
+            except ConnectionResetError:
+                self._event(cid, "reset")
+                return
+            if not pending:
+                self._event(cid, "eof")
+                s.sendall(ws_frame(OP_TEXT, b"after-eof"))
+                return
+
+    def _flood(self, s, n):
+        chunk = ws_frame(OP_BINARY, pattern_bytes(65536))
+        left = n
+        while left > 0:
+            s.sendall(chunk)
+            left -= 65536
+            with self.lock:
+                self.flood_sent += len(chunk)

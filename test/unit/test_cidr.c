@@ -202,7 +202,12 @@ static void test_mapped_addresses_become_ipv4(void **state)
     assert_int_equal(a.family, AF_INET);
     assert_int_equal(a.addr[0], 127);
 
+    assert_int_equal(cidr_sockaddr_port((struct sockaddr *)&sin), 443);
+    sin6.sin6_port = htons(15443);
+    assert_int_equal(cidr_sockaddr_port((struct sockaddr *)&sin6), 15443);
+
     sin.sin_family = AF_UNIX;
+    assert_int_equal(cidr_sockaddr_port((struct sockaddr *)&sin), 0);
     assert_int_equal(cidr_addr_from_sockaddr((struct sockaddr *)&sin, &a), -1);
     assert_int_equal(cidr_addr_from_sockaddr(NULL, &a), -1);
     assert_int_equal(cidr_addr_parse("10.0.0.0/8", 10, &a), -1);

@@ -131,6 +131,8 @@ static void assert_defaults_except_listeners(const struct config *c)
     assert_int_equal(c->egress_nameservers[0].addr[0], 8);
     assert_int_equal(c->egress_nameservers[0].addr[3], 8);
     assert_int_equal(c->egress_always_deny_count, 21);
+    assert_int_equal(c->egress_interception, CONFIG_EGRESS_REDIRECT);
+    assert_int_equal(c->egress_tproxy_mark, 1);
 }
 
 static void test_defaults(void **state)
@@ -1156,6 +1158,25 @@ static void test_egress(void **state)
     assert_string_equal(err, "egress.nameservers: changing the nameservers needs a restart");
     config_free(&other);
     config_free(&cfg);
+
+    /* egress.interception: redirect or tproxy, a restart to change; the
+     * mark only shapes the generated rules, a SIGHUP takes it. */
+    ok("{" MIN_LISTENER ",\"egress\":{\"interception\":\"tproxy\",\"tproxy_mark\":4096}}", &cfg);
+    assert_int_equal(cfg.egress_interception, CONFIG_EGRESS_TPROXY);
+    assert_int_equal(cfg.egress_tproxy_mark, 4096);
+    ok("{" MIN_LISTENER ",\"egress\":{\"interception\":\"tproxy\"}}", &other);
+    assert_int_equal(other.egress_tproxy_mark, 1);
+    assert_int_equal(config_reload_check(&cfg, &other, err, sizeof(err)), 0);
+    config_free(&other);
+    ok("{" MIN_LISTENER ",\"egress\":{\"tproxy_mark\":4096}}", &other);
+    assert_int_equal(config_reload_check(&cfg, &other, err, sizeof(err)), -1);
+    assert_string_equal(err, "egress.interception: changing the interception needs a restart");
+    config_free(&other);
+    config_free(&cfg);
+    bad("{" MIN_LISTENER ",\"egress\":{\"interception\":\"nat\"}}",
+        "egress.interception: must be one of redirect, tproxy");
+    bad("{" MIN_LISTENER ",\"egress\":{\"tproxy_mark\":0}}",
+        "egress.tproxy_mark: must be an integer in 1..2147483647");
 
     /* null listeners: none, one by one or the whole object. */
     ok("{" MIN_LISTENER ",\"egress\":{\"listeners\":null}}", &cfg);

@@ -494,6 +494,13 @@ static void test_add_whole_fields(void **state)
     assert_int_equal(h->hdrs[0].kind, HDR_HOST); /* classified as the spans are */
     assert_true(hdr_equal(h, &h->hdrs[1], "x-empty", ""));
     assert_int_equal(h->hdrs[2].kind, HDR_TRAFFIC_TOKEN);
+    /* the WebSocket handshake's fields, any case; a longer name is not one */
+    assert_int_equal(head_add(h, "Sec-WebSocket-Key", 17, "k", 1), 0);
+    assert_int_equal(head_add(h, "sec-websocket-accept", 20, "a", 1), 0);
+    assert_int_equal(head_add(h, "sec-websocket-keys", 18, "k", 1), 0);
+    assert_int_equal(h->hdrs[3].kind, HDR_SEC_WEBSOCKET_KEY);
+    assert_int_equal(h->hdrs[4].kind, HDR_SEC_WEBSOCKET_ACCEPT);
+    assert_int_equal(h->hdrs[5].kind, HDR_OTHER);
     head_put(W(state), h);
 }
 

@@ -239,6 +239,92 @@ static void test_listeners(void **state)
     free(r);
 }
 
+static void test_tproxy(void **state)
+{
+    char *r, *guard, *divert, *host;
+
+    /* egress.interception "tproxy": a divert chain after guard instead of
+     * the NAT one, the same ports to the same listeners, the mark set on
+     * every packet handed over, and the policy route as comments. */
+    r = rules("{" LISTENER ",\"egress\":{\"interception\":\"tproxy\",\"tproxy_mark\":16,"
+              "\"listeners\":{\"http\":\"[::]:15080\",\"tls\":\"[::]:15443\","
+              "\"tcp\":\"[::]:15000\"}}}",
+              "{\"allowOut\":[\"example.com\"],\"denyOut\":[\"0.0.0.0/0\"]}", "veth-sb0");
+    guard = chain(r, "guard");
+    divert = chain(r, "divert");
+    host = chain(r, "to_host");
+    lacks(r, "nat_redirect");
+    lacks(r, "redirect to");
+    lacks(r, "ct status dnat");
+    has(divert, "\t\ttype filter hook prerouting priority mangle + 10; policy accept;\n"
+                "\t\tiifname != \"veth-sb0\" return\n");
+    before(divert, "\t\tct direction reply return\n",
+           "\t\tmeta l4proto tcp socket transparent 1 meta mark set 0x10 accept\n");
+    before(divert, "\t\tmeta l4proto tcp socket transparent 1 meta mark set 0x10 accept\n",
+           "\t\ttcp dport 80 tproxy to :15080 meta mark set 0x10 accept\n");
+    before(divert, "\t\ttcp dport 80 tproxy to :15080 meta mark set 0x10 accept\n",
+           "\t\ttcp dport 443 tproxy to :15443 meta mark set 0x10 accept\n");
+    before(divert, "\t\ttcp dport 443 tproxy to :15443 meta mark set 0x10 accept\n",
+           "\t\tmeta l4proto tcp tproxy to :15000 meta mark set 0x10 accept\n");
+    /* No transparent socket (the proxy down): refused, not forwarded. */
+    before(divert, "\t\tmeta l4proto tcp tproxy to :15000 meta mark set 0x10 accept\n",
+           "\t\ttcp dport 80 jump refuse\n\t\ttcp dport 443 jump refuse\n"
+           "\t\tmeta l4proto tcp jump refuse\n");
+    /* guard (priority mangle) still refuses first, unchanged. */
+    before(r, "\tchain guard {", "\tchain divert {");
+    has(guard, "fib daddr type local jump refuse\n");
+    /* input: what the divert chain marked, not a NAT'd port. */
+    has(host, "\t\tmeta l4proto tcp meta mark 0x10 accept\n");
+    before(host, "meta mark 0x10 accept", "\t\tjump refuse\n");
+    /* The policy route, once per host: comments, before the table. */
+    before(r,
+           "#   ip rule add fwmark 0x10 lookup 100\n"
+           "#   ip route add local 0.0.0.0/0 dev lo table 100\n"
+           "#   ip -6 rule add fwmark 0x10 lookup 100\n"
+           "#   ip -6 route add local ::/0 dev lo table 100\n",
+           "table inet edgeproxy_veth-sb0 {}\n");
+    free(guard);
+    free(divert);
+    free(host);
+    free(r);
+
+    /* One family per listener: `tproxy ip` / `tproxy ip6`; the default
+     * mark is 0x1; no tls listener, so 443 falls to tcp. */
+    r = rules("{" LISTENER ",\"egress\":{\"interception\":\"tproxy\","
+              "\"listeners\":{\"http\":\"[::1]:15080\",\"tcp\":\"0.0.0.0:15000\"}}}",
+              "{}", "eth0");
+    divert = chain(r, "divert");
+    has(divert, "\t\tmeta nfproto ipv6 tcp dport 80 tproxy ip6 to :15080 meta mark set 0x1 "
+                "accept\n");
+    has(divert, "\t\tmeta nfproto ipv4 meta l4proto tcp tproxy ip to :15000 meta mark set 0x1 "
+                "accept\n");
+    lacks(divert, "443");
+    has(divert, "\t\tmeta nfproto ipv6 tcp dport 80 jump refuse\n"
+                "\t\tmeta nfproto ipv4 meta l4proto tcp jump refuse\n");
+    has(r, "#   ip rule add fwmark 0x1 lookup 100\n");
+    free(divert);
+    free(r);
+
+    /* No listener: nothing diverted, nothing marked reaches the host. */
+    r = rules("{" LISTENER ",\"egress\":{\"interception\":\"tproxy\"}}", "{}", "eth0");
+    divert = chain(r, "divert");
+    host = chain(r, "to_host");
+    lacks(divert, "tproxy");
+    lacks(divert, "socket");
+    lacks(divert, "jump refuse");
+    lacks(host, "meta mark");
+    free(divert);
+    free(host);
+    free(r);
+
+    /* redirect, the default: no word of tproxy. */
+    r = rules("{" LISTENER "," ALL_EGRESS "}", "{}", "eth0");
+    lacks(r, "tproxy");
+    lacks(r, "mark");
+    lacks(r, "chain divert");
+    free(r);
+}
+
 static void test_config_inputs(void **state)
 {
     char *r, *guard;
@@ -323,7 +409,7 @@ int main(void)
         cmocka_unit_test(test_spec_example),      cmocka_unit_test(test_no_names_no_dns_no_quic),
         cmocka_unit_test(test_all_traffic_rules), cmocka_unit_test(test_listeners),
         cmocka_unit_test(test_config_inputs),     cmocka_unit_test(test_untrusted_text_stays_out),
-        cmocka_unit_test(test_errors_and_bounds),
+        cmocka_unit_test(test_errors_and_bounds), cmocka_unit_test(test_tproxy),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
