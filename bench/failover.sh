@@ -117,6 +117,11 @@ SENTINELS=$(state sentinels)
 mkdir -p "$TMP/origin" "$TMP/www"
 sed -e "s|@TMP@|$TMP|g" -e "s|@ORIGIN_PORT@|$ORIGIN_PORT|g" -e "s|@NOFILE@|16384|g" \
     -e "s|@WORKER_CONNS@|8192|g" bench/conf/origin.nginx.conf >"$TMP/origin.conf"
+if grep -q '@[A-Z_]*@' "$TMP/origin.conf"; then
+    echo "failover: origin.nginx.conf: left unrendered: $(grep -o '@[A-Z_]*@' "$TMP/origin.conf" | sort -u | tr '
+' ' ')" >&2
+    exit 1
+fi
 start origin "${SRV[@]}" nginx -e "$TMP/origin/startup.log" -p "$TMP/origin/" \
     -c "$TMP/origin.conf" -g 'daemon off;'
 wait_port origin "$ORIGIN_PORT"
