@@ -1,4 +1,4 @@
-# Shared by bench/run.sh, bench/random_ids.sh and bench/egress.sh (sourced).
+# Shared by bench/run.sh, random_ids.sh, egress.sh and failover.sh (sourced).
 # Set NAME (the prefix of messages) first. Processes are started with
 # `start`, their pids kept, and only those are stopped (by pid) at exit; a
 # script that defines bench_cleanup has it run after that (egress.sh deletes
@@ -46,9 +46,10 @@ cleanup() {
     if [ -n "${KEEP_TMP:-}" ]; then echo "$NAME: kept $TMP"; else rm -rf "$TMP"; fi
 }
 
-# make_tmp PREFIX: $TMP, removed (with every started process stopped) at exit.
+# make_tmp PREFIX [DIR]: $TMP under DIR (/tmp), removed (with every started
+# process stopped) at exit.
 make_tmp() {
-    TMP=$(mktemp -d "/tmp/$1.XXXXXX")
+    TMP=$(mktemp -d "${2:-/tmp}/$1.XXXXXX")
     chmod 755 "$TMP"       # nginx workers run as nobody when started as root
     trap cleanup EXIT
     trap 'echo "$NAME: interrupted" >&2; exit 130' INT TERM

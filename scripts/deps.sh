@@ -3,7 +3,7 @@
 # missing. Idempotent and quiet when all is there.
 set -e
 PKGS="build-essential pkg-config libevent-dev libssl-dev libhiredis-dev libcjson-dev
-node-llhttp libcmocka-dev libnghttp2-dev redis-server python3 python3-pytest python3-h2
+node-llhttp libcmocka-dev libnghttp2-dev redis-server python3 python3-pytest python3-h2 python3-yaml
 nghttp2-client curl openssl wrk nftables iproute2 dnsmasq-base netcat-openbsd bind9-dnsutils
 chromium libnss3-tools"
 missing=""
