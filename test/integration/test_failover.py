@@ -334,7 +334,11 @@ def test_kill9_master_under_load(lab, reader, strict, longttl, upstream):
     assert all(longttl.get(sandbox_host(upstream.port, changed)).status == 403
                for _ in range(10)), "the change published during the switch was lost"
     assert reader.metric("edgeproxy_redis_replica_reads_total") > 0
-    assert reader.metric("edgeproxy_redis_master_switches_total") == 1
+    # One switch per master change the Sentinels announced: under a loaded
+    # machine a first promotion can time out and Sentinel elect another
+    # replica, which the proxy must follow too; more than announced is a flap.
+    announced = {m for _, m in log}
+    assert reader.metric("edgeproxy_redis_master_switches_total") == len(announced), announced
     u = load.of(strict, "uncached")
     note("kill -9 master", switch_after_kill_s=round(t_switch - t_kill, 2),
          promotion_after_kill_s=round(promo.at - t_kill, 2) if promo.at else None,
