@@ -2,7 +2,9 @@
 """Opens N keep-alive connections to a proxy, sends one GET on each, reads
 the response, and keeps every connection open and idle.
 
-    idleconns.py HOST PORT HOSTHEADER N READYFILE
+    idleconns.py HOST PORT HOSTHEADER N READYFILE [tls]
+
+With "tls" each connection is TLS (no certificate check, SNI = HOSTHEADER).
 
 When all are done it writes one line to READYFILE:
     open=<conns open> ok=<200s> bad=<other statuses> errors=<failures> [first=<first error>]
@@ -13,6 +15,7 @@ import asyncio
 import os
 import resource
 import signal
+import ssl
 import sys
 
 
@@ -20,6 +23,12 @@ async def main():
     host, port, hosthdr, n, readyfile = (sys.argv[1], int(sys.argv[2]),
                                          sys.argv[3], int(sys.argv[4]),
                                          sys.argv[5])
+    ctx = None
+    if len(sys.argv) > 6 and sys.argv[6] == "tls":
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["http/1.1"])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -33,7 +42,8 @@ async def main():
         async with sem:
             try:
                 r, w = await asyncio.wait_for(
-                    asyncio.open_connection(host, port), 30)
+                    asyncio.open_connection(host, port, ssl=ctx,
+                                            server_hostname=hosthdr if ctx else None), 30)
                 w.write(req)
                 await w.drain()
                 head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 30)
