@@ -499,6 +499,12 @@ static void tls_read(struct stream *st)
             break;
         }
         got += (size_t)n;
+        /* Nothing buffered: the socket is drained as far as OpenSSL knows
+         * (read-ahead took what it held), and asking again would cost a
+         * recv that says EAGAIN. The level-triggered event calls back when
+         * more comes. */
+        if (!SSL_has_pending(st->ssl))
+            break;
     }
     short end = 0;
     if (err == SSL_ERROR_WANT_WRITE)
