@@ -123,48 +123,65 @@ def test_large_upload_reaches_upstream_intact(proxy, upstream, routed, version):
 # Handshakes
 
 
+class MemTLS:
+    """A TLS client over a raw socket through memory BIOs: the test decides
+    how the bytes go out (one at a time, a TCP half-close)."""
+
+    def __init__(self, proxy, host):
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = client_ctx().wrap_bio(self.inc, self.out, server_hostname=host)
+        self.sock = socket.create_connection(("127.0.0.1", proxy.extra_ports[0]), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def pump(self, step):
+        """Runs step() until it stops wanting to read; returns its result."""
+        while True:
+            try:
+                r = step()
+                self.flush()
+                return r
+            except ssl.SSLWantReadError:
+                self.flush()
+                data = self.sock.recv(65536)
+                if not data:
+                    raise ConnectionClosed("the proxy closed the connection")
+                self.inc.write(data)
+
+    def flush(self):
+        pending = self.out.read()
+        if pending:
+            self.sock.sendall(pending)
+
+    def send(self, data):
+        self.obj.write(data)
+        self.flush()
+
+    def read_head(self):
+        resp = b""
+        while b"\r\n\r\n" not in resp:
+            resp += self.pump(lambda: self.obj.read(65536))
+        return resp
+
+
 def test_client_hello_one_byte_at_a_time(proxy, upstream, routed):
     """Each byte its own segment: the handshake is driven by many reads
     that each end in WANT_READ."""
     sid, host = routed
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = client_ctx().wrap_bio(inc, out, server_hostname=host)
+    t = MemTLS(proxy, host)
     with pytest.raises(ssl.SSLWantReadError):
-        obj.do_handshake()
-    hello = out.read()
+        t.obj.do_handshake()
+    hello = t.out.read()
     assert len(hello) > 200
-    sock = socket.create_connection(("127.0.0.1", proxy.extra_ports[0]), timeout=10)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         for b in hello:
-            sock.sendall(bytes([b]))
+            t.sock.sendall(bytes([b]))
             time.sleep(0.001)
-
-        def pump_until(done):
-            while True:
-                try:
-                    r = done()
-                    pending = out.read()
-                    if pending:
-                        sock.sendall(pending)
-                    return r
-                except ssl.SSLWantReadError:
-                    pending = out.read()
-                    if pending:
-                        sock.sendall(pending)
-                    data = sock.recv(65536)
-                    assert data, "the proxy closed during the handshake"
-                    inc.write(data)
-
-        pump_until(obj.do_handshake)
-        obj.write(build_request("GET", "/r/%s/bytewise" % sid, host, [("Connection", "close")]))
-        sock.sendall(out.read())
-        resp = b""
-        while b"\r\n\r\n" not in resp:
-            resp += pump_until(lambda: obj.read(65536))
+        t.pump(t.obj.do_handshake)
+        t.send(build_request("GET", "/r/%s/bytewise" % sid, host, [("Connection", "close")]))
+        resp = t.read_head()
         assert resp.startswith(b"HTTP/1.1 200"), resp[:200]
     finally:
-        sock.close()
+        t.sock.close()
     assert len(upstream.requests_for("/r/%s/bytewise" % sid)) == 1
 
 
@@ -285,6 +302,25 @@ def test_close_notify_from_client_ends_cleanly(proxy, upstream, routed):
     assert raw.recv(1) == b""
     raw.close()
     wait_until(lambda: proxy.metric("edgeproxy_client_connections") == before, what="connection released")
+
+
+def test_tcp_half_close_without_close_notify_still_answered(proxy, upstream, routed):
+    """A client that sends its request and shuts its TCP side without a
+    close_notify (a dirty EOF, allowed) still gets the whole response."""
+    sid, host = routed
+    t = MemTLS(proxy, host)
+    try:
+        t.pump(t.obj.do_handshake)
+        t.send(build_request("GET", "/r/%s/halfclosed" % sid, host, [("X-Test-Body-Size", "100000")]))
+        t.sock.shutdown(socket.SHUT_WR)
+        resp = t.read_head()
+        head, _, body = resp.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        while len(body) < 100000:
+            body += t.pump(lambda: t.obj.read(65536))
+        assert body == pattern_bytes(100000)
+    finally:
+        t.sock.close()
 
 
 def test_proxy_closes_with_close_notify(proxy, upstream, routed):
