@@ -9,7 +9,6 @@ each listener with 200 connections, then opens N (default 2000) connections
 with bench/idleconns.py (one request each, then idle) and prints the RSS
 growth per connection. Every process it starts is stopped by pid."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from harness import ConnectionClosed, Client, build_request, make_cert, public_record, sandbox_host, wait_until
+from harness import ConnectionClosed, Client, build_request, make_cert, public_record, wait_until
 from upstreams import pattern_bytes
 
 HEADER_TIMEOUT_MS = 1500
