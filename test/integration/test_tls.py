@@ -11,12 +11,14 @@ import os
 import socket
 import ssl
 import struct
+import select
 import subprocess
 import time
 
 import pytest
 
-from harness import ConnectionClosed, Client, build_request, make_cert, public_record, wait_until
+from harness import (WS_UPGRADE_HEADERS, ConnectionClosed, Client, build_request, make_cert, public_record,
+                     wait_until)
 from upstreams import pattern_bytes
 
 HEADER_TIMEOUT_MS = 1500
@@ -161,6 +163,44 @@ class MemTLS:
         while b"\r\n\r\n" not in resp:
             resp += self.pump(lambda: self.obj.read(65536))
         return resp
+
+
+def test_websocket_over_tls_echoes_4_mib(proxy, upstream, routed):
+    """A tunnel with a TLS side: 4 MiB sent while the echo comes back, both
+    directions under backpressure (one thread: select() interleaves)."""
+    sid, host = routed
+    size = 4 << 20
+    data = os.urandom(size)
+    t = MemTLS(proxy, host)
+    try:
+        t.pump(t.obj.do_handshake)
+        t.send(build_request("GET", "/r/%s/ws" % sid, host, WS_UPGRADE_HEADERS))
+        head, _, got = t.read_head().partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        got, sent, wire = bytearray(got), 0, bytearray()
+        t.sock.setblocking(False)
+        deadline = time.monotonic() + 30
+        while len(got) < size:
+            assert time.monotonic() < deadline, "echoed %d of %d bytes" % (len(got), size)
+            if sent < size and len(wire) < (256 << 10):
+                t.obj.write(data[sent:sent + 16384])
+                sent = min(size, sent + 16384)
+                wire += t.out.read()
+            r, w, _ = select.select([t.sock], [t.sock] if wire else [], [], 1)
+            if w:
+                del wire[:t.sock.send(wire)]
+            if r:
+                more = t.sock.recv(65536)
+                assert more, "tunnel closed after %d of %d bytes" % (len(got), size)
+                t.inc.write(more)
+                try:
+                    while True:
+                        got += t.obj.read(65536)
+                except ssl.SSLWantReadError:
+                    pass
+        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    finally:
+        t.sock.close()
 
 
 def test_client_hello_one_byte_at_a_time(proxy, upstream, routed):
