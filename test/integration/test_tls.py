@@ -158,10 +158,16 @@ class MemTLS:
         self.obj.write(data)
         self.flush()
 
+    def read(self):
+        data = self.pump(lambda: self.obj.read(65536))
+        if not data:
+            raise ConnectionClosed("the proxy sent close_notify")
+        return data
+
     def read_head(self):
         resp = b""
         while b"\r\n\r\n" not in resp:
-            resp += self.pump(lambda: self.obj.read(65536))
+            resp += self.read()
         return resp
 
 
@@ -195,7 +201,9 @@ def test_websocket_over_tls_echoes_4_mib(proxy, upstream, routed):
                 t.inc.write(more)
                 try:
                     while True:
-                        got += t.obj.read(65536)
+                        plain = t.obj.read(65536)
+                        assert plain, "close_notify after %d of %d bytes" % (len(got), size)
+                        got += plain
                 except ssl.SSLWantReadError:
                     pass
         assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
@@ -345,19 +353,24 @@ def test_close_notify_from_client_ends_cleanly(proxy, upstream, routed):
 
 
 def test_tcp_half_close_without_close_notify_still_answered(proxy, upstream, routed):
-    """A client that sends its request and shuts its TCP side without a
-    close_notify (a dirty EOF, allowed) still gets the whole response."""
+    """A client that shuts its TCP side without a close_notify (a dirty EOF,
+    allowed) once its request has gone upstream still gets the whole
+    response, as on a plain connection."""
     sid, host = routed
     t = MemTLS(proxy, host)
     try:
         t.pump(t.obj.do_handshake)
-        t.send(build_request("GET", "/r/%s/halfclosed" % sid, host, [("X-Test-Body-Size", "100000")]))
+        t.send(build_request("GET", "/r/%s/halfclosed" % sid, host,
+                             [("X-Test-Body-Size", "100000"), ("X-Test-Hold", sid)]))
+        upstream.wait_requests("/r/%s/halfclosed" % sid)
         t.sock.shutdown(socket.SHUT_WR)
+        time.sleep(0.2)  # the FIN is read before the response comes
+        upstream.release(sid)
         resp = t.read_head()
         head, _, body = resp.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200"), head
         while len(body) < 100000:
-            body += t.pump(lambda: t.obj.read(65536))
+            body += t.read()
         assert body == pattern_bytes(100000)
     finally:
         t.sock.close()
