@@ -672,11 +672,12 @@ struct stream *stream_new_tls(struct event_base *base, int fd, SSL *ssl)
     }
     SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_set_read_ahead(ssl, 1);
-    /* A TCP EOF without close_notify reads as an EOF, as it did on
-     * libevent's OpenSSL bufferevent with dirty shutdowns allowed: HTTP
-     * frames its own messages, so a truncated one is caught there, and a
-     * client that half-closes after its request still gets the response
-     * (OpenSSL 3 would otherwise send a fatal alert and refuse to write). */
+    /* A TCP EOF without close_notify reads as an EOF (dirty shutdowns are
+     * allowed, as they were on libevent's OpenSSL bufferevent): HTTP frames
+     * its own messages, so a truncated one is caught there, and the stream
+     * can still write, so a client that half-closes once its request is
+     * upstream gets the response (without the option OpenSSL 3 sends a
+     * fatal decode_error alert and refuses to write: test_tls). */
 #ifdef SSL_OP_IGNORE_UNEXPECTED_EOF /* OpenSSL 3; 1.1.1 says SSL_ERROR_SYSCALL, see tls_fail */
     SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
 #endif
