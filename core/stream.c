@@ -622,7 +622,7 @@ static void tls_rev_cb(evutil_socket_t fd, short what, void *arg)
     if (st->handshaking) {
         tls_handshake(st);
     } else {
-        if (st->write_wants_read)
+        if (st->write_wants_read && !st->tls_dead)
             tls_write(st);
         if (!st->freed && st->read_on)
             tls_read(st);
