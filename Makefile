@@ -21,7 +21,7 @@ LLHTTP_DEFS := -DLLHTTP_STRICT_MODE=1
 # the compiler may use it; the build host is the run host here.
 LLHTTP_SIMD := $(shell grep -qw sse4_2 /proc/cpuinfo 2>/dev/null && echo -msse4.2)
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -pthread $(WARN) $(LLHTTP_DEFS) $(SRC_DIRS:%=-I%) -I$(LLHTTP_INC)
-LDLIBS  := -levent_core -levent_extra -levent_pthreads -levent_openssl -lssl -lcrypto -lhiredis -lcjson -lnghttp2 -lpthread
+LDLIBS  := -levent_core -levent_extra -levent_pthreads -lssl -lcrypto -lhiredis -lcjson -lnghttp2 -lpthread
 # nghttp2: Debian's 1.52 backports the rapid-reset (CVE-2023-44487) and
 # CONTINUATION (CVE-2024-28182) limits without changing its version number,
 # so each is detected by symbol: a tiny program that takes its address must

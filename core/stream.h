@@ -1,13 +1,14 @@
 /* A byte stream with input and output evbuffers: the one I/O abstraction
- * session.c and relay.c use. Plain sockets get a lean implementation (the
- * nginx model): the read event stays registered (level-triggered) for the
- * connection's life, reads go straight into reserved evbuffer space up to
- * 64 KiB at a time (no FIONREAD, no 4 KiB cap), output is written at once
- * from the active queue (stream_flush) and EPOLLOUT is only asked for after a
- * short write,
- * and timeouts are lazy (an activity timestamp, one timer re-armed only when
- * it fires early). TLS streams wrap libevent's OpenSSL bufferevent behind the
- * same calls. */
+ * every front end, the upstream pool and the tunnel use. The nginx model,
+ * plain or TLS alike: the read event stays registered (level-triggered) for
+ * the connection's life, reads go into pooled 64 KiB blocks handed to the
+ * input (no FIONREAD, no 4 KiB cap), output is written at once from the
+ * active queue (stream_flush) and EPOLLOUT is only asked for after a short
+ * write, and timeouts are lazy (an activity timestamp, one timer re-armed
+ * only when it fires early). TLS streams run OpenSSL on the socket with the
+ * same events: SSL_read into the read blocks, SSL_write a full 16 KiB record
+ * at a time, the server handshake first (STREAM_CONNECTED when done), and a
+ * close_notify when the stream is freed (see the TLS part of stream.c). */
 #ifndef EDGEPROXY_STREAM_H
 #define EDGEPROXY_STREAM_H
 
@@ -44,13 +45,17 @@ int stream_fd(struct stream *st);
 bool stream_is_tls(const struct stream *st);
 
 /* read_cb: new input. write_cb: output drained to the low-water mark or
- * below. event_cb: EOF, error or timeout (reading stops after each). */
+ * below. event_cb: EOF, error or timeout (reading stops after each), and on
+ * TLS streams STREAM_CONNECTED once the handshake is done. A TLS EOF is the
+ * peer's close_notify or a TCP FIN without one (a dirty shutdown, allowed);
+ * it comes after the data before it has been read, as on a plain socket. */
 void stream_setcb(struct stream *st, stream_data_cb read_cb, stream_data_cb write_cb,
                   stream_event_cb event_cb, void *arg);
 
 /* After adding to the output: writes it from libevent's active queue, later
- * in this loop iteration (so several producers share one writev). Every
- * writer calls it; TLS streams flush by themselves. */
+ * in this loop iteration (so several producers share one writev, or one TLS
+ * record). Every writer calls it, on TLS streams too (output queued during
+ * the handshake goes once it is done). */
 void stream_flush(struct stream *st);
 
 void stream_enable_read(struct stream *st);
@@ -72,7 +77,8 @@ void stream_thread_cleanup(void);
  * plain stream. Borrowed. */
 SSL *stream_tls_ssl(struct stream *st);
 
-/* TLS: the OpenSSL error that ended the stream (0 when none), popping it. */
+/* TLS: the OpenSSL error that ended the stream (0 when none: a socket
+ * error, or an EOF), popping it. */
 unsigned long stream_tls_error(struct stream *st);
 
 #endif

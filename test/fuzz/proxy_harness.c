@@ -758,7 +758,7 @@ static void check_access_log(void)
 
 /* The client's end: read or write, through TLS when it is on. The client's
  * OpenSSL errors are cleared at once: the thread's error queue is the
- * proxy's too (bufferevent_openssl reads it). */
+ * proxy's too (core/stream.c reads it after each SSL call). */
 ssize_t client_io(bool wr, void *buf, size_t n, bool *again)
 {
     if (!client_ssl) {

@@ -44,7 +44,7 @@ CFLAGS+=($(nghttp2_has nghttp2_option_set_stream_reset_rate_limit NGHTTP2_STREAM
 # starts depending on another, like config.c on json_guard.c, keeps linking);
 # the HTTP one adds llhttp.
 COMMON_LIBS="$(ls common/*.c | tr '\n' ' ') -lcjson -lm"
-PROXY_LIBS="$COMMON_LIBS test/fuzz/proxy_harness.c $(ls core/*.c http1/*.c http2/*.c ingress/*.c redis/*.c admin/*.c | grep -v -e '^core/main\.c$' -e '^redis/redis_link\.c$' -e '^redis/redis_conn\.c$' -e '^redis/sentinel\.c$' -e '^redis/cache\.c$' -e '^ingress/lookup\.c$' -e '^ingress/conn_limit_sync\.c$' | tr '\n' ' ') $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c -levent_core -levent_extra -levent_openssl -lssl -lcrypto -lnghttp2 -lpthread"
+PROXY_LIBS="$COMMON_LIBS test/fuzz/proxy_harness.c $(ls core/*.c http1/*.c http2/*.c ingress/*.c redis/*.c admin/*.c | grep -v -e '^core/main\.c$' -e '^redis/redis_link\.c$' -e '^redis/redis_conn\.c$' -e '^redis/sentinel\.c$' -e '^redis/cache\.c$' -e '^ingress/lookup\.c$' -e '^ingress/conn_limit_sync\.c$' | tr '\n' ' ') $LLHTTP_SRC/llhttp.c $LLHTTP_SRC/api.c $LLHTTP_SRC/http.c -levent_core -levent_extra -lssl -lcrypto -lnghttp2 -lpthread"
 declare -A EXTRA=(
     [host]="$COMMON_LIBS"
     [record]="$COMMON_LIBS"
