@@ -16,38 +16,13 @@ import pytest
 from hyperframe.frame import DataFrame, SettingsFrame
 
 from h2client import CANCEL, NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, H2Client, RawH2, tls_context
-from harness import (WS_UPGRADE_HEADERS, build_request, make_cert, new_sid, private_record,
+from harness import (WS_UPGRADE_HEADERS, build_request, new_sid, private_record,
                      public_record, sandbox_host, tunnel_echo, wait_until)
-from upstreams import (OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WebSocketUpstream, WsParser,
+from upstreams import (OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WsParser,
                        ws_frame)
+from tls_proxy_fixtures import access_log, certs, proxy, wsup  # noqa: F401 (fixtures)
 
 ENABLE_CONNECT_PROTOCOL = 0x8
-
-
-@pytest.fixture(scope="module")
-def certs(workdir):
-    d = workdir / "tls"
-    d.mkdir(exist_ok=True)
-    return make_cert(d, "ws", "sandbox.test")
-
-
-@pytest.fixture(scope="module")
-def access_log(workdir):
-    return workdir / "access.log"
-
-
-@pytest.fixture(scope="module")
-def proxy(make_proxy, certs, access_log):
-    # extra_ports[0]: TLS (ALPN h2)
-    return make_proxy({"access_log": {"path": str(access_log)}},
-                      extra_listeners=[{"tls": {"certificates": [certs]}}])
-
-
-@pytest.fixture(scope="module")
-def wsup():
-    u = WebSocketUpstream()
-    yield u
-    u.stop()
 
 
 @pytest.fixture

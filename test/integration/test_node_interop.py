@@ -15,38 +15,12 @@ import time
 
 import pytest
 
-from harness import make_cert, new_sid, public_record, sandbox_host, wait_until
-from upstreams import WebSocketUpstream
+from harness import new_sid, public_record, sandbox_host, wait_until
+from tls_proxy_fixtures import access_log, certs, proxy, wsup  # noqa: F401 (fixtures)
 
 NODE = shutil.which("node")
 pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
 SCRIPTS = os.path.join(os.path.dirname(__file__), "node")
-
-
-@pytest.fixture(scope="module")
-def certs(workdir):
-    d = workdir / "tls"
-    d.mkdir(exist_ok=True)
-    return make_cert(d, "node", "sandbox.test")
-
-
-@pytest.fixture(scope="module")
-def access_log(workdir):
-    return workdir / "access.log"
-
-
-@pytest.fixture(scope="module")
-def proxy(make_proxy, certs, access_log):
-    # extra_ports[0]: TLS (ALPN h2 then http/1.1)
-    return make_proxy({"access_log": {"path": str(access_log)}},
-                      extra_listeners=[{"tls": {"certificates": [certs]}}])
-
-
-@pytest.fixture(scope="module")
-def wsup():
-    u = WebSocketUpstream()
-    yield u
-    u.stop()
 
 
 @pytest.fixture

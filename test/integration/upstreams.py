@@ -144,35 +144,33 @@ class _Reader:
         return data
 
 
-class EchoUpstream:
-    """Keep-alive HTTP/1.1 echo server. `delay` (seconds) applies to every
-    answer (the "slow server")."""
+class ThreadedServer:
+    """A listening socket on host (port 0: a free one) with an accept thread
+    that hands each connection, with its id, to self._serve in a thread of
+    its own; keeps the open connections (closed by stop) and the requests
+    (objects with a .target) the subclass records."""
 
-    def __init__(self, port=0, delay=0.0, host="127.0.0.1", name="upstream"):
+    conn_timeout = 60.0
+    backlog = 128
+
+    def __init__(self, port=0, host="127.0.0.1", name="upstream"):
         self.host = host
-        self.delay = delay
         self.name = name
         self.lock = threading.Lock()
         self.requests = []
         self.conn_count = 0
         self.open_conns = {}
-        self.events = []  # (time, "accept"/"close", conn_id)
-        self.holds = {}
-        self.drop_next = set()  # connection ids whose next request is dropped
-        self.body_bytes_sent = 0  # response body bytes written, all connections
         self._stop = threading.Event()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.lsock = socket.socket(family, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind((host, port))
-        self.lsock.listen(128)
+        self.lsock.listen(self.backlog)
         self.lsock.settimeout(0.1)
         self.port = self.lsock.getsockname()[1]
         self.thread = threading.Thread(target=self._accept_loop, daemon=True,
                                        name="%s-%d" % (name, self.port))
         self.thread.start()
-
-    # Lifecycle ---------------------------------------------------------------
 
     def stop(self):
         self._stop.set()
@@ -183,9 +181,7 @@ class EchoUpstream:
             pass
         with self.lock:
             conns = list(self.open_conns.values())
-        with self.lock:
-            for ev in self.holds.values():
-                ev.set()
+        self._on_stop()
         for s in conns:
             try:
                 s.shutdown(socket.SHUT_RDWR)
@@ -196,25 +192,17 @@ class EchoUpstream:
             except OSError:
                 pass
 
+    def _on_stop(self):
+        """Subclasses: wake what their serving threads wait on."""
+
+    def _on_accept(self, cid):
+        """Subclasses: note the connection (called under self.lock)."""
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.stop()
-
-    def _count_sent(self, n):
-        with self.lock:
-            self.body_bytes_sent += n
-
-    def _hold_event(self, name):
-        with self.lock:
-            return self.holds.setdefault(name, threading.Event())
-
-    def release(self, name):
-        """Lets requests carrying X-Test-Hold: name answer."""
-        self._hold_event(name).set()
-
-    # Inspection --------------------------------------------------------------
 
     def snapshot(self):
         with self.lock:
@@ -235,8 +223,6 @@ class EchoUpstream:
                     self.name, len(got), n, marker, timeout, self.snapshot()[-5:]))
             time.sleep(0.005)
 
-    # Serving -----------------------------------------------------------------
-
     def _accept_loop(self):
         while not self._stop.is_set():
             try:
@@ -249,10 +235,43 @@ class EchoUpstream:
                 self.conn_count += 1
                 cid = self.conn_count
                 self.open_conns[cid] = s
-                self.events.append((time.monotonic(), "accept", cid))
-            s.settimeout(60)
+                self._on_accept(cid)
+            s.settimeout(self.conn_timeout)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(target=self._serve, args=(s, cid, peer[1]), daemon=True).start()
+
+
+class EchoUpstream(ThreadedServer):
+    """Keep-alive HTTP/1.1 echo server. `delay` (seconds) applies to every
+    answer (the "slow server")."""
+
+    def __init__(self, port=0, delay=0.0, host="127.0.0.1", name="upstream"):
+        self.delay = delay
+        self.events = []  # (time, "accept"/"close", conn_id)
+        self.holds = {}
+        self.drop_next = set()  # connection ids whose next request is dropped
+        self.body_bytes_sent = 0  # response body bytes written, all connections
+        super().__init__(port, host, name)
+
+    def _on_stop(self):
+        with self.lock:
+            for ev in self.holds.values():
+                ev.set()
+
+    def _on_accept(self, cid):
+        self.events.append((time.monotonic(), "accept", cid))
+
+    def _count_sent(self, n):
+        with self.lock:
+            self.body_bytes_sent += n
+
+    def _hold_event(self, name):
+        with self.lock:
+            return self.holds.setdefault(name, threading.Event())
+
+    def release(self, name):
+        """Lets requests carrying X-Test-Hold: name answer."""
+        self._hold_event(name).set()
 
     def _serve(self, s, cid, peer_port):
         r = _Reader(s)
@@ -573,7 +592,7 @@ class WsParser:
         return bool(fin), op, payload, bool(masked)
 
 
-class WebSocketUpstream:
+class WebSocketUpstream(ThreadedServer):
     """An RFC 6455 echo server, as a sandbox app runs one: records each
     handshake request (Recorded, as EchoUpstream does), answers 101 with the
     key's Sec-WebSocket-Accept and the first subprotocol offered, echoes
@@ -598,44 +617,14 @@ class WebSocketUpstream:
     EOF it still sends a text message "after-eof", then closes: what a
     half-close must let through."""
 
+    conn_timeout = 30.0
+    backlog = 64
+
     def __init__(self, host="127.0.0.1", name="ws"):
-        self.name = name
-        self.lock = threading.Lock()
-        self.requests = []
         self.events = {}
-        self.conn_count = 0
         self.flood_sent = 0
         self.unmasked = 0  # client frames that came unmasked (a protocol error)
-        self.open_conns = {}
-        self._stop = threading.Event()
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind((host, 0))
-        self.lsock.listen(64)
-        self.lsock.settimeout(0.1)
-        self.port = self.lsock.getsockname()[1]
-        self.thread = threading.Thread(target=self._accept_loop, daemon=True,
-                                       name="%s-%d" % (name, self.port))
-        self.thread.start()
-
-    def stop(self):
-        self._stop.set()
-        self.thread.join(2)
-        self.lsock.close()
-        with self.lock:
-            conns = list(self.open_conns.values())
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+        super().__init__(0, host, name)
 
     def _event(self, cid, what):
         with self.lock:
@@ -644,36 +633,6 @@ class WebSocketUpstream:
     def events_of(self, cid):
         with self.lock:
             return list(self.events.get(cid, []))
-
-    def requests_for(self, marker):
-        with self.lock:
-            return [r for r in self.requests if marker in r.target]
-
-    def wait_requests(self, marker, n=1, timeout=5.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            got = self.requests_for(marker)
-            if len(got) >= n:
-                return got
-            if time.monotonic() > deadline:
-                raise AssertionError("%s: %d of %d requests matching %r" % (self.name, len(got), n, marker))
-            time.sleep(0.005)
-
-    def _accept_loop(self):
-        while not self._stop.is_set():
-            try:
-                s, peer = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.conn_count += 1
-                cid = self.conn_count
-                self.open_conns[cid] = s
-            s.settimeout(30)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._serve, args=(s, cid, peer[1]), daemon=True).start()
 
     def _serve(self, s, cid, peer_port):
         try:
