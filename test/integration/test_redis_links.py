@@ -185,6 +185,17 @@ def assert_not_ready_for_a_while(p, upstream, sid):
         time.sleep(0.2)
 
 
+def wait_all_workers_serve(p, host, timeout=6):
+    """/readyz is 200 once one worker's link is up; the others follow within
+    their reconnect backoff (at most 2 s plus jitter). Until then a request
+    the kernel gives to a worker still backing off gets 503: wait until
+    several requests in a row (new connections, spread over the workers) are
+    answered 200."""
+    def all_ok():
+        return all(p.get(host).status == 200 for _ in range(4 * p.config["workers"]))
+    wait_until(all_ok, timeout=timeout, interval=0.1, what="every worker serving %s" % host)
+
+
 @pytest.mark.parametrize("password,cause", [
     ("wrong", r"redis: AUTH to 127\.0\.0\.1:%d failed: WRONGPASS"),
     (None, r"redis: SELECT 0 on 127\.0\.0\.1:%d failed: NOAUTH"),
@@ -211,7 +222,7 @@ def test_refused_password_is_not_ready(make_proxy, workdir, upstream, password, 
         # Redis now takes the proxy's password: ready again within the backoff.
         r.client.cmd("CONFIG", "SET", "requirepass", password or "")
         wait_until(lambda: readyz(p) == 200, timeout=6, interval=0.1, what="/readyz 200 again")
-        assert p.get(sandbox_host(upstream.port, sid)).status == 200
+        wait_all_workers_serve(p, sandbox_host(upstream.port, sid))
         wait_until(lambda: r.client.numsub(CHANNEL) == p.config["workers"], timeout=6,
                    what="both subscribers authenticated")
     finally:
@@ -247,7 +258,7 @@ def test_heartbeat_publish_error_is_a_failure(make_proxy, own_redis, upstream):
     wait_until(lambda: readyz(p) == 200, timeout=6, interval=0.1, what="/readyz 200 again")
     sid = new_sid()
     own_redis.set_record(sid, public_record())
-    assert p.get(sandbox_host(upstream.port, sid)).status == 200
+    wait_all_workers_serve(p, sandbox_host(upstream.port, sid))
 
 
 def test_request_during_setup_waits_for_it(make_proxy, workdir, upstream):
