@@ -634,13 +634,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (c1 & 0x10)
         close_client();
     write_client(body + first, n - first, small);
-    if (client_fd != -1) {
-        if (client_ssl) {
-            SSL_shutdown(client_ssl); /* close_notify */
-            ERR_clear_error();
-        }
-        shutdown(client_fd, SHUT_WR);
-    }
+    end_client_output();
     settle(200, small);
 
     harness_end_input();

@@ -273,13 +273,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         close_client();
     write_client(body + cut1, cut2 - cut1, short_timeouts);
     write_client(body + cut2, n - cut2, short_timeouts);
-    if (client_fd != -1 && !(c4 & 0x02)) {
-        if (client_ssl) {
-            SSL_shutdown(client_ssl); /* close_notify */
-            ERR_clear_error();
-        }
-        shutdown(client_fd, SHUT_WR);
-    }
+    if (!(c4 & 0x02))
+        end_client_output();
     settle(200, short_timeouts);
 
     harness_end_input();

@@ -785,6 +785,17 @@ void close_client(void)
     client_fd = -1;
 }
 
+void end_client_output(void)
+{
+    if (client_fd == -1)
+        return;
+    if (client_ssl) {
+        SSL_shutdown(client_ssl); /* close_notify */
+        ERR_clear_error();
+    }
+    shutdown(client_fd, SHUT_WR);
+}
+
 void read_client(void)
 {
     char buf[8192];
@@ -1011,22 +1022,19 @@ void egress_config_changed(struct egress *eg)
 {
 }
 
-int egress_accept_http(struct worker *w, size_t index, int fd, const struct sockaddr *sa,
-                       int salen)
+int egress_accept_http(struct worker *w, size_t index, int fd, const struct sockaddr *sa, int salen)
 {
     harness_die("egress_accept_http: the harness has no egress listener");
     return -1;
 }
 
-int egress_accept_tls(struct worker *w, size_t index, int fd, const struct sockaddr *sa,
-                      int salen)
+int egress_accept_tls(struct worker *w, size_t index, int fd, const struct sockaddr *sa, int salen)
 {
     harness_die("egress_accept_tls: the harness has no egress listener");
     return -1;
 }
 
-int egress_accept_tcp(struct worker *w, size_t index, int fd, const struct sockaddr *sa,
-                      int salen)
+int egress_accept_tcp(struct worker *w, size_t index, int fd, const struct sockaddr *sa, int salen)
 {
     harness_die("egress_accept_tcp: the harness has no egress listener");
     return -1;

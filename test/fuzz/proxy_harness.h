@@ -73,6 +73,9 @@ size_t fill_leave(const uint8_t *d, size_t n);
 /* The client's end, the loop. */
 ssize_t client_io(bool wr, void *buf, size_t n, bool *again);
 void close_client(void);
+/* The client is done sending: close_notify on TLS, then a TCP half-close
+ * (reading goes on). No-op once the client is closed. */
+void end_client_output(void);
 void read_client(void);
 void turn(void);
 void settle(int max, bool short_timeouts);
